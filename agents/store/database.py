@@ -1,0 +1,94 @@
+"""Opening the SQLite file: checks that never touch a file we cannot use, pragmas, migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from agents.errors import StoreOpenError
+from agents.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 5000
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, without writing a byte, a path that is not a usable database file."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise StoreOpenError(f"database {path}: directory {path.parent} does not exist")
+        return
+    if not path.is_file():
+        raise StoreOpenError(f"database {path}: not a regular file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StoreOpenError(f"database {path}: not readable and writable by this user")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as err:
+        raise StoreOpenError(f"database {path}: cannot read ({err.strerror})") from None
+    if head and head != SQLITE_MAGIC:
+        raise StoreOpenError(
+            f"database {path}: not an SQLite database (file left untouched; move it "
+            "away or pass --home DIR)"
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """Open (creating and migrating when needed) the database at `path`.
+
+    Raises StoreOpenError for a file that is unreadable, not a database, damaged, or from
+    a newer schema; such a file is left exactly as it was.
+    """
+    path = Path(path)
+    _check_file(path)
+    if not path.exists() and not create:
+        raise StoreOpenError(f"database {path}: does not exist")
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as err:
+        raise StoreOpenError(f"database {path}: cannot open ({err})") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreOpenError(
+                f"database {path}: schema version {version} is newer than this agentdeck "
+                f"understands ({SCHEMA_VERSION}); upgrade agentdeck"
+            )
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS
+        # crash or power cut can lose the last transactions.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, version)
+    except sqlite3.DatabaseError as err:
+        conn.close()
+        raise StoreOpenError(f"database {path}: damaged or not a database ({err})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, current: int) -> None:
+    for version, script in MIGRATIONS:
+        if version <= current:
+            continue
+        # One transaction per step, version bump included.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise

@@ -1,0 +1,198 @@
+"""Read-only queries: `fn(conn, ...)`, used through Store.read / AsyncStore.read or on a
+reader's own connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from agents.protocol import (
+    AgentStatus,
+    Approval,
+    Event,
+    Memory,
+    Message,
+    PermissionRule,
+    Schedule,
+    Task,
+    ToolCall,
+    decode_payload,
+)
+from agents.store import rows
+
+
+class EventFilter:
+    """Which events a reader wants. Empty fields match everything."""
+
+    __slots__ = ("actor", "kinds", "recipient", "subject_prefix")
+
+    def __init__(
+        self,
+        *,
+        kinds: Sequence[str] = (),
+        actor: str | None = None,
+        subject_prefix: str | None = None,
+        recipient: str | None = None,
+    ) -> None:
+        self.kinds = tuple(kinds)
+        self.actor = actor
+        self.subject_prefix = subject_prefix
+        self.recipient = recipient
+
+    def sql(self) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.kinds:
+            clauses.append(f"kind IN ({','.join('?' * len(self.kinds))})")
+            params.extend(self.kinds)
+        if self.actor is not None:
+            clauses.append("actor = ?")
+            params.append(self.actor)
+        if self.subject_prefix is not None:
+            # GLOB is case-sensitive and index-friendly; escape its metacharacters.
+            escaped = "".join(f"[{c}]" if c in "*?[" else c for c in self.subject_prefix)
+            clauses.append("subject GLOB ?")
+            params.append(escaped + "*")
+        if self.recipient is not None:
+            clauses.append("recipient = ?")
+            params.append(self.recipient)
+        return (" AND ".join(clauses) or "1"), params
+
+    def matches(self, event: Event) -> bool:
+        return (
+            (not self.kinds or event.kind in self.kinds)
+            and (self.actor is None or event.actor == self.actor)
+            and (self.subject_prefix is None or event.subject.startswith(self.subject_prefix))
+            and (self.recipient is None or event.recipient == self.recipient)
+        )
+
+
+def event_from_row(r: sqlite3.Row | tuple) -> Event:
+    return Event(
+        id=r[0], ts=r[1], kind=r[2], actor=r[3], subject=r[4], recipient=r[5],
+        payload=decode_payload(r[6], r[0]),
+    )
+
+
+EVENT_COLUMNS = "id, ts, kind, actor, subject, recipient, payload"
+
+
+def events_after(
+    conn: sqlite3.Connection, after_id: int, limit: int = 500, flt: EventFilter | None = None
+) -> list[Event]:
+    where, params = (flt or EventFilter()).sql()
+    cur = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+        (after_id, *params, limit),
+    )
+    return [event_from_row(r) for r in cur.fetchall()]
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+    return int(row[0])
+
+
+def cursor(conn: sqlite3.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT last_event_id FROM cursors WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def task(conn: sqlite3.Connection, task_id: int) -> Task | None:
+    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return rows.task(row) if row else None
+
+
+def tasks(conn: sqlite3.Connection, *, owner: str | None = None,
+          statuses: Sequence[str] = ()) -> list[Task]:
+    sql, params = "SELECT * FROM tasks WHERE 1", []  # type: ignore[var-annotated]
+    if owner is not None:
+        sql += " AND owner = ?"
+        params.append(owner)
+    if statuses:
+        sql += f" AND status IN ({','.join('?' * len(statuses))})"
+        params.extend(statuses)
+    return [rows.task(r) for r in conn.execute(sql + " ORDER BY id", params).fetchall()]
+
+
+def task_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {
+        r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+    }
+
+
+def approvals(conn: sqlite3.Connection, *, status: str | None = "pending") -> list[Approval]:
+    if status is None:
+        cur = conn.execute("SELECT * FROM approvals ORDER BY id")
+    else:
+        cur = conn.execute("SELECT * FROM approvals WHERE status = ? ORDER BY id", (status,))
+    return [rows.approval(r) for r in cur.fetchall()]
+
+
+def approval(conn: sqlite3.Connection, approval_id: int) -> Approval | None:
+    row = conn.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+    return rows.approval(row) if row else None
+
+
+def rules(conn: sqlite3.Connection) -> list[PermissionRule]:
+    return [rows.rule(r) for r in conn.execute("SELECT * FROM permission_rules ORDER BY id")]
+
+
+def agent_statuses(conn: sqlite3.Connection) -> dict[str, AgentStatus]:
+    return {
+        r["agent"]: rows.agent_status(r)
+        for r in conn.execute("SELECT * FROM agent_status ORDER BY agent")
+    }
+
+
+def tool_calls(conn: sqlite3.Connection, *, status: str | None = None) -> list[ToolCall]:
+    if status is None:
+        cur = conn.execute("SELECT * FROM tool_calls ORDER BY id")
+    else:
+        cur = conn.execute("SELECT * FROM tool_calls WHERE status = ? ORDER BY id", (status,))
+    return [rows.tool_call(r) for r in cur.fetchall()]
+
+
+def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[Message]:
+    cur = conn.execute(
+        "SELECT m.* FROM messages m JOIN channels c ON c.id = m.channel_id "
+        "WHERE c.name = ? AND m.deleted = 0 ORDER BY m.id DESC LIMIT ?",
+        (channel.lstrip("#"), limit),
+    )
+    return [rows.message(r) for r in reversed(cur.fetchall())]
+
+
+def due_schedules(conn: sqlite3.Connection, now: float) -> list[Schedule]:
+    cur = conn.execute(
+        "SELECT * FROM schedules WHERE enabled = 1 AND next_run_at <= ? ORDER BY next_run_at",
+        (now,),
+    )
+    return [rows.schedule(r) for r in cur.fetchall()]
+
+
+def search_memory(
+    conn: sqlite3.Connection, text: str, *, agent: str | None = None, limit: int = 10,
+    include_compacted: bool = False,
+) -> list[Memory]:
+    """Full-text search: an agent sees its own entries and shared ones."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+    if not words:
+        return []
+    match = " OR ".join(f'"{w}"' for w in words)
+    sql = (
+        "SELECT m.* FROM memory_fts f JOIN memory m ON m.id = f.rowid "
+        "WHERE memory_fts MATCH ?"
+    )
+    params: list[object] = [match]
+    if agent is not None:
+        sql += " AND (m.agent = ? OR m.scope = 'shared')"
+        params.append(agent)
+    if not include_compacted:
+        sql += " AND m.compacted_into IS NULL"
+    sql += " ORDER BY f.rank LIMIT ?"
+    params.append(limit)
+    return [rows.memory(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def instance(conn: sqlite3.Connection) -> sqlite3.Row | None:
+    return conn.execute("SELECT pid, started_at, heartbeat_at, meter FROM instance").fetchone()

@@ -1,0 +1,71 @@
+"""Schedules: an agent's recurring stimulus. Firing one creates a task for the agent."""
+
+from __future__ import annotations
+
+import math
+
+from agents.errors import InvalidArgument, PermissionDenied
+from agents.protocol import Schedule, ScheduleFired, ScheduleSet
+from agents.store import rows
+from agents.store.reducers.tasks import create_task
+from agents.store.tx import Tx
+
+
+def set_schedule(
+    tx: Tx,
+    actor: str,
+    agent: str,
+    name: str,
+    interval_s: float,
+    *,
+    body: str = "",
+    enabled: bool = True,
+    first_run_at: float | None = None,
+) -> Schedule:
+    tx.check_actor(actor)
+    tx.check_agent(agent)
+    if agent != actor and not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not set {agent}'s schedules")
+    if interval_s <= 0:
+        raise InvalidArgument("interval_s must be > 0")
+    if not name.strip():
+        raise InvalidArgument("a schedule needs a name")
+    next_run = first_run_at if first_run_at is not None else tx.now + interval_s
+    tx.execute(
+        "INSERT INTO schedules (agent, name, interval_s, body, enabled, next_run_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent, name) DO UPDATE SET "
+        "interval_s = excluded.interval_s, body = excluded.body, enabled = excluded.enabled, "
+        "next_run_at = excluded.next_run_at",
+        (agent, name, interval_s, body, int(enabled), next_run),
+    )
+    row = tx.one("SELECT * FROM schedules WHERE agent = ? AND name = ?", (agent, name))
+    assert row is not None
+    schedule = rows.schedule(row)
+    tx.emit(actor, ScheduleSet(schedule=schedule), subject=f"schedule:{schedule.id}", recipient=agent)
+    return schedule
+
+
+def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
+    """Run a due schedule once: a task for its agent, and the next run after now (missed
+    runs while agentdeck was down collapse into this one)."""
+    if not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not fire schedules")
+    schedule = rows.schedule(tx.row("schedules", schedule_id))
+    if not schedule.enabled:
+        raise InvalidArgument(f"schedule {schedule_id} is disabled")
+    task = create_task(
+        tx, actor, f"[{schedule.name}] scheduled", body=schedule.body, owner=schedule.agent
+    )
+    next_run = schedule.next_run_at
+    if next_run <= tx.now:
+        missed = math.floor((tx.now - next_run) / schedule.interval_s) + 1
+        next_run += missed * schedule.interval_s
+    tx.execute(
+        "UPDATE schedules SET last_run_at = ?, next_run_at = ? WHERE id = ?",
+        (tx.now, next_run, schedule_id),
+    )
+    tx.emit(
+        actor, ScheduleFired(schedule_id=schedule_id, task_id=task.id, next_run_at=next_run),
+        subject=f"schedule:{schedule_id}", recipient=schedule.agent,
+    )
+    return task.id

@@ -1,0 +1,174 @@
+"""Task reducers: create, assign, move through the status machine, reprioritise."""
+
+from __future__ import annotations
+
+from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
+from agents.protocol import (
+    TASK_STATUSES,
+    Task,
+    TaskAssigned,
+    TaskCreated,
+    TaskStatus,
+    TaskStatusChanged,
+    TaskUpdated,
+)
+from agents.store import rows
+from agents.store.tx import Tx
+
+# Allowed status moves. done and cancelled are final; failed may be retried (-> queued).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"active", "deferred", "blocked", "cancelled", "failed"}),
+    "active": frozenset(
+        {"waiting_approval", "blocked", "done", "failed", "deferred", "cancelled", "queued"}
+    ),
+    "waiting_approval": frozenset({"active", "blocked", "failed", "cancelled"}),
+    "blocked": frozenset({"queued", "active", "failed", "cancelled"}),
+    "deferred": frozenset({"queued", "active", "cancelled"}),
+    "failed": frozenset({"queued"}),
+    "done": frozenset(),
+    "cancelled": frozenset(),
+}
+
+MAX_TITLE = 500
+MAX_PRIORITY = 9
+
+
+def _check_priority(priority: int) -> None:
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(f"priority must be 0..{MAX_PRIORITY}, got {priority}")
+
+
+def _may_change(tx: Tx, actor: str, task: Task) -> None:
+    if tx.privileged(actor) or task.owner == actor:
+        return
+    raise PermissionDenied(f"{actor} may not change task {task.id} (owned by {task.owner})")
+
+
+def _interested(actor: str, task: Task, agents: frozenset[str]) -> str | None:
+    """Who should hear of a change: the owner when someone else made it, else the creator."""
+    if task.owner and task.owner != actor:
+        return task.owner
+    if task.created_by in agents and task.created_by != actor:
+        return task.created_by
+    return None
+
+
+def create_task(
+    tx: Tx,
+    actor: str,
+    title: str,
+    *,
+    body: str = "",
+    owner: str | None = None,
+    parent_id: int | None = None,
+    priority: int = 1,
+    deadline: float | None = None,
+) -> Task:
+    tx.check_actor(actor)
+    title = title.strip()
+    if not title:
+        raise InvalidArgument("a task needs a title")
+    if len(title) > MAX_TITLE:
+        raise InvalidArgument(f"title longer than {MAX_TITLE} characters")
+    _check_priority(priority)
+    if owner is not None:
+        tx.check_agent(owner)
+    job_id: int | None = None
+    if parent_id is not None:
+        parent = rows.task(tx.row("tasks", parent_id))
+        # An agent delegates only from a task it owns.
+        if not tx.privileged(actor) and parent.owner != actor:
+            raise PermissionDenied(f"{actor} may not add subtasks to task {parent_id}")
+        job_id = parent.job_id
+    cur = tx.execute(
+        "INSERT INTO tasks (parent_id, job_id, owner, created_by, title, body, status, "
+        "priority, deadline, created_at, updated_at) VALUES (?, 0, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        (parent_id, owner, actor, title, body, priority, deadline, tx.now, tx.now),
+    )
+    task_id = cur.lastrowid
+    assert task_id is not None
+    tx.execute("UPDATE tasks SET job_id = ? WHERE id = ?", (job_id or task_id, task_id))
+    task = rows.task(tx.row("tasks", task_id))
+    tx.emit(actor, TaskCreated(task=task), subject=f"task:{task_id}", recipient=owner)
+    return task
+
+
+def assign_task(tx: Tx, actor: str, task_id: int, owner: str | None) -> Task:
+    """Privileged actors assign freely; an agent hands off its own task or claims an
+    unassigned one for itself."""
+    tx.check_actor(actor)
+    task = rows.task(tx.row("tasks", task_id))
+    if owner is not None:
+        tx.check_agent(owner)
+    if not tx.privileged(actor):
+        claiming = task.owner is None and owner == actor
+        if not (task.owner == actor or claiming):
+            raise PermissionDenied(f"{actor} may not assign task {task_id} (owned by {task.owner})")
+    if task.status in TRANSITIONS and not TRANSITIONS[task.status]:
+        raise InvalidTransition(f"task {task_id} is {task.status}; it cannot be reassigned")
+    if owner == task.owner:
+        return task
+    tx.execute("UPDATE tasks SET owner = ?, updated_at = ? WHERE id = ?", (owner, tx.now, task_id))
+    tx.emit(
+        actor,
+        TaskAssigned(task_id=task_id, owner=owner, previous=task.owner),
+        subject=f"task:{task_id}",
+        recipient=owner,
+    )
+    return rows.task(tx.row("tasks", task_id))
+
+
+def set_task_status(
+    tx: Tx, actor: str, task_id: int, status: TaskStatus, result: str | None = None
+) -> Task:
+    tx.check_actor(actor)
+    if status not in TASK_STATUSES:
+        raise InvalidArgument(f"unknown task status {status!r}")
+    task = rows.task(tx.row("tasks", task_id))
+    _may_change(tx, actor, task)
+    if status not in TRANSITIONS[task.status]:
+        raise InvalidTransition(f"task {task_id} cannot go from {task.status} to {status}")
+    attempts = task.attempts + (1 if status == "active" else 0)
+    new_result = result if result is not None else task.result
+    tx.execute(
+        "UPDATE tasks SET status = ?, result = ?, attempts = ?, updated_at = ? WHERE id = ?",
+        (status, new_result, attempts, tx.now, task_id),
+    )
+    tx.emit(
+        actor,
+        TaskStatusChanged(task_id=task_id, old=task.status, new=status, result=result),
+        subject=f"task:{task_id}",
+        recipient=_interested(actor, task, tx.agents),
+    )
+    return rows.task(tx.row("tasks", task_id))
+
+
+def update_task(
+    tx: Tx,
+    actor: str,
+    task_id: int,
+    *,
+    priority: int | None = None,
+    deadline: float | None = None,
+) -> Task:
+    tx.check_actor(actor)
+    task = rows.task(tx.row("tasks", task_id))
+    _may_change(tx, actor, task)
+    if not TRANSITIONS[task.status]:
+        raise InvalidTransition(f"task {task_id} is {task.status}; it cannot be changed")
+    if priority is None and deadline is None:
+        raise InvalidArgument("nothing to update")
+    if priority is not None:
+        _check_priority(priority)
+    tx.execute(
+        "UPDATE tasks SET priority = COALESCE(?, priority), deadline = COALESCE(?, deadline), "
+        "updated_at = ? WHERE id = ?",
+        (priority, deadline, tx.now, task_id),
+    )
+    tx.emit(
+        actor,
+        TaskUpdated(task_id=task_id, priority=priority, deadline=deadline),
+        subject=f"task:{task_id}",
+        recipient=_interested(actor, task, tx.agents),
+    )
+    return rows.task(tx.row("tasks", task_id))

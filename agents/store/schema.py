@@ -1,0 +1,205 @@
+"""The schema, as forward migrations. `PRAGMA user_version` holds the applied version.
+
+Each migration runs in one transaction with the version bump, so a crash mid-migration
+leaves the previous version intact. Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+_V1 = """
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts        REAL    NOT NULL,
+    kind      TEXT    NOT NULL,
+    actor     TEXT    NOT NULL,
+    subject   TEXT    NOT NULL DEFAULT '',   -- 'task:12', 'approval:3', 'channel:1' ...
+    recipient TEXT,                          -- the agent an event is addressed to, if any
+    payload   BLOB    NOT NULL               -- msgpack Envelope(v, body)
+);
+CREATE INDEX events_by_recipient ON events (recipient, id);
+CREATE INDEX events_by_kind ON events (kind, id);
+
+CREATE TABLE tasks (
+    id         INTEGER PRIMARY KEY,
+    parent_id  INTEGER REFERENCES tasks (id),
+    job_id     INTEGER NOT NULL,             -- the root of this task's tree
+    owner      TEXT,                         -- agent; NULL = unassigned (for the router)
+    created_by TEXT    NOT NULL,
+    title      TEXT    NOT NULL,
+    body       TEXT    NOT NULL DEFAULT '',
+    status     TEXT    NOT NULL CHECK (status IN ('queued', 'active', 'waiting_approval',
+                   'blocked', 'done', 'failed', 'deferred', 'cancelled')),
+    priority   INTEGER NOT NULL DEFAULT 0,
+    result     TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    deadline   REAL,
+    created_at REAL    NOT NULL,
+    updated_at REAL    NOT NULL
+);
+CREATE INDEX tasks_by_owner ON tasks (owner, status);
+CREATE INDEX tasks_by_parent ON tasks (parent_id);
+
+CREATE TABLE channels (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    kind       TEXT NOT NULL CHECK (kind IN ('text', 'agent_log')),
+    topic      TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE channel_members (
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    member     TEXT    NOT NULL,
+    role       TEXT    NOT NULL CHECK (role IN ('owner', 'admin', 'moderator', 'member', 'agent')),
+    joined_at  REAL    NOT NULL,
+    PRIMARY KEY (channel_id, member)
+);
+
+CREATE TABLE messages (
+    id         INTEGER PRIMARY KEY,
+    channel_id INTEGER REFERENCES channels (id),
+    sender     TEXT    NOT NULL,
+    recipient  TEXT,
+    task_id    INTEGER REFERENCES tasks (id),
+    body       TEXT    NOT NULL,
+    created_at REAL    NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    CHECK (channel_id IS NOT NULL OR recipient IS NOT NULL)
+);
+CREATE INDEX messages_by_channel ON messages (channel_id, id);
+CREATE INDEX messages_by_recipient ON messages (recipient, id);
+
+CREATE TABLE memory (
+    id             INTEGER PRIMARY KEY,
+    agent          TEXT    NOT NULL,
+    scope          TEXT    NOT NULL CHECK (scope IN ('private', 'shared')),
+    kind           TEXT    NOT NULL CHECK (kind IN ('reflection', 'fact', 'summary', 'journal')),
+    content        TEXT    NOT NULL,
+    tags           TEXT    NOT NULL DEFAULT '',   -- space separated
+    importance     INTEGER NOT NULL CHECK (importance BETWEEN 1 AND 5),
+    task_id        INTEGER REFERENCES tasks (id),
+    compacted_into INTEGER REFERENCES memory (id),
+    created_at     REAL    NOT NULL
+);
+CREATE INDEX memory_by_agent ON memory (agent, kind, compacted_into);
+
+CREATE VIRTUAL TABLE memory_fts USING fts5 (
+    content, tags, content = 'memory', content_rowid = 'id'
+);
+CREATE TRIGGER memory_fts_insert AFTER INSERT ON memory BEGIN
+    INSERT INTO memory_fts (rowid, content, tags) VALUES (new.id, new.content, new.tags);
+END;
+CREATE TRIGGER memory_fts_delete AFTER DELETE ON memory BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content, tags)
+    VALUES ('delete', old.id, old.content, old.tags);
+END;
+CREATE TRIGGER memory_fts_update AFTER UPDATE OF content, tags ON memory BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content, tags)
+    VALUES ('delete', old.id, old.content, old.tags);
+    INSERT INTO memory_fts (rowid, content, tags) VALUES (new.id, new.content, new.tags);
+END;
+
+CREATE TABLE tool_calls (
+    id          INTEGER PRIMARY KEY,
+    agent       TEXT    NOT NULL,
+    task_id     INTEGER REFERENCES tasks (id),
+    tool        TEXT    NOT NULL,
+    arguments   TEXT    NOT NULL,            -- JSON
+    status      TEXT    NOT NULL CHECK (status IN ('running', 'ok', 'error', 'timeout',
+                    'denied', 'interrupted')),
+    result      TEXT,
+    started_at  REAL    NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX tool_calls_by_status ON tool_calls (status);
+
+CREATE TABLE approvals (
+    id           INTEGER PRIMARY KEY,
+    agent        TEXT    NOT NULL,
+    task_id      INTEGER REFERENCES tasks (id),
+    tool_call_id INTEGER REFERENCES tool_calls (id),
+    tool         TEXT    NOT NULL,
+    arguments    TEXT    NOT NULL,           -- JSON
+    resolved     TEXT    NOT NULL,           -- absolute path, parsed command
+    reason       TEXT    NOT NULL,
+    status       TEXT    NOT NULL CHECK (status IN ('pending', 'approved', 'denied',
+                     'expired', 'cancelled')),
+    decided_by   TEXT CHECK (decided_by IN ('user', 'rule', 'timeout', 'headless_policy')),
+    scope        TEXT CHECK (scope IN ('once', 'session', 'always')),
+    created_at   REAL    NOT NULL,
+    expires_at   REAL    NOT NULL,
+    decided_at   REAL
+);
+CREATE INDEX approvals_by_status ON approvals (status, expires_at);
+
+CREATE TABLE permission_rules (
+    id         INTEGER PRIMARY KEY,
+    agent      TEXT NOT NULL,                -- '*' = every agent
+    tool       TEXT NOT NULL,
+    pattern    TEXT NOT NULL,
+    decision   TEXT NOT NULL CHECK (decision IN ('allow', 'ask', 'deny')),
+    source     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (agent, tool, pattern)
+);
+
+CREATE TABLE agent_status (
+    agent        TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    task_id      INTEGER REFERENCES tasks (id),
+    detail       TEXT NOT NULL DEFAULT '',
+    heartbeat_at REAL,
+    updated_at   REAL NOT NULL
+);
+
+CREATE TABLE schedules (
+    id          INTEGER PRIMARY KEY,
+    agent       TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    interval_s  REAL    NOT NULL CHECK (interval_s > 0),
+    body        TEXT    NOT NULL DEFAULT '',
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    next_run_at REAL    NOT NULL,
+    last_run_at REAL,
+    UNIQUE (agent, name)
+);
+
+CREATE TABLE inference_usage (
+    id                INTEGER PRIMARY KEY,
+    agent             TEXT    NOT NULL,
+    task_id           INTEGER REFERENCES tasks (id),
+    prompt_tokens     INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    queue_s           REAL    NOT NULL,
+    decode_s          REAL    NOT NULL,
+    ts                REAL    NOT NULL
+);
+
+CREATE TABLE cursors (
+    name          TEXT PRIMARY KEY,          -- a durable reader, e.g. 'agent:dev'
+    last_event_id INTEGER NOT NULL,
+    updated_at    REAL    NOT NULL
+);
+
+-- The running instance (at most one row): lets the CLI tell whether one is up, and read
+-- the slot meter it publishes. Liveness data, not state: no events.
+CREATE TABLE instance (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    pid          INTEGER NOT NULL,
+    started_at   REAL    NOT NULL,
+    heartbeat_at REAL    NOT NULL,
+    meter        BLOB                        -- msgpack snapshot of the inference meter
+);
+
+INSERT INTO channels (name, kind, topic, created_by, created_at)
+    VALUES ('general', 'text', 'everyone', 'system', 0),
+           ('agent-logs', 'agent_log', 'what the agents did', 'system', 0);
+INSERT INTO channel_members (channel_id, member, role, joined_at)
+    SELECT id, 'owner', 'owner', 0 FROM channels;
+"""
+
+# (version, script). Append only.
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
