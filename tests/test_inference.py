@@ -1,0 +1,359 @@
+"""The inference engine with the real SmolLM2-135M model (short outputs; no timing asserts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import pytest
+
+from agents.config import InferenceConfig, SamplingConfig
+from agents.errors import ModelError
+from agents.inference import Engine, Generation, Result, resolve_model_path
+from agents.inference import engine as engine_mod
+
+GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=60.0)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    """One engine for the module: loading is cheap, but every test re-using it is cheaper."""
+    eng = Engine(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), sampling=GREEDY)
+    eng.start_sync()
+    yield eng
+    eng.stop_sync()
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def collect(gen: Generation) -> tuple[str, Result]:
+    pieces = [piece async for piece in gen]
+    return "".join(pieces), await gen
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Poll, as the TUI does: the meter is read, not subscribed to."""
+    async with asyncio.timeout(10.0):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def busy_slots(eng: Engine) -> set[int]:
+    return {s.index for s in eng.snapshot().slots if s.state != "idle"}
+
+
+async def test_five_concurrent_requests_get_their_token_counts(engine: Engine) -> None:
+    counts = [8, 11, 14, 17, 20]
+    gens = [
+        engine.submit(ask(f"Write a long story about the number {n}."), agent=f"count{i}",
+                      max_tokens=n, ignore_eos=True)
+        for i, n in enumerate(counts)
+    ]
+    outs = await asyncio.gather(*(collect(g) for g in gens))
+    for n, (streamed, result) in zip(counts, outs, strict=True):
+        assert result.finish_reason == "length", result
+        assert result.usage.completion_tokens == n
+        assert streamed == result.text and result.text.strip()
+        assert result.usage.prompt_tokens > 0 and result.usage.ttft_s is not None
+    # They ran side by side: five different slots.
+    assert len({r.slot for _, r in outs}) == 5
+
+
+class Flag(msgspec.Struct, forbid_unknown_fields=True):
+    ok: bool
+
+
+class Triage(msgspec.Struct, forbid_unknown_fields=True):
+    action: Literal["act", "delegate", "defer", "ignore"]
+    priority: int
+
+
+class Named(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    tags: list[str]
+
+
+class Measure(msgspec.Struct, forbid_unknown_fields=True):
+    count: int
+    ratio: float
+
+
+class Reflection(msgspec.Struct, forbid_unknown_fields=True):
+    outcome: Literal["done", "failed"]
+    importance: Literal[1, 2, 3, 4, 5]
+    lesson: str
+
+
+SCHEMAS: list[tuple[type[msgspec.Struct], dict]] = [
+    (Flag, {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
+    (Triage, {
+        "type": "object",
+        "properties": {
+            "action": {"enum": ["act", "delegate", "defer", "ignore"]},
+            "priority": {"type": "integer"},
+        },
+        "required": ["action", "priority"],
+    }),
+    (Named, {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8},
+                     "maxItems": 3},
+        },
+        "required": ["name", "tags"],
+    }),
+    (Measure, {
+        "type": "object",
+        "properties": {"count": {"type": "integer"}, "ratio": {"type": "number"}},
+        "required": ["count", "ratio"],
+    }),
+    (Reflection, {
+        "type": "object",
+        "properties": {
+            "outcome": {"enum": ["done", "failed"]},
+            "importance": {"enum": [1, 2, 3, 4, 5]},
+            "lesson": {"type": "string", "maxLength": 24},
+        },
+        "required": ["outcome", "importance", "lesson"],
+    }),
+]
+
+
+async def test_five_schema_constrained_requests_return_valid_json(engine: Engine) -> None:
+    gens = [
+        engine.submit(ask(f"Answer in JSON with the fields {sorted(schema['properties'])}."),
+                      agent=f"json{i}", schema=schema, max_tokens=96)
+        for i, (_, schema) in enumerate(SCHEMAS)
+    ]
+    results = await asyncio.gather(*(g.result() for g in gens))
+    for (struct, schema), result in zip(SCHEMAS, results, strict=True):
+        assert result.finish_reason == "stop", result  # the grammar ended the JSON
+        value = msgspec.json.decode(result.text, type=struct)
+        for prop, spec in schema["properties"].items():
+            if "maxLength" in spec:
+                assert len(getattr(value, prop)) <= spec["maxLength"]
+        if isinstance(value, Named):
+            assert len(value.tags) <= 3 and all(len(t) <= 8 for t in value.tags)
+
+
+async def test_cancelling_one_of_five_frees_its_slot(engine: Engine) -> None:
+    gens = [
+        engine.submit(ask(f"Tell a long tale, part {i}."), agent=f"cancel{i}",
+                      max_tokens=120, ignore_eos=True)
+        for i in range(5)
+    ]
+    victim = gens[2]
+    seen: list[str] = []
+
+    async def read_forever() -> None:
+        async for piece in victim:
+            seen.append(piece)
+
+    reader = asyncio.create_task(read_forever())
+    await wait_for(lambda: len(seen) >= 2 or reader.done())
+    reader.cancel()  # cancelling the consumer cancels the sequence
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    cancelled = await victim
+    assert cancelled.finish_reason == "cancelled"
+    assert 0 < cancelled.usage.completion_tokens < 120
+    assert cancelled.slot is not None
+    # Its slot is idle while the other four still generate.
+    snap = engine.snapshot()
+    assert snap.slots[cancelled.slot].state == "idle"
+    assert busy_slots(engine) == {r for r in range(5)} - {cancelled.slot}
+    # ... and a new request gets that slot and finishes before the long ones.
+    sixth = await engine.submit(ask("Say hi."), agent="cancel-new", max_tokens=3,
+                                ignore_eos=True)
+    assert sixth.slot == cancelled.slot and sixth.finish_reason == "length"
+    assert not any(g.done() for g in gens if g is not victim)
+    others = await asyncio.gather(*(g.result() for g in gens if g is not victim))
+    assert [r.finish_reason for r in others] == ["length"] * 4
+    assert all(r.usage.completion_tokens == 120 for r in others)
+
+
+async def test_more_requests_than_slots_admits_higher_priority_first(engine: Engine) -> None:
+    blockers = [
+        engine.submit(ask("Count slowly."), agent=f"block{i}", priority=9,
+                      max_tokens=12 + 4 * i, ignore_eos=True)
+        for i in range(5)
+    ]
+    low = engine.submit(ask("Low priority."), agent="low", priority=0, max_tokens=2)
+    high = engine.submit(ask("High priority."), agent="high", priority=3, max_tokens=2)
+    await wait_for(lambda: engine.snapshot().waiting == {0: 1, 3: 1} or high.done())
+    low_r, high_r = await low, await high
+    await asyncio.gather(*(b.result() for b in blockers))
+    assert high_r.admission is not None and low_r.admission is not None
+    assert high_r.admission < low_r.admission
+    assert high_r.usage.queue_wait_s > 0 and low_r.usage.queue_wait_s > high_r.usage.queue_wait_s
+
+
+async def test_deadline_ends_with_timeout_and_frees_the_slot(engine: Engine) -> None:
+    gen = engine.submit(ask("Write forever."), agent="slowpoke", max_tokens=3000,
+                        ignore_eos=True, timeout_s=0.4)
+    result = await gen
+    assert result.finish_reason == "timeout"
+    assert result.usage.completion_tokens < 3000
+    assert result.slot is not None
+    assert engine.snapshot().slots[result.slot].state == "idle"
+
+
+async def test_deadline_while_waiting_for_a_slot(engine: Engine) -> None:
+    blockers = [
+        engine.submit(ask("Busy."), agent=f"wait{i}", max_tokens=20, ignore_eos=True,
+                      priority=5)
+        for i in range(5)
+    ]
+    late = await engine.submit(ask("Too late."), agent="late", timeout_s=0.05)
+    assert late.finish_reason == "timeout" and late.slot is None
+    assert late.usage.completion_tokens == 0
+    await asyncio.gather(*(b.result() for b in blockers))
+
+
+async def test_shared_prefix_reuses_the_slot_cache(engine: Engine) -> None:
+    system = " ".join(
+        f"Rule {i}: agents keep their notes short, cite files and lines, and ask first."
+        for i in range(20)
+    )
+    first = await engine.submit(
+        [{"role": "system", "content": system}, {"role": "user", "content": "Status?"}],
+        agent="cachey", max_tokens=4,
+    )
+    second = await engine.submit(
+        [{"role": "system", "content": system}, {"role": "user", "content": "Plan?"}],
+        agent="cachey", max_tokens=4,
+    )
+    assert first.usage.prompt_tokens > 300
+    assert second.slot == first.slot  # slot affinity by agent
+    assert second.usage.cached_prompt_tokens > 300
+    assert second.usage.evaluated_prompt_tokens < first.usage.evaluated_prompt_tokens / 10
+    # Another agent with the same prefix lands on the slot with the longest common prefix.
+    third = await engine.submit(
+        [{"role": "system", "content": system}, {"role": "user", "content": "Risks?"}],
+        agent="stranger", max_tokens=4,
+    )
+    assert third.slot == first.slot and third.usage.cached_prompt_tokens > 300
+
+
+async def test_identical_prompt_still_evaluates_one_token(engine: Engine) -> None:
+    msgs = ask("Repeat after me: the same prompt twice.")
+    a = await engine.submit(msgs, agent="twice", max_tokens=3)
+    b = await engine.submit(msgs, agent="twice", max_tokens=3)
+    assert b.usage.cached_prompt_tokens == b.usage.prompt_tokens - 1
+    assert b.usage.evaluated_prompt_tokens == 1
+    assert a.text == b.text  # greedy, same logits
+
+
+async def test_stop_string_ends_generation(engine: Engine) -> None:
+    msgs = ask("Describe a red bicycle in three sentences.")
+    free = await engine.submit(msgs, agent="stopper", max_tokens=30, ignore_eos=True)
+    words = free.text.split()
+    assert len(words) > 4
+    stop = " " + words[3]  # a stop string the greedy model is about to write
+    stopped = await engine.submit(msgs, agent="stopper", max_tokens=30, stop=[stop])
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert free.text.startswith(stopped.text)
+
+
+async def test_meter_snapshot_without_gpu(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_mod, "read_gpu", lambda index=0: None)
+    monkeypatch.setattr(engine, "_gpu_cache", (0.0, None))
+    snap = engine.snapshot()
+    assert snap.device == "CPU" and snap.gpu is None and snap.state == "ready"
+    assert [s.index for s in snap.slots] == [0, 1, 2, 3, 4]
+    assert 0 <= snap.kv_used <= snap.kv_total and snap.kv_total >= 4096
+    decoded = msgspec.json.decode(msgspec.json.encode(snap))
+    assert decoded["device"] == "CPU" and len(decoded["slots"]) == 5
+    # While a request runs the meter shows its agent and its progress.
+    gen = engine.submit(ask("Talk."), agent="metered", max_tokens=40, ignore_eos=True)
+    await wait_for(lambda: any(s.agent == "metered" and s.tokens_generated > 2
+                               for s in engine.snapshot().slots) or gen.done())
+    running = [s for s in engine.snapshot().slots if s.agent == "metered"]
+    await gen
+    assert running and running[0].state in ("prefill", "generating")
+    assert engine.snapshot().slots[running[0].index].state == "idle"
+
+
+async def test_submit_after_stop_is_an_error_result(tmp_path: Path) -> None:
+    eng = Engine(InferenceConfig(n_ctx=512, slots=1), sampling=GREEDY)
+    await eng.start()
+    await eng.stop()
+    result = await eng.submit(ask("Hello?"), max_tokens=2)
+    assert result.finish_reason == "error" and "not running" in (result.error or "")
+    assert eng.snapshot().state == "stopped"
+
+
+async def test_short_kv_pauses_a_sequence_instead_of_crashing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 256 cells for two sequences that each need ~200: one must be paused and resumed.
+    caplog.set_level(logging.INFO, logger="agents.inference")
+    eng = Engine(InferenceConfig(n_ctx=256, slots=2, n_batch=64), sampling=GREEDY)
+    await eng.start()
+    try:
+        gens = [
+            eng.submit(ask(f"Tell story {i} with many words."), agent=f"kv{i}", priority=i,
+                       max_tokens=160, ignore_eos=True)
+            for i in range(2)
+        ]
+        results = await asyncio.gather(*(g.result() for g in gens))
+    finally:
+        await eng.stop()
+    assert [r.finish_reason for r in results] == ["length", "length"]
+    assert [r.usage.completion_tokens for r in results] == [160, 160]
+    # The lower priority one (kv0) was the one paused.
+    assert any("paused kv0" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelError) as info:
+        Engine(InferenceConfig(model=str(missing)))
+    assert str(missing) in str(info.value) and "--model" in str(info.value)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+
+
+def test_non_gguf_file_is_a_model_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"PK\x03\x04 definitely a zip file, not a model")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        Engine(InferenceConfig(), model_path=bogus)
+
+
+def test_truncated_gguf_fails_to_load_with_a_model_error(tmp_path: Path) -> None:
+    real = resolve_model_path(None, "")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(real.read_bytes()[:4096])
+    eng = Engine(InferenceConfig(n_ctx=512, slots=1), model_path=cut)
+    with pytest.raises(ModelError) as info:
+        eng.start_sync()
+    assert str(cut) in str(info.value)
+
+
+def test_model_resolution_order(tmp_path: Path) -> None:
+    real = resolve_model_path(None, "")
+    assert real.suffix == ".gguf" and real.is_file()  # the embedded SmolLM2
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF" + b"\0" * 16)
+    assert resolve_model_path(None, str(other)) == other
+    assert resolve_model_path(real, str(other)) == real  # --model wins over config
+    with pytest.raises(ModelError):
+        resolve_model_path(tmp_path / "missing.gguf", str(other))
+
+
+async def test_bad_arguments_raise_at_submit(engine: Engine) -> None:
+    with pytest.raises(ValueError):
+        engine.submit([], max_tokens=2)
+    with pytest.raises(ValueError):
+        engine.submit(ask("x"), max_tokens=0)
+    with pytest.raises(ValueError):
+        engine.submit(ask("x"), schema={"type": "no-such-type"})
