@@ -17,6 +17,7 @@ import msgspec
 import platformdirs
 
 from agents.errors import ConfigError
+from agents.secrets import resolve as resolve_secret
 
 CONFIG_FILE = "config.toml"
 DATABASE_FILE = "agentdeck.db"
@@ -70,6 +71,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()
+
+    def resolved_tool_env(self) -> dict[str, str]:
+        """tool_env with `keyring:NAME` values looked up now (never stored or logged)."""
+        return {key: resolve_secret(value, f"tool_env.{key}") for key, value in self.tool_env.items()}
 
 
 # --- defaults: the five agents of DESIGN.md ---------------------------------------------

@@ -8,6 +8,11 @@ class AgentdeckError(Exception):
 
     exit_code: int = 1
 
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
 
 class ConfigError(AgentdeckError):
     """The config file is unreadable, not TOML, or has an unknown key or a wrong type."""

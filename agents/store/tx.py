@@ -10,6 +10,13 @@ from agents.errors import InvalidArgument, NotFound
 from agents.protocol import OWNER, SYSTEM, Payload, encode_payload, kind_of
 
 
+_ROW_NAMES = {
+    "tasks": "task", "approvals": "approval", "tool_calls": "tool call", "memory": "memory",
+    "messages": "message", "channels": "channel", "permission_rules": "permission rule",
+    "agent_status": "status of agent", "schedules": "schedule", "inference_usage": "usage row",
+}
+
+
 class Tx:
     """Handed to every reducer. Writes go through `execute`; every change calls `emit`."""
 
@@ -28,7 +35,7 @@ class Tx:
     def row(self, table: str, row_id: int | str, key: str = "id") -> sqlite3.Row:
         row = self.one(f"SELECT * FROM {table} WHERE {key} = ?", (row_id,))
         if row is None:
-            raise NotFound(f"{table.rstrip('s').replace('_', ' ')} {row_id} not found")
+            raise NotFound(f"{_ROW_NAMES.get(table, table)} {row_id} not found")
         return row
 
     def emit(

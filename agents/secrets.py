@@ -1,0 +1,143 @@
+"""Secrets: kept in the OS keyring (service "agentdeck"), or in AGENTDECK_SECRET_<NAME>.
+
+A config value written `keyring:NAME` is resolved only when it is used. Values never go
+into the database, events or logs; only the names are remembered (in `secret-names` in
+the home dir) so that `agentdeck secret list` can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keyring
+import keyring.errors
+from keyring.backends import fail
+
+from agents.errors import AgentdeckError, ConfigError
+
+SERVICE = "agentdeck"
+ENV_PREFIX = "AGENTDECK_SECRET_"
+REFERENCE_PREFIX = "keyring:"
+NAMES_FILE = "secret-names"
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+class SecretError(AgentdeckError):
+    """A secret could not be stored, read or deleted."""
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        raise SecretError(f"bad secret name {name!r}: a letter, then letters, digits or _")
+    return name
+
+
+def backend_name() -> str:
+    kr = keyring.get_keyring()
+    return f"{type(kr).__module__}.{type(kr).__name__}"
+
+
+def keyring_usable() -> bool:
+    """False for keyring's `fail` backend: common on headless servers."""
+    kr = keyring.get_keyring()
+    return not isinstance(kr, fail.Keyring) and getattr(kr, "priority", 1) > 0
+
+
+def no_keyring_message(name: str) -> str:
+    return (
+        f"no usable keyring backend ({backend_name()}); set the environment variable "
+        f"{env_var(name)} instead"
+    )
+
+
+class SecretStore:
+    """Names in `home/secret-names`, values in the keyring."""
+
+    def __init__(self, home: Path) -> None:
+        self.names_path = home / NAMES_FILE
+
+    def names(self) -> list[str]:
+        try:
+            text = self.names_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return sorted({line.strip() for line in text.splitlines() if line.strip()})
+
+    def _write_names(self, names: list[str]) -> None:
+        self.names_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.names_path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{n}\n" for n in sorted(set(names))), encoding="utf-8")
+        tmp.replace(self.names_path)
+
+    def set(self, name: str, value: str) -> None:
+        check_name(name)
+        if not value:
+            raise SecretError(f"empty value for secret {name}; nothing stored")
+        if not keyring_usable():
+            raise SecretError(no_keyring_message(name))
+        try:
+            keyring.set_password(SERVICE, name, value)
+        except keyring.errors.KeyringError as err:
+            raise SecretError(f"keyring refused secret {name}: {err}; or set {env_var(name)}") from None
+        self._write_names([*self.names(), name])
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        known = name in self.names()
+        if keyring_usable():
+            try:
+                if keyring.get_password(SERVICE, name) is not None:
+                    keyring.delete_password(SERVICE, name)
+                    known = True
+            except keyring.errors.KeyringError as err:
+                raise SecretError(f"keyring refused to delete {name}: {err}") from None
+        if not known:
+            raise SecretError(f"no secret named {name}")
+        self._write_names([n for n in self.names() if n != name])
+
+    def where(self, name: str) -> str:
+        """'env', 'keyring' or 'missing' — never the value."""
+        if os.environ.get(env_var(name)):
+            return "env"
+        if keyring_usable():
+            try:
+                if keyring.get_password(SERVICE, name) is not None:
+                    return "keyring"
+            except keyring.errors.KeyringError:
+                return "missing"
+        return "missing"
+
+
+def get_secret(name: str) -> str | None:
+    """The environment variable wins (explicit at run time), then the keyring."""
+    check_name(name)
+    value = os.environ.get(env_var(name))
+    if value:
+        return value
+    if keyring_usable():
+        try:
+            return keyring.get_password(SERVICE, name)
+        except keyring.errors.KeyringError:
+            return None
+    return None
+
+
+def resolve(value: str, key_path: str = "value") -> str:
+    """A config value: `keyring:NAME` becomes the secret, anything else is returned as is."""
+    if not value.startswith(REFERENCE_PREFIX):
+        return value
+    name = value.removeprefix(REFERENCE_PREFIX)
+    try:
+        secret = get_secret(name)
+    except SecretError as err:
+        raise ConfigError(f"{key_path}: {err}") from None
+    if secret is None:
+        hint = f"`agentdeck secret set {name}`" if keyring_usable() else no_keyring_message(name)
+        raise ConfigError(f"{key_path}: secret {name} is not set ({hint}; or set {env_var(name)})")
+    return secret

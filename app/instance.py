@@ -1,0 +1,164 @@
+"""`agentdeck run`: the running instance, headless.
+
+On start it claims the instance row, recovers from whatever stopped the last run (tool
+calls left running are marked interrupted and reported, overdue approvals expire,
+pending ones come back, missed schedules run once), then keeps the house: heartbeats,
+approval expiry, schedules, the headless approval policy, and one line per event on
+stdout. SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from agents.bus import Bus, Subscription
+from agents.config import Config
+from agents.errors import AgentdeckError, InvalidTransition
+from agents.protocol import SYSTEM, ApprovalRequested, Event
+from agents.store import AsyncStore, EventFilter, queries
+from agents.store import reducers as r
+from app.cmd_log import event_json, event_text
+from app.context import Context
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--headless", action="store_true",
+        help="no TUI; report events on stdout (the only mode until the TUI lands)",
+    )
+    p.add_argument(
+        "--approvals", choices=["deny", "cli"], default="deny",
+        help="headless approvals: deny (default) every request, or cli: wait for "
+        "`agentdeck approve ID` from another terminal",
+    )
+    p.add_argument("--json", action="store_true", help="report events as JSON lines")
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    config = ctx.config  # a bad config fails here, before anything starts
+    ctx.ensure_home()
+    instance = Instance(ctx, config, approvals=args.approvals, as_json=args.json)
+    return asyncio.run(instance.run())
+
+
+class Instance:
+    def __init__(self, ctx: Context, config: Config, *, approvals: str, as_json: bool) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.approvals = approvals
+        self.as_json = as_json
+        self.pid = os.getpid()
+        self.stopping = asyncio.Event()
+
+    def say(self, line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def run(self) -> int:
+        store = await AsyncStore(self.ctx.db_path, self.config.enabled_agents()).open()
+        bus: Bus | None = None
+        claimed = False
+        try:
+            await store.write(r.claim_instance, SYSTEM, self.pid)
+            claimed = True
+            bus = await Bus(store).start()
+            start_id = await store.read(queries.last_event_id)
+            reporter = await bus.subscribe(start=start_id)
+            approvals = await bus.subscribe(
+                "instance:approvals", EventFilter(kinds=["approval.requested"]), start="now"
+            )
+            await self.recover(store)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stopping.set)
+            self.say(
+                f"agentdeck running (pid {self.pid}, home {self.ctx.home}, approvals: "
+                f"{self.approvals}); Ctrl-C stops"
+            )
+            workers = [
+                asyncio.create_task(self._every(TICK_S, self._heartbeat, store)),
+                asyncio.create_task(self._every(TICK_S, self._expire, store)),
+                asyncio.create_task(self._every(TICK_S, self._schedules, store)),
+                asyncio.create_task(self._report(reporter)),
+                asyncio.create_task(self._approval_policy(store, approvals)),
+            ]
+            await self.stopping.wait()
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+            self.say("agentdeck stopped")
+            return 0
+        finally:
+            if bus is not None:
+                await bus.close()
+            if claimed:
+                await store.write(r.release_instance, SYSTEM, self.pid)
+            await store.close()
+
+    async def recover(self, store: AsyncStore) -> None:
+        interrupted = await store.write(r.interrupt_running_tool_calls, SYSTEM)
+        for call in interrupted:
+            self.say(
+                f"recovered: tool call {call.id} ({call.agent} {call.tool}) was interrupted; "
+                "not run again"
+            )
+        expired = await store.write(r.expire_approvals, SYSTEM)
+        if expired:
+            self.say(f"recovered: {len(expired)} approval(s) expired while agentdeck was down")
+        pending = await store.read(queries.approvals, status="pending")
+        if pending:
+            self.say(f"{len(pending)} approval(s) pending: `agentdeck approvals` lists them")
+            if self.approvals == "deny":
+                for approval in pending:
+                    await self._deny_by_policy(store, approval.id)
+        await self._schedules(store)
+
+    async def _every(self, seconds: float, job: Callable[[AsyncStore], Awaitable[None]],
+                     store: AsyncStore) -> None:
+        while True:
+            try:
+                await job(store)
+            except AgentdeckError as err:
+                log.warning("%s: %s", job.__name__, err)
+            await asyncio.sleep(seconds)
+
+    async def _heartbeat(self, store: AsyncStore) -> None:
+        await store.write(r.instance_heartbeat, SYSTEM, self.pid)
+
+    async def _expire(self, store: AsyncStore) -> None:
+        await store.write(r.expire_approvals, SYSTEM)
+
+    async def _schedules(self, store: AsyncStore) -> None:
+        for schedule in await store.read(queries.due_schedules, time.time()):
+            await store.write(r.fire_schedule, SYSTEM, schedule.id)
+
+    async def _report(self, sub: Subscription) -> None:
+        async for event in sub:
+            self.say(event_json(event) if self.as_json else event_text(event))
+
+    async def _approval_policy(self, store: AsyncStore, sub: Subscription) -> None:
+        event: Event
+        async for event in sub:
+            if self.approvals == "deny" and isinstance(event.payload, ApprovalRequested):
+                await self._deny_by_policy(store, event.payload.approval.id)
+
+    async def _deny_by_policy(self, store: AsyncStore, approval_id: int) -> None:
+        # Headless never silently allows: with no one to ask, the answer is no.
+        with contextlib.suppress(InvalidTransition):  # decided meanwhile by someone else
+            await store.write(
+                r.decide_approval, SYSTEM, approval_id, False, decided_by="headless_policy"
+            )
