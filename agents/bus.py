@@ -6,15 +6,20 @@
 - A named subscription is durable: what its consumer acknowledged is saved in `cursors`
   (batched), and a restart resumes there. Delivery is at least once; consumers skip ids
   they have seen (ids only grow, so "id <= last seen" is enough).
-- Pumps wake when this process commits (AsyncStore's commit listener) and when another
-  process does: a poller checks `PRAGMA data_version` every `poll_interval` seconds.
+- One fetcher reads the tail of the log once per wake-up into a bounded ring shared by
+  all subscriptions (decoded once); a reader that is caught up is served from the ring,
+  a reader that fell behind it reads SQLite directly until it catches up.
+- The fetcher wakes when this process commits (AsyncStore's commit listener) and when
+  another process does: a poller checks `PRAGMA data_version` every `poll_interval` s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 256
 READ_BATCH = 256
+RING_SIZE = 4096
 CURSOR_FLUSH_S = 0.25
 
 Start = Literal["cursor", "beginning", "now"] | int
@@ -67,7 +73,7 @@ class Subscription:
             # is ever lost between "nothing new" and "wait".
             self._wake.clear()
             try:
-                head, events = await self.bus._read_after(self.position, self.filter)
+                head, events = await self.bus._next_events(self.position, self.filter)
             except aiosqlite.OperationalError:  # locked or busy beyond the timeout
                 log.warning("bus read failed; retrying", exc_info=True)
                 await asyncio.sleep(0.1)
@@ -120,12 +126,21 @@ class Bus:
         self._reader: aiosqlite.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # The shared tail: every event with floor < id <= head is in the ring, in order.
+        self._ring: deque[Event] = deque()
+        self._ring_ids: deque[int] = deque()
+        self._floor = 0
+        self._head = 0
+        self._fetch_wake = asyncio.Event()
 
     async def start(self) -> Bus:
         self._reader = await aiosqlite.connect(self.store.path)
         await self._reader.execute("PRAGMA busy_timeout = 5000")
+        row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
+        self._floor = self._head = int(row[0]) if row else 0
         self.store.add_commit_listener(self._committed)
         self._tasks = [
+            asyncio.create_task(self._fetch_tail(), name="bus-fetcher"),
             asyncio.create_task(self._poll_other_processes(), name="bus-poller"),
             asyncio.create_task(self._flush_cursors_forever(), name="bus-cursors"),
         ]
@@ -179,16 +194,55 @@ class Bus:
             self._subs.remove(sub)
 
     def _committed(self, _last_event_id: int) -> None:
-        for sub in self._subs:
-            sub.wake()
+        self._fetch_wake.set()
+
+    async def _fetch_tail(self) -> None:
+        """Read new events once for everyone, then wake the subscriptions."""
+        while True:
+            self._fetch_wake.clear()
+            try:
+                _, events = await self._read_after(self._head, EventFilter(), limit=RING_SIZE)
+            except aiosqlite.OperationalError:
+                log.warning("bus fetch failed; retrying", exc_info=True)
+                await asyncio.sleep(0.1)
+                continue
+            for event in events:
+                if len(self._ring) == RING_SIZE:
+                    self._ring.popleft()
+                    self._floor = self._ring_ids.popleft()
+                self._ring.append(event)
+                self._ring_ids.append(event.id)
+            if events:
+                self._head = events[-1].id
+                for sub in self._subs:
+                    sub.wake()
+            if len(events) < RING_SIZE:
+                await self._fetch_wake.wait()
+
+    async def _next_events(self, after: int, flt: EventFilter) -> tuple[int, list[Event]]:
+        """(head, events) for a reader at `after`: from the ring when it is caught up,
+        else from SQLite."""
+        if after < self._floor:
+            return await self._read_after(after, flt)
+        start = bisect.bisect_right(self._ring_ids, after)
+        found: list[Event] = []
+        for i in range(start, len(self._ring)):
+            event = self._ring[i]
+            if flt.matches(event):
+                found.append(event)
+                if len(found) == READ_BATCH:
+                    break
+        return self._head, found
 
     async def _fetchone(self, sql: str, params: tuple[object, ...]) -> tuple | None:
         assert self._reader is not None, "Bus.start() first"
         async with self._reader.execute(sql, params) as cur:
             return await cur.fetchone()
 
-    async def _read_after(self, after: int, flt: EventFilter) -> tuple[int, list[Event]]:
-        """(head, events): the log's last id, then up to READ_BATCH matching events in
+    async def _read_after(
+        self, after: int, flt: EventFilter, limit: int = READ_BATCH
+    ) -> tuple[int, list[Event]]:
+        """(head, events): the log's last id, then up to `limit` matching events in
         (after, head]. Reading head first bounds the scan, so a filtered reader can skip
         ahead past events it does not want."""
         assert self._reader is not None, "Bus.start() first"
@@ -200,7 +254,7 @@ class Bus:
         async with self._reader.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND id <= ? AND {where} "
             "ORDER BY id LIMIT ?",
-            (after, head, *params, READ_BATCH),
+            (after, head, *params, limit),
         ) as cur:
             found = await cur.fetchall()
         events: list[Event] = []
