@@ -337,6 +337,8 @@ def decode_payload(blob: bytes, event_id: int | None = None) -> Payload:
             f"{where} uses protocol version {version}; this agentdeck reads up to "
             f"{PROTOCOL_VERSION} — upgrade agentdeck"
         )
+    if version < 1:
+        raise ProtocolError(f"{where} has invalid protocol version {version} (versions start at 1)")
     try:
         return _envelope_decoder.decode(blob).body
     except msgspec.DecodeError as err:
