@@ -72,6 +72,8 @@ def record_usage(
     _own(tx, actor, agent, "usage")
     if min(prompt_tokens, cached_tokens, completion_tokens) < 0 or min(queue_s, decode_s) < 0:
         raise InvalidArgument("usage figures are never negative")
+    if task_id is not None:
+        tx.row("tasks", task_id)
     cur = tx.execute(
         "INSERT INTO inference_usage (agent, task_id, prompt_tokens, cached_tokens, "
         "completion_tokens, queue_s, decode_s, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
