@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from agents.errors import StoreOpenError
@@ -60,11 +62,22 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         raise StoreOpenError(f"database {path}: cannot open ({err})") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # One statement, one snapshot: another process may be migrating right now.
+        version, objects = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), "
+            "(SELECT COUNT(*) FROM sqlite_master)"
+        ).fetchone()
         if version > SCHEMA_VERSION:
             raise StoreOpenError(
                 f"database {path}: schema version {version} is newer than this agentdeck "
                 f"understands ({SCHEMA_VERSION}); upgrade agentdeck"
+            )
+        if version == 0 and objects:
+            # Our migrations bump user_version with their first tables, atomically: tables
+            # without a version are another program's database. Never migrate into it.
+            raise StoreOpenError(
+                f"database {path}: an SQLite database, but not an agentdeck database (file left "
+                "untouched; move it away or pass --home DIR)"
             )
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS
@@ -81,14 +94,33 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into single statements (triggers' inner `;` included)."""
+    buf = ""
+    for part in re.split(r"(?<=;)", script):
+        buf += part
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
 def _migrate(conn: sqlite3.Connection, current: int) -> None:
     for version, script in MIGRATIONS:
         if version <= current:
             continue
-        # One transaction per step, version bump included.
+        # One transaction per step, version bump included. The version is read again under
+        # the write lock: another process opening the same file may have migrated since.
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current < version:
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.rollback()
+                conn.execute("ROLLBACK")
             raise
