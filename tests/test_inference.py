@@ -51,8 +51,9 @@ def busy_slots(eng: Engine) -> set[int]:
 async def test_five_concurrent_requests_get_their_token_counts(engine: Engine) -> None:
     counts = [8, 11, 14, 17, 20]
     gens = [
-        engine.submit(ask(f"Write a long story about the number {n}."), agent=f"count{i}",
-                      max_tokens=n, ignore_eos=True)
+        engine.submit(
+            ask(f"Write a long story about the number {n}."), agent=f"count{i}", max_tokens=n, ignore_eos=True
+        )
         for i, n in enumerate(counts)
     ]
     outs = await asyncio.gather(*(collect(g) for g in gens))
@@ -92,44 +93,59 @@ class Reflection(msgspec.Struct, forbid_unknown_fields=True):
 
 SCHEMAS: list[tuple[type[msgspec.Struct], dict]] = [
     (Flag, {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
-    (Triage, {
-        "type": "object",
-        "properties": {
-            "action": {"enum": ["act", "delegate", "defer", "ignore"]},
-            "priority": {"type": "integer"},
+    (
+        Triage,
+        {
+            "type": "object",
+            "properties": {
+                "action": {"enum": ["act", "delegate", "defer", "ignore"]},
+                "priority": {"type": "integer"},
+            },
+            "required": ["action", "priority"],
         },
-        "required": ["action", "priority"],
-    }),
-    (Named, {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 12},
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8},
-                     "maxItems": 3},
+    ),
+    (
+        Named,
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 12},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+            },
+            "required": ["name", "tags"],
         },
-        "required": ["name", "tags"],
-    }),
-    (Measure, {
-        "type": "object",
-        "properties": {"count": {"type": "integer"}, "ratio": {"type": "number"}},
-        "required": ["count", "ratio"],
-    }),
-    (Reflection, {
-        "type": "object",
-        "properties": {
-            "outcome": {"enum": ["done", "failed"]},
-            "importance": {"enum": [1, 2, 3, 4, 5]},
-            "lesson": {"type": "string", "maxLength": 24},
+    ),
+    (
+        Measure,
+        {
+            "type": "object",
+            "properties": {"count": {"type": "integer"}, "ratio": {"type": "number"}},
+            "required": ["count", "ratio"],
         },
-        "required": ["outcome", "importance", "lesson"],
-    }),
+    ),
+    (
+        Reflection,
+        {
+            "type": "object",
+            "properties": {
+                "outcome": {"enum": ["done", "failed"]},
+                "importance": {"enum": [1, 2, 3, 4, 5]},
+                "lesson": {"type": "string", "maxLength": 24},
+            },
+            "required": ["outcome", "importance", "lesson"],
+        },
+    ),
 ]
 
 
 async def test_five_schema_constrained_requests_return_valid_json(engine: Engine) -> None:
     gens = [
-        engine.submit(ask(f"Answer in JSON with the fields {sorted(schema['properties'])}."),
-                      agent=f"json{i}", schema=schema, max_tokens=96)
+        engine.submit(
+            ask(f"Answer in JSON with the fields {sorted(schema['properties'])}."),
+            agent=f"json{i}",
+            schema=schema,
+            max_tokens=96,
+        )
         for i, (_, schema) in enumerate(SCHEMAS)
     ]
     results = await asyncio.gather(*(g.result() for g in gens))
@@ -145,8 +161,9 @@ async def test_five_schema_constrained_requests_return_valid_json(engine: Engine
 
 async def test_cancelling_one_of_five_frees_its_slot(engine: Engine) -> None:
     gens = [
-        engine.submit(ask(f"Tell a long tale, part {i}."), agent=f"cancel{i}",
-                      max_tokens=120, ignore_eos=True)
+        engine.submit(
+            ask(f"Tell a long tale, part {i}."), agent=f"cancel{i}", max_tokens=120, ignore_eos=True
+        )
         for i in range(5)
     ]
     victim = gens[2]
@@ -170,8 +187,7 @@ async def test_cancelling_one_of_five_frees_its_slot(engine: Engine) -> None:
     assert snap.slots[cancelled.slot].state == "idle"
     assert busy_slots(engine) == {r for r in range(5)} - {cancelled.slot}
     # ... and a new request gets that slot and finishes before the long ones.
-    sixth = await engine.submit(ask("Say hi."), agent="cancel-new", max_tokens=3,
-                                ignore_eos=True)
+    sixth = await engine.submit(ask("Say hi."), agent="cancel-new", max_tokens=3, ignore_eos=True)
     assert sixth.slot == cancelled.slot and sixth.finish_reason == "length"
     assert not any(g.done() for g in gens if g is not victim)
     others = await asyncio.gather(*(g.result() for g in gens if g is not victim))
@@ -181,8 +197,9 @@ async def test_cancelling_one_of_five_frees_its_slot(engine: Engine) -> None:
 
 async def test_more_requests_than_slots_admits_higher_priority_first(engine: Engine) -> None:
     blockers = [
-        engine.submit(ask("Count slowly."), agent=f"block{i}", priority=9,
-                      max_tokens=12 + 4 * i, ignore_eos=True)
+        engine.submit(
+            ask("Count slowly."), agent=f"block{i}", priority=9, max_tokens=12 + 4 * i, ignore_eos=True
+        )
         for i in range(5)
     ]
     low = engine.submit(ask("Low priority."), agent="low", priority=0, max_tokens=2)
@@ -196,8 +213,9 @@ async def test_more_requests_than_slots_admits_higher_priority_first(engine: Eng
 
 
 async def test_deadline_ends_with_timeout_and_frees_the_slot(engine: Engine) -> None:
-    gen = engine.submit(ask("Write forever."), agent="slowpoke", max_tokens=3000,
-                        ignore_eos=True, timeout_s=0.4)
+    gen = engine.submit(
+        ask("Write forever."), agent="slowpoke", max_tokens=3000, ignore_eos=True, timeout_s=0.4
+    )
     result = await gen
     assert result.finish_reason == "timeout"
     assert result.usage.completion_tokens < 3000
@@ -207,8 +225,7 @@ async def test_deadline_ends_with_timeout_and_frees_the_slot(engine: Engine) -> 
 
 async def test_deadline_while_waiting_for_a_slot(engine: Engine) -> None:
     blockers = [
-        engine.submit(ask("Busy."), agent=f"wait{i}", max_tokens=20, ignore_eos=True,
-                      priority=5)
+        engine.submit(ask("Busy."), agent=f"wait{i}", max_tokens=20, ignore_eos=True, priority=5)
         for i in range(5)
     ]
     late = await engine.submit(ask("Too late."), agent="late", timeout_s=0.05)
@@ -219,16 +236,17 @@ async def test_deadline_while_waiting_for_a_slot(engine: Engine) -> None:
 
 async def test_shared_prefix_reuses_the_slot_cache(engine: Engine) -> None:
     system = " ".join(
-        f"Rule {i}: agents keep their notes short, cite files and lines, and ask first."
-        for i in range(20)
+        f"Rule {i}: agents keep their notes short, cite files and lines, and ask first." for i in range(20)
     )
     first = await engine.submit(
         [{"role": "system", "content": system}, {"role": "user", "content": "Status?"}],
-        agent="cachey", max_tokens=4,
+        agent="cachey",
+        max_tokens=4,
     )
     second = await engine.submit(
         [{"role": "system", "content": system}, {"role": "user", "content": "Plan?"}],
-        agent="cachey", max_tokens=4,
+        agent="cachey",
+        max_tokens=4,
     )
     assert first.usage.prompt_tokens > 300
     assert second.slot == first.slot  # slot affinity by agent
@@ -237,7 +255,8 @@ async def test_shared_prefix_reuses_the_slot_cache(engine: Engine) -> None:
     # Another agent with the same prefix lands on the slot with the longest common prefix.
     third = await engine.submit(
         [{"role": "system", "content": system}, {"role": "user", "content": "Risks?"}],
-        agent="stranger", max_tokens=4,
+        agent="stranger",
+        max_tokens=4,
     )
     assert third.slot == first.slot and third.usage.cached_prompt_tokens > 300
 
@@ -274,8 +293,12 @@ async def test_meter_snapshot_without_gpu(engine: Engine, monkeypatch: pytest.Mo
     assert decoded["device"] == "CPU" and len(decoded["slots"]) == 5
     # While a request runs the meter shows its agent and its progress.
     gen = engine.submit(ask("Talk."), agent="metered", max_tokens=40, ignore_eos=True)
-    await wait_for(lambda: any(s.agent == "metered" and s.tokens_generated > 2
-                               for s in engine.snapshot().slots) or gen.done())
+    await wait_for(
+        lambda: (
+            any(s.agent == "metered" and s.tokens_generated > 2 for s in engine.snapshot().slots)
+            or gen.done()
+        )
+    )
     running = [s for s in engine.snapshot().slots if s.agent == "metered"]
     await gen
     assert running and running[0].state in ("prefill", "generating")
@@ -300,8 +323,13 @@ async def test_short_kv_pauses_a_sequence_instead_of_crashing(
     await eng.start()
     try:
         gens = [
-            eng.submit(ask(f"Tell story {i} with many words."), agent=f"kv{i}", priority=i,
-                       max_tokens=160, ignore_eos=True)
+            eng.submit(
+                ask(f"Tell story {i} with many words."),
+                agent=f"kv{i}",
+                priority=i,
+                max_tokens=160,
+                ignore_eos=True,
+            )
             for i in range(2)
         ]
         results = await asyncio.gather(*(g.result() for g in gens))

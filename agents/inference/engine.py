@@ -1,21 +1,16 @@
 """The inference engine: one model, one llama context, N sequence slots, continuous batching.
 
-One dedicated thread owns llama.cpp (model, context, batch, samplers); nothing else calls
-into it. Agents call `Engine.submit()` on the asyncio loop and get a `Generation`: an async
-iterator of text pieces and an awaitable `Result`.
+Agents call `Engine.submit()` on the asyncio loop and get a `Generation`: an async iterator
+of text pieces and an awaitable `Result`. A dedicated thread runs the `Scheduler`, which
+owns llama.cpp.
 
 Threads and queues:
 - loop -> engine: `submit` puts the request on a bounded `queue.Queue` and sets a
   `threading.Event` that wakes the thread; cancelling sets a flag and the same event.
-- engine -> loop: once per step the thread hands every loop one batch of pieces/results via
-  `loop.call_soon_threadsafe`. Each request's token queue is bounded at max_tokens + 2, one
-  more than the pieces it can ever receive (at most one per token, one flush, one end
-  marker), so the engine never blocks and never drops a piece.
-
-Each step decodes one token for every generating sequence plus prompt chunks of admitted
-sequences in the remaining batch room (highest priority first). Slots keep their KV cache
-after a request, so an agent's next request re-evaluates only from the first token that
-differs (a prefix cache per slot).
+- engine -> loop: once per step the thread hands every loop one list of pieces and results
+  via `loop.call_soon_threadsafe` into bounded per-request queues (see generation.py).
+- the meter: the thread publishes an immutable snapshot after every step; `snapshot()`
+  reads that one reference and adds NVML readings (cached for a second).
 """
 
 from __future__ import annotations
@@ -23,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import os
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,145 +30,16 @@ import msgspec
 
 from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import ModelError
-from agents.inference.chat import ChatTemplate, MessageLike, as_dicts
+from agents.inference.chat import MessageLike, as_dicts
+from agents.inference.generation import Generation
 from agents.inference.gpu import GpuInfo, read_gpu
 from agents.inference.grammar import schema_to_gbnf
-from agents.inference.meter import EngineSnapshot, MeterSnapshot, SlotInfo
-from agents.inference.model import LlamaModel, ProgressFn, resolve_model_path
-from agents.inference.text import TextStream
-from agents.inference.types import FinishReason, Result, Usage
+from agents.inference.meter import EngineSnapshot, MeterSnapshot
+from agents.inference.model import ProgressFn, resolve_model_path
+from agents.inference.scheduler import Scheduler, Seq
+from agents.inference.types import Result, Usage
 
-log = logging.getLogger("agents.inference")
-
-_END = object()  # end-of-stream marker in a Generation's token queue
-_IDLE_TICK_S = 1.0  # an idle engine thread still wakes this often (snapshot, deadlines)
 _GPU_CACHE_S = 1.0  # NVML readings are reused for this long
-_RATE_WINDOW_S = 2.0  # the meter's aggregate tokens/s is measured over this window
-_PENALTY_LAST_N = 64
-
-
-class Generation:
-    """One submitted request, seen from asyncio.
-
-    `async for piece in gen` yields text as it is generated; `await gen` (or
-    `await gen.result()`) gives the final Result. Cancelling a task that is iterating or
-    awaiting it, or calling `cancel()`, cancels the sequence and frees its slot.
-    """
-
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, max_tokens: int) -> None:
-        self._engine = engine
-        self._loop = loop
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_tokens + 2)
-        self._future: asyncio.Future[Result] = loop.create_future()
-        self._stream_done = False
-        # Read by the engine thread: a plain attribute write is atomic under the GIL.
-        self.cancel_requested = False
-
-    def cancel(self) -> None:
-        """Stop generating; the result will say 'cancelled'. Safe to call more than once."""
-        if not self._future.done():
-            self.cancel_requested = True
-            self._engine._wake.set()
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def __aiter__(self) -> Generation:
-        return self
-
-    async def __anext__(self) -> str:
-        if self._stream_done:
-            raise StopAsyncIteration
-        try:
-            item = await self._queue.get()
-        except asyncio.CancelledError:
-            self.cancel()
-            raise
-        if item is _END:
-            self._stream_done = True
-            raise StopAsyncIteration
-        return item
-
-    async def result(self) -> Result:
-        try:
-            # shield: a cancelled waiter must not cancel the future the engine will resolve.
-            return await asyncio.shield(self._future)
-        except asyncio.CancelledError:
-            self.cancel()
-            raise
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self.result().__await__()
-
-    # -- called on the loop, from the engine thread via call_soon_threadsafe --
-
-    def _push(self, piece: str) -> None:
-        try:
-            self._queue.put_nowait(piece)
-        except asyncio.QueueFull:  # cannot happen (see the module docstring); keep going
-            log.error("token queue full; piece dropped from the stream (result keeps it)")
-
-    def _finish(self, result: Result) -> None:
-        if self._future.done():
-            return
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_END)
-        self._future.set_result(result)
-
-
-@dataclass(eq=False)
-class _Seq:
-    """A request inside the engine. Created by submit(); engine thread only afterwards."""
-
-    gen: Generation
-    messages: list[dict[str, str]]
-    agent: str
-    priority: int
-    deadline: float  # time.monotonic()
-    max_tokens: int
-    stops: tuple[str, ...]
-    ignore_eos: bool
-    sampling: SamplingConfig
-    gbnf: str | None
-    order: int  # submit order: the tie-break after priority (older first)
-    submitted: float
-    # engine-thread state
-    tokens: list[int] = field(default_factory=list)  # prompt + generated
-    n_prompt: int = 0
-    n_past: int = 0  # how many of `tokens` are in the slot's KV cache
-    n_gen: int = 0
-    slot: _Slot | None = None
-    sampler: Any = None
-    stream: TextStream | None = None
-    cached_prompt: int | None = None  # set on first admission
-    admitted_at: float | None = None
-    admission: int | None = None
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-
-    @property
-    def pending(self) -> int:
-        return len(self.tokens) - self.n_past
-
-
-@dataclass(eq=False)
-class _Slot:
-    index: int  # also the llama seq_id
-    cached: list[int] = field(default_factory=list)  # tokens in KV while idle
-    seq: _Seq | None = None
-    last_agent: str | None = None
-    last_used: float = 0.0
-
-    def kv_cells(self) -> int:
-        return self.seq.n_past if self.seq is not None else len(self.cached)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class Engine:
@@ -202,7 +65,7 @@ class Engine:
         self.load_time_s: float | None = None
         self.chat_template_source: str | None = None  # "gguf" or "chatml-fallback"
         self._progress = progress
-        self._inbox: queue.Queue[_Seq] = queue.Queue(maxsize=max_pending)
+        self._inbox: queue.Queue[Seq] = queue.Queue(maxsize=max_pending)
         self._wake = threading.Event()
         self._ready = threading.Event()
         self._stopping = False
@@ -212,8 +75,15 @@ class Engine:
         self._gpu_lock = threading.Lock()
         self._gpu_cache: tuple[float, GpuInfo | None] = (0.0, None)
         self._snap = EngineSnapshot(
-            ts=time.time(), state="starting", model=self.model_path.name, slots=[],
-            waiting={}, kv_used=0, kv_total=config.n_ctx, tokens_per_s=0.0, gpu_offload=False,
+            ts=time.time(),
+            state="starting",
+            model=self.model_path.name,
+            slots=[],
+            waiting={},
+            kv_used=0,
+            kv_total=config.n_ctx,
+            tokens_per_s=0.0,
+            gpu_offload=False,
         )
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -292,11 +162,20 @@ class Engine:
         now = time.monotonic()
         if deadline is None:
             deadline = now + (s.timeout_s if timeout_s is None else timeout_s)
-        gen = Generation(self, loop, n_max)
-        seq = _Seq(
-            gen=gen, messages=msgs, agent=agent, priority=priority, deadline=deadline,
-            max_tokens=n_max, stops=tuple(stop), ignore_eos=ignore_eos and gbnf is None,
-            sampling=s, gbnf=gbnf, order=next(self._orders), submitted=now,
+        gen = Generation(loop, n_max, self._wake)
+        seq = Seq(
+            gen=gen,
+            messages=msgs,
+            agent=agent,
+            priority=priority,
+            deadline=deadline,
+            max_tokens=n_max,
+            stops=tuple(stop),
+            ignore_eos=ignore_eos and gbnf is None,
+            sampling=s,
+            gbnf=gbnf,
+            order=next(self._orders),
+            submitted=now,
         )
         if not self.running:
             gen._finish(self._early_result(seq, "inference engine is not running"))
@@ -310,7 +189,7 @@ class Engine:
         return gen
 
     @staticmethod
-    def _early_result(seq: _Seq, error: str) -> Result:
+    def _early_result(seq: Seq, error: str) -> Result:
         return Result(text="", finish_reason="error", usage=Usage(), agent=seq.agent, error=error)
 
     # --- the meter -----------------------------------------------------------------------
@@ -324,9 +203,16 @@ class Engine:
         else:
             device = "CPU"
         return MeterSnapshot(
-            ts=snap.ts, state=snap.state, device=device, model=snap.model, slots=snap.slots,
-            waiting=snap.waiting, kv_used=snap.kv_used, kv_total=snap.kv_total,
-            tokens_per_s=snap.tokens_per_s, gpu=gpu,
+            ts=snap.ts,
+            state=snap.state,
+            device=device,
+            model=snap.model,
+            slots=snap.slots,
+            waiting=snap.waiting,
+            kv_used=snap.kv_used,
+            kv_total=snap.kv_total,
+            tokens_per_s=snap.tokens_per_s,
+            gpu=gpu,
         )
 
     def _gpu(self) -> GpuInfo | None:
@@ -342,18 +228,32 @@ class Engine:
 
     def _run(self) -> None:
         try:
-            core = _Core(self)
+            sched = Scheduler(
+                self.config,
+                self.model_path,
+                n_slots=self.n_slots,
+                inbox=self._inbox,
+                wake=self._wake,
+                stopping=lambda: self._stopping,
+                publish=self._publish,
+                progress=self._progress,
+            )
         except BaseException as err:  # reported to start(); the thread ends here
             self._load_error = err
             self._snap = msgspec.structs.replace(self._snap, state="failed")
             self._ready.set()
             return
+        self.load_time_s = sched.load_time_s
+        self.chat_template_source = sched.template.source
         self._ready.set()
         try:
-            core.loop()
+            sched.loop()
         finally:
-            core.close()
+            sched.close()
             self._reject_late_submits()
+
+    def _publish(self, snap: EngineSnapshot) -> None:
+        self._snap = snap  # one reference swap; readers never see half a snapshot
 
     def _reject_late_submits(self) -> None:
         """Requests that slipped in while stopping: answer them so no caller waits forever."""
@@ -365,517 +265,6 @@ class Engine:
             result = self._early_result(seq, "inference engine stopped")
             with contextlib.suppress(RuntimeError):
                 seq.gen._loop.call_soon_threadsafe(seq.gen._finish, result)
-
-
-class _Core:
-    """Everything that touches llama.cpp. Lives and dies on the engine thread."""
-
-    def __init__(self, engine: Engine) -> None:
-        import llama_cpp
-
-        self.lib = llama_cpp
-        self.engine = engine
-        cfg = engine.config
-        t0 = time.perf_counter()
-        self.model = LlamaModel(
-            engine.model_path, n_gpu_layers=cfg.n_gpu_layers, progress=engine._progress
-        )
-        try:
-            self.template = ChatTemplate(
-                self.model.chat_template(),
-                bos_token=self.model.token_text(self.model.bos),
-                eos_token=self.model.token_text(self.model.eos),
-            )
-            engine.chat_template_source = self.template.source
-            threads = cfg.threads or os.cpu_count() or 1
-            params = llama_cpp.llama_context_default_params()
-            params.n_ctx = cfg.n_ctx
-            params.n_batch = cfg.n_batch
-            params.n_ubatch = cfg.n_batch
-            params.n_seq_max = engine.n_slots
-            params.n_threads = threads
-            params.n_threads_batch = threads
-            # One pool of cells shared by all slots, so a busy slot may use what idle ones
-            # do not (otherwise each slot gets n_ctx / n_seq_max).
-            params.kv_unified = True
-            params.no_perf = True
-            self.ctx = llama_cpp.llama_init_from_model(self.model.ptr, params)
-            if not self.ctx:
-                raise ModelError(
-                    f"llama.cpp could not create a context for {engine.model_path} "
-                    f"(n_ctx={cfg.n_ctx}, slots={engine.n_slots}) — lower inference.n_ctx"
-                )
-        except BaseException:
-            self.model.close()
-            raise
-        self.mem = llama_cpp.llama_get_memory(self.ctx)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
-        self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload()) and cfg.n_gpu_layers != 0
-        engine.load_time_s = time.perf_counter() - t0
-        self.slots = [_Slot(i) for i in range(engine.n_slots)]
-        self.waiting: list[_Seq] = []
-        self.admissions = itertools.count(1)
-        self.rate: deque[tuple[float, int]] = deque()
-        self.outbox: dict[asyncio.AbstractEventLoop, list[tuple[Generation, str, Result | None]]]
-        self.outbox = {}
-        self._publish_snapshot("ready")
-
-    # -- main loop --
-
-    def loop(self) -> None:
-        engine = self.engine
-        while not engine._stopping:
-            try:
-                self._intake()
-                self._expire()
-                self._admit()
-                active = [s.seq for s in self.slots if s.seq is not None]
-                if active:
-                    self._step(active)
-                # Snapshot first: a caller woken by a result then sees its slot freed.
-                self._publish_snapshot("ready")
-                self._flush()
-                self._idle_wait()
-            except Exception as err:  # never let the thread die: fail what was running
-                log.exception("inference step failed")
-                self._fail_everything(f"inference engine error: {err}")
-                self._publish_snapshot("ready")
-                self._flush()
-                time.sleep(0.05)  # a bug that repeats must not spin a core
-        self._shutdown()
-
-    def _idle_wait(self) -> None:
-        """Sleep until a submit, a cancel or stop, when no slot is busy."""
-        engine = self.engine
-        if engine._stopping or not engine._inbox.empty():
-            return
-        if any(s.seq is not None for s in self.slots):
-            return
-        timeout = _IDLE_TICK_S
-        if self.waiting:  # cannot happen with every slot free, but never sleep past a deadline
-            soonest = min(s.deadline for s in self.waiting) - time.monotonic()
-            timeout = min(timeout, max(0.0, soonest))
-        engine._wake.wait(timeout)
-        engine._wake.clear()
-
-    # -- requests in --
-
-    def _intake(self) -> None:
-        inbox = self.engine._inbox
-        while True:
-            try:
-                seq = inbox.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._prepare(seq)
-            except Exception as err:
-                self._finish(seq, "error", error=str(err) or type(err).__name__)
-                continue
-            self.waiting.append(seq)
-
-    def _prepare(self, seq: _Seq) -> None:
-        model = self.model
-        prompt = self.template.render(seq.messages)
-        # The template writes special tokens (bos, <|im_start|>) itself: parse them, add none.
-        tokens = model.tokenize(prompt, add_special=False, parse_special=True)
-        if model.add_bos and model.bos >= 0 and (not tokens or tokens[0] != model.bos):
-            tokens.insert(0, model.bos)
-        if not tokens:
-            raise ValueError("the prompt is empty")
-        if len(tokens) >= self.n_ctx:
-            raise ValueError(
-                f"the prompt is {len(tokens)} tokens; the context holds {self.n_ctx} "
-                "(raise inference.n_ctx or shorten the prompt)"
-            )
-        seq.tokens = tokens
-        seq.n_prompt = len(tokens)
-        seq.stream = TextStream(seq.stops)
-        seq.sampler = self._make_sampler(seq)
-
-    def _make_sampler(self, seq: _Seq) -> Any:
-        lib, s = self.lib, seq.sampling
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-
-        def add(smpl: Any, what: str) -> None:
-            if not smpl:
-                lib.llama_sampler_free(chain)
-                raise ValueError(f"llama.cpp rejected the {what}")
-            lib.llama_sampler_chain_add(chain, smpl)
-
-        if seq.gbnf is not None:
-            # First, on the full vocabulary, so later filters only see grammar-valid tokens.
-            add(lib.llama_sampler_init_grammar(self.model.vocab, seq.gbnf.encode(), b"root"),
-                "grammar made from the JSON schema")
-        if seq.ignore_eos:
-            eog = sorted(self.model.eog_tokens)
-            arr = (lib.llama_logit_bias * len(eog))(
-                *(lib.llama_logit_bias(token=t, bias=float("-inf")) for t in eog)
-            )
-            add(lib.llama_sampler_init_logit_bias(self.model.n_vocab, len(eog), arr), "logit bias")
-        if s.repeat_penalty != 1.0:
-            add(lib.llama_sampler_init_penalties(
-                self.model.n_vocab, _PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0),
-                "repeat penalty")
-        if s.temperature <= 0:
-            add(lib.llama_sampler_init_greedy(), "greedy sampler")
-        else:
-            add(lib.llama_sampler_init_top_k(s.top_k), "top_k")
-            add(lib.llama_sampler_init_top_p(s.top_p, 1), "top_p")
-            add(lib.llama_sampler_init_min_p(s.min_p, 1), "min_p")
-            add(lib.llama_sampler_init_temp(s.temperature), "temperature")
-            seed = (self.engine.config.seed + seq.order) & 0xFFFFFFFF
-            add(lib.llama_sampler_init_dist(seed), "sampler")
-        return chain
-
-    # -- deadlines and cancellation --
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for seq in list(self.waiting):
-            reason = self._stop_reason(seq, now)
-            if reason is not None:
-                self.waiting.remove(seq)
-                self._finish(seq, reason)
-        for slot in self.slots:
-            seq = slot.seq
-            if seq is not None:
-                reason = self._stop_reason(seq, now)
-                if reason is not None:
-                    self._finish(seq, reason)
-
-    @staticmethod
-    def _stop_reason(seq: _Seq, now: float) -> FinishReason | None:
-        if seq.gen.cancel_requested:
-            return "cancelled"
-        if now >= seq.deadline:
-            return "timeout"
-        return None
-
-    # -- admission: priority, then age --
-
-    def _admit(self) -> None:
-        if not self.waiting:
-            return
-        self.waiting.sort(key=lambda s: (-s.priority, s.order))
-        for seq in list(self.waiting):
-            free = [s for s in self.slots if s.seq is None]
-            if not free:
-                return
-            slot = self._pick_slot(seq, free)
-            keep = min(_common_prefix(slot.cached, seq.tokens), len(seq.tokens) - 1)
-            # Cells other slots leave free must hold its tokens plus one generated token.
-            need = len(seq.tokens) + 1
-
-            def fits(slot: _Slot = slot, need: int = need) -> bool:
-                return self._kv_free(exclude=slot) >= need
-
-            if not fits():
-                self._evict_idle(fits, protect=slot)
-            if not fits() and any(s.seq is not None for s in self.slots):
-                return  # wait for running sequences to end; lower priorities wait too
-            self.waiting.remove(seq)
-            self._place(seq, slot, keep)
-
-    def _pick_slot(self, seq: _Seq, free: list[_Slot]) -> _Slot:
-        if seq.agent:
-            for slot in free:
-                if slot.last_agent == seq.agent:
-                    return slot
-        best = max(free, key=lambda s: (_common_prefix(s.cached, seq.tokens), -s.last_used))
-        if _common_prefix(best.cached, seq.tokens) > 0:
-            return best
-        empty = [s for s in free if not s.cached]
-        if empty:
-            return empty[0]
-        return min(free, key=lambda s: s.last_used)
-
-    def _place(self, seq: _Seq, slot: _Slot, keep: int) -> None:
-        lib = self.lib
-        if keep < len(slot.cached):
-            # Drop the stale tail; some memories (recurrent, SWA) cannot cut mid-sequence.
-            if not lib.llama_memory_seq_rm(self.mem, slot.index, keep, -1):
-                lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
-                keep = 0
-        slot.cached = []
-        slot.seq = seq
-        slot.last_agent = seq.agent or slot.last_agent
-        seq.slot = slot
-        seq.n_past = keep
-        if seq.cached_prompt is None:  # first admission (not a resume after preemption)
-            seq.cached_prompt = min(keep, seq.n_prompt)
-            seq.admitted_at = time.monotonic()
-            seq.admission = next(self.admissions)
-
-    def _kv_used(self) -> int:
-        return sum(s.kv_cells() for s in self.slots)
-
-    def _kv_free(self, exclude: _Slot | None = None) -> int:
-        used = sum(s.kv_cells() for s in self.slots if s is not exclude)
-        return self.n_ctx - used
-
-    def _evict_idle(self, enough: Callable[[], bool], protect: _Slot | None = None) -> bool:
-        """Forget idle slots' caches, least recently used first, until `enough()`."""
-        freed = False
-        idle = sorted(
-            (s for s in self.slots if s.seq is None and s.cached and s is not protect),
-            key=lambda s: s.last_used,
-        )
-        for slot in idle:
-            if enough():
-                break
-            self.lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
-            slot.cached = []
-            freed = True
-        return freed
-
-    def _preempt(self, active: list[_Seq]) -> _Seq | None:
-        """Pause the lowest-priority (then youngest) sequence: drop its KV, queue it again.
-        It resumes later by re-evaluating its tokens; its sampler state is kept."""
-        if len(active) < 2:
-            return None
-        victim = min(active, key=lambda s: (s.priority, -s.order))
-        slot = victim.slot
-        assert slot is not None
-        self.lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
-        slot.seq = None
-        slot.cached = []
-        slot.last_used = time.monotonic()
-        victim.slot = None
-        victim.n_past = 0
-        self.waiting.append(victim)
-        active.remove(victim)
-        log.info("KV cache full: paused %s (priority %d)", victim.agent or "request", victim.priority)
-        return victim
-
-    # -- one decode step --
-
-    def _plan(self, active: list[_Seq], chunk_limit: int) -> list[tuple[_Seq, int, bool]]:
-        """(sequence, tokens to feed, wants logits) for one batch."""
-        room = self.n_batch
-        plan: list[tuple[_Seq, int, bool]] = []
-        generating = [s for s in active if s.pending == 1]
-        prefill = sorted((s for s in active if s.pending > 1), key=lambda s: (-s.priority, s.order))
-        for seq in generating:
-            if room == 0:
-                break
-            plan.append((seq, 1, True))
-            room -= 1
-        for seq in prefill:
-            if room == 0:
-                break
-            n = min(room, seq.pending, chunk_limit)
-            plan.append((seq, n, n == seq.pending))
-            room -= n
-        return plan
-
-    def _step(self, active: list[_Seq]) -> None:
-        lib = self.lib
-        chunk_limit = self.n_batch
-        for _attempt in range(64):
-            if not active:
-                return
-            plan = self._plan(active, chunk_limit)
-            n_new = sum(n for _, n, _ in plan)
-            if n_new > self._kv_free():
-                self._evict_idle(lambda n_new=n_new: n_new <= self._kv_free())
-            if n_new > self._kv_free():
-                if any(n > 1 for _, n, _ in plan) and chunk_limit > 1:
-                    chunk_limit = max(1, chunk_limit // 2)
-                    continue
-                if self._preempt(active) is None:
-                    self._finish(active[0], "length")  # alone and out of context
-                    active.clear()
-                continue
-            self._fill(plan)
-            ret = lib.llama_decode(self.ctx, self.batch)
-            if ret == 0:
-                self._after_decode(plan)
-                return
-            if ret == 1:  # no KV slot for the batch (fragmentation): make room and retry
-                if self._evict_idle(lambda: False):
-                    continue
-                if chunk_limit > 1 and any(n > 1 for _, n, _ in plan):
-                    chunk_limit = max(1, chunk_limit // 2)
-                    continue
-                if self._preempt(active) is not None:
-                    continue
-                self._finish(active[0], "length")
-                return
-            # Aborted or fatal: the memory may hold part of the batch. Fail these sequences
-            # and forget their caches so the next step starts clean.
-            log.error("llama_decode returned %d", ret)
-            for seq, _, _ in plan:
-                slot = seq.slot
-                self._finish(seq, "error", error=f"llama_decode failed ({ret})")
-                if slot is not None:
-                    lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
-                    slot.cached = []
-            return
-        log.error("could not fit a batch after many retries")
-
-    def _fill(self, plan: list[tuple[_Seq, int, bool]]) -> None:
-        b = self.batch
-        i = 0
-        for seq, n, wants_logits in plan:
-            seq_id = seq.slot.index  # type: ignore[union-attr]
-            start = seq.n_past
-            for j in range(n):
-                b.token[i] = seq.tokens[start + j]
-                b.pos[i] = start + j
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq_id
-                b.logits[i] = 1 if (wants_logits and j == n - 1) else 0
-                i += 1
-        b.n_tokens = i
-
-    def _after_decode(self, plan: list[tuple[_Seq, int, bool]]) -> None:
-        lib, model = self.lib, self.model
-        now = time.monotonic()
-        produced = 0
-        idx = -1
-        for seq, n, wants_logits in plan:
-            idx += n
-            seq.n_past += n
-            if not wants_logits:
-                continue
-            token = lib.llama_sampler_sample(seq.sampler, self.ctx, idx)
-            if token in model.eog_tokens:
-                self._finish(seq, "stop")
-                continue
-            seq.tokens.append(token)
-            seq.n_gen += 1
-            produced += 1
-            if seq.first_token_at is None:
-                seq.first_token_at = now
-            seq.last_token_at = now
-            piece = seq.stream.feed(model.piece(token))  # type: ignore[union-attr]
-            if piece:
-                self._send(seq.gen, piece)
-            if seq.stream.stopped:  # type: ignore[union-attr]
-                self._finish(seq, "stop")
-            elif seq.n_gen >= seq.max_tokens or len(seq.tokens) >= self.n_ctx:
-                self._finish(seq, "length")
-        if produced:
-            self.rate.append((now, produced))
-
-    # -- results out --
-
-    def _send(self, gen: Generation, piece: str, result: Result | None = None) -> None:
-        self.outbox.setdefault(gen._loop, []).append((gen, piece, result))
-
-    def _finish(self, seq: _Seq, reason: FinishReason, error: str | None = None) -> None:
-        now = time.monotonic()
-        slot = seq.slot
-        if slot is not None:
-            slot.cached = seq.tokens[: seq.n_past]  # what the KV holds: the next prefix cache
-            slot.seq = None
-            slot.last_used = now
-            seq.slot = None
-        if seq.sampler is not None:
-            self.lib.llama_sampler_free(seq.sampler)
-            seq.sampler = None
-        tail = seq.stream.finish() if seq.stream is not None else ""
-        text = seq.stream.text if seq.stream is not None else ""
-        usage = Usage(
-            prompt_tokens=seq.n_prompt,
-            cached_prompt_tokens=seq.cached_prompt or 0,
-            completion_tokens=seq.n_gen,
-            queue_wait_s=(seq.admitted_at or now) - seq.submitted,
-            decode_s=now - seq.admitted_at if seq.admitted_at is not None else 0.0,
-            ttft_s=seq.first_token_at - seq.submitted if seq.first_token_at else None,
-        )
-        result = Result(
-            text=text, finish_reason=reason, usage=usage, agent=seq.agent,
-            slot=slot.index if slot is not None else None, admission=seq.admission,
-            error=error,
-        )
-        self._send(seq.gen, tail, result)
-
-    def _flush(self) -> None:
-        """Hand each loop this step's pieces and results in one callback."""
-        if not self.outbox:
-            return
-        outbox, self.outbox = self.outbox, {}
-        for loop, items in outbox.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # that loop is closed: nobody is listening any more
-                for gen, _, _ in items:
-                    gen.cancel_requested = True
-
-    def _fail_everything(self, error: str) -> None:
-        for slot in self.slots:
-            if slot.seq is not None:
-                self._finish(slot.seq, "error", error=error)
-            slot.cached = []
-        for seq in self.waiting:
-            self._finish(seq, "error", error=error)
-        self.waiting.clear()
-        self.lib.llama_memory_clear(self.mem, True)
-
-    def _shutdown(self) -> None:
-        self._intake()
-        for slot in self.slots:
-            if slot.seq is not None:
-                self._finish(slot.seq, "cancelled", error="inference engine stopped")
-        for seq in self.waiting:
-            self._finish(seq, "cancelled", error="inference engine stopped")
-        self.waiting.clear()
-        self._publish_snapshot("stopped")
-        self._flush()
-
-    def close(self) -> None:
-        lib = self.lib
-        lib.llama_batch_free(self.batch)
-        lib.llama_free(self.ctx)
-        self.model.close()
-
-    # -- the meter --
-
-    def _publish_snapshot(self, state: str) -> None:
-        now = time.monotonic()
-        while self.rate and now - self.rate[0][0] > _RATE_WINDOW_S:
-            self.rate.popleft()
-        total = sum(n for _, n in self.rate)
-        slots = []
-        for s in self.slots:
-            seq = s.seq
-            if seq is None:
-                slots.append(SlotInfo(
-                    index=s.index, agent=s.last_agent, state="idle", tokens_generated=0,
-                    tokens_per_s=0.0, cached_tokens=len(s.cached),
-                ))
-                continue
-            rate = 0.0
-            if seq.first_token_at and seq.last_token_at and seq.n_gen > 1:
-                span = seq.last_token_at - seq.first_token_at
-                rate = (seq.n_gen - 1) / span if span > 0 else 0.0
-            slots.append(SlotInfo(
-                index=s.index, agent=seq.agent or None,
-                state="prefill" if seq.pending > 1 or seq.n_gen == 0 else "generating",
-                tokens_generated=seq.n_gen, tokens_per_s=round(rate, 2),
-                cached_tokens=seq.n_past,
-            ))
-        waiting: dict[int, int] = {}
-        for seq in self.waiting:
-            waiting[seq.priority] = waiting.get(seq.priority, 0) + 1
-        self.engine._snap = EngineSnapshot(
-            ts=time.time(), state=state,  # type: ignore[arg-type]
-            model=self.engine.model_path.name, slots=slots, waiting=waiting,
-            kv_used=self._kv_used(), kv_total=self.n_ctx,
-            tokens_per_s=round(total / _RATE_WINDOW_S, 2), gpu_offload=self.gpu_offload,
-        )
-
-
-def _deliver(items: list[tuple[Generation, str, Result | None]]) -> None:
-    for gen, piece, result in items:
-        if piece:
-            gen._push(piece)
-        if result is not None:
-            gen._finish(result)
 
 
 __all__ = ["Engine", "Generation"]

@@ -120,9 +120,7 @@ ProgressFn = Callable[[float], None]
 class LlamaModel:
     """A loaded llama_model plus its vocabulary helpers. Engine thread only."""
 
-    def __init__(
-        self, path: Path, *, n_gpu_layers: int = -1, progress: ProgressFn | None = None
-    ) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int = -1, progress: ProgressFn | None = None) -> None:
         import llama_cpp
 
         init_backend()
@@ -190,9 +188,7 @@ class LlamaModel:
         if n < 0:  # buffer too small: -n is the size needed
             cap = -n
             buf = (self._lib.llama_token * cap)()
-            n = self._lib.llama_tokenize(
-                self.vocab, data, len(data), buf, cap, add_special, parse_special
-            )
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:

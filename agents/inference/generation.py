@@ -1,0 +1,99 @@
+"""A submitted request as asyncio sees it: a stream of text pieces and a final Result.
+
+The engine thread never touches a Generation's queue or future directly: it hands each
+event loop one list per step through `loop.call_soon_threadsafe(deliver, items)`. The token
+queue is bounded at max_tokens + 2, one more than the items it can ever receive (at most one
+piece per token, one flush, one end marker), so `put_nowait` never fails and the engine
+thread never blocks on a slow consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any
+
+from agents.inference.types import Result
+
+log = logging.getLogger("agents.inference")
+
+_END = object()  # end-of-stream marker in a Generation's token queue
+
+
+class Generation:
+    """One submitted request, seen from asyncio.
+
+    `async for piece in gen` yields text as it is generated; `await gen` (or
+    `await gen.result()`) gives the final Result. Cancelling a task that is iterating or
+    awaiting it, or calling `cancel()`, cancels the sequence and frees its slot.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_tokens: int, wake: threading.Event) -> None:
+        self._loop = loop
+        self._wake = wake  # the engine thread's wake-up event
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_tokens + 2)
+        self._future: asyncio.Future[Result] = loop.create_future()
+        self._stream_done = False
+        # Read by the engine thread: a plain attribute write is atomic under the GIL.
+        self.cancel_requested = False
+
+    def cancel(self) -> None:
+        """Stop generating; the result will say 'cancelled'. Safe to call more than once."""
+        if not self._future.done():
+            self.cancel_requested = True
+            self._wake.set()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._stream_done:
+            raise StopAsyncIteration
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if item is _END:
+            self._stream_done = True
+            raise StopAsyncIteration
+        return item
+
+    async def result(self) -> Result:
+        try:
+            # shield: a cancelled waiter must not cancel the future the engine will resolve.
+            return await asyncio.shield(self._future)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.result().__await__()
+
+    # -- called on the loop, from the engine thread via call_soon_threadsafe --
+
+    def _push(self, piece: str) -> None:
+        try:
+            self._queue.put_nowait(piece)
+        except asyncio.QueueFull:  # cannot happen (see the module docstring)
+            log.error("token queue full; piece dropped from the stream (result keeps it)")
+
+    def _finish(self, result: Result) -> None:
+        if self._future.done():
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_END)
+        self._future.set_result(result)
+
+
+def deliver(items: list[tuple[Generation, str, Result | None]]) -> None:
+    for gen, piece, result in items:
+        if piece:
+            gen._push(piece)
+        if result is not None:
+            gen._finish(result)
