@@ -173,25 +173,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_PATH_RE = re.compile(r"\$((?:\.[A-Za-z0-9_\-]+|\[[^\]]*\])*)")
-
-
-def _key_path(msgspec_path: str) -> str:
-    """`$.agents.dev.tools[1]` -> `agents.dev.tools[1]`."""
-    return msgspec_path.removeprefix("$").removeprefix(".")
-
-
-def _explain(err: msgspec.ValidationError) -> str:
+def _explain(err: msgspec.ValidationError, prefix: str = "") -> str:
+    """msgspec's message with the full key path: `agents.dev.tools: expected ...`."""
     text = str(err)
-    match = re.search(r" - at `(\$[^`]*)`$", text)
-    if not match:
-        return text
-    problem = text[: match.start()]
-    path = _key_path(match.group(1))
+    match = re.search(r" - at `\$([^`]*)`$", text)
+    problem = text[: match.start()] if match else text
+    path = (prefix + (match.group(1) if match else "")).lstrip(".")
     unknown = re.match(r"Object contains unknown field `([^`]+)`", problem)
     if unknown:
-        full = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-        return f"unknown key {full}"
+        return f"unknown key {path + '.' if path else ''}{unknown.group(1)}"
     return f"{path or '(top level)'}: {problem[0].lower()}{problem[1:]}"
 
 
@@ -202,12 +192,24 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from None
     merged = _merge(msgspec.to_builtins(default_config()), raw)
+    # Agents are decoded one by one so that an error names the agent, not `agents[...]`.
+    agents_raw = merged.pop("agents")
+    if not isinstance(agents_raw, dict):
+        raise ConfigError(f"{source}: agents: expected a table of agents")
     try:
         config = msgspec.convert(merged, Config, strict=True)
     except msgspec.ValidationError as err:
         raise ConfigError(f"{source}: {_explain(err)}") from None
+    config.agents = {name: _agent(name, value, source) for name, value in agents_raw.items()}
     _check_values(config, source)
     return config
+
+
+def _agent(name: str, raw: object, source: str) -> AgentConfig:
+    try:
+        return msgspec.convert(raw, AgentConfig, strict=True)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"{source}: {_explain(err, f'agents.{name}')}") from None
 
 
 def _check_values(config: Config, source: str) -> None:

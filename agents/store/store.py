@@ -44,6 +44,12 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def write(self, reducer: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `reducer(tx, *args, **kwargs)` in one IMMEDIATE transaction."""
         conn = self.conn

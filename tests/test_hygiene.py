@@ -1,0 +1,57 @@
+"""Standing rules, checked on the source: bounded queues only; agents/ never imports textual."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+QUEUE_NAMES = {"Queue", "LifoQueue", "PriorityQueue"}
+
+
+def _unbounded_queues(path: Path, root: Path = REPO) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in QUEUE_NAMES:
+            continue
+        size = node.args[0] if node.args else next(
+            (k.value for k in node.keywords if k.arg == "maxsize"), None
+        )
+        if size is None or (isinstance(size, ast.Constant) and size.value in (0, None)):
+            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_unbounded_queues_in_app_and_agents() -> None:
+    files = [p for d in ("app", "agents", "widgets") for p in (REPO / d).rglob("*.py")]
+    assert files
+    offenders = [hit for p in files for hit in _unbounded_queues(p)]
+    assert offenders == []
+
+
+def test_the_checker_catches_an_unbounded_queue(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import asyncio\nq = asyncio.Queue()\nr = asyncio.Queue(maxsize=0)\ns = asyncio.Queue(8)\n")
+    assert _unbounded_queues(bad, tmp_path) == ["bad.py:2", "bad.py:3"]
+
+
+def test_agents_package_never_imports_textual() -> None:
+    code = (
+        "import importlib, pkgutil, sys, agents\n"
+        "for m in pkgutil.walk_packages(agents.__path__, 'agents.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n == 'textual' or n.startswith('textual.'))\n"
+        "print(len([n for n in sys.modules if n.startswith('agents.')]), bad)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, bad = proc.stdout.split(" ", 1)
+    assert int(count) > 10  # it really imported the engine
+    assert bad.strip() == "[]"
