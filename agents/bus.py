@@ -170,24 +170,26 @@ class Bus:
     ) -> Subscription:
         """A reader. `name` makes it durable (resumes from its saved cursor). `start` for
         a reader without a saved cursor: "beginning", "now", or an event id to follow."""
-        position = await self._start_position(name, start)
+        position, resumed = await self._start_position(name, start)
         sub = Subscription(self, name, flt or EventFilter(), maxsize, position)
+        if name is not None and not resumed:
+            sub.saved = -1  # a new durable reader: its first flush records where it started
         self._subs.append(sub)
         sub.start()
         return sub
 
-    async def _start_position(self, name: str | None, start: Start) -> int:
-        if isinstance(start, int):
-            return start
-        if name is not None and start == "cursor":
+    async def _start_position(self, name: str | None, start: Start) -> tuple[int, bool]:
+        """(position, resumed): a durable reader's saved cursor wins over `start`."""
+        if name is not None:
             row = await self._fetchone("SELECT last_event_id FROM cursors WHERE name = ?", (name,))
             if row is not None:
-                return int(row[0])
-            return 0
+                return int(row[0]), True
+        if isinstance(start, int):
+            return start, False
         if start == "now":
             row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
-            return int(row[0]) if row else 0
-        return 0
+            return (int(row[0]) if row else 0), False
+        return 0, False
 
     def _forget(self, sub: Subscription) -> None:
         if sub in self._subs:
