@@ -73,7 +73,7 @@ class Subscription:
             # is ever lost between "nothing new" and "wait".
             self._wake.clear()
             try:
-                head, events = await self.bus._next_events(self.position, self.filter)
+                scanned, events, caught_up = await self.bus._next_events(self.position, self.filter)
             except aiosqlite.OperationalError:  # locked or busy beyond the timeout
                 log.warning("bus read failed; retrying", exc_info=True)
                 await asyncio.sleep(0.1)
@@ -81,9 +81,9 @@ class Subscription:
             for event in events:
                 await self.queue.put(event)  # blocks while full: backpressure, no loss
                 self.position = event.id
-            if len(events) < READ_BATCH:
-                # Everything up to `head` was scanned; skip the non-matching rest.
-                self.position = max(self.position, head)
+            # Everything up to `scanned` was looked at; skip the non-matching rest.
+            self.position = max(self.position, scanned)
+            if caught_up:
                 await self._wake.wait()
 
     async def get(self) -> Event:
@@ -203,7 +203,9 @@ class Bus:
         while True:
             self._fetch_wake.clear()
             try:
-                _, events = await self._read_after(self._head, EventFilter(), limit=RING_SIZE)
+                scanned, events, caught_up = await self._read_after(
+                    self._head, EventFilter(), limit=RING_SIZE
+                )
             except aiosqlite.OperationalError:
                 log.warning("bus fetch failed; retrying", exc_info=True)
                 await asyncio.sleep(0.1)
@@ -214,16 +216,16 @@ class Bus:
                     self._floor = self._ring_ids.popleft()
                 self._ring.append(event)
                 self._ring_ids.append(event.id)
-            if events:
-                self._head = events[-1].id
+            if scanned > self._head:
+                self._head = scanned
                 for sub in self._subs:
                     sub.wake()
-            if len(events) < RING_SIZE:
+            if caught_up:
                 await self._fetch_wake.wait()
 
-    async def _next_events(self, after: int, flt: EventFilter) -> tuple[int, list[Event]]:
-        """(head, events) for a reader at `after`: from the ring when it is caught up,
-        else from SQLite."""
+    async def _next_events(self, after: int, flt: EventFilter) -> tuple[int, list[Event], bool]:
+        """(scanned, events, caught_up) for a reader at `after`: from the ring when it is
+        caught up, else from SQLite."""
         if after < self._floor:
             return await self._read_after(after, flt)
         start = bisect.bisect_right(self._ring_ids, after)
@@ -233,8 +235,8 @@ class Bus:
             if flt.matches(event):
                 found.append(event)
                 if len(found) == READ_BATCH:
-                    break
-        return self._head, found
+                    return event.id, found, False
+        return self._head, found, True
 
     async def _fetchone(self, sql: str, params: tuple[object, ...]) -> tuple | None:
         assert self._reader is not None, "Bus.start() first"
@@ -243,22 +245,26 @@ class Bus:
 
     async def _read_after(
         self, after: int, flt: EventFilter, limit: int = READ_BATCH
-    ) -> tuple[int, list[Event]]:
-        """(head, events): the log's last id, then up to `limit` matching events in
-        (after, head]. Reading head first bounds the scan, so a filtered reader can skip
-        ahead past events it does not want."""
+    ) -> tuple[int, list[Event], bool]:
+        """(scanned, events, caught_up): every matching event in (after, scanned], at most
+        `limit` of them, undecodable ones left out. Reading the log's head first bounds the
+        scan, so a filtered reader can skip ahead past events it does not want; caught_up
+        says `scanned` is that head. `scanned` comes from the rows read, not the events
+        decoded, so a skipped event never makes a reader jump over the rest of a batch."""
         assert self._reader is not None, "Bus.start() first"
         row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
         head = int(row[0]) if row else 0
         if head <= after:
-            return head, []
+            return head, [], True
         where, params = flt.sql()
         async with self._reader.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND id <= ? AND {where} "
             "ORDER BY id LIMIT ?",
             (after, head, *params, limit),
         ) as cur:
-            found = await cur.fetchall()
+            found = list(await cur.fetchall())
+        full = len(found) == limit
+        scanned = int(found[-1][0]) if full else head
         events: list[Event] = []
         for r in found:
             try:
@@ -266,7 +272,7 @@ class Bus:
             except ProtocolError as err:
                 # Written by a newer agentdeck: this one cannot act on it. Say so, go on.
                 log.warning("skipping event: %s", err)
-        return head, events
+        return scanned, events, not full
 
     async def _poll_other_processes(self) -> None:
         """Other processes' commits (the CLI in another terminal) change data_version."""
