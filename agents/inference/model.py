@@ -84,13 +84,16 @@ _last_error: list[str] = [""]
 
 
 def _on_llama_log(level: int, text: bytes | None, _user: ctypes.c_void_p) -> None:
-    # ggml levels: 1 info, 2 warn, 3 error, 4 debug, 5 continuation
+    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Errors are kept for
+    # the ModelError message and logged at INFO: the caller reports them, and llama.cpp
+    # must never write to a terminal that a TUI owns.
     msg = (text or b"").decode("utf-8", "replace").rstrip()
     if not msg:
         return
-    if level == 3:
-        _last_error[0] = msg
-        log.warning("%s", msg)
+    if level == 4:
+        if not _last_error[0]:  # the first error says what went wrong; later ones repeat it
+            _last_error[0] = msg
+        log.info("%s", msg)
     else:
         log.debug("%s", msg)
 
