@@ -227,6 +227,8 @@ class Engine:
     # --- the engine thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        # NVML's first call (library load, init) can take a while: pay it here, off the loop.
+        self._gpu()
         try:
             sched = Scheduler(
                 self.config,
