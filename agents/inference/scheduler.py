@@ -67,6 +67,7 @@ class Seq:
     sampler: Any = None
     stream: TextStream | None = None
     cached_prompt: int | None = None  # set on first admission
+    paused: bool = False  # preempted for KV room at least once
     admitted_at: float | None = None
     admission: int | None = None
     first_token_at: float | None = None
@@ -316,8 +317,11 @@ class Scheduler:
                 return
             slot = self._pick_slot(seq, free)
             keep = min(_common_prefix(slot.cached, seq.tokens), len(seq.tokens) - 1)
-            # Cells other slots leave free must hold its tokens plus one generated token.
+            # Cells other slots leave free must hold its tokens plus one generated token;
+            # a paused sequence comes back only with room to finish, or it would thrash.
             need = len(seq.tokens) + 1
+            if seq.paused:
+                need = min(self.n_ctx, len(seq.tokens) + seq.max_tokens - seq.n_gen)
 
             def fits(slot: Slot = slot, need: int = need) -> bool:
                 return self._kv_free(exclude=slot) >= need
@@ -395,6 +399,7 @@ class Scheduler:
         slot.last_used = time.monotonic()
         victim.slot = None
         victim.n_past = 0
+        victim.paused = True
         self.waiting.append(victim)
         active.remove(victim)
         log.info("KV cache full: paused %s (priority %d)", victim.agent or "request", victim.priority)
