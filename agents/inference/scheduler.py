@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import ModelError
@@ -32,6 +31,7 @@ from agents.inference.chat import ChatTemplate
 from agents.inference.generation import Generation, deliver
 from agents.inference.meter import EngineSnapshot, SlotInfo
 from agents.inference.model import LlamaModel, ProgressFn
+from agents.inference.sampling import Candidates, SeqSampler
 from agents.inference.text import TextStream
 from agents.inference.types import FinishReason, Result, Usage
 
@@ -39,7 +39,6 @@ log = logging.getLogger("agents.inference")
 
 _IDLE_TICK_S = 1.0  # an idle engine thread still wakes this often (snapshot, deadlines)
 _RATE_WINDOW_S = 2.0  # the meter's aggregate tokens/s is measured over this window
-_PENALTY_LAST_N = 64
 
 
 @dataclass(eq=False)
@@ -64,7 +63,7 @@ class Seq:
     n_past: int = 0  # how many of `tokens` are in the slot's KV cache
     n_gen: int = 0
     slot: Slot | None = None
-    sampler: Any = None
+    sampler: SeqSampler | None = None
     stream: TextStream | None = None
     cached_prompt: int | None = None  # set on first admission
     paused: bool = False  # preempted for KV room at least once
@@ -160,6 +159,7 @@ class Scheduler:
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.candidates = Candidates(llama_cpp, self.model.n_vocab)
         self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload()) and cfg.n_gpu_layers != 0
         self.load_time_s = time.perf_counter() - t0
         self.slots = [Slot(i) for i in range(n_slots)]
@@ -241,45 +241,16 @@ class Scheduler:
         seq.stream = TextStream(seq.stops)
         seq.sampler = self._make_sampler(seq)
 
-    def _make_sampler(self, seq: Seq) -> Any:
-        lib, s = self.lib, seq.sampling
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-
-        def add(smpl: Any, what: str) -> None:
-            if not smpl:
-                lib.llama_sampler_free(chain)
-                raise ValueError(f"llama.cpp rejected the {what}")
-            lib.llama_sampler_chain_add(chain, smpl)
-
-        if seq.gbnf is not None:
-            # First, on the full vocabulary, so later filters only see grammar-valid tokens.
-            add(
-                lib.llama_sampler_init_grammar(self.model.vocab, seq.gbnf.encode(), b"root"),
-                "grammar made from the JSON schema",
-            )
-        if seq.ignore_eos:
-            eog = sorted(self.model.eog_tokens)
-            arr = (lib.llama_logit_bias * len(eog))(
-                *(lib.llama_logit_bias(token=t, bias=float("-inf")) for t in eog)
-            )
-            add(lib.llama_sampler_init_logit_bias(self.model.n_vocab, len(eog), arr), "logit bias")
-        if s.repeat_penalty != 1.0:
-            add(
-                lib.llama_sampler_init_penalties(
-                    self.model.n_vocab, _PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0
-                ),
-                "repeat penalty",
-            )
-        if s.temperature <= 0:
-            add(lib.llama_sampler_init_greedy(), "greedy sampler")
-        else:
-            add(lib.llama_sampler_init_top_k(s.top_k), "top_k")
-            add(lib.llama_sampler_init_top_p(s.top_p, 1), "top_p")
-            add(lib.llama_sampler_init_min_p(s.min_p, 1), "min_p")
-            add(lib.llama_sampler_init_temp(s.temperature), "temperature")
-            seed = (self.config.seed + seq.order) & 0xFFFFFFFF
-            add(lib.llama_sampler_init_dist(seed), "sampler")
-        return chain
+    def _make_sampler(self, seq: Seq) -> SeqSampler:
+        return SeqSampler(
+            self.lib,
+            self.model,
+            self.candidates,
+            seq.sampling,
+            seed=self.config.seed + seq.order,
+            gbnf=seq.gbnf,
+            ignore_eos=seq.ignore_eos,
+        )
 
     # -- deadlines and cancellation --
 
@@ -487,7 +458,7 @@ class Scheduler:
         b.n_tokens = i
 
     def _after_decode(self, plan: list[tuple[Seq, int, bool]]) -> None:
-        lib, model = self.lib, self.model
+        model = self.model
         now = time.monotonic()
         produced = 0
         idx = -1
@@ -496,7 +467,7 @@ class Scheduler:
             seq.n_past += n
             if not wants_logits:
                 continue
-            token = lib.llama_sampler_sample(seq.sampler, self.ctx, idx)
+            token = seq.sampler.sample(self.ctx, idx)  # type: ignore[union-attr]
             if token in model.eog_tokens:
                 self._finish(seq, "stop")
                 continue
@@ -530,7 +501,7 @@ class Scheduler:
             slot.last_used = now
             seq.slot = None
         if seq.sampler is not None:
-            self.lib.llama_sampler_free(seq.sampler)
+            seq.sampler.free()
             seq.sampler = None
         tail = seq.stream.finish() if seq.stream is not None else ""
         text = seq.stream.text if seq.stream is not None else ""
