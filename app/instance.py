@@ -53,6 +53,17 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     return asyncio.run(instance.run())
 
 
+def _alive(pid: int) -> bool:
+    """Is there a process with this pid on this machine? (signal 0 checks, sends nothing)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class Instance:
     def __init__(self, ctx: Context, config: Config, *, approvals: str, as_json: bool) -> None:
         self.ctx = ctx
@@ -71,7 +82,9 @@ class Instance:
         bus: Bus | None = None
         claimed = False
         try:
-            await store.write(r.claim_instance, SYSTEM, self.pid)
+            previous = await store.read(queries.instance)
+            dead = previous["pid"] if previous and not _alive(previous["pid"]) else None
+            await store.write(r.claim_instance, SYSTEM, self.pid, dead_pid=dead)
             claimed = True
             bus = await Bus(store).start()
             start_id = await store.read(queries.last_event_id)

@@ -9,7 +9,6 @@ from typing import Any
 from agents.errors import InvalidArgument, NotFound
 from agents.protocol import OWNER, SYSTEM, Payload, encode_payload, kind_of
 
-
 _ROW_NAMES = {
     "tasks": "task", "approvals": "approval", "tool_calls": "tool call", "memory": "memory",
     "messages": "message", "channels": "channel", "permission_rules": "permission rule",

@@ -113,12 +113,15 @@ def save_cursors(tx: Tx, actor: str, positions: dict[str, int]) -> None:
 INSTANCE_STALE_S = 5.0
 
 
-def claim_instance(tx: Tx, actor: str, pid: int) -> None:
-    """Become the running instance, unless another live one holds the row."""
+def claim_instance(tx: Tx, actor: str, pid: int, *, dead_pid: int | None = None) -> None:
+    """Become the running instance, unless another live one holds the row. `dead_pid`:
+    the caller checked that this process is gone (killed), so its row is taken over
+    without waiting for its heartbeat to go stale."""
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not claim the instance")
     row = tx.one("SELECT pid, heartbeat_at FROM instance WHERE id = 1")
-    if row and row["pid"] != pid and tx.now - row["heartbeat_at"] < INSTANCE_STALE_S:
+    fresh = row is not None and tx.now - row["heartbeat_at"] < INSTANCE_STALE_S
+    if row and row["pid"] not in (pid, dead_pid) and fresh:
         raise InvalidArgument(f"another agentdeck instance (pid {row['pid']}) is running on this home")
     tx.execute(
         "INSERT INTO instance (id, pid, started_at, heartbeat_at) VALUES (1, ?, ?, ?) "

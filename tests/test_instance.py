@@ -1,0 +1,174 @@
+"""`agentdeck run` as a real process: recovery, headless approval policy, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from test_cli import ok
+
+from agents.protocol import SYSTEM
+from agents.store import Store, queries
+from agents.store import reducers as r
+
+
+class Running:
+    """An instance whose stdout is read on a thread, so waits can time out."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            agentdeck_cmd("run", "--headless", *args), env=subprocess_env(home),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._new: queue.Queue[str] = queue.Queue(maxsize=10_000)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._new.put(line)
+
+    def wait_for(self, text: str, timeout: float = 15) -> str:
+        """The first line (printed so far or later) containing `text`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines:
+                if text in line:
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not printed; got {self.lines}")
+            try:
+                self.lines.append(self._new.get(timeout=left))
+            except queue.Empty:
+                continue
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def start(home: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def _start(*args: str) -> Running:
+        inst = Running(home, *args)
+        started.append(inst)
+        inst.wait_for("agentdeck running")
+        return inst
+
+    yield _start
+    for inst in started:
+        if inst.proc.poll() is None:
+            inst.proc.kill()
+            inst.proc.wait()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def approval_status(db_path: Path, approval_id: int) -> tuple[str, str | None]:
+    with Store.open(db_path, AGENTS) as store:
+        a = store.read(queries.approval, approval_id)
+    assert a is not None
+    return a.status, a.decided_by
+
+
+def ask(db_path: Path) -> int:
+    with Store.open(db_path, AGENTS) as store:
+        return store.write(
+            r.request_approval, "dev", "run_shell", {"cmd": "make"}, "make", "build", timeout_s=600
+        ).id
+
+
+def test_status_sees_the_instance_and_sigterm_stops_it(home: Path, start: Callable[..., Running]) -> None:
+    inst = start()
+    status = json.loads(ok(home, "status", "--json"))
+    assert status["instance"]["pid"] == inst.proc.pid
+    second = subprocess.run(agentdeck_cmd("run"), env=subprocess_env(home), capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "another agentdeck instance" in second.stderr
+    assert inst.stop(signal.SIGTERM) == 0
+    assert json.loads(ok(home, "status", "--json"))["instance"] is None
+
+
+def test_instance_reports_events_written_by_the_cli(home: Path, start: Callable[..., Running]) -> None:
+    inst = start("--json")
+    task_id = int(ok(home, "send", "--to", "ops", "check disk"))
+    line = inst.wait_for('"task.created"', timeout=5)
+    assert json.loads(line)["payload"]["task"]["id"] == task_id
+    assert inst.stop() == 0
+
+
+def test_headless_deny_policy_denies_new_requests(db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start()  # --approvals deny is the default
+    approval_id = ask(db_path)
+    wait_until(lambda: approval_status(db_path, approval_id)[0] != "pending")
+    assert approval_status(db_path, approval_id) == ("denied", "headless_policy")
+    assert inst.stop() == 0
+
+
+def test_headless_cli_policy_waits_for_agentdeck_approve(
+    home: Path, db_path: Path, start: Callable[..., Running]
+) -> None:
+    inst = start("--approvals", "cli")
+    approval_id = ask(db_path)
+    time.sleep(1.5)  # give the instance every chance to (wrongly) decide it
+    assert approval_status(db_path, approval_id) == ("pending", None)
+    ok(home, "approve", str(approval_id))
+    assert approval_status(db_path, approval_id) == ("approved", "user")
+    assert inst.stop() == 0
+
+
+def test_unanswered_approvals_expire_as_timeout(db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start("--approvals", "cli")
+    with Store.open(db_path, AGENTS) as store:
+        approval_id = store.write(
+            r.request_approval, "dev", "run_shell", {"cmd": "x"}, "x", "why", timeout_s=0.5
+        ).id
+    wait_until(lambda: approval_status(db_path, approval_id)[0] != "pending")
+    assert approval_status(db_path, approval_id) == ("expired", "timeout")
+    assert inst.stop() == 0
+
+
+def test_restart_after_kill_9_recovers(home: Path, db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start("--approvals", "cli")
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, "owner", "build", owner="dev")
+        call = store.write(r.start_tool_call, "dev", "run_shell", {"cmd": "make"}, task_id=task.id)
+        pending = store.write(r.request_approval, "dev", "run_shell", {"cmd": "make"}, "make", "b", timeout_s=600)
+        store.write(r.set_schedule, "ops", "ops", "health", 3600, first_run_at=time.time() - 3 * 3600)
+    os.kill(inst.proc.pid, signal.SIGKILL)
+    inst.proc.wait()
+
+    # The dead instance's row (heartbeat still fresh) does not block the restart.
+    again = start("--approvals", "cli")
+    again.wait_for(f"tool call {call.id} (dev run_shell) was interrupted")
+    again.wait_for("1 approval(s) pending")
+    with Store.open(db_path, AGENTS) as store:
+        calls = store.read(queries.tool_calls)
+        assert [(c.id, c.status) for c in calls] == [(call.id, "interrupted")]
+        assert store.read(queries.approval, pending.id).status == "pending"  # type: ignore[union-attr]
+        scheduled = [t for t in store.read(queries.tasks, owner="ops")]
+        # Three missed runs collapse into one.
+        assert len(scheduled) == 1 and scheduled[0].title.startswith("[health]")
+        assert store.read(queries.due_schedules, time.time()) == []
+        assert SYSTEM in {e.actor for e in store.read(queries.events_after, 0)}
+    assert again.stop() == 0
