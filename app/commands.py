@@ -48,12 +48,14 @@ def _task_tree(tasks: list[Task]) -> list[dict[str, Any]]:
     return roots
 
 
-def _print_tree(nodes: list[dict[str, Any]], depth: int = 0) -> None:
-    for node in nodes:
-        indent = "  " * depth + ("└ " if depth else "")
+def _print_tree(nodes: list[dict[str, Any]], prefix: str = "", top: bool = True) -> None:
+    for i, node in enumerate(nodes):
+        last = i == len(nodes) - 1
+        branch = "" if top else ("└─ " if last else "├─ ")
         owner = node["owner"] or "(unassigned)"
-        print(f"{indent}#{node['id']} [{node['status']}] {owner}: {shorten(node['title'], 70)}")
-        _print_tree(node["children"], depth + 1)
+        print(f"{prefix}{branch}#{node['id']} [{node['status']}] {owner}: {shorten(node['title'], 70)}")
+        child_prefix = prefix if top else prefix + ("   " if last else "│  ")
+        _print_tree(node["children"], child_prefix, top=False)
 
 
 def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:

@@ -1,0 +1,59 @@
+"""Regenerate the README's screenshots: the real CLI, run in a fresh temp home, its output
+rendered to SVG by Rich. Run: .venv/bin/python screenshots/make.py"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def agentdeck(home: Path, *args: str, stdin: str | None = None) -> str:
+    env = {**os.environ, "AGENTDECK_HOME": str(home), "PYTHONPATH": str(REPO), "COLUMNS": "130"}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+    return proc.stdout + proc.stderr
+
+
+def shot(name: str, title: str, home: Path, commands: list[list[str]]) -> None:
+    console = Console(record=True, width=130, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor")
+    for args in commands:
+        console.print(Text("$ agentdeck " + " ".join(args), style="bold green"))
+        console.print(Text(agentdeck(home, *args).rstrip("\n")))
+    console.save_svg(str(HERE / f"{name}.svg"), title=title)
+    print(f"wrote screenshots/{name}.svg")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="agentdeck-shots-") as tmp:
+        home = Path(tmp)
+        root = agentdeck(home, "send", "--to", "lead", "ship the 0.2 release").strip()
+        agentdeck(home, "send", "--to", "ops", "check free disk space on /")
+        agentdeck(home, "send", "what changed in the store this week?")
+        from agents.config import DEFAULT_AGENTS
+        from agents.store import Store
+        from agents.store import reducers as r
+
+        with Store.open(home / "agentdeck.db", list(DEFAULT_AGENTS)) as store:
+            child = store.write(r.create_task, "lead", "write the release notes", owner="scribe",
+                                parent_id=int(root))
+            store.write(r.create_task, "lead", "run the full test suite", owner="dev", parent_id=int(root))
+            store.write(r.set_task_status, "scribe", child.id, "active")
+            store.write(r.request_approval, "dev", "run_shell", {"cmd": "make test"}, "make test",
+                        "run the test suite before tagging", timeout_s=600)
+        shot("cli-tasks", "agentdeck tasks", home, [["tasks", "--tree"], ["approvals"]])
+        shot("cli-status", "agentdeck status", home, [["status"], ["doctor"]])
+
+
+if __name__ == "__main__":
+    main()
