@@ -305,16 +305,16 @@ def _print_table(r: Report, console: Console) -> None:
         f"[bold]inference benchmark[/] · {r.model} · {r.device} · {r.threads} threads · "
         f"{r.agents} requests × {r.tokens_per_request} tokens · model load {r.engine_load_s:.2f} s"
     )
-    table = Table()
+    table = Table(caption="TTFT: mean time to first token, from when all were asked / when each was served")
     table.add_column("path")
     table.add_column("tokens", justify="right")
     table.add_column("seconds", justify="right")
     table.add_column("tokens/s", justify="right")
-    table.add_column("TTFT mean (all asked at once)", justify="right")
-    table.add_column("TTFT mean (own start)", justify="right")
+    table.add_column("TTFT, all asked at once", justify="right")
+    table.add_column("TTFT, own start", justify="right")
     for name, side in (
-        ("naive: Llama, one after another", r.naive),
-        ("engine: continuous batching", r.engine),
+        ("naive (Llama, in turn)", r.naive),
+        ("engine (batched)", r.engine),
     ):
         table.add_row(
             name,
