@@ -46,7 +46,9 @@ class Engine:
     """The shared inference engine. Construct, `await start()`, `submit()`, `await stop()`.
 
     Constructing resolves and checks the model path (ModelError at once if it is missing or
-    not GGUF); `start()` loads it on the engine thread.
+    not GGUF); `start()` loads it on the engine thread. `progress`, if given, is called on
+    the engine thread with 0.0 .. 1.0 while the model loads (Rich's Progress is thread-safe);
+    `load_time_s` holds the load time afterwards.
     """
 
     def __init__(
