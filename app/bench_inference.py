@@ -80,12 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     err = Console(stderr=True)
     if args.agents < 1 or args.tokens < 1:
-        print("error: --agents and --tokens must be at least 1", file=sys.stderr)
+        print("agentdeck: --agents and --tokens must be at least 1", file=sys.stderr)
         return 2
     try:
         report = asyncio.run(_bench(args, config, err))
     except AgentdeckError as e:
-        print(f"error: {e}", file=sys.stderr)  # one line, never wrapped
+        print(f"agentdeck: {e}", file=sys.stderr)  # one line, never wrapped (as app.cli does)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
