@@ -18,17 +18,16 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agents.config import Config, SamplingConfig
 from agents.errors import AgentdeckError
 from agents.inference import Engine, resolve_model_path
+from app.progress import LoadProgress
 
 _CACHE_ROUNDS = 3  # the prefix-cache TTFTs are medians over this many fresh prefixes
 
@@ -120,7 +119,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
     inf = msgspec.structs.replace(inf, slots=max(inf.slots, n), n_ctx=n_ctx, threads=threads)
     sampling = SamplingConfig()
 
-    with _load_progress(err, f"loading {path.name}") as progress:
+    with LoadProgress(err, f"loading {path.name}") as progress:
         engine = Engine(inf, model_path=path, sampling=sampling, progress=progress)
         await engine.start()
     try:
@@ -156,7 +155,7 @@ def _naive(
     import llama_cpp
     import numpy as np
 
-    with _load_progress(err, "loading the high-level Llama") as progress:
+    with LoadProgress(err, "loading the high-level Llama") as progress:
         progress(0.0)
         llm = llama_cpp.Llama(
             model_path=str(path),
@@ -274,30 +273,6 @@ async def _prefix_cache(engine: Engine) -> PrefixCache:
 
 
 # --- presentation ------------------------------------------------------------------------
-
-
-class _load_progress:
-    """A Rich progress bar on stderr fed by llama.cpp's load callback (engine thread)."""
-
-    def __init__(self, console: Console, label: str) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        )
-        self._label = label
-
-    def __enter__(self) -> Callable[[float], None]:
-        self._progress.start()
-        task = self._progress.add_task(self._label, total=1.0)
-        # Rich's Progress is thread-safe: the engine thread may call this directly.
-        return lambda value: self._progress.update(task, completed=value)
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
 
 
 def _print_table(r: Report, console: Console) -> None:

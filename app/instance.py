@@ -18,15 +18,21 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
 
 from agents.bus import Bus, Subscription
 from agents.config import Config
 from agents.errors import AgentdeckError, InvalidTransition
+from agents.inference import Engine, resolve_model_path
 from agents.protocol import SYSTEM, ApprovalRequested, Event
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 from app.cmd_log import event_json, event_text
 from app.context import Context
+from app.progress import LoadProgress
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "`agentdeck approve ID` from another terminal",
     )
     p.add_argument("--json", action="store_true", help="report events as JSON lines")
+    p.add_argument("--model", metavar="PATH", help="GGUF model (default: inference.model, "
+                   "else the embedded SmolLM2-135M-Instruct)")
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
-    config = ctx.config  # a bad config fails here, before anything starts
+    config = ctx.config  # a bad config or a missing model fails here, before anything starts
+    model = resolve_model_path(args.model, config.inference.model)
     ctx.ensure_home()
-    instance = Instance(ctx, config, approvals=args.approvals, as_json=args.json)
+    instance = Instance(ctx, config, model, approvals=args.approvals, as_json=args.json)
     return asyncio.run(instance.run())
 
 
@@ -65,9 +74,13 @@ def _alive(pid: int) -> bool:
 
 
 class Instance:
-    def __init__(self, ctx: Context, config: Config, *, approvals: str, as_json: bool) -> None:
+    def __init__(
+        self, ctx: Context, config: Config, model: Path, *, approvals: str, as_json: bool
+    ) -> None:
         self.ctx = ctx
         self.config = config
+        self.model = model
+        self.engine: Engine | None = None
         self.approvals = approvals
         self.as_json = as_json
         self.pid = os.getpid()
@@ -86,6 +99,7 @@ class Instance:
             dead = previous["pid"] if previous and not _alive(previous["pid"]) else None
             await store.write(r.claim_instance, SYSTEM, self.pid, dead_pid=dead)
             claimed = True
+            await self.load_model()
             bus = await Bus(store).start()
             start_id = await store.read(queries.last_event_id)
             reporter = await bus.subscribe(start=start_id)
@@ -116,11 +130,24 @@ class Instance:
             self.say("agentdeck stopped")
             return 0
         finally:
+            if self.engine is not None:
+                await self.engine.stop()
             if bus is not None:
                 await bus.close()
             if claimed:
                 await store.write(r.release_instance, SYSTEM, self.pid)
             await store.close()
+
+    async def load_model(self) -> None:
+        console = Console(stderr=True)
+        with LoadProgress(console, f"loading {self.model.name}") as progress:
+            self.engine = Engine(self.config.inference, model_path=self.model, progress=progress)
+            await self.engine.start()
+        snap = self.engine.snapshot()
+        self.say(
+            f"model {self.model.name} loaded in {self.engine.load_time_s:.1f} s on "
+            f"{snap.device}: {len(snap.slots)} slots, {snap.kv_total} KV cells"
+        )
 
     async def recover(self, store: AsyncStore) -> None:
         interrupted = await store.write(r.interrupt_running_tool_calls, SYSTEM)
@@ -150,7 +177,9 @@ class Instance:
             await asyncio.sleep(seconds)
 
     async def _heartbeat(self, store: AsyncStore) -> None:
-        await store.write(r.instance_heartbeat, SYSTEM, self.pid)
+        # The slot meter rides along, for `agentdeck status --json` in other terminals.
+        meter = msgspec.msgpack.encode(self.engine.snapshot()) if self.engine else None
+        await store.write(r.instance_heartbeat, SYSTEM, self.pid, meter)
 
     async def _expire(self, store: AsyncStore) -> None:
         await store.write(r.expire_approvals, SYSTEM)

@@ -103,6 +103,12 @@ def test_status_sees_the_instance_and_sigterm_stops_it(home: Path, start: Callab
     inst = start()
     status = json.loads(ok(home, "status", "--json"))
     assert status["instance"]["pid"] == inst.proc.pid
+    # The engine's meter, published with the heartbeat: no GPU here is a normal state.
+    wait_until(lambda: json.loads(ok(home, "status", "--json"))["slots"] is not None)
+    slots = json.loads(ok(home, "status", "--json"))["slots"]
+    assert slots["device"] == "CPU" and slots["gpu"] is None
+    assert [s["index"] for s in slots["slots"]] == [0, 1, 2, 3, 4]
+    assert slots["kv_total"] >= 8192
     second = subprocess.run(agentdeck_cmd("run"), env=subprocess_env(home), capture_output=True, text=True, timeout=30)
     assert second.returncode == 1 and "another agentdeck instance" in second.stderr
     assert inst.stop(signal.SIGTERM) == 0
@@ -172,3 +178,14 @@ def test_restart_after_kill_9_recovers(home: Path, db_path: Path, start: Callabl
         assert store.read(queries.due_schedules, time.time()) == []
         assert SYSTEM in {e.actor for e in store.read(queries.events_after, 0)}
     assert again.stop() == 0
+
+
+def test_run_with_a_missing_model_is_exit_2(home: Path) -> None:
+    proc = subprocess.run(
+        agentdeck_cmd("run", "--model", str(home / "missing.gguf")), env=subprocess_env(home),
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "missing.gguf" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(ok(home, "status", "--json"))["instance"] is None
