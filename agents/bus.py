@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 256
 READ_BATCH = 256
 RING_SIZE = 4096
+RETRY_S = 0.2
 CURSOR_FLUSH_S = 0.25
 
 Start = Literal["cursor", "beginning", "now"] | int
@@ -56,6 +57,7 @@ class Subscription:
         self.position = position  # last event id scanned into the queue
         self.acked = position  # last event id the consumer finished with
         self.saved = position  # last acked id written to `cursors`
+        self.delivered = position  # last event id put into the queue
         self._wake = asyncio.Event()
         self._wake.set()
         self._pump: asyncio.Task[None] | None = None
@@ -74,13 +76,13 @@ class Subscription:
             self._wake.clear()
             try:
                 scanned, events, caught_up = await self.bus._next_events(self.position, self.filter)
-            except aiosqlite.OperationalError:  # locked or busy beyond the timeout
-                log.warning("bus read failed; retrying", exc_info=True)
-                await asyncio.sleep(0.1)
+            except Exception:  # busy beyond the timeout, or worse: say so, back off, go on
+                log.exception("bus read for %s failed; retrying", self.name or "a reader")
+                await asyncio.sleep(RETRY_S)
                 continue
             for event in events:
                 await self.queue.put(event)  # blocks while full: backpressure, no loss
-                self.position = event.id
+                self.position = self.delivered = event.id
             # Everything up to `scanned` was looked at; skip the non-matching rest.
             self.position = max(self.position, scanned)
             if caught_up:
@@ -93,6 +95,14 @@ class Subscription:
         """The consumer is done with `event_id`; a durable cursor saves it soon after."""
         if event_id > self.acked:
             self.acked = event_id
+
+    def durable_position(self) -> int:
+        """What the saved cursor may say: the acked id; or, once the consumer has finished
+        everything delivered, everything scanned, so that a filtered reader does not
+        re-read what it skipped after a restart."""
+        if self.queue.empty() and self.acked >= self.delivered:
+            return max(self.acked, self.position)
+        return self.acked
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -150,6 +160,7 @@ class Bus:
         if self._closed:
             return
         self._closed = True
+        self.store.remove_commit_listener(self._committed)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,9 +217,9 @@ class Bus:
                 scanned, events, caught_up = await self._read_after(
                     self._head, EventFilter(), limit=RING_SIZE
                 )
-            except aiosqlite.OperationalError:
-                log.warning("bus fetch failed; retrying", exc_info=True)
-                await asyncio.sleep(0.1)
+            except Exception:  # as in the pumps: a stalled fetcher would stall every reader
+                log.exception("bus fetch failed; retrying")
+                await asyncio.sleep(RETRY_S)
                 continue
             for event in events:
                 if len(self._ring) == RING_SIZE:
@@ -291,7 +302,9 @@ class Bus:
         await self._flush(self._subs)
 
     async def _flush(self, subs: list[Subscription]) -> None:
-        moved = {s.name: s.acked for s in subs if s.name and s.acked > s.saved}
+        moved = {
+            s.name: s.durable_position() for s in subs if s.name and s.durable_position() > s.saved
+        }
         if not moved:
             return
         await self.store.write(save_cursors, SYSTEM, moved)

@@ -107,7 +107,11 @@ class AsyncStore:
 
     async def open(self) -> AsyncStore:
         self._loop = asyncio.get_running_loop()
-        self._store = await self._run(Store.open, self.path, self._agents)
+        try:
+            self._store = await self._run(Store.open, self.path, self._agents)
+        except BaseException:
+            self._executor.shutdown(wait=False)  # don't leave the thread behind
+            raise
         self._store.on_commit = self._committed
         return self
 
@@ -121,6 +125,11 @@ class AsyncStore:
         """`listener(last_event_id)` is called on the event loop after each commit."""
         with self._lock:
             self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        with self._lock:
+            if listener in self._commit_listeners:
+                self._commit_listeners.remove(listener)
 
     def _committed(self, last_event_id: int) -> None:
         # Runs on the store thread, right after COMMIT: hand over to the loop.

@@ -91,6 +91,10 @@ def save_cursor(tx: Tx, actor: str, name: str, last_event_id: int) -> int:
     tx.check_actor(actor)
     if not name:
         raise InvalidArgument("a cursor needs a name")
+    # An agent moves only its own readers' cursors (`agent:NAME` or `agent:NAME:...`).
+    own = name == f"agent:{actor}" or name.startswith(f"agent:{actor}:")
+    if not tx.privileged(actor) and not own:
+        raise PermissionDenied(f"{actor} may not move cursor {name!r}")
     tx.execute(
         "INSERT INTO cursors (name, last_event_id, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT (name) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id), "
