@@ -206,8 +206,26 @@ class Bus:
         if sub in self._subs:
             self._subs.remove(sub)
 
-    def _committed(self, _last_event_id: int) -> None:
-        self._fetch_wake.set()
+    def _committed(self, events: list[Event]) -> None:
+        """This process committed `events`: straight into the ring when they follow on
+        from its head (no read needed); after a gap (another process wrote in between)
+        the fetcher reads SQLite."""
+        fresh = [e for e in events if e.id > self._head]
+        if fresh and fresh[0].id == self._head + 1:
+            self._append(fresh)
+        elif fresh:
+            self._fetch_wake.set()
+
+    def _append(self, events: list[Event]) -> None:
+        for event in events:
+            if len(self._ring) == RING_SIZE:
+                self._ring.popleft()
+                self._floor = self._ring_ids.popleft()
+            self._ring.append(event)
+            self._ring_ids.append(event.id)
+        self._head = events[-1].id
+        for sub in self._subs:
+            sub.wake()
 
     async def _fetch_tail(self) -> None:
         """Read new events once for everyone, then wake the subscriptions."""
@@ -221,14 +239,12 @@ class Bus:
                 log.exception("bus fetch failed; retrying")
                 await asyncio.sleep(RETRY_S)
                 continue
-            for event in events:
-                if len(self._ring) == RING_SIZE:
-                    self._ring.popleft()
-                    self._floor = self._ring_ids.popleft()
-                self._ring.append(event)
-                self._ring_ids.append(event.id)
+            # The commit path may have appended some of these while we were reading.
+            fresh = [e for e in events if e.id > self._head]
+            if fresh:
+                self._append(fresh)
             if scanned > self._head:
-                self._head = scanned
+                self._head = scanned  # past events that could not be decoded
                 for sub in self._subs:
                     sub.wake()
             if caught_up:
@@ -295,7 +311,7 @@ class Bus:
             version = row[0] if row else 0
             if version != seen:
                 seen = version
-                self._committed(0)
+                self._fetch_wake.set()
 
     async def flush_cursors(self) -> None:
         """Save acknowledged positions of durable subscriptions, in one transaction."""

@@ -96,3 +96,28 @@ async def test_an_idle_filtered_reader_saves_past_what_it_skipped(db_path: Path)
     finally:
         await bus.close()
         await store.close()
+
+
+async def test_commits_from_another_connection_in_between_are_not_lost(db_path: Path) -> None:
+    """In-process commits go straight into the ring; a foreign commit between two of ours
+    leaves a gap that must be read from SQLite, in order, exactly once."""
+    store = await AsyncStore(db_path, AGENTS).open()
+    bus = await Bus(store, poll_interval=60).start()  # no help from the poller
+    other = Store.open(db_path, AGENTS)  # another connection, as another process has
+    try:
+        sub = await bus.subscribe(start="now", flt=EventFilter(kinds=["task.created"]))
+        titles = []
+        for i in range(30):
+            if i % 3 == 1:
+                other.write(r.create_task, "owner", f"t{i}")
+            else:
+                await store.write(r.create_task, "owner", f"t{i}")
+        while len(titles) < 30:
+            event = await asyncio.wait_for(sub.get(), timeout=5)
+            titles.append(event.payload.task.title)  # type: ignore[union-attr]
+        assert titles == [f"t{i}" for i in range(30)]
+        assert sub.queue.empty()
+    finally:
+        other.close()
+        await bus.close()
+        await store.close()

@@ -392,7 +392,7 @@ def test_an_unexpected_exception_rolls_back_too(store: Store) -> None:
 
 def test_on_commit_gets_the_last_event_id_only_when_events_were_appended(store: Store) -> None:
     seen: list[int] = []
-    store.on_commit = seen.append
+    store.on_commit = lambda events: seen.append(events[-1].id)
     t = store.write(create_task, OWNER, "a")
     assert seen == [head(store)]
     store.write(save_cursor, SYSTEM, "x", 1)  # bookkeeping: no event, no wake-up

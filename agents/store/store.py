@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from agents.protocol import SYSTEM
+from agents.protocol import SYSTEM, Event
 from agents.store.database import open_database
 from agents.store.tx import Tx
 
@@ -31,8 +31,8 @@ class Store:
         self.conn = conn
         self.path = path
         self.agents = frozenset(agents)
-        # Called with the last event id after each commit that appended events.
-        self.on_commit: Callable[[int], None] | None = None
+        # Called with the committed events after each commit that appended any.
+        self.on_commit: Callable[[list[Event]], None] | None = None
 
     @classmethod
     def open(cls, path: Path | str, agents: Iterable[str]) -> Store:
@@ -62,8 +62,8 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        if tx.event_ids and self.on_commit is not None:
-            self.on_commit(tx.event_ids[-1])
+        if tx.events and self.on_commit is not None:
+            self.on_commit(tx.events)
         return result
 
     def read(self, query: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
@@ -101,7 +101,7 @@ class AsyncStore:
         self._agents = frozenset(agents)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentdeck-store")
         self._store: Store | None = None
-        self._commit_listeners: list[Callable[[int], None]] = []
+        self._commit_listeners: list[Callable[[list[Event]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()  # guards _commit_listeners across threads
 
@@ -121,23 +121,24 @@ class AsyncStore:
             await self._run(store.close)
         self._executor.shutdown(wait=True)
 
-    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
-        """`listener(last_event_id)` is called on the event loop after each commit."""
+    def add_commit_listener(self, listener: Callable[[list[Event]], None]) -> None:
+        """`listener(events)` is called on the event loop after each commit, in commit
+        order, with the events that commit appended."""
         with self._lock:
             self._commit_listeners.append(listener)
 
-    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+    def remove_commit_listener(self, listener: Callable[[list[Event]], None]) -> None:
         with self._lock:
             if listener in self._commit_listeners:
                 self._commit_listeners.remove(listener)
 
-    def _committed(self, last_event_id: int) -> None:
+    def _committed(self, events: list[Event]) -> None:
         # Runs on the store thread, right after COMMIT: hand over to the loop.
         assert self._loop is not None
         with self._lock:
             listeners = list(self._commit_listeners)
         for listener in listeners:
-            self._loop.call_soon_threadsafe(listener, last_event_id)
+            self._loop.call_soon_threadsafe(listener, events)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agents.errors import InvalidArgument, NotFound
-from agents.protocol import OWNER, SYSTEM, Payload, encode_payload, kind_of
+from agents.protocol import OWNER, SYSTEM, Event, Payload, encode_payload, kind_of
 
 _ROW_NAMES = {
     "tasks": "task", "approvals": "approval", "tool_calls": "tool call", "memory": "memory",
@@ -23,7 +23,7 @@ class Tx:
         self.conn = conn
         self.agents = agents
         self.now = now
-        self.event_ids: list[int] = []
+        self.events: list[Event] = []  # appended in this transaction, for the bus
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
@@ -41,15 +41,23 @@ class Tx:
         self, actor: str, payload: Payload, *, subject: str = "", recipient: str | None = None
     ) -> int:
         """Append one event in this transaction."""
+        kind = kind_of(payload)
         cur = self.conn.execute(
             "INSERT INTO events (ts, kind, actor, subject, recipient, payload) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (self.now, kind_of(payload), actor, subject, recipient, encode_payload(payload)),
+            (self.now, kind, actor, subject, recipient, encode_payload(payload)),
         )
         event_id = cur.lastrowid
         assert event_id is not None
-        self.event_ids.append(event_id)
+        self.events.append(
+            Event(id=event_id, ts=self.now, kind=kind, actor=actor, subject=subject,
+                  recipient=recipient, payload=payload)
+        )
         return event_id
+
+    @property
+    def event_ids(self) -> list[int]:
+        return [e.id for e in self.events]
 
     # --- who is asking ---
 
