@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
@@ -122,11 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentdeckError as err:
         print(f"agentdeck: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # `agentdeck log | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except sqlite3.Error as err:  # locked past the busy timeout, disk full, I/O error
+        print(f"agentdeck: database {ctx.db_path}: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. a home dir we cannot create or write
+        print(f"agentdeck: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `agentdeck log | head`
-        sys.stderr.close()
-        return 0
     finally:
         ctx.close()
 

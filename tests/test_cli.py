@@ -261,3 +261,24 @@ def test_doctor_fails_on_a_missing_model(home: Path) -> None:
     assert checks["model"]["status"] == "fail"
     assert "/nowhere/model.gguf" in checks["model"]["detail"]
     assert checks["config"]["status"] == "ok"
+
+
+def test_unusable_home_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    for args in (("send", "hi"), ("init",), ("tasks",)):
+        proc = run(tmp_path, "--home", str(afile / "sub"), *args)
+        assert proc.returncode != 0
+        assert "Not a directory" in one_line_error(proc)
+
+
+def test_log_into_a_closed_pipe_exits_quietly(home: Path, db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        for i in range(2000):
+            store.write(r.create_task, "owner", f"task {i} " * 10)
+    proc = subprocess.run(
+        f"{' '.join(agentdeck_cmd('log', '--json'))} | head -n 1",
+        shell=True, env=subprocess_env(home), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout.count("\n") == 1
+    assert proc.stderr == ""
