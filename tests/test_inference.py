@@ -193,6 +193,38 @@ async def test_cancelling_one_of_five_frees_its_slot(engine: Engine) -> None:
     assert all(r.usage.completion_tokens == 80 for r in others)
 
 
+async def test_breaking_out_of_the_stream_cancels_the_sequence(engine: Engine) -> None:
+    gen = engine.submit(ask("Write a very long story."), agent="quitter", max_tokens=2000, ignore_eos=True)
+    async for _piece in gen:
+        break  # the stream is dropped here: leaving it must cancel the sequence
+    async with asyncio.timeout(10.0):
+        result = await gen
+    assert result.finish_reason == "cancelled", result
+    assert 0 < result.usage.completion_tokens < 2000
+    assert result.slot is not None
+    await wait_for(lambda: engine.snapshot().slots[result.slot].state == "idle")
+
+
+async def test_async_with_and_aclose_cancel_the_sequence(engine: Engine) -> None:
+    gen = engine.submit(ask("Write a very long story."), agent="closer", max_tokens=2000, ignore_eos=True)
+    pieces = aiter(gen)  # held, so only leaving the block can cancel it
+    async with gen as same:
+        assert same is gen
+        first = await anext(pieces)
+    async with asyncio.timeout(10.0):
+        result = await gen
+    assert result.finish_reason == "cancelled", result
+    await gen.aclose()  # closing a finished generation changes nothing
+    assert (await gen).finish_reason == "cancelled"
+    rest = [p async for p in pieces]  # what was queued before the cancel, then the end
+    assert first + "".join(rest) == result.text
+    # aclose() on its own cancels as well.
+    other = engine.submit(ask("Write a very long story."), agent="closer", max_tokens=2000, ignore_eos=True)
+    await other.aclose()
+    async with asyncio.timeout(10.0):
+        assert (await other).finish_reason == "cancelled"
+
+
 async def test_more_requests_than_slots_admits_higher_priority_first(engine: Engine) -> None:
     blockers = [
         engine.submit(

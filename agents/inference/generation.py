@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.inference.types import Result
@@ -26,8 +27,10 @@ class Generation:
     """One submitted request, seen from asyncio.
 
     `async for piece in gen` yields text as it is generated; `await gen` (or
-    `await gen.result()`) gives the final Result. Cancelling a task that is iterating or
-    awaiting it, or calling `cancel()`, cancels the sequence and frees its slot.
+    `await gen.result()`) gives the final Result. The request is cancelled and its slot
+    freed by `cancel()`, by cancelling a task that is iterating or awaiting it, by leaving
+    `async for` early (`break`, an exception), by `await gen.aclose()`, and by leaving
+    `async with gen:`. A cancelled request's result says 'cancelled'.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_tokens: int, wake: threading.Event) -> None:
@@ -48,8 +51,33 @@ class Generation:
     def done(self) -> bool:
         return self._future.done()
 
-    def __aiter__(self) -> Generation:
+    async def aclose(self) -> None:
+        """Stop listening: cancel the request unless it has finished. Safe to call twice."""
+        self.cancel()
+
+    async def __aenter__(self) -> Generation:
         return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        # An async generator, so that leaving `async for` early runs its `finally`: at once
+        # for an exception or a cancelled task, and after `break` when the dropped generator
+        # is finalised (asyncio's asyncgen hooks schedule its aclose() on the loop).
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                try:
+                    piece = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield piece
+        finally:
+            if not self._future.done():  # the consumer left before the end
+                self.cancel()
 
     async def __anext__(self) -> str:
         if self._stream_done:
