@@ -25,10 +25,9 @@ from typing import Literal
 
 import aiosqlite
 
-from agents.errors import ProtocolError
 from agents.protocol import SYSTEM, Event
 from agents.store import AsyncStore, EventFilter
-from agents.store.queries import EVENT_COLUMNS, event_from_row
+from agents.store.queries import EVENT_COLUMNS, decode_rows
 from agents.store.reducers import save_cursors
 
 log = logging.getLogger(__name__)
@@ -165,11 +164,18 @@ class Bus:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for sub in list(self._subs):
-            await sub.close()
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        try:
+            for sub in list(self._subs):
+                try:
+                    await sub.close()
+                except Exception as err:  # its cursor stays where it was: re-delivery, no loss
+                    log.warning("saving the cursor of %s failed: %s", sub.name, err)
+                    self._forget(sub)
+        finally:
+            # Always: aiosqlite's thread is not a daemon and would keep the process alive.
+            if self._reader is not None:
+                await self._reader.close()
+                self._reader = None
 
     async def subscribe(
         self,
@@ -292,26 +298,22 @@ class Bus:
             found = list(await cur.fetchall())
         full = len(found) == limit
         scanned = int(found[-1][0]) if full else head
-        events: list[Event] = []
-        for r in found:
-            try:
-                events.append(event_from_row(r))
-            except ProtocolError as err:
-                # Written by a newer agentdeck: this one cannot act on it. Say so, go on.
-                log.warning("skipping event: %s", err)
-        return scanned, events, not full
+        return scanned, decode_rows(found), not full
 
     async def _poll_other_processes(self) -> None:
         """Other processes' commits (the CLI in another terminal) change data_version."""
-        row = await self._fetchone("PRAGMA data_version", ())
-        seen = row[0] if row else 0
+        seen: int | None = None
         while True:
-            await asyncio.sleep(self.poll_interval)
-            row = await self._fetchone("PRAGMA data_version", ())
-            version = row[0] if row else 0
-            if version != seen:
+            try:
+                row = await self._fetchone("PRAGMA data_version", ())
+            except Exception as err:  # locked or worse: try again next tick
+                log.warning("bus poll failed: %s; retrying", err)
+            else:
+                version = row[0] if row else 0
+                if seen is not None and version != seen:
+                    self._fetch_wake.set()
                 seen = version
-                self._fetch_wake.set()
+            await asyncio.sleep(self.poll_interval)
 
     async def flush_cursors(self) -> None:
         """Save acknowledged positions of durable subscriptions, in one transaction."""

@@ -7,6 +7,7 @@ ConfigError naming the key path.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -212,10 +213,16 @@ def _agent(name: str, raw: object, source: str) -> AgentConfig:
         raise ConfigError(f"{source}: {_explain(err, f'agents.{name}')}") from None
 
 
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
 def _check_values(config: Config, source: str) -> None:
+    """Ranges msgspec's types cannot say. nan and inf are refused: a timeout of inf is no
+    timeout at all."""
     problems: list[str] = []
-    if config.approval_timeout_s <= 0:
-        problems.append("approval_timeout_s: must be > 0")
+    if not _positive(config.approval_timeout_s):
+        problems.append("approval_timeout_s: must be a number > 0")
     inf = config.inference
     if inf.slots < 1:
         problems.append("inference.slots: must be >= 1")
@@ -223,15 +230,23 @@ def _check_values(config: Config, source: str) -> None:
         problems.append("inference.n_ctx: must be >= 256")
     if inf.n_batch < 16:
         problems.append("inference.n_batch: must be >= 16")
+    if inf.n_gpu_layers < -1:
+        problems.append("inference.n_gpu_layers: must be >= -1 (-1: all layers)")
+    if inf.threads < 0:
+        problems.append("inference.threads: must be >= 0 (0: one per core)")
     for name, agent in config.agents.items():
+        s = agent.inference
         if not re.fullmatch(r"[a-z][a-z0-9_\-]{0,31}", name):
             problems.append(f"agents.{name}: agent names are lowercase letters, digits, _ or -")
         if name in ("owner", "system"):
             problems.append(f"agents.{name}: '{name}' is reserved")
-        if agent.inference.max_tokens < 1:
+        if s.max_tokens < 1:
             problems.append(f"agents.{name}.inference.max_tokens: must be >= 1")
-        if agent.inference.timeout_s <= 0:
-            problems.append(f"agents.{name}.inference.timeout_s: must be > 0")
+        if not _positive(s.timeout_s):
+            problems.append(f"agents.{name}.inference.timeout_s: must be a number > 0")
+        for key in ("temperature", "top_p", "min_p", "repeat_penalty"):
+            if not math.isfinite(getattr(s, key)) or getattr(s, key) < 0:
+                problems.append(f"agents.{name}.inference.{key}: must be a number >= 0")
         if agent.max_steps < 1:
             problems.append(f"agents.{name}.max_steps: must be >= 1")
     if problems:

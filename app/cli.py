@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
 from agents.errors import AgentdeckError
+from agents.protocol import TASK_STATUSES
+from agents.store.reducers.tasks import MAX_PRIORITY
 from app.context import Context
 
 Handler = Callable[[Context, argparse.Namespace], int]
+
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 
 
 def _positive_int(text: str) -> int:
@@ -19,8 +25,15 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    if not 0 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"out of range: {text}")
+    return value
+
+
+def _priority(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"priority is 0..{MAX_PRIORITY}, got {value}")
     return value
 
 
@@ -48,14 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("send", commands.cmd_send, "give the crew a task; prints its id")
     p.add_argument("--to", metavar="AGENT", help="assign it to this agent (default: the router)")
-    p.add_argument("--priority", type=_positive_int, default=1, help="0..9, higher first (default 1)")
+    p.add_argument("--priority", type=_priority, default=1, help="0..9, higher first (default 1)")
     p.add_argument("text", nargs="+", metavar="TEXT")
 
     p = add("tasks", commands.cmd_tasks, "list tasks")
     add_json(p)
     p.add_argument("--tree", action="store_true", help="show parent/child structure")
     p.add_argument("--owner", metavar="AGENT")
-    p.add_argument("--status", action="append", metavar="STATUS", help="repeatable")
+    p.add_argument("--status", action="append", choices=TASK_STATUSES, help="repeatable")
 
     p = add("status", commands.cmd_status, "agents, approvals and task counts")
     add_json(p)
@@ -118,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+    logging.basicConfig(level=logging.WARNING, format="agentdeck: %(message)s")
     ctx = Context(args.home)
     try:
         return args.handler(ctx, args)
@@ -136,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a bug: still one line; AGENTDECK_DEBUG=1 shows the traceback
+        if os.environ.get("AGENTDECK_DEBUG"):
+            raise
+        print(f"agentdeck: internal error: {type(err).__name__}: {err} "
+              "(run with AGENTDECK_DEBUG=1 for details)", file=sys.stderr)
+        return 1
     finally:
         ctx.close()
 

@@ -44,16 +44,16 @@ def _emit(event: Event, as_json: bool) -> None:
 
 def cmd_log(ctx: Context, args: argparse.Namespace) -> int:
     store = ctx.store
+    head = store.read(queries.last_event_id)
     after = args.since
     if args.last is not None:
-        after = max(after, store.read(queries.last_event_id) - args.last)
-    while True:
-        events = store.read(queries.events_after, after, PAGE)
-        for event in events:
+        after = max(after, head - args.last)
+    # Page by id range, not by count: an event skipped as undecodable must not end the walk.
+    while after < head:
+        until = min(after + PAGE, head)
+        for event in store.read(queries.events_after, after, PAGE, until=until):
             _emit(event, args.json)
-            after = event.id
-        if len(events) < PAGE:
-            break
+        after = until
     sys.stdout.flush()
     if args.follow:
         ctx.close()

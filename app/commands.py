@@ -22,8 +22,13 @@ from app.render import ago, print_json, shorten, table
 TITLE_WIDTH = 120
 
 
+def _clean(text: str) -> str:
+    """Arguments that were not valid UTF-8 arrive as lone surrogates; keep what we can."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
-    text = " ".join(args.text).strip()
+    text = _clean(" ".join(args.text)).strip()
     if not text:
         raise InvalidArgument("nothing to send: give the request as TEXT")
     agents = ctx.config.enabled_agents()
@@ -60,6 +65,9 @@ def _print_tree(nodes: list[dict[str, Any]], prefix: str = "", top: bool = True)
 
 def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
     statuses = args.status or ()
+    if args.owner is not None and args.owner not in ctx.config.agents:
+        raise InvalidArgument(f"unknown agent {args.owner!r} (agents: {', '.join(ctx.config.agents)})",
+                              exit_code=2)
     tasks = ctx.store.read(queries.tasks, owner=args.owner, statuses=statuses)
     if args.tree:
         tree = _task_tree(tasks)

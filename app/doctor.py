@@ -11,7 +11,7 @@ import msgspec
 from agents.config import CONFIG_FILE
 from agents.errors import AgentdeckError
 from agents.secrets import backend_name, keyring_usable
-from agents.store.database import open_database
+from agents.store.database import check_file
 from agents.store.schema import SCHEMA_VERSION
 from app.context import Context
 from app.render import print_json
@@ -31,17 +31,24 @@ def _config(ctx: Context) -> Check:
 
 
 def _database(ctx: Context) -> Check:
+    """Read-only: doctor never creates, migrates or writes the database."""
     if not ctx.db_path.exists():
         return Check("database", "ok", f"{ctx.db_path} will be created on first use")
-    conn = open_database(ctx.db_path, create=False)
+    check_file(ctx.db_path)  # not a database at all: StoreOpenError, file untouched
+    conn = sqlite3.connect(f"{ctx.db_path.as_uri()}?mode=ro", uri=True)
     try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] if version else 0
     finally:
         conn.close()
     if result != "ok":
         return Check("database", "fail", f"{ctx.db_path}: quick_check says {result}; restore a backup")
-    return Check("database", "ok", f"{ctx.db_path} (schema {SCHEMA_VERSION}, {events} events)")
+    if version > SCHEMA_VERSION:
+        return Check("database", "fail", f"{ctx.db_path}: schema {version} is newer than this "
+                     f"agentdeck ({SCHEMA_VERSION}); upgrade agentdeck")
+    note = "" if version == SCHEMA_VERSION else f"; will be migrated to schema {SCHEMA_VERSION}"
+    return Check("database", "ok", f"{ctx.db_path} (schema {version}, {events} events{note})")
 
 
 def _model(ctx: Context) -> Check:
@@ -55,7 +62,7 @@ def _model(ctx: Context) -> Check:
 def _llama(_ctx: Context) -> Check:
     try:
         import llama_cpp
-    except ImportError as err:
+    except Exception as err:  # ImportError, or its shared library failing to load
         return Check("llama-cpp-python", "fail", f"cannot import ({err}); run `make run` to install")
     gpu = bool(llama_cpp.llama_supports_gpu_offload())
     return Check(

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from agents.bus import Bus, Subscription
 from agents.config import Config
-from agents.errors import AgentdeckError, InvalidTransition
+from agents.errors import InvalidTransition
 from agents.inference import Engine, resolve_model_path
 from agents.protocol import SYSTEM, ApprovalRequested, Event
 from agents.store import AsyncStore, EventFilter, queries
@@ -85,6 +85,7 @@ class Instance:
         self.as_json = as_json
         self.pid = os.getpid()
         self.stopping = asyncio.Event()
+        self.exit_code = 0
 
     def say(self, line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -93,12 +94,15 @@ class Instance:
     async def run(self) -> int:
         store = await AsyncStore(self.ctx.db_path, self.config.enabled_agents()).open()
         bus: Bus | None = None
+        workers: list[asyncio.Task[None]] = []
         claimed = False
         try:
             previous = await store.read(queries.instance)
             dead = previous["pid"] if previous and not _alive(previous["pid"]) else None
             await store.write(r.claim_instance, SYSTEM, self.pid, dead_pid=dead)
             claimed = True
+            # Heartbeat at once: a long model load must not let a second instance in.
+            workers.append(asyncio.create_task(self._every(TICK_S, self._heartbeat, store)))
             await self.load_model()
             bus = await Bus(store).start()
             start_id = await store.read(queries.last_event_id)
@@ -114,29 +118,42 @@ class Instance:
                 f"agentdeck running (pid {self.pid}, home {self.ctx.home}, approvals: "
                 f"{self.approvals}); Ctrl-C stops"
             )
-            workers = [
-                asyncio.create_task(self._every(TICK_S, self._heartbeat, store)),
+            workers += [
                 asyncio.create_task(self._every(TICK_S, self._expire, store)),
                 asyncio.create_task(self._every(TICK_S, self._schedules, store)),
-                asyncio.create_task(self._report(reporter)),
-                asyncio.create_task(self._approval_policy(store, approvals)),
+                asyncio.create_task(self._each(reporter, self._report)),
+                asyncio.create_task(self._each(approvals, lambda e: self._apply_policy(store, e))),
             ]
             await self.stopping.wait()
-            for w in workers:
-                w.cancel()
-            for w in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
-            self.say("agentdeck stopped")
-            return 0
+            self.say("agentdeck stopped" if self.exit_code == 0 else "agentdeck stopped: claim lost")
+            return self.exit_code
         finally:
-            if self.engine is not None:
-                await self.engine.stop()
-            if bus is not None:
-                await bus.close()
-            if claimed:
-                await store.write(r.release_instance, SYSTEM, self.pid)
-            await store.close()
+            await self._shut_down(store, bus, workers, claimed)
+
+    async def _shut_down(
+        self, store: AsyncStore, bus: Bus | None, workers: list[asyncio.Task[None]], claimed: bool
+    ) -> None:
+        """Every step runs even when one before it fails: a half-stopped instance would
+        hold its row, its threads or the model."""
+        for w in workers:
+            w.cancel()
+        for w in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.engine is not None:
+            steps.append(("stopping the engine", self.engine.stop))
+        if bus is not None:
+            steps.append(("closing the bus", bus.close))
+        if claimed:
+            steps.append(("releasing the instance row",
+                          lambda: store.write(r.release_instance, SYSTEM, self.pid)))
+        steps.append(("closing the store", store.close))
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as err:
+                log.warning("%s failed: %s", what, err)
 
     async def load_model(self) -> None:
         console = Console(stderr=True)
@@ -169,17 +186,33 @@ class Instance:
 
     async def _every(self, seconds: float, job: Callable[[AsyncStore], Awaitable[None]],
                      store: AsyncStore) -> None:
+        """Run `job` every `seconds`; a failure (a database locked for too long, say) is
+        logged and the next tick tries again."""
         while True:
             try:
                 await job(store)
-            except AgentdeckError as err:
-                log.warning("%s: %s", job.__name__, err)
+            except Exception as err:
+                log.warning("%s failed: %s; retrying", job.__name__.lstrip("_"), err)
             await asyncio.sleep(seconds)
+
+    async def _each(self, sub: Subscription, handle: Callable[[Event], Awaitable[None] | None]) -> None:
+        """Handle each event of `sub`; one failing event is logged, not fatal."""
+        async for event in sub:
+            try:
+                outcome = handle(event)
+                if outcome is not None:
+                    await outcome
+            except Exception as err:
+                log.warning("handling event %d failed: %s", event.id, err)
 
     async def _heartbeat(self, store: AsyncStore) -> None:
         # The slot meter rides along, for `agentdeck status --json` in other terminals.
         meter = msgspec.msgpack.encode(self.engine.snapshot()) if self.engine else None
-        await store.write(r.instance_heartbeat, SYSTEM, self.pid, meter)
+        if not await store.write(r.instance_heartbeat, SYSTEM, self.pid, meter):
+            # Our row is gone or another instance holds it: two instances must not run.
+            log.error("another process took over this home's instance row; stopping")
+            self.exit_code = 1
+            self.stopping.set()
 
     async def _expire(self, store: AsyncStore) -> None:
         await store.write(r.expire_approvals, SYSTEM)
@@ -188,15 +221,12 @@ class Instance:
         for schedule in await store.read(queries.due_schedules, time.time()):
             await store.write(r.fire_schedule, SYSTEM, schedule.id)
 
-    async def _report(self, sub: Subscription) -> None:
-        async for event in sub:
-            self.say(event_json(event) if self.as_json else event_text(event))
+    def _report(self, event: Event) -> None:
+        self.say(event_json(event) if self.as_json else event_text(event))
 
-    async def _approval_policy(self, store: AsyncStore, sub: Subscription) -> None:
-        event: Event
-        async for event in sub:
-            if self.approvals == "deny" and isinstance(event.payload, ApprovalRequested):
-                await self._deny_by_policy(store, event.payload.approval.id)
+    async def _apply_policy(self, store: AsyncStore, event: Event) -> None:
+        if self.approvals == "deny" and isinstance(event.payload, ApprovalRequested):
+            await self._deny_by_policy(store, event.payload.approval.id)
 
     async def _deny_by_policy(self, store: AsyncStore, approval_id: int) -> None:
         # Headless never silently allows: with no one to ask, the answer is no.

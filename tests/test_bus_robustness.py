@@ -121,3 +121,23 @@ async def test_commits_from_another_connection_in_between_are_not_lost(db_path: 
         other.close()
         await bus.close()
         await store.close()
+
+
+async def test_close_under_a_lock_still_closes_everything(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.store import database
+
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
+    store = await AsyncStore(db_path, AGENTS).open()
+    bus = await Bus(store).start()
+    sub = await bus.subscribe("agent:dev", start="now")
+    await store.write(r.create_task, "owner", "x", owner="dev")
+    sub.ack((await asyncio.wait_for(sub.get(), timeout=5)).id)
+    blocker = Store.open(db_path, AGENTS)
+    blocker.conn.execute("BEGIN IMMEDIATE")  # the cursor flush cannot write
+    try:
+        await asyncio.wait_for(bus.close(), timeout=10)  # no exception, no hang
+        assert bus._reader is None and bus._subs == []
+    finally:
+        blocker.conn.execute("ROLLBACK")
+        blocker.close()
+        await store.close()

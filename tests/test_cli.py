@@ -282,3 +282,61 @@ def test_log_into_a_closed_pipe_exits_quietly(home: Path, db_path: Path) -> None
     )
     assert proc.stdout.count("\n") == 1
     assert proc.stderr == ""
+
+
+def test_huge_numbers_and_undecodable_text_are_handled(home: Path) -> None:
+    for args in (("approve", "99999999999999999999"), ("log", "--since", "1" + "0" * 25)):
+        proc = run(home, *args)
+        assert proc.returncode == 2 and "out of range" in proc.stderr
+    proc = subprocess.run(
+        [*agentdeck_cmd("send"), b"caf\xe9 au lait"], env=subprocess_env(home),
+        capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(ok(home, "tasks", "--json"))[0]["title"] == "caf\ufffd au lait"
+    for args, message in (
+        (("send", "--priority", "10", "x"), "priority is 0..9"),
+        (("tasks", "--status", "bogus"), "invalid choice"),
+        (("tasks", "--owner", "nobody"), "unknown agent 'nobody'"),
+    ):
+        proc = run(home, *args)
+        assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_approving_an_expired_approval_is_refused(home: Path, db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        approval = store.write(r.request_approval, "dev", "run_shell", {"cmd": "rm -rf x"},
+                               "rm -rf x", "clean", timeout_s=0.01)
+    import time
+
+    time.sleep(0.05)
+    proc = run(home, "approve", "--always", str(approval.id))
+    assert proc.returncode == 1 and "expired" in one_line_error(proc)
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.rules) == []  # no allow rule slipped in
+
+
+def test_log_skips_an_event_from_a_newer_agentdeck(home: Path, db_path: Path) -> None:
+    import msgspec
+
+    ok(home, "send", "before")
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO events (ts, kind, actor, subject, payload) VALUES (0, 'x.y', 'system', '', ?)",
+                 (msgspec.msgpack.encode([99, {"type": "x.y"}]),))
+    conn.commit()
+    conn.close()
+    ok(home, "send", "after")
+    proc = run(home, "log", "--json")
+    assert proc.returncode == 0
+    titles = [e["payload"]["task"]["title"] for e in map(json.loads, proc.stdout.splitlines())
+              if e["kind"] == "task.created"]
+    assert titles == ["before", "after"]
+    assert "protocol version 99" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_doctor_never_writes_the_database(home: Path, db_path: Path) -> None:
+    ok(home, "send", "x")
+    before = db_path.read_bytes()
+    mtime = db_path.stat().st_mtime_ns
+    ok(home, "doctor")
+    assert db_path.read_bytes() == before and db_path.stat().st_mtime_ns == mtime

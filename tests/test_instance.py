@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -189,3 +190,33 @@ def test_run_with_a_missing_model_is_exit_2(home: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "missing.gguf" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads(ok(home, "status", "--json"))["instance"] is None
+
+
+def test_a_long_lock_does_not_kill_the_instance(home: Path, db_path: Path, start: Callable[..., Running]) -> None:
+    """Heartbeat, expiry and schedules fail while another process holds the write lock past
+    the busy timeout; once it is released they carry on, and SIGTERM still stops cleanly."""
+    inst = start("--approvals", "cli")
+    blocker = sqlite3.connect(db_path, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    time.sleep(6.5)  # > the 5 s busy timeout
+    blocker.rollback()
+    blocker.close()
+    approval_id = ask(db_path)
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.set_schedule, "ops", "ops", "tick", 3600, first_run_at=time.time() - 1)
+    # Still alive and working: the schedule fires and the heartbeat is fresh again.
+    wait_until(lambda: len(json.loads(ok(home, "tasks", "--json", "--owner", "ops"))) == 1, timeout=10)
+    wait_until(lambda: json.loads(ok(home, "status", "--json"))["instance"] is not None, timeout=10)
+    assert approval_status(db_path, approval_id) == ("pending", None)
+    assert inst.stop() == 0
+    assert "Traceback" not in "".join(inst.lines)
+
+
+def test_an_instance_that_lost_its_row_stops(db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start()
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE instance SET pid = 999999, heartbeat_at = ? WHERE id = 1", (time.time(),))
+    conn.commit()
+    conn.close()
+    assert inst.proc.wait(timeout=10) == 1
+    inst.wait_for("claim lost")

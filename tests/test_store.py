@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -35,6 +36,7 @@ from agents.protocol import (
     TaskCreated,
     TaskStatusChanged,
     ToolFinished,
+    decode_payload,
 )
 from agents.store import Store, Tx, queries
 from agents.store import database as database_mod
@@ -285,17 +287,25 @@ def test_open_with_create_false_refuses_a_missing_file(db_path: Path) -> None:
     assert not db_path.exists()
 
 
-def test_reading_an_event_of_a_newer_protocol_is_a_clear_error(store: Store) -> None:
+def test_reading_an_event_of_a_newer_protocol_is_a_clear_error(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     store.write(create_task, OWNER, "ok")
     blob = msgspec.msgpack.encode([PROTOCOL_VERSION + 1, {"type": "task.teleported"}])
     store.conn.execute(
         "INSERT INTO events (ts, kind, actor, subject, payload) VALUES (0, 'task.teleported', ?, '', ?)",
         (SYSTEM, blob))
     bad = head(store)
+    store.write(create_task, OWNER, "after it")
+    # Decoding it is a clear error ...
+    row = store.conn.execute("SELECT payload FROM events WHERE id = ?", (bad,)).fetchone()
     with pytest.raises(ProtocolError) as info:
-        events_after(store, 0)
+        decode_payload(row[0], bad)
     assert f"event {bad}" in str(info.value) and "upgrade agentdeck" in str(info.value)
-    assert events_after(store, bad) == []
+    # ... and reading the log leaves it out with a warning, hiding nothing around it.
+    with caplog.at_level(logging.WARNING):
+        events = events_after(store, 0)
+    assert bad not in [e.id for e in events]
+    assert [e.payload.task.title for e in events if e.kind == "task.created"] == ["ok", "after it"]
+    assert f"event {bad}" in caplog.text and "upgrade agentdeck" in caplog.text
 
 
 # --- migrations ------------------------------------------------------------------------
@@ -1006,6 +1016,9 @@ def test_schedules_are_set_by_their_agent_and_fired_by_agentdeck(store: Store) -
     refused(store, InvalidArgument, set_schedule, "ops", "ops", "health", 0)
     refused(store, InvalidArgument, set_schedule, "ops", "ops", "  ", 10)
     refused(store, PermissionDenied, fire_schedule, "ops", s.id)
+    refused(store, InvalidTransition, fire_schedule, SYSTEM, s.id)  # not due for a minute
+    s = store.write(set_schedule, "ops", "ops", "health", 60, body="check the disks",
+                    first_run_at=time.time() - 1)
     before = head(store)
     task_id = store.write(fire_schedule, SYSTEM, s.id)
     task = store.read(queries.task, task_id)

@@ -15,7 +15,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     """Refuse, without writing a byte, a path that is not a usable database file."""
     if not path.exists():
         if not path.parent.is_dir():
@@ -53,7 +53,7 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
     a newer schema; such a file is left exactly as it was.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if not path.exists() and not create:
         raise StoreOpenError(f"database {path}: does not exist")
     try:
@@ -85,6 +85,11 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, version)
+    except sqlite3.OperationalError as err:
+        # Locked by another process past the busy timeout, disk I/O, read-only media: the
+        # file may be perfectly healthy, so don't call it damaged.
+        conn.close()
+        raise StoreOpenError(f"database {path}: cannot use it right now ({err})") from None
     except sqlite3.DatabaseError as err:
         conn.close()
         raise StoreOpenError(f"database {path}: damaged or not a database ({err})") from None

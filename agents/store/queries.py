@@ -3,9 +3,11 @@ reader's own connection."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 
+from agents.errors import ProtocolError
 from agents.protocol import (
     AgentStatus,
     Approval,
@@ -19,6 +21,8 @@ from agents.protocol import (
     decode_payload,
 )
 from agents.store import rows
+
+log = logging.getLogger(__name__)
 
 
 class EventFilter:
@@ -74,18 +78,35 @@ def event_from_row(r: sqlite3.Row | tuple) -> Event:
     )
 
 
+def decode_rows(found: Sequence[sqlite3.Row | tuple]) -> list[Event]:
+    """Events of these rows; one this agentdeck cannot decode (written by a newer one) is
+    left out with a warning, so one event never hides the rest of the log."""
+    events: list[Event] = []
+    for r in found:
+        try:
+            events.append(event_from_row(r))
+        except ProtocolError as err:
+            log.warning("skipping event: %s", err)
+    return events
+
+
 EVENT_COLUMNS = "id, ts, kind, actor, subject, recipient, payload"
 
 
 def events_after(
-    conn: sqlite3.Connection, after_id: int, limit: int = 500, flt: EventFilter | None = None
+    conn: sqlite3.Connection, after_id: int, limit: int = 500, flt: EventFilter | None = None,
+    until: int | None = None,
 ) -> list[Event]:
+    """Matching events with after_id < id (<= until), oldest first, at most `limit`."""
     where, params = (flt or EventFilter()).sql()
+    if until is not None:
+        where += " AND id <= ?"
+        params.append(until)
     cur = conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND {where} ORDER BY id LIMIT ?",
         (after_id, *params, limit),
     )
-    return [event_from_row(r) for r in cur.fetchall()]
+    return decode_rows(cur.fetchall())
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:

@@ -135,13 +135,15 @@ def claim_instance(tx: Tx, actor: str, pid: int, *, dead_pid: int | None = None)
     )
 
 
-def instance_heartbeat(tx: Tx, actor: str, pid: int, meter: bytes | None = None) -> None:
+def instance_heartbeat(tx: Tx, actor: str, pid: int, meter: bytes | None = None) -> bool:
+    """False when the row is no longer ours (another instance took over): stop."""
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not touch the instance row")
-    tx.execute(
+    cur = tx.execute(
         "UPDATE instance SET heartbeat_at = ?, meter = COALESCE(?, meter) WHERE id = 1 AND pid = ?",
         (tx.now, meter, pid),
     )
+    return cur.rowcount == 1
 
 
 def release_instance(tx: Tx, actor: str, pid: int) -> None:

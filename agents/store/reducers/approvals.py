@@ -105,6 +105,9 @@ def decide_approval(
     if scope not in ("once", "session", "always"):
         raise InvalidArgument(f"unknown scope {scope!r}")
     approval = _pending(tx, approval_id)
+    if approval.expires_at <= tx.now:
+        # Too late: the agent has been told (or is about to be) that time ran out.
+        raise InvalidTransition(f"approval {approval_id} expired; the agent must ask again")
     status = "approved" if approve else "denied"
     tx.execute(
         "UPDATE approvals SET status = ?, decided_by = ?, scope = ?, decided_at = ? WHERE id = ?",

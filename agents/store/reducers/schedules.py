@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from agents.errors import InvalidArgument, PermissionDenied
+from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
 from agents.protocol import Schedule, ScheduleFired, ScheduleSet
 from agents.store import rows
 from agents.store.reducers.tasks import create_task
@@ -53,6 +53,8 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
     schedule = rows.schedule(tx.row("schedules", schedule_id))
     if not schedule.enabled:
         raise InvalidArgument(f"schedule {schedule_id} is disabled")
+    if schedule.next_run_at > tx.now:  # fired already (by another instance, say)
+        raise InvalidTransition(f"schedule {schedule_id} is not due")
     task = create_task(
         tx, actor, f"[{schedule.name}] scheduled", body=schedule.body, owner=schedule.agent
     )
