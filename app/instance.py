@@ -62,6 +62,11 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     return asyncio.run(instance.run())
 
 
+def _write_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _alive(pid: int) -> bool:
     """Is there a process with this pid on this machine? (signal 0 checks, sends nothing)"""
     try:
@@ -87,9 +92,10 @@ class Instance:
         self.stopping = asyncio.Event()
         self.exit_code = 0
 
-    def say(self, line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    async def say(self, line: str) -> None:
+        """A line on stdout, written off the loop: a stalled pipe (a paused pager) must
+        not stall heartbeats; it only slows the reporter, whose bus queue then fills."""
+        await asyncio.to_thread(_write_line, line)
 
     async def run(self) -> int:
         store = await AsyncStore(self.ctx.db_path, self.config.enabled_agents()).open()
@@ -114,7 +120,7 @@ class Instance:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stopping.set)
-            self.say(
+            await self.say(
                 f"agentdeck running (pid {self.pid}, home {self.ctx.home}, approvals: "
                 f"{self.approvals}); Ctrl-C stops"
             )
@@ -125,7 +131,7 @@ class Instance:
                 asyncio.create_task(self._each(approvals, lambda e: self._apply_policy(store, e))),
             ]
             await self.stopping.wait()
-            self.say("agentdeck stopped" if self.exit_code == 0 else "agentdeck stopped: claim lost")
+            await self.say("agentdeck stopped" if self.exit_code == 0 else "agentdeck stopped: claim lost")
             return self.exit_code
         finally:
             await self._shut_down(store, bus, workers, claimed)
@@ -161,7 +167,7 @@ class Instance:
             self.engine = Engine(self.config.inference, model_path=self.model, progress=progress)
             await self.engine.start()
         snap = self.engine.snapshot()
-        self.say(
+        await self.say(
             f"model {self.model.name} loaded in {self.engine.load_time_s:.1f} s on "
             f"{snap.device}: {len(snap.slots)} slots, {snap.kv_total} KV cells"
         )
@@ -169,16 +175,16 @@ class Instance:
     async def recover(self, store: AsyncStore) -> None:
         interrupted = await store.write(r.interrupt_running_tool_calls, SYSTEM)
         for call in interrupted:
-            self.say(
+            await self.say(
                 f"recovered: tool call {call.id} ({call.agent} {call.tool}) was interrupted; "
                 "not run again"
             )
         expired = await store.write(r.expire_approvals, SYSTEM)
         if expired:
-            self.say(f"recovered: {len(expired)} approval(s) expired while agentdeck was down")
+            await self.say(f"recovered: {len(expired)} approval(s) expired while agentdeck was down")
         pending = await store.read(queries.approvals, status="pending")
         if pending:
-            self.say(f"{len(pending)} approval(s) pending: `agentdeck approvals` lists them")
+            await self.say(f"{len(pending)} approval(s) pending: `agentdeck approvals` lists them")
             if self.approvals == "deny":
                 for approval in pending:
                     await self._deny_by_policy(store, approval.id)
@@ -195,13 +201,11 @@ class Instance:
                 log.warning("%s failed: %s; retrying", job.__name__.lstrip("_"), err)
             await asyncio.sleep(seconds)
 
-    async def _each(self, sub: Subscription, handle: Callable[[Event], Awaitable[None] | None]) -> None:
+    async def _each(self, sub: Subscription, handle: Callable[[Event], Awaitable[None]]) -> None:
         """Handle each event of `sub`; one failing event is logged, not fatal."""
         async for event in sub:
             try:
-                outcome = handle(event)
-                if outcome is not None:
-                    await outcome
+                await handle(event)
             except Exception as err:
                 log.warning("handling event %d failed: %s", event.id, err)
 
@@ -221,8 +225,8 @@ class Instance:
         for schedule in await store.read(queries.due_schedules, time.time()):
             await store.write(r.fire_schedule, SYSTEM, schedule.id)
 
-    def _report(self, event: Event) -> None:
-        self.say(event_json(event) if self.as_json else event_text(event))
+    async def _report(self, event: Event) -> None:
+        await self.say(event_json(event) if self.as_json else event_text(event))
 
     async def _apply_policy(self, store: AsyncStore, event: Event) -> None:
         if self.approvals == "deny" and isinstance(event.payload, ApprovalRequested):
