@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -15,6 +17,8 @@ from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import ModelError
 from agents.inference import Engine, Generation, Result, resolve_model_path
 from agents.inference import engine as engine_mod
+from agents.inference import generation as generation_mod
+from agents.inference.scheduler import Scheduler
 
 GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=60.0)
 
@@ -342,6 +346,67 @@ async def test_submit_after_stop_is_an_error_result(tmp_path: Path) -> None:
     result = await eng.submit(ask("Hello?"), max_tokens=2)
     assert result.finish_reason == "error" and "not running" in (result.error or "")
     assert eng.snapshot().state == "stopped"
+
+
+async def test_result_is_bounded_when_the_engine_never_answers() -> None:
+    # No engine thread at all: nobody will ever resolve these. Past deadline + grace,
+    # the waiter gives up with a timeout result instead of hanging.
+    loop = asyncio.get_running_loop()
+    long_ago = time.monotonic() - generation_mod._ANSWER_GRACE_S - 1.0
+    wake = threading.Event()
+    gen = Generation(loop, 4, wake, deadline=long_ago)
+    async with asyncio.timeout(5.0):
+        result = await gen
+    assert result.finish_reason == "timeout"
+    assert "did not answer" in (result.error or "")
+    assert gen.done() and gen.cancel_requested and wake.is_set()
+    # A stream reader is bounded the same way.
+    streamed = Generation(loop, 4, threading.Event(), deadline=long_ago)
+    async with asyncio.timeout(5.0):
+        pieces = [p async for p in streamed]
+    assert pieces == [] and (await streamed).finish_reason == "timeout"
+
+
+async def test_submit_racing_stop_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = Engine(InferenceConfig(n_ctx=512, slots=1), sampling=GREEDY)
+    await eng.start()
+    await eng.stop()  # the thread has drained its inbox and ended
+    # The race: submit saw `running` just before stop() and queued after the last drain.
+    monkeypatch.setattr(Engine, "running", property(lambda self: True))
+    gen = eng.submit(ask("Hello?"), max_tokens=2, timeout_s=60.0)
+    async with asyncio.timeout(5.0):
+        result = await gen
+    assert result.finish_reason == "error" and "stopped" in (result.error or "")
+
+
+class _Boom(BaseException):
+    """Escapes the scheduler loop's `except Exception`, as a bug in its handler would."""
+
+
+async def test_engine_thread_crash_answers_every_held_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = Engine(InferenceConfig(n_ctx=512, slots=1), sampling=GREEDY)
+    real_step = Scheduler._step
+
+    def step(self: Scheduler, active: list) -> None:
+        if self.inbox is eng._inbox:  # only this engine's scheduler, not the module's
+            raise _Boom("simulated crash")
+        real_step(self, active)
+
+    monkeypatch.setattr(Scheduler, "_step", step)
+    await eng.start()
+    try:
+        # One request in the slot, one waiting for it: the first step kills the loop.
+        gens = [eng.submit(ask(f"Question {i}?"), max_tokens=4, timeout_s=60.0) for i in range(2)]
+        async with asyncio.timeout(10.0):
+            results = await asyncio.gather(*(g.result() for g in gens))
+        assert [r.finish_reason for r in results] == ["error", "error"]
+        assert all("engine" in (r.error or "") for r in results)
+        # The dead engine takes no more requests and says so at once.
+        late = await eng.submit(ask("Anyone?"), max_tokens=2)
+        assert late.finish_reason == "error" and "not running" in (late.error or "")
+        assert eng.snapshot().state == "failed"
+    finally:
+        await eng.stop()
 
 
 async def test_short_kv_pauses_a_sequence_instead_of_crashing(

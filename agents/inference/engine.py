@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -40,6 +41,8 @@ from agents.inference.scheduler import Scheduler, Seq
 from agents.inference.types import Result, Usage
 
 _GPU_CACHE_S = 1.0  # NVML readings are reused for this long
+
+log = logging.getLogger("agents.inference")
 
 
 class Engine:
@@ -164,7 +167,7 @@ class Engine:
         now = time.monotonic()
         if deadline is None:
             deadline = now + (s.timeout_s if timeout_s is None else timeout_s)
-        gen = Generation(loop, n_max, self._wake)
+        gen = Generation(loop, n_max, self._wake, deadline=deadline, agent=agent)
         seq = Seq(
             gen=gen,
             messages=msgs,
@@ -187,6 +190,8 @@ class Engine:
         except queue.Full:
             gen._finish(self._early_result(seq, "inference queue is full; try again later"))
             return gen
+        if self._stopping:  # stop() began after the check above: the thread may have drained
+            self._reject_late_submits()  # its inbox for the last time, so answer it here
         self._wake.set()
         return gen
 
@@ -250,11 +255,23 @@ class Engine:
         self.load_time_s = sched.load_time_s
         self.chat_template_source = sched.template.source
         self._ready.set()
+        crashed = True
         try:
             sched.loop()
+            crashed = False
+        except BaseException:  # the loop's own error handling failed: end, but answer everyone
+            log.exception("inference engine thread failed")
         finally:
-            sched.close()
-            self._reject_late_submits()
+            self._stopping = True  # nothing new is accepted; `running` is False from here
+            if crashed:
+                self._snap = msgspec.structs.replace(self._snap, state="failed")
+            try:
+                why = "inference engine stopped unexpectedly" if crashed else "inference engine stopped"
+                sched.abandon(why)
+            finally:
+                with contextlib.suppress(Exception):
+                    sched.close()
+                self._reject_late_submits()
 
     def _publish(self, snap: EngineSnapshot) -> None:
         self._snap = snap  # one reference swap; readers never see half a snapshot

@@ -5,6 +5,10 @@ event loop one list per step through `loop.call_soon_threadsafe(deliver, items)`
 queue is bounded at max_tokens + 2, one more than the items it can ever receive (at most one
 piece per token, one flush, one end marker), so `put_nowait` never fails and the engine
 thread never blocks on a slow consumer.
+
+Waiting is bounded even if the engine never answers (its thread died, or a submit raced
+stop()): past the request's deadline plus a grace, a reader cancels the request and gets a
+'timeout' result of its own instead of hanging.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents.inference.types import Result
+from agents.inference.types import Result, Usage
 
 log = logging.getLogger("agents.inference")
 
 _END = object()  # end-of-stream marker in a Generation's token queue
+# The engine answers at the deadline (or within one decode step of it); a reader waits this
+# much longer before it decides the engine is gone.
+_ANSWER_GRACE_S = 5.0
 
 
 class Generation:
@@ -33,12 +41,24 @@ class Generation:
     `async with gen:`. A cancelled request's result says 'cancelled'.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_tokens: int, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_tokens: int,
+        wake: threading.Event,
+        *,
+        deadline: float | None = None,
+        agent: str = "",
+    ) -> None:
         self._loop = loop
         self._wake = wake  # the engine thread's wake-up event
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_tokens + 2)
         self._future: asyncio.Future[Result] = loop.create_future()
         self._stream_done = False
+        self._pieces: list[str] = []  # what was delivered, for a result of our own
+        # time.monotonic() by which the engine will have answered; None: wait unbounded.
+        self.deadline = deadline
+        self.agent = agent
         # Read by the engine thread: a plain attribute write is atomic under the GIL.
         self.cancel_requested = False
 
@@ -83,7 +103,7 @@ class Generation:
         if self._stream_done:
             raise StopAsyncIteration
         try:
-            item = await self._queue.get()
+            item = await self._bounded(self._queue.get)
         except asyncio.CancelledError:
             self.cancel()
             raise
@@ -95,10 +115,37 @@ class Generation:
     async def result(self) -> Result:
         try:
             # shield: a cancelled waiter must not cancel the future the engine will resolve.
-            return await asyncio.shield(self._future)
+            return await self._bounded(lambda: asyncio.shield(self._future))
         except asyncio.CancelledError:
             self.cancel()
             raise
+
+    async def _bounded(self, wait: Any) -> Any:
+        """`await wait()`, but give up past the deadline plus the grace (see _give_up)."""
+        if self.deadline is None:
+            return await wait()
+        left = self.deadline + _ANSWER_GRACE_S - time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                return await wait()
+        except TimeoutError:
+            self._give_up()
+            return await wait()  # answered now: the end marker is queued, the future set
+
+    def _give_up(self) -> None:
+        """The engine did not answer in time: cancel, and finish with a result of our own
+        (a late answer from the engine is then ignored)."""
+        self.cancel()
+        self._finish(
+            Result(
+                text="".join(self._pieces),
+                finish_reason="timeout",
+                usage=Usage(),
+                agent=self.agent,
+                error=f"inference engine did not answer within {_ANSWER_GRACE_S:g}s "
+                "of the request's deadline",
+            )
+        )
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self.result().__await__()
@@ -106,6 +153,9 @@ class Generation:
     # -- called on the loop, from the engine thread via call_soon_threadsafe --
 
     def _push(self, piece: str) -> None:
+        if self._future.done():  # we gave up on the engine; its late pieces go nowhere
+            return
+        self._pieces.append(piece)
         try:
             self._queue.put_nowait(piece)
         except asyncio.QueueFull:  # cannot happen (see the module docstring)

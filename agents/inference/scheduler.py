@@ -557,6 +557,23 @@ class Scheduler:
         self._publish_snapshot("stopped")
         self._flush()
 
+    def abandon(self, error: str) -> None:
+        """After the loop ended, however it ended: answer every request still held (in a
+        slot, waiting, or finished but not yet handed over) so no caller waits forever.
+        Empty after a clean _shutdown(); never raises."""
+        held = [s.seq for s in self.slots if s.seq is not None] + self.waiting
+        self.waiting = []
+        for seq in held:
+            try:
+                self._finish(seq, "error", error=error)
+            except Exception:  # keep going with a bare result: an answer matters most
+                bare = Result(text="", finish_reason="error", usage=Usage(), agent=seq.agent, error=error)
+                self._send(seq.gen, "", bare)
+        try:
+            self._flush()
+        except Exception:
+            log.exception("could not hand over the last results")
+
     def close(self) -> None:
         lib = self.lib
         lib.llama_batch_free(self.batch)
