@@ -339,6 +339,25 @@ async def test_meter_snapshot_without_gpu(engine: Engine, monkeypatch: pytest.Mo
     assert engine.snapshot().slots[running[0].index].state == "idle"
 
 
+async def test_snapshot_never_calls_nvml_on_the_callers_thread(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    callers: list[threading.Thread] = []
+
+    def recording_read_gpu(index: int = 0) -> None:
+        callers.append(threading.current_thread())
+        return None
+
+    monkeypatch.setattr(engine_mod, "read_gpu", recording_read_gpu)
+    monkeypatch.setattr(engine, "_gpu_cache", (0.0, None))  # stale: a refresh is due
+    for _ in range(3):
+        assert engine.snapshot().gpu is None
+    # The engine thread refreshes the reading on its own (idle tick or next step).
+    await wait_for(lambda: engine.snapshot() is not None and bool(callers))
+    assert threading.current_thread() not in callers
+    assert {t.name for t in callers} == {"agentdeck-inference"}
+
+
 async def test_submit_after_stop_is_an_error_result(tmp_path: Path) -> None:
     eng = Engine(InferenceConfig(n_ctx=512, slots=1), sampling=GREEDY)
     await eng.start()

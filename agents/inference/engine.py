@@ -9,8 +9,9 @@ Threads and queues:
   `threading.Event` that wakes the thread; cancelling sets a flag and the same event.
 - engine -> loop: once per step the thread hands every loop one list of pieces and results
   via `loop.call_soon_threadsafe` into bounded per-request queues (see generation.py).
-- the meter: the thread publishes an immutable snapshot after every step; `snapshot()`
-  reads that one reference and adds NVML readings (cached for a second).
+- the meter: the thread publishes an immutable snapshot after every step and, at most once
+  a second, refreshes the NVML reading; `snapshot()` only reads those two references, so
+  a stalled GPU driver can never block the caller (the asyncio loop).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._load_error: BaseException | None = None
         self._orders = itertools.count(1)
-        self._gpu_lock = threading.Lock()
+        # (time.monotonic() of the reading, the reading): written by the engine thread only.
         self._gpu_cache: tuple[float, GpuInfo | None] = (0.0, None)
         self._snap = EngineSnapshot(
             ts=time.time(),
@@ -204,7 +205,7 @@ class Engine:
     def snapshot(self) -> MeterSnapshot:
         """Slot meter data; cheap and safe to call from any thread several times a second."""
         snap = self._snap  # one reference read: a consistent picture
-        gpu = self._gpu()
+        gpu = self._gpu_cache[1]  # refreshed by the engine thread; never NVML here
         if snap.gpu_offload:
             device = gpu.name if gpu is not None else "GPU"
         else:
@@ -222,20 +223,22 @@ class Engine:
             gpu=gpu,
         )
 
-    def _gpu(self) -> GpuInfo | None:
-        with self._gpu_lock:
-            at, info = self._gpu_cache
-            now = time.monotonic()
-            if now - at >= _GPU_CACHE_S:
-                info = read_gpu(0)
-                self._gpu_cache = (now, info)
-            return info
+    def _refresh_gpu(self) -> None:
+        """Engine thread only: read NVML if the cached reading is a second old."""
+        now = time.monotonic()
+        if now - self._gpu_cache[0] < _GPU_CACHE_S:
+            return
+        try:
+            info = read_gpu(0)
+        except Exception:  # read_gpu does not raise; the scheduler loop must never see it
+            info = None
+        self._gpu_cache = (now, info)  # one reference swap
 
     # --- the engine thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         # NVML's first call (library load, init) can take a while: pay it here, off the loop.
-        self._gpu()
+        self._refresh_gpu()
         try:
             sched = Scheduler(
                 self.config,
@@ -274,7 +277,9 @@ class Engine:
                 self._reject_late_submits()
 
     def _publish(self, snap: EngineSnapshot) -> None:
+        """Called by the scheduler after every step and idle tick (at least once a second)."""
         self._snap = snap  # one reference swap; readers never see half a snapshot
+        self._refresh_gpu()
 
     def _reject_late_submits(self) -> None:
         """Requests that slipped in while stopping: answer them so no caller waits forever."""

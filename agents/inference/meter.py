@@ -2,7 +2,8 @@
 
 The engine thread builds a new `EngineSnapshot` after every step and swaps one reference,
 so readers on any thread get a consistent picture without a lock. The GPU part (NVML) is
-added by `Engine.snapshot()` with a short cache, not by the engine thread.
+read by the engine thread at most once a second and added by `Engine.snapshot()` from that
+cache, so taking a snapshot never calls into the driver.
 """
 
 from __future__ import annotations
