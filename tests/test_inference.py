@@ -456,6 +456,38 @@ async def test_short_kv_pauses_a_sequence_instead_of_crashing(
     assert len(pauses) == 1 and "paused kv0" in pauses[0]
 
 
+async def test_kv_shortage_on_decode_evicts_one_idle_cache_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+
+    eng = Engine(InferenceConfig(n_ctx=512, slots=4, n_batch=64), sampling=GREEDY)
+    await eng.start()
+    try:
+        # Three agents at once take three slots and leave their prompts cached there.
+        warm = [
+            eng.submit(ask(f"Agent {i} remembers the number {i * 7}."), agent=f"cached{i}", max_tokens=2)
+            for i in range(3)
+        ]
+        await asyncio.gather(*(g.result() for g in warm))
+        before = {s.index for s in eng.snapshot().slots if s.cached_tokens > 0}
+        assert len(before) == 3
+        # The next decode reports no KV slot (1), as fragmentation would, then recovers.
+        real_decode = llama_cpp.llama_decode
+        faults = [1]
+
+        def decode(ctx: object, batch: object) -> int:
+            return faults.pop() if faults else real_decode(ctx, batch)
+
+        monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+        result = await eng.submit(ask("A newcomer asks a question."), agent="newcomer", max_tokens=2)
+        assert not faults and result.finish_reason in ("stop", "length"), result
+        others = before - {result.slot}
+        still = {s.index for s in eng.snapshot().slots if s.cached_tokens > 0 and s.index in others}
+        # One shortage costs one cache (the least recently used), not every agent's.
+        assert len(still) == len(others) - 1 >= 1
+    finally:
+        await eng.stop()
+
+
 def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     with pytest.raises(ModelError) as info:

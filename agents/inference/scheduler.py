@@ -344,17 +344,19 @@ class Scheduler:
     def _evict_idle(self, enough: Callable[[], bool], protect: Slot | None = None) -> bool:
         """Forget idle slots' caches, least recently used first, until `enough()`."""
         freed = False
-        idle = sorted(
-            (s for s in self.slots if s.seq is None and s.cached and s is not protect),
-            key=lambda s: s.last_used,
-        )
-        for slot in idle:
-            if enough():
-                break
-            self.lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
-            slot.cached = []
+        while not enough() and self._evict_lru_idle(protect):
             freed = True
         return freed
+
+    def _evict_lru_idle(self, protect: Slot | None = None) -> bool:
+        """Forget the least recently used idle slot's cache; False if there is none."""
+        idle = [s for s in self.slots if s.seq is None and s.cached and s is not protect]
+        if not idle:
+            return False
+        slot = min(idle, key=lambda s: s.last_used)
+        self.lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
+        slot.cached = []
+        return True
 
     def _preempt(self, active: list[Seq]) -> Seq | None:
         """Pause the lowest-priority (then youngest) sequence: drop its KV, queue it again.
@@ -420,8 +422,9 @@ class Scheduler:
             if ret == 0:
                 self._after_decode(plan)
                 return
-            if ret == 1:  # no KV slot for the batch (fragmentation): make room and retry
-                if self._evict_idle(lambda: False):
+            if ret == 1:  # no KV slot for the batch (fragmentation): make room and retry,
+                # one idle cache at a time, so one shortage does not cost every agent its cache
+                if self._evict_lru_idle():
                     continue
                 if chunk_limit > 1 and any(n > 1 for _, n, _ in plan):
                     chunk_limit = max(1, chunk_limit // 2)
