@@ -258,14 +258,22 @@ async def test_deadline_ends_with_timeout_and_frees_the_slot(engine: Engine) -> 
 
 
 async def test_deadline_while_waiting_for_a_slot(engine: Engine) -> None:
+    # Blockers long enough to outlast the late request's deadline on any hardware (a GPU
+    # could finish short ones first); cancelled once the point is made.
     blockers = [
-        engine.submit(ask("Busy."), agent=f"wait{i}", max_tokens=20, ignore_eos=True, priority=5)
+        engine.submit(ask("Busy."), agent=f"wait{i}", max_tokens=500, ignore_eos=True, priority=5)
         for i in range(5)
     ]
-    late = await engine.submit(ask("Too late."), agent="late", timeout_s=0.05)
-    assert late.finish_reason == "timeout" and late.slot is None
-    assert late.usage.completion_tokens == 0
-    await asyncio.gather(*(b.result() for b in blockers))
+    try:
+        late = await engine.submit(ask("Too late."), agent="late", timeout_s=0.05)
+        assert late.finish_reason == "timeout" and late.slot is None
+        assert late.usage.completion_tokens == 0
+        assert not any(b.done() for b in blockers)  # they held every slot throughout
+    finally:
+        for b in blockers:
+            b.cancel()
+    results = await asyncio.gather(*(b.result() for b in blockers))
+    assert [r.finish_reason for r in results] == ["cancelled"] * 5
 
 
 async def test_shared_prefix_reuses_the_slot_cache(engine: Engine) -> None:
