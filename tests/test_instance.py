@@ -105,8 +105,13 @@ def test_status_sees_the_instance_and_sigterm_stops_it(home: Path, start: Callab
     status = json.loads(ok(home, "status", "--json"))
     assert status["instance"]["pid"] == inst.proc.pid
     # The engine's meter, published with the heartbeat: no GPU here is a normal state.
-    wait_until(lambda: json.loads(ok(home, "status", "--json"))["slots"] is not None)
-    slots = json.loads(ok(home, "status", "--json"))["slots"]
+    def meter() -> dict | None:
+        return json.loads(ok(home, "status", "--json"))["slots"]
+
+    # While the model loads the meter says "starting"; then it lists the slots.
+    wait_until(lambda: (meter() or {}).get("state") == "ready")
+    slots = meter()
+    assert slots is not None
     assert slots["device"] == "CPU" and slots["gpu"] is None
     assert [s["index"] for s in slots["slots"]] == [0, 1, 2, 3, 4]
     assert slots["kv_total"] >= 8192
