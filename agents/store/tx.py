@@ -55,10 +55,6 @@ class Tx:
         )
         return event_id
 
-    @property
-    def event_ids(self) -> list[int]:
-        return [e.id for e in self.events]
-
     # --- who is asking ---
 
     def check_actor(self, actor: str) -> None:

@@ -70,8 +70,7 @@ def write_memory(
     agent = agent or actor
     if agent != actor and not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not write {agent}'s memory")
-    if agent not in tx.agents:
-        tx.check_agent(agent)
+    tx.check_agent(agent)
     return _insert(tx, actor, agent, content, kind, scope, tags, importance, task_id)
 
 
