@@ -204,14 +204,7 @@ def _naive(
         seconds = time.perf_counter() - t0
     finally:
         llm.close()
-    return Side(
-        requests=len(prompts),
-        tokens=total,
-        seconds=round(seconds, 3),
-        tokens_per_s=round(total / seconds, 1),
-        ttft_mean_s=round(statistics.mean(from_start), 3),
-        ttft_own_mean_s=round(statistics.mean(own), 3),
-    )
+    return _side(len(prompts), total, seconds, from_start, own)
 
 
 async def _engine_side(engine: Engine, prompts: list[list[dict[str, str]]], tokens: int) -> Side:
@@ -228,11 +221,16 @@ async def _engine_side(engine: Engine, prompts: list[list[dict[str, str]]], toke
     total = sum(r.usage.completion_tokens for r in results)
     ttft = [r.usage.ttft_s or 0.0 for r in results]
     own = [(r.usage.ttft_s or 0.0) - r.usage.queue_wait_s for r in results]
+    return _side(len(prompts), total, seconds, ttft, own)
+
+
+def _side(requests: int, tokens: int, seconds: float, ttft: list[float], own: list[float]) -> Side:
+    """One side's figures, rounded the same way for both."""
     return Side(
-        requests=len(prompts),
-        tokens=total,
+        requests=requests,
+        tokens=tokens,
         seconds=round(seconds, 3),
-        tokens_per_s=round(total / seconds, 1),
+        tokens_per_s=round(tokens / seconds, 1),
         ttft_mean_s=round(statistics.mean(ttft), 3),
         ttft_own_mean_s=round(statistics.mean(own), 3),
     )
