@@ -5,29 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import select
 import sys
 
-from agents.bus import Bus
+from agents.bus import Bus, Subscription
 from agents.protocol import Event, to_builtins
+from agents.safe_text import safe_json, safe_text
 from agents.store import AsyncStore, queries
 from app.context import Context
 from app.render import when
 
 PAGE = 1000
+READER_CHECK_S = 0.1
 
 
 def event_json(event: Event) -> str:
-    return json.dumps(
+    return safe_json(
         {
             "id": event.id, "ts": event.ts, "kind": event.kind, "actor": event.actor,
             "subject": event.subject, "recipient": event.recipient,
             "payload": to_builtins(event.payload),
-        },
-        ensure_ascii=False,
+        }
     )
 
 
 def event_text(event: Event) -> str:
+    """One terminal-safe line: payloads carry titles, reasons and tool output."""
     payload = to_builtins(event.payload)
     assert isinstance(payload, dict)
     payload.pop("type", None)
@@ -35,7 +39,9 @@ def event_text(event: Event) -> str:
     if len(detail) > 160:
         detail = detail[:159] + "…"
     to = f" → {event.recipient}" if event.recipient else ""
-    return f"{event.id:>6} {when(event.ts)} {event.kind:<18} {event.actor}{to} {event.subject} {detail}"
+    return safe_text(
+        f"{event.id:>6} {when(event.ts)} {event.kind:<18} {event.actor}{to} {event.subject} {detail}"
+    )
 
 
 def _emit(event: Event, as_json: bool) -> None:
@@ -64,14 +70,43 @@ def cmd_log(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def reader_gone(fd: int) -> bool:
+    """True once the read end of a pipe on `fd` is closed (`log -f | head -3` after its
+    third line). A pipe reports that as POLLERR even while we have nothing to write."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+
+
 async def _follow(ctx: Context, after: int, as_json: bool) -> None:
     astore = await AsyncStore(ctx.db_path, ctx.config.enabled_agents()).open()
     bus = await Bus(astore).start()
     try:
         sub = await bus.subscribe(start=after)
-        async for event in sub:
-            _emit(event, as_json)
-            sys.stdout.flush()
+        printer = asyncio.create_task(_print_events(sub, as_json))
+        watcher = asyncio.create_task(_until_reader_gone(sys.stdout.fileno()))
+        done, pending = await asyncio.wait({printer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # a printer that failed (BrokenPipeError) reports it here
+        if watcher in done:  # nobody reads any more: stop quietly, like `yes | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         await bus.close()
         await astore.close()
+
+
+async def _print_events(sub: Subscription, as_json: bool) -> None:
+    async for event in sub:
+        _emit(event, as_json)
+        sys.stdout.flush()
+
+
+async def _until_reader_gone(fd: int) -> None:
+    # Polled: nothing signals a pipe's reader leaving until we write to it.
+    while True:
+        if reader_gone(fd):
+            return
+        await asyncio.sleep(READER_CHECK_S)

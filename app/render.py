@@ -1,18 +1,27 @@
-"""Output: JSON for machines (--json), short aligned text for people."""
+"""Output: JSON for machines (--json), short aligned text for people.
+
+Everything printed here may have come from a model, a tool or the database, so every
+path goes through agents.safe_text: `line` and `table` show control and bidi characters
+as escapes, `print_json` writes exact JSON with them as `\\u` escapes.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
+from agents.safe_text import safe_json, safe_text
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(msgspec.to_builtins(obj), ensure_ascii=False) + "\n")
+    sys.stdout.write(safe_json(obj) + "\n")
+
+
+def line(text: object = "") -> None:
+    """One line of text on stdout, terminal-safe (a newline inside is shown as `\\x0a`)."""
+    sys.stdout.write(safe_text(text) + "\n")
 
 
 def when(ts: float | None) -> str:
@@ -35,16 +44,17 @@ def ago(ts: float | None, now: float | None = None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    text_rows = [[("" if c is None else str(c)) for c in r] for r in rows]
+    text_rows = [[("" if c is None else safe_text(c)) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in text_rows:
         widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    sys.stdout.write(line.rstrip() + "\n")
+    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    sys.stdout.write(header.rstrip() + "\n")
     for r in text_rows:
         sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def shorten(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
+    """Terminal-safe, whitespace collapsed, at most `width` characters."""
+    text = " ".join(safe_text(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"

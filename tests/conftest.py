@@ -15,6 +15,11 @@ from agents.store import Store
 AGENTS = tuple(DEFAULT_AGENTS)  # lead, dev, review, ops, scribe
 REPO = Path(__file__).resolve().parent.parent
 
+# Files the tests write (configs, homes) are private, as agentdeck makes them; otherwise
+# every first command in a test home would rightly say it made them private. The tests
+# of that behaviour set loose modes themselves.
+os.umask(0o077)
+
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
