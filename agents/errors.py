@@ -54,3 +54,7 @@ class InvalidTransition(ReducerError):
 
 class InvalidArgument(ReducerError):
     """An argument is malformed (unknown agent, empty title, bad priority)."""
+
+
+class DelegationTooDeep(InvalidArgument):
+    """A subtask would sit deeper in its task tree than MAX_TASK_DEPTH allows."""

@@ -157,6 +157,8 @@ class Schedule(msgspec.Struct, kw_only=True):
     enabled: bool
     next_run_at: float
     last_run_at: float | None
+    # Why it last failed to fire; a failed schedule is disabled until set again.
+    last_error: str | None = None
 
 
 class InferenceUsage(msgspec.Struct, kw_only=True):
@@ -273,6 +275,17 @@ class ScheduleFired(msgspec.Struct, tag="schedule.fired", kw_only=True):
     next_run_at: float
 
 
+class ScheduleRemoved(msgspec.Struct, tag="schedule.removed", kw_only=True):
+    schedule_id: int
+    agent: str
+    name: str
+
+
+class ScheduleFailed(msgspec.Struct, tag="schedule.failed", kw_only=True):
+    schedule_id: int
+    error: str
+
+
 class UsageRecorded(msgspec.Struct, tag="inference.usage", kw_only=True):
     usage: InferenceUsage
 
@@ -283,7 +296,7 @@ Payload = (
     | MemoryWritten | MemoryCompacted | MemoryDeleted
     | ApprovalRequested | ApprovalDecided | RuleAdded | RuleRemoved
     | ToolStarted | ToolFinished | AgentStatusChanged
-    | ScheduleSet | ScheduleFired | UsageRecorded
+    | ScheduleSet | ScheduleFired | ScheduleRemoved | ScheduleFailed | UsageRecorded
 )  # fmt: skip
 
 EVENT_KINDS: frozenset[str] = frozenset(

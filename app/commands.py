@@ -1,4 +1,5 @@
-"""Commands that read or write the store: send, tasks, status, approvals, approve, deny.
+"""Commands that read or write the store: send, tasks, status, approvals, approve, deny,
+schedules.
 
 They work directly on the database whether or not an instance is running; a running
 instance sees their writes within a second (it polls PRAGMA data_version).
@@ -7,6 +8,7 @@ instance sees their writes within a second (it polls PRAGMA data_version).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Any
@@ -14,10 +16,11 @@ from typing import Any
 from agents.errors import InvalidArgument
 from agents.health import status_report
 from agents.protocol import OWNER, Task, to_builtins
+from agents.safe_text import safe_json
 from agents.store import queries
-from agents.store.reducers import create_task, decide_approval
+from agents.store.reducers import create_task, decide_approval, remove_schedule, set_schedule
 from app.context import Context
-from app.render import ago, print_json, shorten, table
+from app.render import ago, line, print_json, shorten, table, when
 
 TITLE_WIDTH = 120
 
@@ -40,7 +43,7 @@ def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
     task = ctx.store.write(
         create_task, OWNER, title, body=text, owner=args.to, priority=args.priority
     )
-    print(task.id)
+    line(task.id)
     return 0
 
 
@@ -53,14 +56,41 @@ def _task_tree(tasks: list[Task]) -> list[dict[str, Any]]:
     return roots
 
 
-def _print_tree(nodes: list[dict[str, Any]], prefix: str = "", top: bool = True) -> None:
-    for i, node in enumerate(nodes):
-        last = i == len(nodes) - 1
-        branch = "" if top else ("└─ " if last else "├─ ")
+def _print_tree(roots: list[dict[str, Any]]) -> None:
+    """Depth first with an explicit stack: a tree of any depth (an old database may hold
+    one deeper than the reducers now allow) never meets Python's recursion limit."""
+    # (node, prefix of its line, prefix for its children, branch glyph)
+    stack = [(node, "", "", "") for node in reversed(roots)]
+    while stack:
+        node, prefix, child_prefix, branch = stack.pop()
         owner = node["owner"] or "(unassigned)"
-        print(f"{prefix}{branch}#{node['id']} [{node['status']}] {owner}: {shorten(node['title'], 70)}")
-        child_prefix = prefix if top else prefix + ("   " if last else "│  ")
-        _print_tree(node["children"], child_prefix, top=False)
+        line(f"{prefix}{branch}#{node['id']} [{node['status']}] {owner}: {shorten(node['title'], 70)}")
+        children = node["children"]
+        for i in reversed(range(len(children))):
+            last = i == len(children) - 1
+            stack.append((children[i], child_prefix, child_prefix + ("   " if last else "│  "),
+                          "└─ " if last else "├─ "))
+
+
+def _tree_json(roots: list[dict[str, Any]]) -> str:
+    """The nested JSON of the tree, written iteratively for the same reason."""
+    parts: list[str] = ["["]
+    # Each entry: the siblings still to write, and how to close their list.
+    stack: list[tuple[list[dict[str, Any]], str]] = [(list(reversed(roots)), "]")]
+    first = True
+    while stack:
+        pending, closer = stack[-1]
+        if not pending:
+            stack.pop()
+            parts.append(closer)
+            first = False
+            continue
+        node = pending.pop()
+        fields = safe_json({k: v for k, v in node.items() if k != "children"})
+        parts.append(("" if first else ",") + fields[:-1] + ',"children":[')
+        stack.append((list(reversed(node["children"])), "]}"))
+        first = True
+    return "".join(parts)
 
 
 def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
@@ -71,13 +101,16 @@ def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
     tasks = ctx.store.read(queries.tasks, owner=args.owner, statuses=statuses)
     if args.tree:
         tree = _task_tree(tasks)
-        print_json(tree) if args.json else _print_tree(tree)
+        if args.json:
+            sys.stdout.write(_tree_json(tree) + "\n")
+        else:
+            _print_tree(tree)
         return 0
     if args.json:
         print_json(tasks)
         return 0
     if not tasks:
-        print("no tasks")
+        line("no tasks")
         return 0
     table(
         ["id", "parent", "owner", "status", "pri", "created", "title"],
@@ -96,14 +129,14 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     inst = report.instance
-    print(f"instance: running, pid {inst.pid}" if inst else "instance: not running")
+    line(f"instance: running, pid {inst.pid}" if inst else "instance: not running")
     table(
         ["agent", "state", "health", "task", "heartbeat"],
         [(a.name, a.state, a.health, a.task_id or "", ago(a.heartbeat_at)) for a in report.agents],
     )
     busy = ", ".join(f"{n} {s}" for s, n in report.tasks.items() if n)
-    print(f"tasks: {busy or 'none'}")
-    print(f"pending approvals: {report.pending_approvals}")
+    line(f"tasks: {busy or 'none'}")
+    line(f"pending approvals: {report.pending_approvals}")
     return 0
 
 
@@ -113,18 +146,23 @@ def cmd_approvals(ctx: Context, args: argparse.Namespace) -> int:
         print_json(items)
         return 0
     if not items:
-        print("no pending approvals" if not args.all else "no approvals")
+        line("no pending approvals" if not args.all else "no approvals")
         return 0
     now = time.time()
     table(
         ["id", "agent", "tool", "resolves to", "reason", "status", "expires"],
         [
             (a.id, a.agent, a.tool, shorten(a.resolved, 50), shorten(a.reason, 40), a.status,
-             f"in {int(a.expires_at - now)}s" if a.status == "pending" else "")
+             _expires_in(a.expires_at, now) if a.status == "pending" else "")
             for a in items
         ],
     )
     return 0
+
+
+def _expires_in(expires_at: float, now: float) -> str:
+    # A row from before the reducers refused inf may say "never".
+    return f"in {int(expires_at - now)}s" if math.isfinite(expires_at) else "never"
 
 
 def _decide(ctx: Context, approval_id: int, approve: bool, always: bool = False) -> int:
@@ -133,8 +171,8 @@ def _decide(ctx: Context, approval_id: int, approve: bool, always: bool = False)
     )
     verb = "approved" if approve else "denied"
     extra = " (saved as an allow rule)" if always else ""
-    sys.stdout.write(f"approval {approval.id} {verb}{extra}: {approval.agent} {approval.tool} "
-                     f"{shorten(approval.resolved, 60)}\n")
+    line(f"approval {approval.id} {verb}{extra}: {approval.agent} {approval.tool} "
+         f"{shorten(approval.resolved, 60)}")
     return 0
 
 
@@ -144,3 +182,39 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_deny(ctx: Context, args: argparse.Namespace) -> int:
     return _decide(ctx, args.id, False)
+
+
+def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
+    action = getattr(args, "schedule_command", None)
+    if action == "add":
+        agents = ctx.config.enabled_agents()
+        if args.agent not in agents:
+            raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {', '.join(agents)})",
+                                  exit_code=2)
+        schedule = ctx.store.write(
+            set_schedule, OWNER, args.agent, args.name, args.every, body=args.body or ""
+        )
+        line(f"schedule {schedule.id}: {schedule.agent} {schedule.name} every "
+             f"{schedule.interval_s:g} s, next at {when(schedule.next_run_at)}")
+        return 0
+    if action == "remove":
+        removed = ctx.store.write(remove_schedule, OWNER, args.id)
+        line(f"schedule {removed.id} removed: {removed.agent} {removed.name}")
+        return 0
+    items = ctx.store.read(queries.schedules)
+    if args.json:
+        print_json(items)
+        return 0
+    if not items:
+        line("no schedules")
+        return 0
+    table(
+        ["id", "agent", "name", "every", "next run", "last run", "state"],
+        [
+            (s.id, s.agent, shorten(s.name, 30), f"{s.interval_s:g}s", when(s.next_run_at),
+             when(s.last_run_at),
+             "on" if s.enabled else f"off: {shorten(s.last_error, 50)}" if s.last_error else "off")
+            for s in items
+        ],
+    )
+    return 0

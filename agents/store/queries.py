@@ -183,6 +183,11 @@ def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[Me
     return [rows.message(r) for r in reversed(cur.fetchall())]
 
 
+def schedules(conn: sqlite3.Connection) -> list[Schedule]:
+    cur = conn.execute("SELECT * FROM schedules ORDER BY agent, name")
+    return [rows.schedule(r) for r in cur.fetchall()]
+
+
 def due_schedules(conn: sqlite3.Connection, now: float) -> list[Schedule]:
     cur = conn.execute(
         "SELECT * FROM schedules WHERE enabled = 1 AND next_run_at <= ? ORDER BY next_run_at",

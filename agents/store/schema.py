@@ -201,5 +201,8 @@ INSERT INTO channel_members (channel_id, member, role, joined_at)
 """
 
 # (version, script). Append only.
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+# v2: why a schedule last failed to fire (it is then disabled, never retried every tick).
+_V2 = "ALTER TABLE schedules ADD COLUMN last_error TEXT;"
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -30,17 +30,48 @@ from agents.store.reducers.channels import (
     send_direct,
 )
 from agents.store.reducers.memory import compact_memory, delete_memory, write_memory
-from agents.store.reducers.schedules import fire_schedule, set_schedule
+from agents.store.reducers.schedules import (
+    fire_schedule,
+    mark_schedule_failed,
+    remove_schedule,
+    set_schedule,
+)
 from agents.store.reducers.tasks import assign_task, create_task, set_task_status, update_task
 from agents.store.reducers.tools import finish_tool_call, interrupt_running_tool_calls, start_tool_call
 
 __all__ = [
-    "add_member", "add_rule", "assign_task", "cancel_approval", "claim_instance",
-    "compact_memory", "create_channel", "create_task", "decide_approval", "delete_memory",
-    "delete_message", "expire_approvals", "finish_tool_call", "fire_schedule", "heartbeat",
-    "instance_heartbeat", "interrupt_running_tool_calls", "post_message", "record_usage",
-    "release_instance", "remove_member", "remove_rule", "request_approval", "save_cursor",
+    "add_member",
+    "add_rule",
+    "assign_task",
+    "cancel_approval",
+    "claim_instance",
+    "compact_memory",
+    "create_channel",
+    "create_task",
+    "decide_approval",
+    "delete_memory",
+    "delete_message",
+    "expire_approvals",
+    "finish_tool_call",
+    "fire_schedule",
+    "heartbeat",
+    "instance_heartbeat",
+    "interrupt_running_tool_calls",
+    "mark_schedule_failed",
+    "post_message",
+    "record_usage",
+    "release_instance",
+    "remove_member",
+    "remove_rule",
+    "remove_schedule",
+    "request_approval",
+    "save_cursor",
     "save_cursors",
-    "send_direct", "set_agent_status", "set_schedule", "set_task_status", "start_tool_call",
-    "update_task", "write_memory",
+    "send_direct",
+    "set_agent_status",
+    "set_schedule",
+    "set_task_status",
+    "start_tool_call",
+    "update_task",
+    "write_memory",
 ]  # fmt: skip

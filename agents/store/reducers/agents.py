@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.errors import InvalidArgument, PermissionDenied
+from agents.limits import DAY_S, number_in, whole_in
 from agents.protocol import (
     AgentState,
     AgentStatus,
@@ -70,8 +71,11 @@ def record_usage(
     task_id: int | None = None,
 ) -> InferenceUsage:
     _own(tx, actor, agent, "usage")
-    if min(prompt_tokens, cached_tokens, completion_tokens) < 0 or min(queue_s, decode_s) < 0:
-        raise InvalidArgument("usage figures are never negative")
+    for name, count in (("prompt_tokens", prompt_tokens), ("cached_tokens", cached_tokens),
+                        ("completion_tokens", completion_tokens)):
+        whole_in(count, name, 0, 2**31)
+    queue_s = number_in(queue_s, "queue_s", 0.0, DAY_S)
+    decode_s = number_in(decode_s, "decode_s", 0.0, DAY_S)
     if task_id is not None:
         tx.row("tasks", task_id)
     cur = tx.execute(

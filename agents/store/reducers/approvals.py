@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
+from agents.limits import MAX_APPROVAL_TIMEOUT_S, number_in
 from agents.protocol import (
     SYSTEM,
     Approval,
@@ -38,8 +39,7 @@ def request_approval(
     tx.check_actor(actor)
     if actor not in tx.agents:
         raise PermissionDenied(f"{actor}: only agents ask for approval")
-    if timeout_s <= 0:
-        raise InvalidArgument("timeout_s must be > 0")
+    timeout_s = number_in(timeout_s, "timeout_s", 0.0, MAX_APPROVAL_TIMEOUT_S, low_open=True)
     if task_id is not None:
         task = rows.task(tx.row("tasks", task_id))
         if task.owner != actor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
+from agents.limits import whole_in
 from agents.protocol import (
     Memory,
     MemoryCompacted,
@@ -34,8 +35,7 @@ def _insert(
         raise InvalidArgument("a memory needs content")
     if len(content) > MAX_CONTENT:
         raise InvalidArgument(f"memory longer than {MAX_CONTENT} characters")
-    if not 1 <= importance <= 5:
-        raise InvalidArgument(f"importance must be 1..5, got {importance}")
+    whole_in(importance, "importance", 1, 5)
     if kind not in ("reflection", "fact", "summary", "journal"):
         raise InvalidArgument(f"unknown memory kind {kind!r}")
     if scope not in ("private", "shared"):

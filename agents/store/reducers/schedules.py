@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
-from agents.protocol import Schedule, ScheduleFired, ScheduleSet
+from agents.limits import MAX_INTERVAL_S, MIN_INTERVAL_S, number_in, timestamp
+from agents.protocol import Schedule, ScheduleFailed, ScheduleFired, ScheduleRemoved, ScheduleSet
 from agents.store import rows
 from agents.store.reducers.tasks import create_task
 from agents.store.tx import Tx
@@ -26,8 +27,9 @@ def set_schedule(
     tx.check_agent(agent)
     if agent != actor and not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not set {agent}'s schedules")
-    if interval_s <= 0:
-        raise InvalidArgument("interval_s must be > 0")
+    interval_s = number_in(interval_s, "interval_s", MIN_INTERVAL_S, MAX_INTERVAL_S)
+    if first_run_at is not None:
+        first_run_at = timestamp(first_run_at, "first_run_at", tx.now)
     if not name.strip():
         raise InvalidArgument("a schedule needs a name")
     next_run = first_run_at if first_run_at is not None else tx.now + interval_s
@@ -35,7 +37,7 @@ def set_schedule(
         "INSERT INTO schedules (agent, name, interval_s, body, enabled, next_run_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent, name) DO UPDATE SET "
         "interval_s = excluded.interval_s, body = excluded.body, enabled = excluded.enabled, "
-        "next_run_at = excluded.next_run_at",
+        "next_run_at = excluded.next_run_at, last_error = NULL",
         (agent, name, interval_s, body, int(enabled), next_run),
     )
     row = tx.one("SELECT * FROM schedules WHERE agent = ? AND name = ?", (agent, name))
@@ -71,3 +73,34 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
         subject=f"schedule:{schedule_id}", recipient=schedule.agent,
     )
     return task.id
+
+
+def remove_schedule(tx: Tx, actor: str, schedule_id: int) -> Schedule:
+    tx.check_actor(actor)
+    schedule = rows.schedule(tx.row("schedules", schedule_id))
+    if schedule.agent != actor and not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not remove {schedule.agent}'s schedules")
+    tx.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+    tx.emit(
+        actor, ScheduleRemoved(schedule_id=schedule_id, agent=schedule.agent, name=schedule.name),
+        subject=f"schedule:{schedule_id}", recipient=schedule.agent,
+    )
+    return schedule
+
+
+def mark_schedule_failed(tx: Tx, actor: str, schedule_id: int, error: str) -> Schedule:
+    """A schedule that cannot fire is disabled with the reason, so that it neither stops
+    the instance nor fails again every tick; setting it again clears the mark."""
+    if not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not mark schedules")
+    tx.row("schedules", schedule_id)
+    error = error[:500]
+    tx.execute(
+        "UPDATE schedules SET enabled = 0, last_error = ? WHERE id = ?", (error, schedule_id)
+    )
+    schedule = rows.schedule(tx.row("schedules", schedule_id))
+    tx.emit(
+        actor, ScheduleFailed(schedule_id=schedule_id, error=error),
+        subject=f"schedule:{schedule_id}", recipient=schedule.agent,
+    )
+    return schedule

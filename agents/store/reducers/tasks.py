@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
+from agents.errors import DelegationTooDeep, InvalidArgument, InvalidTransition, PermissionDenied
+from agents.limits import timestamp, whole_in
 from agents.protocol import (
     TASK_STATUSES,
     Task,
@@ -31,11 +32,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 MAX_TITLE = 500
 MAX_PRIORITY = 9
+# Deepest task tree: a root is depth 1. Agents delegating in a loop hit this, not the stack.
+MAX_TASK_DEPTH = 32
+
+
+def _depth(tx: Tx, task_id: int) -> int:
+    """How many tasks from `task_id` up to its root, itself included (stops past the cap,
+    so a corrupt parent loop cannot spin)."""
+    row = tx.one(
+        "WITH RECURSIVE up(id, parent_id, depth) AS ("
+        " SELECT id, parent_id, 1 FROM tasks WHERE id = ?"
+        " UNION ALL SELECT t.id, t.parent_id, up.depth + 1 FROM tasks t JOIN up ON t.id = up.parent_id"
+        " WHERE up.depth <= ?) SELECT MAX(depth) FROM up",
+        (task_id, MAX_TASK_DEPTH),
+    )
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _check_priority(priority: int) -> None:
-    if not 0 <= priority <= MAX_PRIORITY:
-        raise InvalidArgument(f"priority must be 0..{MAX_PRIORITY}, got {priority}")
+    whole_in(priority, "priority", 0, MAX_PRIORITY)
 
 
 def _may_change(tx: Tx, actor: str, task: Task) -> None:
@@ -71,6 +86,8 @@ def create_task(
     if len(title) > MAX_TITLE:
         raise InvalidArgument(f"title longer than {MAX_TITLE} characters")
     _check_priority(priority)
+    if deadline is not None:
+        deadline = timestamp(deadline, "deadline", tx.now)
     if owner is not None:
         tx.check_agent(owner)
     job_id: int | None = None
@@ -79,6 +96,10 @@ def create_task(
         # An agent delegates only from a task it owns.
         if not tx.privileged(actor) and parent.owner != actor:
             raise PermissionDenied(f"{actor} may not add subtasks to task {parent_id}")
+        if _depth(tx, parent_id) >= MAX_TASK_DEPTH:
+            raise DelegationTooDeep(
+                f"task {parent_id} is already {MAX_TASK_DEPTH} levels deep; no further subtasks"
+            )
         job_id = parent.job_id
     cur = tx.execute(
         "INSERT INTO tasks (parent_id, job_id, owner, created_by, title, body, status, "
@@ -160,6 +181,8 @@ def update_task(
         raise InvalidArgument("nothing to update")
     if priority is not None:
         _check_priority(priority)
+    if deadline is not None:
+        deadline = timestamp(deadline, "deadline", tx.now)
     tx.execute(
         "UPDATE tasks SET priority = COALESCE(?, priority), deadline = COALESCE(?, deadline), "
         "updated_at = ? WHERE id = ?",
