@@ -18,9 +18,12 @@ import msgspec
 import platformdirs
 
 from agents.errors import ConfigError
+from agents.home import FileTooLarge, NotARegularFile, read_regular_text
+from agents.limits import MAX_APPROVAL_TIMEOUT_S
 from agents.secrets import resolve as resolve_secret
 
 CONFIG_FILE = "config.toml"
+MAX_CONFIG_BYTES = 1 << 20
 DATABASE_FILE = "agentdeck.db"
 HOME_ENV = "AGENTDECK_HOME"
 
@@ -157,11 +160,11 @@ def default_config() -> Config:
 def home_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """--home DIR, else $AGENTDECK_HOME, else the platform's user data dir."""
     if override:
-        return Path(override).expanduser()
+        return Path(override).expanduser().absolute()
     env = os.environ.get(HOME_ENV)
     if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("agentdeck", appauthor=False))
+        return Path(env).expanduser().absolute()
+    return Path(platformdirs.user_data_dir("agentdeck", appauthor=False)).absolute()
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +191,13 @@ def _explain(err: msgspec.ValidationError, prefix: str = "") -> str:
 
 def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
     """Decode TOML text merged over the defaults; raise ConfigError naming the key path."""
+    try:
+        return _parse(text, source)
+    except RecursionError:  # tomllib and the merge recurse per level of [[[...]]]
+        raise ConfigError(f"{source}: nested too deeply to be a config") from None
+
+
+def _parse(text: str, source: str) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -221,8 +231,8 @@ def _check_values(config: Config, source: str) -> None:
     """Ranges msgspec's types cannot say. nan and inf are refused: a timeout of inf is no
     timeout at all."""
     problems: list[str] = []
-    if not _positive(config.approval_timeout_s):
-        problems.append("approval_timeout_s: must be a number > 0")
+    if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:
+        problems.append(f"approval_timeout_s: must be a number > 0 and <= {MAX_APPROVAL_TIMEOUT_S:g}")
     inf = config.inference
     if inf.slots < 1:
         problems.append("inference.slots: must be >= 1")
@@ -257,9 +267,13 @@ def load_config(home: Path) -> Config:
     """The config in `home`, or the defaults when there is no file."""
     path = home / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return default_config()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
+    except (NotARegularFile, FileTooLarge) as err:
+        raise ConfigError(f"{err}; a config is a TOML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     return parse_config(text, str(path))

@@ -7,8 +7,11 @@ the home dir) so that `agentdeck secret list` can show them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import keyring
@@ -16,11 +19,13 @@ import keyring.errors
 from keyring.backends import fail
 
 from agents.errors import AgentdeckError, ConfigError
+from agents.home import PRIVATE_DIR, PRIVATE_FILE, read_regular_text, write_private_text
 
 SERVICE = "agentdeck"
 ENV_PREFIX = "AGENTDECK_SECRET_"
 REFERENCE_PREFIX = "keyring:"
 NAMES_FILE = "secret-names"
+MAX_NAMES_BYTES = 1 << 20
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
@@ -61,19 +66,39 @@ class SecretStore:
 
     def __init__(self, home: Path) -> None:
         self.names_path = home / NAMES_FILE
+        self.lock_path = home / f"{NAMES_FILE}.lock"
 
     def names(self) -> list[str]:
         try:
-            text = self.names_path.read_text(encoding="utf-8")
+            text = read_regular_text(self.names_path, MAX_NAMES_BYTES)
         except FileNotFoundError:
             return []
+        except (OSError, UnicodeDecodeError) as err:
+            raise SecretError(f"{self.names_path}: cannot read the secret names: {err}") from None
         return sorted({line.strip() for line in text.splitlines() if line.strip()})
 
+    @contextmanager
+    def _names_locked(self) -> Iterator[None]:
+        """Read-modify-write of the names file under an exclusive lock: twelve
+        `secret set` at once must keep all twelve names."""
+        self.names_path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _add_name(self, name: str) -> None:
+        with self._names_locked():
+            self._write_names([*self.names(), name])
+
+    def _remove_name(self, name: str) -> None:
+        with self._names_locked():
+            self._write_names([n for n in self.names() if n != name])
+
     def _write_names(self, names: list[str]) -> None:
-        self.names_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.names_path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{n}\n" for n in sorted(set(names))), encoding="utf-8")
-        tmp.replace(self.names_path)
+        write_private_text(self.names_path, "".join(f"{n}\n" for n in sorted(set(names))))
 
     def set(self, name: str, value: str) -> None:
         check_name(name)
@@ -85,7 +110,7 @@ class SecretStore:
             keyring.set_password(SERVICE, name, value)
         except keyring.errors.KeyringError as err:
             raise SecretError(f"keyring refused secret {name}: {err}; or set {env_var(name)}") from None
-        self._write_names([*self.names(), name])
+        self._add_name(name)
 
     def delete(self, name: str) -> None:
         check_name(name)
@@ -99,7 +124,7 @@ class SecretStore:
                 raise SecretError(f"keyring refused to delete {name}: {err}") from None
         if not known:
             raise SecretError(f"no secret named {name}")
-        self._write_names([n for n in self.names() if n != name])
+        self._remove_name(name)
 
     def where(self, name: str) -> str:
         """'env', 'keyring' or 'missing' — never the value."""

@@ -9,9 +9,10 @@ import sys
 from agents.config import CONFIG_FILE
 from agents.config_template import default_config_text
 from agents.errors import AgentdeckError
+from agents.home import write_private_text
 from agents.secrets import SecretStore, env_var, keyring_usable, no_keyring_message
 from app.context import Context
-from app.render import print_json, table
+from app.render import line, print_json, table
 
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
@@ -19,10 +20,8 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise AgentdeckError(f"{path} already exists; use --force to overwrite it")
     ctx.ensure_home()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(default_config_text(), encoding="utf-8")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    write_private_text(path, default_config_text())
+    line(f"wrote {path}")
     return 0
 
 
@@ -39,20 +38,20 @@ def cmd_secret(ctx: Context, args: argparse.Namespace) -> int:
         if not keyring_usable():  # say so before asking for the value
             raise AgentdeckError(no_keyring_message(args.name))
         secrets.set(args.name, _read_value(args.name))
-        print(f"secret {args.name} stored in the keyring")
+        line(f"secret {args.name} stored in the keyring")
         return 0
     if args.secret_command == "delete":
         secrets.delete(args.name)
-        print(f"secret {args.name} deleted")
+        line(f"secret {args.name} deleted")
         return 0
     rows = [{"name": n, "source": secrets.where(n), "env": env_var(n)} for n in secrets.names()]
     if args.json:
         print_json({"keyring": keyring_usable(), "secrets": rows})
         return 0
     if not keyring_usable():
-        print("keyring: no usable backend; secrets come from AGENTDECK_SECRET_<NAME> variables")
+        line("keyring: no usable backend; secrets come from AGENTDECK_SECRET_<NAME> variables")
     if not rows:
-        print("no secrets")
+        line("no secrets")
         return 0
     table(["name", "source", "environment variable"], [(r["name"], r["source"], r["env"]) for r in rows])
     return 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 
 from agents.config import DATABASE_FILE, Config, home_dir, load_config
+from agents.home import make_private_home
 from agents.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Context:
@@ -22,7 +26,10 @@ class Context:
         return self.home / DATABASE_FILE
 
     def ensure_home(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create the home 0700, or tighten what other users could read in it."""
+        notes = make_private_home(self.home)
+        if notes:  # fixed now, so said once
+            log.warning("made private (other users could read them): %s", ", ".join(notes))
 
     @cached_property
     def store(self) -> Store:

@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agents.errors import StoreOpenError
+from agents.home import create_private_file
 from agents.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
+# After a checkpoint the WAL is truncated to this size, not left at its high-water mark.
+JOURNAL_SIZE_LIMIT = 64 << 20
 
 
 def check_file(path: Path) -> None:
@@ -53,9 +56,13 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
     a newer schema; such a file is left exactly as it was.
     """
     path = Path(path)
-    check_file(path)
-    if not path.exists() and not create:
-        raise StoreOpenError(f"database {path}: does not exist")
+    in_memory = str(path) == ":memory:"  # SQLite's name for a private in-memory database
+    if not in_memory:
+        check_file(path)
+    if not in_memory and not path.exists():
+        if not create:
+            raise StoreOpenError(f"database {path}: does not exist")
+        create_private_file(path)  # 0600; SQLite gives its WAL and SHM the same mode
     try:
         conn = _connect(path)
     except sqlite3.Error as err:
@@ -84,6 +91,7 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # crash or power cut can lose the last transactions.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         _migrate(conn, version)
     except sqlite3.OperationalError as err:
         # Locked by another process past the busy timeout, disk I/O, read-only media: the
@@ -92,7 +100,14 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         raise StoreOpenError(f"database {path}: cannot use it right now ({err})") from None
     except sqlite3.DatabaseError as err:
         conn.close()
-        raise StoreOpenError(f"database {path}: damaged or not a database ({err})") from None
+        raise StoreOpenError(
+            f"database {path}: damaged or not a database ({err}); `agentdeck doctor` says more"
+        ) from None
+    except UnicodeDecodeError:  # SQLite quoted damaged schema bytes in its error message
+        conn.close()
+        raise StoreOpenError(
+            f"database {path}: damaged (malformed schema); `agentdeck doctor` says more"
+        ) from None
     except BaseException:
         conn.close()
         raise
@@ -129,3 +144,20 @@ def _migrate(conn: sqlite3.Connection, current: int) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy the whole WAL into the database and truncate it to zero bytes (when no
+    reader holds an old snapshot; else as much as it can, and again next time).
+    Returns (busy, WAL frames, frames checkpointed), as SQLite does."""
+    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return int(busy), int(frames), int(done)
+
+
+def wal_bytes(conn: sqlite3.Connection) -> int:
+    """The size of this database's WAL file (0 when there is none)."""
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    try:
+        return os.stat(f"{path}-wal").st_size
+    except FileNotFoundError:
+        return 0
