@@ -11,6 +11,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -37,11 +38,12 @@ class BusFigures(msgspec.Struct, kw_only=True):
     raw_unbatched_events_per_s: float  # one transaction per event, as each reducer call is
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", type=int, default=5000, help="events to publish (default 5000)")
-    p.add_argument("--subscribers", type=int, default=6, help="bus readers (default 6)")
-    p.add_argument("--queue", type=int, default=64, help="each reader's queue bound (default 64)")
-    p.add_argument("--batch", type=int, default=100, help="raw sqlite3 rows per transaction")
+def add_arguments(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+    """`count` parses a whole number >= 1 (the CLI's own, ASCII digits only)."""
+    p.add_argument("--events", type=count, default=5000, help="events to publish (default 5000)")
+    p.add_argument("--subscribers", type=count, default=6, help="bus readers (default 6)")
+    p.add_argument("--queue", type=count, default=64, help="each reader's queue bound (default 64)")
+    p.add_argument("--batch", type=count, default=100, help="raw sqlite3 rows per transaction")
     p.add_argument("--json", action="store_true")
 
 

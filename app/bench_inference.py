@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -62,10 +63,12 @@ class Report(msgspec.Struct, kw_only=True):
     prefix_cache: PrefixCache
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agents", type=int, default=5, metavar="N", help="concurrent requests (default 5)")
+def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+    """`count` parses a whole number >= 1 (the CLI's own, ASCII digits only)."""
+    parser.add_argument("--agents", type=count, default=5, metavar="N",
+                        help="concurrent requests (default 5)")
     parser.add_argument(
-        "--tokens", type=int, default=128, metavar="N", help="tokens generated per request (default 128)"
+        "--tokens", type=count, default=128, metavar="N", help="tokens generated per request (default 128)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -78,9 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     err = Console(stderr=True)
-    if args.agents < 1 or args.tokens < 1:
-        print("agentdeck: --agents and --tokens must be at least 1", file=sys.stderr)
-        return 2
     try:
         report = asyncio.run(_bench(args, config, err))
     except AgentdeckError as e:

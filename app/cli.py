@@ -1,54 +1,94 @@
-"""The `agentdeck` command: argument parsing, dispatch, and the one-line error boundary."""
+"""The `agentdeck` command: argument parsing, dispatch, and the one-line error boundary.
+
+Only the standard library is imported at module level: everything else is imported
+inside `main()`'s error boundary, so a Ctrl-C while the imports run (the first few
+tenths of a second) exits 130 quietly instead of printing a traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sqlite3
+import signal
+
+# Until this module has loaded, Ctrl-C ends the process quietly with 130; main() then
+# imports everything else inside its own boundary. (Restored at the end of the module,
+# so importing app.cli elsewhere leaves SIGINT as it was.)
+try:
+    _previous_sigint = signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+except ValueError:  # imported off the main thread: signals are not ours to set
+    _previous_sigint = None
+
+import argparse
+import re
 import sys
-from collections.abc import Callable, Sequence
-
-from agents.errors import AgentdeckError
-from agents.protocol import TASK_STATUSES
-from agents.store.reducers.tasks import MAX_PRIORITY
-from app.context import Context
-
-Handler = Callable[[Context, argparse.Namespace], int]
-
+from collections.abc import Sequence
+from typing import NoReturn
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: no `1_0`, no other scripts' digits, no sign
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= MAX_ID:
+    if not _DIGITS.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a whole number (digits 0-9 only): {text!r}")
+    value = int(text)
+    if value > MAX_ID:
         raise argparse.ArgumentTypeError(f"out of range: {text}")
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _priority(text: str) -> int:
+    from agents.store.reducers.tasks import MAX_PRIORITY
+
     value = _positive_int(text)
     if value > MAX_PRIORITY:
         raise argparse.ArgumentTypeError(f"priority is 0..{MAX_PRIORITY}, got {value}")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from app import bench_bus, bench_inference, cmd_log, cmd_setup, commands, doctor, instance
+def _seconds(text: str) -> float:
+    """A plain decimal number of seconds (no `inf`, `nan`, exponents or `_`)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return float(text)
 
-    parser = argparse.ArgumentParser(
+
+def _home(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a directory")
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose error messages echo what was typed: made terminal-safe."""
+
+    def error(self, message: str) -> NoReturn:
+        from agents.safe_text import safe_text
+
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {safe_text(message)}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agents.protocol import TASK_STATUSES
+    from app import backup, bench_bus, bench_inference, cmd_log, cmd_setup, commands, doctor, instance
+
+    parser = Parser(
         prog="agentdeck",
         description="A crew of five local LLM agents in one terminal.",
     )
-    parser.add_argument("--home", metavar="DIR", help="state and config dir (default: $AGENTDECK_HOME "
-                        "or the platform's user data dir)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--home", metavar="DIR", type=_home, help="state and config dir (default: "
+                        "$AGENTDECK_HOME or the platform's user data dir)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: object, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
@@ -84,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("deny", commands.cmd_deny, "deny a pending approval")
     p.add_argument("id", type=_positive_int, metavar="ID")
 
+    p = add("schedules", commands.cmd_schedules, "recurring tasks: list, add, remove")
+    add_json(p)
+    sched = p.add_subparsers(dest="schedule_command", metavar="ACTION", parser_class=Parser)
+    s = sched.add_parser("add", help="give AGENT a task named NAME every SECONDS")
+    s.add_argument("agent", metavar="AGENT")
+    s.add_argument("name", metavar="NAME")
+    s.add_argument("every", type=_seconds, metavar="SECONDS", help="1 s .. 366 days")
+    s.add_argument("--body", metavar="TEXT", help="what the task asks")
+    s = sched.add_parser("remove", help="delete a schedule")
+    s.add_argument("id", type=_positive_int, metavar="ID")
+
     p = add("log", cmd_log.cmd_log, "the event log")
     add_json(p)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
@@ -93,11 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", doctor.cmd_doctor, "check the set-up, one line per part")
     add_json(p)
 
+    p = add("backup", backup.cmd_backup, "a consistent copy of the database, safe while running")
+    p.add_argument("path", metavar="PATH", help="file to write, or a directory to write it in")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
     p = add("init", cmd_setup.cmd_init, "write a commented default config.toml")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
 
     p = add("secret", cmd_setup.cmd_secret, "secrets in the OS keyring")
-    secret = p.add_subparsers(dest="secret_command", metavar="ACTION", required=True)
+    secret = p.add_subparsers(dest="secret_command", metavar="ACTION", required=True,
+                              parser_class=Parser)
     s = secret.add_parser("set", help="store a secret (value read without echo)")
     s.add_argument("name", metavar="NAME")
     s = secret.add_parser("delete", help="delete a secret")
@@ -105,60 +161,78 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", _bench_usage, "benchmarks: bus, inference")
-    bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    p = add("bench", None, "benchmarks: bus, inference")
+    bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
     b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
     b.set_defaults(handler=bench_bus.cmd_bench_bus)
-    bench_bus.add_arguments(b)
+    bench_bus.add_arguments(b, _at_least_one)
     b = bench.add_parser("inference", help="continuous batching vs one-at-a-time")
     b.set_defaults(handler=_bench_inference)
-    bench_inference.add_arguments(b)
+    bench_inference.add_arguments(b, _at_least_one)
     return parser
 
 
-def _bench_usage(_ctx: Context, _args: argparse.Namespace) -> int:
-    return 2  # unreachable: argparse requires WHAT
-
-
-def _bench_inference(ctx: Context, args: argparse.Namespace) -> int:
+def _bench_inference(ctx: object, args: argparse.Namespace) -> int:
     from app import bench_inference
 
-    return bench_inference.run(args, ctx.config)
+    return bench_inference.run(args, ctx.config)  # type: ignore[attr-defined]
+
+
+def _print_error(message: str) -> None:
+    from agents.safe_text import safe_text
+
+    sys.stderr.write(f"agentdeck: {safe_text(message)}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
-    logging.basicConfig(level=logging.WARNING, format="agentdeck: %(message)s")
-    ctx = Context(args.home)
+    ctx = None
     try:
-        return args.handler(ctx, args)
-    except AgentdeckError as err:
-        print(f"agentdeck: {err}", file=sys.stderr)
-        return err.exit_code
+        # A stdout or stderr that cannot encode some character (a latin-1 or ASCII pipe)
+        # shows it as an escape instead of failing halfway through the output.
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+        import sqlite3
+
+        from agents.errors import AgentdeckError
+        from app.context import Context
+        from app.logs import setup_logging
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+        setup_logging()
+        ctx = Context(args.home)
+        try:
+            return args.handler(ctx, args)
+        except AgentdeckError as err:
+            _print_error(str(err))
+            return err.exit_code
+        except sqlite3.Error as err:  # locked past the busy timeout, disk full, I/O error
+            _print_error(f"database {ctx.db_path}: {err}")
+            return 1
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:  # `agentdeck log | head`: the reader left; so do we, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except sqlite3.Error as err:  # locked past the busy timeout, disk full, I/O error
-        print(f"agentdeck: database {ctx.db_path}: {err}", file=sys.stderr)
-        return 1
     except OSError as err:  # e.g. a home dir we cannot create or write
-        print(f"agentdeck: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
-              file=sys.stderr)
+        _print_error(f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}")
         return 1
-    except KeyboardInterrupt:
-        return 130
     except Exception as err:  # a bug: still one line; AGENTDECK_DEBUG=1 shows the traceback
         if os.environ.get("AGENTDECK_DEBUG"):
             raise
-        print(f"agentdeck: internal error: {type(err).__name__}: {err} "
-              "(run with AGENTDECK_DEBUG=1 for details)", file=sys.stderr)
+        _print_error(f"internal error: {type(err).__name__}: {err} "
+                     "(run with AGENTDECK_DEBUG=1 for details)")
         return 1
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
 
+
+if _previous_sigint is not None:
+    signal.signal(signal.SIGINT, _previous_sigint)
 
 if __name__ == "__main__":
     sys.exit(main())

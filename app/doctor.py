@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
 from agents.config import CONFIG_FILE
 from agents.errors import AgentdeckError
+from agents.home import loose_permissions
 from agents.secrets import backend_name, keyring_usable
 from agents.store.database import check_file
 from agents.store.schema import SCHEMA_VERSION
 from app.context import Context
-from app.render import print_json
+from app.render import line, print_json
+
+QUICK_CHECK_LINES = 5
 
 
 class Check(msgspec.Struct):
@@ -30,20 +34,49 @@ def _config(ctx: Context) -> Check:
     return Check("config", "ok", f"{where}; agents: {', '.join(config.enabled_agents())}")
 
 
+DAMAGED_HINT = (
+    "stop agentdeck, move the file away and restore a copy made by `agentdeck backup` "
+    "(or try `sqlite3 DB .recover`)"
+)
+
+
+def _quick_check(db: Path) -> list[str]:
+    """PRAGMA quick_check's first lines, also when the schema itself is damaged (then
+    SQLite cannot parse it, and its error message may not even be UTF-8)."""
+    for writable_schema in (False, True):
+        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            if writable_schema:  # read past a schema that does not parse
+                conn.execute("PRAGMA writable_schema = ON")
+            return [row[0] for row in conn.execute(f"PRAGMA quick_check({QUICK_CHECK_LINES})")]
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
+            problem = _sqlite_message(err)
+        finally:
+            conn.close()
+    return [problem]
+
+
+def _sqlite_message(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):  # SQLite quoted damaged bytes in its message
+        return "malformed database schema (SQLite's message is not even text)"
+    return str(err)
+
+
 def _database(ctx: Context) -> Check:
     """Read-only: doctor never creates, migrates or writes the database."""
     if not ctx.db_path.exists():
         return Check("database", "ok", f"{ctx.db_path} will be created on first use")
     check_file(ctx.db_path)  # not a database at all: StoreOpenError, file untouched
+    problems = [line for line in _quick_check(ctx.db_path) if line != "ok"]
+    if problems:
+        return Check("database", "fail", f"{ctx.db_path} is damaged: {'; '.join(problems)}. "
+                     f"What to do: {DAMAGED_HINT}")
     conn = sqlite3.connect(f"{ctx.db_path.as_uri()}?mode=ro", uri=True)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        result = conn.execute("PRAGMA quick_check").fetchone()[0]
         events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] if version else 0
     finally:
         conn.close()
-    if result != "ok":
-        return Check("database", "fail", f"{ctx.db_path}: quick_check says {result}; restore a backup")
     if version > SCHEMA_VERSION:
         return Check("database", "fail", f"{ctx.db_path}: schema {version} is newer than this "
                      f"agentdeck ({SCHEMA_VERSION}); upgrade agentdeck")
@@ -82,6 +115,15 @@ def _gpu(_ctx: Context) -> Check:
     return Check("gpu", "ok", f"{info.name}, {used:.0f}/{total:.0f} MiB VRAM used")
 
 
+def _permissions(ctx: Context) -> Check:
+    loose = loose_permissions(ctx.home)
+    if not loose:
+        return Check("permissions", "ok", f"{ctx.home} is private to its user")
+    listed = ", ".join(f"{path} ({mode:04o})" for path, mode in loose)
+    return Check("permissions", "warn", f"other users can read: {listed}; any agentdeck "
+                 "command except doctor makes them private (or chmod go= them)")
+
+
 def _keyring(_ctx: Context) -> Check:
     if keyring_usable():
         return Check("keyring", "ok", backend_name())
@@ -91,17 +133,27 @@ def _keyring(_ctx: Context) -> Check:
     )
 
 
-CHECKS: list[Callable[[Context], Check]] = [_config, _database, _model, _llama, _gpu, _keyring]
-NAMES = ["config", "database", "model", "llama-cpp-python", "gpu", "keyring"]
+CHECKS: list[tuple[str, Callable[[Context], Check]]] = [
+    ("config", _config), ("database", _database), ("permissions", _permissions),
+    ("model", _model), ("llama-cpp-python", _llama), ("gpu", _gpu), ("keyring", _keyring),
+]
 
 
 def run_checks(ctx: Context) -> list[Check]:
+    """Every check runs and reports, whatever the ones before it found: doctor exists for
+    the set-ups where things are broken."""
     results = []
-    for check, name in zip(CHECKS, NAMES, strict=True):
+    for name, check in CHECKS:
         try:
             results.append(check(ctx))
-        except (AgentdeckError, sqlite3.Error, OSError) as err:
+        except AgentdeckError as err:
             results.append(Check(name, "fail", str(err)))
+        except (sqlite3.Error, UnicodeDecodeError) as err:
+            results.append(Check(name, "fail", _sqlite_message(err)))
+        except OSError as err:
+            results.append(Check(name, "fail", f"{err.filename or ''} {err.strerror or err}".strip()))
+        except Exception as err:  # a bug in a check must not hide the other checks
+            results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
     return results
 
 
@@ -111,5 +163,5 @@ def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
         print_json(results)
     else:
         for c in results:
-            print(f"{c.status:<4}  {c.name:<16}  {c.detail}")
+            line(f"{c.status:<4}  {c.name:<16}  {c.detail}")
     return 1 if any(c.status == "fail" for c in results) else 0

@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
+import psutil
 from rich.console import Console
 
 from agents.bus import Bus, Subscription
@@ -28,8 +30,10 @@ from agents.config import Config
 from agents.errors import InvalidTransition
 from agents.inference import Engine, resolve_model_path
 from agents.protocol import SYSTEM, ApprovalRequested, Event
+from agents.safe_text import safe_text
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
+from agents.store.database import checkpoint, wal_bytes
 from app.cmd_log import event_json, event_text
 from app.context import Context
 from app.progress import LoadProgress
@@ -37,6 +41,11 @@ from app.progress import LoadProgress
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+# No new event for this long: checkpoint the WAL into the database and truncate it, so a
+# burst of writes does not leave a WAL larger than the database behind. (Heartbeats write
+# every second but add no event; a WAL that small is left alone.)
+CHECKPOINT_IDLE_S = 2.0
+CHECKPOINT_MIN_WAL = 1 << 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,20 +71,26 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     return asyncio.run(instance.run())
 
 
-def _write_line(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+def _write_line(line: str) -> bool:
+    """False once nobody reads stdout any more (`agentdeck run | head`)."""
+    try:
+        sys.stdout.write(safe_text(line) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
-    """Is there a process with this pid on this machine? (signal 0 checks, sends nothing)"""
+    """Is a process with this pid running on this machine? A zombie (killed, not yet
+    reaped by its parent) is not: it will never heartbeat again."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except psutil.AccessDenied:  # exists, owned by someone else
         return True
-    return True
 
 
 class Instance:
@@ -91,11 +106,16 @@ class Instance:
         self.pid = os.getpid()
         self.stopping = asyncio.Event()
         self.exit_code = 0
+        self.reporting = True  # until stdout's reader goes away
+        self.last_event_seen = -1  # for the idle checkpoint
+        self.quiet_since = time.monotonic()
 
     async def say(self, line: str) -> None:
         """A line on stdout, written off the loop: a stalled pipe (a paused pager) must
         not stall heartbeats; it only slows the reporter, whose bus queue then fills."""
-        await asyncio.to_thread(_write_line, line)
+        if self.reporting and not await asyncio.to_thread(_write_line, line):
+            self.reporting = False  # the instance keeps running; it only stops reporting
+            log.warning("stdout was closed; no more event lines")
 
     async def run(self) -> int:
         store = await AsyncStore(self.ctx.db_path, self.config.enabled_agents()).open()
@@ -118,7 +138,8 @@ class Instance:
             )
             await self.recover(store)
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            # SIGHUP too: a closed terminal or `systemctl reload` must release the row.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, self.stopping.set)
             await self.say(
                 f"agentdeck running (pid {self.pid}, home {self.ctx.home}, approvals: "
@@ -127,6 +148,7 @@ class Instance:
             workers += [
                 asyncio.create_task(self._every(TICK_S, self._expire, store)),
                 asyncio.create_task(self._every(TICK_S, self._schedules, store)),
+                asyncio.create_task(self._every(TICK_S, self._checkpoint_when_idle, store)),
                 asyncio.create_task(self._each(reporter, self._report)),
                 asyncio.create_task(self._each(approvals, lambda e: self._apply_policy(store, e))),
             ]
@@ -163,7 +185,7 @@ class Instance:
 
     async def load_model(self) -> None:
         console = Console(stderr=True)
-        with LoadProgress(console, f"loading {self.model.name}") as progress:
+        with LoadProgress(console, safe_text(f"loading {self.model.name}")) as progress:
             self.engine = Engine(self.config.inference, model_path=self.model, progress=progress)
             await self.engine.start()
         snap = self.engine.snapshot()
@@ -223,7 +245,28 @@ class Instance:
 
     async def _schedules(self, store: AsyncStore) -> None:
         for schedule in await store.read(queries.due_schedules, time.time()):
-            await store.write(r.fire_schedule, SYSTEM, schedule.id)
+            try:
+                await store.write(r.fire_schedule, SYSTEM, schedule.id)
+            except InvalidTransition:
+                continue  # fired meanwhile by someone else
+            except sqlite3.OperationalError:
+                raise  # locked for now: the next tick tries again
+            except Exception as err:  # this schedule is broken, not the instance
+                reason = f"{type(err).__name__}: {err}"
+                log.warning("schedule %d (%s %s) cannot fire: %s; disabled", schedule.id,
+                            schedule.agent, schedule.name, reason)
+                await store.write(r.mark_schedule_failed, SYSTEM, schedule.id, reason)
+
+    async def _checkpoint_when_idle(self, store: AsyncStore) -> None:
+        """Once no event has been appended (by any process) for CHECKPOINT_IDLE_S and the
+        WAL holds more than heartbeats, fold it into the database and truncate it."""
+        head = await store.read(queries.last_event_id)
+        now = time.monotonic()
+        if head != self.last_event_seen:
+            self.last_event_seen, self.quiet_since = head, now
+            return
+        if now - self.quiet_since >= CHECKPOINT_IDLE_S and await store.read(wal_bytes) > CHECKPOINT_MIN_WAL:
+            await store.read(checkpoint)
 
     async def _report(self, event: Event) -> None:
         await self.say(event_json(event) if self.as_json else event_text(event))

@@ -192,7 +192,7 @@ def test_unknown_command_and_bad_arguments_exit_2(home: Path) -> None:
     proc = run(home, "frobnicate")
     assert proc.returncode == 2 and "usage:" in proc.stderr
     proc = run(home, "approve", "abc")
-    assert proc.returncode == 2 and "not a number" in proc.stderr
+    assert proc.returncode == 2 and "not a whole number" in proc.stderr
     proc = run(home, "send")
     assert proc.returncode == 2
 
@@ -249,7 +249,7 @@ def test_init_writes_the_defaults_and_refuses_to_overwrite(home: Path) -> None:
 def test_doctor_reports_each_part(home: Path) -> None:
     out = ok(home, "doctor")
     names = [line.split()[1] for line in out.splitlines()]
-    assert names == ["config", "database", "model", "llama-cpp-python", "gpu", "keyring"]
+    assert names == ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "keyring"]
     assert all(line.split()[0] in ("ok", "warn") for line in out.splitlines())
 
 

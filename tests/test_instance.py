@@ -225,3 +225,74 @@ def test_an_instance_that_lost_its_row_stops(db_path: Path, start: Callable[...,
     conn.close()
     assert inst.proc.wait(timeout=10) == 1
     inst.wait_for("claim lost")
+
+
+# --- hardening: signals, zombies, broken schedules, the WAL, hostile text ---
+
+
+def test_sighup_stops_cleanly_and_releases_the_row(home: Path, db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start()
+    assert inst.stop(signal.SIGHUP) == 0
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.instance) is None
+    assert json.loads(ok(home, "status", "--json"))["instance"] is None
+
+
+def test_a_zombie_of_a_killed_instance_does_not_block_a_restart(db_path: Path, start: Callable[..., Running]) -> None:
+    import psutil
+
+    first = start()
+    first.proc.send_signal(signal.SIGKILL)
+    wait_until(lambda: psutil.Process(first.proc.pid).status() == psutil.STATUS_ZOMBIE)
+    # Not reaped: `kill -0` still succeeds on it, and its heartbeat is fresh.
+    second = start()
+    assert f"pid {second.proc.pid}" in second.wait_for("agentdeck running")
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.instance)["pid"] == second.proc.pid
+    first.proc.wait()
+
+
+def test_a_schedule_that_cannot_fire_is_marked_and_the_instance_runs(
+    home: Path, db_path: Path, start: Callable[..., Running]
+) -> None:
+    """The audit's case: an interval of 5e-324 (stored before the checks) made every
+    start fail with OverflowError."""
+    with Store.open(db_path, AGENTS) as store:
+        bad = store.write(r.set_schedule, "owner", "ops", "bad", 60, first_run_at=1.0)
+        good = store.write(r.set_schedule, "owner", "ops", "good", 60, first_run_at=2.0)
+        store.conn.execute("UPDATE schedules SET interval_s = 5e-324 WHERE id = ?", (bad.id,))
+    inst = start()
+    inst.wait_for("schedule.failed")
+    listed = {s["name"]: s for s in json.loads(ok(home, "schedules", "--json"))}
+    assert listed["bad"]["enabled"] is False and "OverflowError" in listed["bad"]["last_error"]
+    assert listed["good"]["last_run_at"] is not None
+    titles = [t["title"] for t in json.loads(ok(home, "tasks", "--json"))]
+    assert titles == ["[good] scheduled"]
+    assert "off: OverflowError" in ok(home, "schedules")
+    assert inst.proc.poll() is None
+    assert good.id != bad.id
+
+
+@pytest.mark.timeout(120)
+def test_the_wal_is_truncated_once_writes_go_quiet(db_path: Path, start: Callable[..., Running]) -> None:
+    start()
+    wal = Path(f"{db_path}-wal")
+    with Store.open(db_path, AGENTS) as store:
+        for i in range(300):
+            store.write(r.create_task, "owner", f"bulk {i}", body="x" * 20_000)
+    big = wal.stat().st_size
+    assert big > 4 << 20
+    wait_until(lambda: wal.stat().st_size < 1 << 20, timeout=30)
+    with Store.open(db_path, AGENTS) as store:
+        assert len(store.read(queries.tasks)) == 300  # folded into the database, not lost
+        assert store.conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 64 << 20
+
+
+def test_the_reporter_prints_hostile_text_escaped(db_path: Path, start: Callable[..., Running]) -> None:
+    inst = start()
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.create_task, "owner", "x\x1b]0;owned\x07 \x9b2J\u202eevil")
+    line = inst.wait_for("task.created")
+    assert "\x1b" not in line and "\x9b" not in line and "\u202e" not in line
+    # JSON already spells C0 controls as \u001b; the rest is escaped by safe_text.
+    assert "\\u001b]0;owned\\u0007" in line and "\\x9b2J\\u202eevil" in line

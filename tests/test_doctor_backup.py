@@ -1,0 +1,136 @@
+"""doctor finishes on the set-ups it exists for; backup copies a live database consistently."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS, REPO, agentdeck_cmd, subprocess_env
+from test_cli import ok, one_line_error, run
+
+from agents.store import Store
+from agents.store import reducers as r
+
+CHECK_NAMES = ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "keyring"]
+
+
+def damage_schema(db_path: Path) -> None:
+    """Overwrite bytes of a table's CREATE statement in sqlite_master with invalid UTF-8:
+    SQLite can no longer parse the schema and quotes the bytes in its error message."""
+    data = bytearray(db_path.read_bytes())
+    at = data.index(b"CREATE TABLE tasks")
+    data[at + 7: at + 12] = b"\xff\xfe\xfd\xfc\xfb"
+    db_path.write_bytes(bytes(data))
+
+
+def doctor(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(agentdeck_cmd(*args, "doctor", "--json"), env=subprocess_env(cwd, **env),
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_doctor_with_a_relative_home(tmp_path: Path) -> None:
+    (tmp_path / "rel").mkdir()
+    subprocess.run(agentdeck_cmd("--home", "rel", "send", "x"), env=subprocess_env(tmp_path / "rel"),
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    proc = doctor(tmp_path, "--home", "rel")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["database"]["status"] == "ok", checks["database"]
+    assert str(tmp_path / "rel" / "agentdeck.db") in checks["database"]["detail"]
+
+
+def test_a_damaged_schema_is_reported_by_doctor_and_refused_by_commands(home: Path, db_path: Path) -> None:
+    ok(home, "send", "before the damage")
+    damage_schema(db_path)
+    before = db_path.read_bytes()
+    proc = run(home, "tasks")
+    assert proc.returncode == 2
+    assert "damaged" in one_line_error(proc) and "doctor" in one_line_error(proc)
+
+    proc = run(home, "doctor", "--json")
+    assert proc.returncode == 1
+    checks = json.loads(proc.stdout)
+    assert [c["name"] for c in checks] == CHECK_NAMES  # every check ran
+    database = checks[1]
+    assert database["status"] == "fail"
+    assert "damaged" in database["detail"] and "agentdeck backup" in database["detail"]
+    text = run(home, "doctor").stdout
+    assert len(text.splitlines()) == len(CHECK_NAMES)
+    assert db_path.read_bytes() == before  # looked at, never touched
+
+
+def test_doctor_keeps_going_when_the_config_is_broken(home: Path) -> None:
+    (home / "config.toml").write_text("[agents.dev]\ntool = 1\n")
+    proc = run(home, "doctor", "--json")
+    checks = json.loads(proc.stdout)
+    assert [c["name"] for c in checks] == CHECK_NAMES
+    assert checks[0]["status"] == "fail" and "unknown key agents.dev.tool" in checks[0]["detail"]
+
+
+def test_backup_of_an_idle_database(home: Path, db_path: Path, tmp_path: Path) -> None:
+    ok(home, "send", "keep me")
+    out = ok(home, "backup", str(tmp_path / "copy.db"))
+    assert "integrity ok" in out and "1 tasks" in out
+    conn = sqlite3.connect(tmp_path / "copy.db")
+    assert conn.execute("SELECT title FROM tasks").fetchall() == [("keep me",)]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
+    conn.close()
+    assert (tmp_path / "copy.db").stat().st_mode & 0o077 == 0
+    # A second backup to the same file needs --force; a directory gets a dated file.
+    proc = run(home, "backup", str(tmp_path / "copy.db"))
+    assert proc.returncode == 1 and "--force" in one_line_error(proc)
+    ok(home, "backup", "--force", str(tmp_path / "copy.db"))
+    (tmp_path / "dir").mkdir()
+    ok(home, "backup", str(tmp_path / "dir"))
+    assert [p.name.startswith("agentdeck-") for p in (tmp_path / "dir").iterdir()] == [True]
+
+
+def test_backup_refuses_bad_targets(home: Path, db_path: Path, tmp_path: Path) -> None:
+    proc = run(home, "backup", str(tmp_path / "x.db"))
+    assert proc.returncode == 2 and "nothing to back up" in one_line_error(proc)
+    ok(home, "send", "x")
+    proc = run(home, "backup", str(tmp_path / "missing" / "x.db"))
+    assert proc.returncode == 2 and "no such directory" in one_line_error(proc)
+    proc = run(home, "backup", str(db_path))
+    assert proc.returncode == 2 and "the database itself" in one_line_error(proc)
+
+
+@pytest.mark.timeout(180)
+def test_backups_taken_under_concurrent_writes_are_consistent(home: Path, db_path: Path, tmp_path: Path) -> None:
+    """A writer process commits tasks (row + event in one transaction) as fast as it can
+    while backups run: every copy passes integrity_check and is one moment's snapshot:
+    as many tasks as task.created events, event ids without a gap."""
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.create_task, "owner", "first")
+    writer = subprocess.Popen([sys.executable, str(REPO / "tests" / "crash_writer.py"), str(db_path)],
+                              env=subprocess_env(home), stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "READY"
+        for _ in range(50):  # let it get going
+            writer.stdout.readline()
+        sizes = []
+        for i in range(4):
+            copy = tmp_path / f"copy{i}.db"
+            out = ok(home, "backup", str(copy))
+            assert "integrity ok" in out
+            conn = sqlite3.connect(copy)
+            try:
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                tasks = conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+                created = conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'task.created'").fetchone()[0]
+                count, top = conn.execute("SELECT COUNT(*), MAX(id) FROM events").fetchone()
+            finally:
+                conn.close()
+            assert tasks == created and count == top
+            sizes.append(tasks)
+        assert writer.poll() is None  # the writer never stopped
+        assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # later copies saw more
+    finally:
+        writer.kill()
+        writer.wait()
