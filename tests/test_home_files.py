@@ -104,7 +104,7 @@ def test_read_regular_text_checks_the_opened_file(tmp_path: Path) -> None:
 
 
 def test_concurrent_secret_set_keeps_every_name(home: Path, keyring_env: dict[str, str]) -> None:  # noqa: F811
-    names = [f"TOKEN_{i}" for i in range(12)]
+    names = [f"TOKEN_{i}" for i in range(24)]
     procs = [
         subprocess.Popen(agentdeck_cmd("secret", "set", name), env=subprocess_env(home, **keyring_env),
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
