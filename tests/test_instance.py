@@ -275,11 +275,18 @@ def test_a_schedule_that_cannot_fire_is_marked_and_the_instance_runs(
 
 @pytest.mark.timeout(120)
 def test_the_wal_is_truncated_once_writes_go_quiet(db_path: Path, start: Callable[..., Running]) -> None:
+    """The audit's case: readers holding snapshots starve SQLite's auto-checkpoint, the
+    WAL grows past the database, and nothing shrinks it once the writes stop."""
     start()
     wal = Path(f"{db_path}-wal")
+    reader = sqlite3.connect(db_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM tasks").fetchone()  # holds its snapshot
     with Store.open(db_path, AGENTS) as store:
         for i in range(300):
             store.write(r.create_task, "owner", f"bulk {i}", body="x" * 20_000)
+    reader.rollback()
+    reader.close()
     big = wal.stat().st_size
     assert big > 4 << 20
     wait_until(lambda: wal.stat().st_size < 1 << 20, timeout=30)
