@@ -1,0 +1,140 @@
+"""Tools that talk to the crew through the store: messages, channels, tasks, memory.
+
+Every write goes through the calling agent's AgentStore, so the reducers see that agent
+as the actor and refuse whatever it may not change.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+import msgspec
+
+from agents.protocol import Memory, Message, Task
+from agents.store import queries
+from agents.store import reducers as r
+from agents.tools.base import Tool, ToolContext, ToolError
+
+
+class SendArgs(msgspec.Struct, forbid_unknown_fields=True):
+    to: str
+    text: str
+
+
+class ReadMessagesArgs(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str = "general"
+    limit: int = 20
+
+
+class PostArgs(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+    text: str
+
+
+class DelegateArgs(msgspec.Struct, forbid_unknown_fields=True):
+    to: str
+    title: str
+    body: str = ""
+    priority: int = 1
+
+
+class ReadTasksArgs(msgspec.Struct, forbid_unknown_fields=True):
+    status: str | None = None
+    owner: str | None = None
+    limit: int = 30
+
+
+class MemorySearchArgs(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    limit: int = 8
+
+
+class MemoryWriteArgs(msgspec.Struct, forbid_unknown_fields=True):
+    content: str
+    kind: Literal["reflection", "fact", "summary", "journal"] = "fact"
+    scope: Literal["private", "shared"] = "private"
+    tags: list[str] = msgspec.field(default_factory=list)
+    importance: int = 3
+
+
+def _limit(value: int, most: int) -> int:
+    if not 1 <= value <= most:
+        raise ToolError(f"limit must be 1..{most}, got {value}")
+    return value
+
+
+async def send_message(ctx: ToolContext, args: SendArgs) -> str:
+    msg: Message = await ctx.store.write(r.send_direct, args.to, args.text, task_id=ctx.task_id)
+    return f"message {msg.id} sent to {args.to}"
+
+
+def _channel_messages(conn: sqlite3.Connection, agent: str, channel: str, limit: int) -> list[Message]:
+    """Only channels the agent is a member of."""
+    member = conn.execute(
+        "SELECT 1 FROM channel_members m JOIN channels c ON c.id = m.channel_id "
+        "WHERE c.name = ? AND m.member = ?", (channel.lstrip("#"), agent),
+    ).fetchone()
+    if member is None:
+        raise ToolError(f"{agent} is not a member of #{channel.lstrip('#')}")
+    return queries.messages(conn, channel, limit)
+
+
+async def read_messages(ctx: ToolContext, args: ReadMessagesArgs) -> str:
+    found = await ctx.store.read(_channel_messages, ctx.agent, args.channel, _limit(args.limit, 200))
+    if not found:
+        return f"no messages in #{args.channel.lstrip('#')}"
+    return "\n".join(f"#{m.id} {m.sender}: {m.body}" for m in found)
+
+
+async def post_channel(ctx: ToolContext, args: PostArgs) -> str:
+    msg: Message = await ctx.store.write(r.post_message, args.channel, args.text, task_id=ctx.task_id)
+    return f"posted message {msg.id} to #{args.channel.lstrip('#')}"
+
+
+async def delegate(ctx: ToolContext, args: DelegateArgs) -> str:
+    if ctx.task_id is None:
+        raise ToolError("delegate: there is no current task to delegate from")
+    task: Task = await ctx.store.write(r.create_task, args.title, body=args.body, owner=args.to,
+                                       parent_id=ctx.task_id, priority=args.priority)
+    return f"task {task.id} created for {args.to} (subtask of {ctx.task_id})"
+
+
+async def read_tasks(ctx: ToolContext, args: ReadTasksArgs) -> str:
+    statuses = (args.status,) if args.status else ()
+    found: list[Task] = await ctx.store.read(queries.tasks, owner=args.owner, statuses=statuses)
+    found = found[-_limit(args.limit, 200):]
+    if not found:
+        return "no tasks"
+    return "\n".join(f"#{t.id} [{t.status}] {t.owner or '-'} p{t.priority}: {t.title}" for t in found)
+
+
+async def memory_search(ctx: ToolContext, args: MemorySearchArgs) -> str:
+    found: list[Memory] = await ctx.store.read(queries.search_memory, args.query, agent=ctx.agent,
+                                               limit=_limit(args.limit, 50))
+    if not found:
+        return "no memories match"
+    return "\n".join(f"#{m.id} ({m.kind}, {m.agent}, importance {m.importance}): {m.content}" for m in found)
+
+
+async def memory_write(ctx: ToolContext, args: MemoryWriteArgs) -> str:
+    entry: Memory = await ctx.store.write(r.write_memory, args.content, kind=args.kind, scope=args.scope,
+                                          tags=args.tags, importance=args.importance, task_id=ctx.task_id)
+    return f"memory {entry.id} written ({entry.scope} {entry.kind})"
+
+
+CREW_TOOLS = [
+    Tool("send_message", "Send a direct message to another agent or to the owner.", SendArgs,
+         "message", send_message, timeout_s=10),
+    Tool("read_messages", "Read the latest messages of a channel you belong to.", ReadMessagesArgs,
+         "read", read_messages, timeout_s=10),
+    Tool("post_channel", "Post a message to a channel.", PostArgs, "message", post_channel, timeout_s=10),
+    Tool("delegate", "Create a subtask of your current task for another agent.", DelegateArgs,
+         "message", delegate, timeout_s=10),
+    Tool("read_tasks", "List tasks, optionally by status or owner.", ReadTasksArgs, "read", read_tasks,
+         timeout_s=10),
+    Tool("memory_search", "Search your memories and the shared ones.", MemorySearchArgs, "read",
+         memory_search, timeout_s=10),
+    Tool("memory_write", "Remember something: a fact, a reflection, a summary or a journal entry.",
+         MemoryWriteArgs, "write", memory_write, timeout_s=10),
+]

@@ -1,0 +1,176 @@
+"""read_file, write_file, edit_file, list_dir, search_files: the workspace, nothing else.
+
+Each call resolves its path again (the policy decided on the same function) and works
+through agents.tools.fs, which never follows a symlink swapped in after the check.
+Blocking file work runs on a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import msgspec
+
+from agents.policy.paths import ResolvedPath, resolve_path
+from agents.tools import fs
+from agents.tools.base import Tool, ToolContext, ToolError
+
+MAX_READ = 1 << 20  # bytes read_file returns at most
+MAX_EDIT = 8 << 20  # bytes edit_file works on at most
+MAX_SEARCH_FILE = 1 << 20
+MAX_SEARCH_FILES = 5_000
+MAX_MATCHES = 200
+SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".tox"}
+
+
+class PathArgs(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+
+
+class WriteArgs(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    content: str
+
+
+class EditArgs(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    old: str
+    new: str
+
+
+class SearchArgs(msgspec.Struct, forbid_unknown_fields=True):
+    pattern: str
+    path: str = "."
+
+
+def workspace_path(ctx: ToolContext, raw: str) -> ResolvedPath:
+    resolved = resolve_path(raw, ctx.workspace, ctx.home)
+    if resolved.problem or resolved.relative is None:
+        raise ToolError(f"{raw}: {resolved.problem}")
+    return resolved
+
+
+def _text(data: bytes) -> str | None:
+    """UTF-8 text, or None for a binary file (a NUL byte near the start)."""
+    if b"\x00" in data[:8192]:
+        return None
+    return data.decode("utf-8", "replace")
+
+
+async def read_file(ctx: ToolContext, args: PathArgs) -> str:
+    where = workspace_path(ctx, args.path)
+    data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_READ)
+    text = _text(data)
+    if text is None:
+        return f"{where.relative}: a binary file of {size} bytes"
+    more = f"\n[… file is {size} bytes; the first {MAX_READ} shown]" if size > MAX_READ else ""
+    return text + more
+
+
+async def write_file(ctx: ToolContext, args: WriteArgs) -> str:
+    where = workspace_path(ctx, args.path)
+    data = args.content.encode("utf-8")
+    await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, data)
+    return f"wrote {len(data)} bytes to {where.relative}"
+
+
+async def edit_file(ctx: ToolContext, args: EditArgs) -> str:
+    """Exact string replacement of exactly one occurrence."""
+    where = workspace_path(ctx, args.path)
+    if not args.old:
+        raise ToolError("edit_file: `old` is empty; give the exact text to replace")
+    data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_EDIT)
+    if size > MAX_EDIT:
+        raise ToolError(f"{where.relative}: {size} bytes is too large to edit")
+    text = _text(data)
+    if text is None:
+        raise ToolError(f"{where.relative}: a binary file; not edited")
+    count = text.count(args.old)
+    if count == 0:
+        raise ToolError(f"{where.relative}: the old text was not found; nothing changed")
+    if count > 1:
+        raise ToolError(f"{where.relative}: the old text occurs {count} times; give more "
+                        "surrounding text so that it matches exactly once")
+    updated = text.replace(args.old, args.new, 1)
+    await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
+    removed, added = args.old.count("\n") + 1, args.new.count("\n") + 1
+    return f"edited {where.relative}: 1 replacement (-{removed} +{added} lines)"
+
+
+async def list_dir(ctx: ToolContext, args: PathArgs) -> str:
+    where = workspace_path(ctx, args.path)
+    entries = await asyncio.to_thread(fs.list_entries, ctx.workspace, where.relative)
+    if not entries:
+        return f"{where.relative or '.'}: empty"
+    lines = []
+    for name, kind, size in entries:
+        lines.append(f"{name}/" if kind == "dir" else f"{name}@" if kind == "link" else
+                     f"{name}  {size} bytes" if kind == "file" else f"{name}  ({kind})")
+    return "\n".join(lines)
+
+
+def _candidates(workspace: Path, relative: str) -> list[str]:
+    """Files under `relative`: git's view (tracked and untracked, not ignored) in a git
+    repository, else a walk that skips the usual tool and VCS directories and symlinks."""
+    if (workspace / ".git").is_dir():
+        try:
+            proc = subprocess.run(
+                ["git", "-c", "core.fsmonitor=false", "-C", str(workspace), "ls-files", "-z",
+                 "--cached", "--others",
+                 "--exclude-standard", "--", relative],
+                capture_output=True, timeout=20, check=True, stdin=subprocess.DEVNULL,
+            )
+            return [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p][:MAX_SEARCH_FILES]
+        except (OSError, subprocess.SubprocessError):
+            pass  # not usable: walk instead
+    found: list[str] = []
+    for root, dirs, files in os.walk(workspace / relative, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in sorted(files):
+            found.append(Path(root, name).relative_to(workspace).as_posix())
+            if len(found) >= MAX_SEARCH_FILES:
+                return found
+    return found
+
+
+def _search(workspace: Path, relative: str, pattern: re.Pattern[str]) -> str:
+    matches: list[str] = []
+    for rel in _candidates(workspace, relative):
+        try:
+            data, size = fs.read_bytes(workspace, rel, MAX_SEARCH_FILE)
+        except OSError:
+            continue  # a symlink, a directory, gone meanwhile
+        text = _text(data)
+        if text is None or size > MAX_SEARCH_FILE:
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if pattern.search(line):
+                matches.append(f"{rel}:{number}: {line[:300]}")
+                if len(matches) >= MAX_MATCHES:
+                    return "\n".join(matches) + f"\n[… stopped at {MAX_MATCHES} matches]"
+    return "\n".join(matches) if matches else "no matches"
+
+
+async def search_files(ctx: ToolContext, args: SearchArgs) -> str:
+    where = workspace_path(ctx, args.path)
+    try:
+        pattern = re.compile(args.pattern)
+    except re.error as err:
+        raise ToolError(f"search_files: bad pattern {args.pattern!r}: {err}") from None
+    return await asyncio.to_thread(_search, ctx.workspace, where.relative or ".", pattern)
+
+
+FILE_TOOLS = [
+    Tool("read_file", "Read a text file in the workspace.", PathArgs, "read", read_file),
+    Tool("write_file", "Create or replace a file in the workspace with the given content.",
+         WriteArgs, "write", write_file),
+    Tool("edit_file", "Replace exactly one occurrence of `old` with `new` in a workspace file.",
+         EditArgs, "write", edit_file),
+    Tool("list_dir", "List the entries of a directory in the workspace.", PathArgs, "read", list_dir),
+    Tool("search_files", "Search the workspace's text files for a regular expression "
+         "(ignored and binary files skipped).", SearchArgs, "read", search_files, timeout_s=60),
+]

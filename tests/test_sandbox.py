@@ -1,0 +1,155 @@
+"""run_shell in real bubblewrap: an approved command still cannot leave the workspace.
+
+Each test runs commands as if a person had said yes (the tool itself, after the gate).
+Skipped, with the reason shown, only where bwrap is truly absent or cannot run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agents.tools import TOOLS, invoke
+from agents.tools.base import SandboxSettings, ToolContext, ToolResult
+from agents.tools.shell import find_bwrap
+
+BWRAP = find_bwrap()
+needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap (bwrap) is not installed or cannot "
+                                 "create a sandbox here; `apt install bubblewrap`")
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, Path]:
+    ws, home, outside = tmp_path / "ws", tmp_path / "home", tmp_path / "outside"
+    for d in (ws, home, outside):
+        d.mkdir()
+    (home / "agentdeck.db").write_text("SECRET-DATABASE-BYTES")
+    (outside / "keep.txt").write_text("keep me")
+    return {"ws": ws, "home": home, "outside": outside}
+
+
+def shell(places: dict[str, Path], command: str, *, network: bool = False, mode: str = "auto",
+          timeout_s: float | None = None, home: Path | None = None, env: dict[str, str] | None = None) -> ToolResult:
+    ctx = ToolContext(agent="dev", workspace=places["ws"], home=home or places["home"], store=None,  # type: ignore[arg-type]
+                      env=env or {}, sandbox=SandboxSettings(mode=mode, bwrap=BWRAP, network=network))
+    args: dict[str, object] = {"command": command}
+    if timeout_s is not None:
+        args["timeout_s"] = timeout_s
+    result, _ = asyncio.run(invoke(TOOLS["run_shell"], ctx, args))
+    return result
+
+
+@needs_bwrap
+def test_an_approved_command_cannot_write_outside_the_workspace(places: dict[str, Path]) -> None:
+    out = places["outside"]
+    result = shell(places, f"echo inside > made.txt; echo x > {out}/new.txt; rm -rf {out}; "
+                   "touch /etc/agentdeck-was-here; rm -rf ~ 2>&1 | head -1; echo done")
+    assert result.status == "ok" and "done" in result.text
+    assert (places["ws"] / "made.txt").read_text() == "inside\n"
+    assert (out / "keep.txt").read_text() == "keep me" and not (out / "new.txt").exists()
+    assert not Path("/etc/agentdeck-was-here").exists()
+    assert "Read-only file system" in result.text
+
+
+@needs_bwrap
+@pytest.mark.parametrize("inside", [False, True], ids=["home-elsewhere", "home-inside-workspace"])
+def test_an_approved_command_cannot_read_agentdecks_home(places: dict[str, Path], inside: bool) -> None:
+    home = places["home"]
+    if inside:
+        home = places["ws"] / ".agentdeck"
+        home.mkdir()
+        (home / "agentdeck.db").write_text("SECRET-DATABASE-BYTES")
+    result = shell(places, f"cat {home}/agentdeck.db; ls -A {home} | wc -l; grep -r SECRET {places['ws']} "
+                   "| wc -l", home=home)
+    assert "SECRET-DATABASE-BYTES" not in result.text
+    assert result.text.splitlines()[-3:-1] == ["0", "0"]  # empty, and not found through the workspace
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@needs_bwrap
+def test_no_network_unless_the_agents_config_allows_it(places: dict[str, Path]) -> None:
+    listener = Listener()
+    try:
+        probe = f"(exec 3<>/dev/tcp/127.0.0.1/{listener.port}) 2>/dev/null && echo connected || echo refused"
+        assert "refused" in shell(places, probe).text
+        assert listener.accepted == 0
+        # The same command with network allowed reaches it: the probe itself works.
+        assert "connected" in shell(places, probe, network=True).text
+        assert listener.accepted == 1
+    finally:
+        listener.close()
+
+
+def _sleepers(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("mode", [pytest.param("auto", marks=needs_bwrap), "off"])
+def test_a_timeout_kills_the_command_and_its_children(places: dict[str, Path], mode: str) -> None:
+    marker = f"1{int(time.time() * 1000) % 100000}.25"
+    started = time.monotonic()
+    result = shell(places, f"sleep {marker} & (sleep {marker}; true) & sleep {marker}", mode=mode,
+                   timeout_s=1)
+    assert result.status == "timeout" and "killed with its children" in result.text
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 5
+    while _sleepers(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sleepers(marker) == []
+
+
+@needs_bwrap
+def test_the_environment_is_minimal_plus_tool_env(places: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTDECK_LEAK_CHECK", "should-not-pass")
+    result = shell(places, "env", env={"PROJECT_FLAG": "on"})
+    assert "PROJECT_FLAG=on" in result.text
+    assert "AGENTDECK" not in result.text
+    assert "should-not-pass" not in result.text
+
+
+def test_sandbox_bwrap_without_bwrap_refuses_to_run(places: dict[str, Path]) -> None:
+    ctx = ToolContext(agent="dev", workspace=places["ws"], home=places["home"], store=None,  # type: ignore[arg-type]
+                      sandbox=SandboxSettings(mode="bwrap", bwrap=None))
+    result, _ = asyncio.run(invoke(TOOLS["run_shell"], ctx, {"command": "echo hi > x"}))
+    assert result.status == "error" and "apt install bubblewrap" in result.text
+    assert not (places["ws"] / "x").exists()
+
+
+def test_output_is_capped_head_and_tail(places: dict[str, Path]) -> None:
+    result = shell(places, "seq 1 200000", mode="off")
+    assert result.truncated and result.text.startswith("1\n2\n")
+    assert "characters omitted" in result.text and "200000" in result.text

@@ -1,0 +1,140 @@
+"""Each tool on a real workspace and a real database: what it does, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS
+
+from agents.protocol import OWNER
+from agents.store import AsyncStore, queries
+from agents.store import reducers as r
+from agents.tools import TOOLS, ToolResult, invoke
+from agents.tools.base import MODEL_CAP, AgentStore, SandboxSettings, ToolContext
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    s = await AsyncStore(tmp_path / "agentdeck.db", AGENTS).open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    w = tmp_path / "ws"
+    w.mkdir()
+    return w
+
+
+def context(store: AsyncStore, ws: Path, agent: str = "dev", task_id: int | None = None) -> ToolContext:
+    return ToolContext(agent=agent, workspace=ws, home=ws.parent / "home", store=AgentStore(store, agent),
+                       sandbox=SandboxSettings(mode="off", bwrap=None), task_id=task_id)
+
+
+async def call(ctx: ToolContext, tool: str, **args: object) -> ToolResult:
+    result, _ = await invoke(TOOLS[tool], ctx, args)
+    return result
+
+
+async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    assert (await call(ctx, "write_file", path="pkg/mod.py", content="a = 1\nb = 1\n")).status == "ok"
+    assert (await call(ctx, "read_file", path="pkg/mod.py")).text == "a = 1\nb = 1\n"
+    ambiguous = await call(ctx, "edit_file", path="pkg/mod.py", old=" = 1", new=" = 2")
+    assert ambiguous.status == "error" and "occurs 2 times" in ambiguous.text
+    missing = await call(ctx, "edit_file", path="pkg/mod.py", old="c = 1", new="c = 2")
+    assert missing.status == "error" and "not found" in missing.text
+    assert (ws / "pkg/mod.py").read_text() == "a = 1\nb = 1\n"  # refused edits change nothing
+    done = await call(ctx, "edit_file", path="pkg/mod.py", old="b = 1", new="b = 2")
+    assert done.status == "ok" and (ws / "pkg/mod.py").read_text() == "a = 1\nb = 2\n"
+    listing = await call(ctx, "list_dir", path=".")
+    assert listing.text == "pkg/"
+    assert "mod.py  12 bytes" in (await call(ctx, "list_dir", path="pkg")).text
+
+
+async def test_binary_and_large_files(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    (ws / "blob.bin").write_bytes(b"\x00\x01" * 100)
+    assert "a binary file of 200 bytes" in (await call(ctx, "read_file", path="blob.bin")).text
+    (ws / "big.txt").write_text("".join(f"line {i}\n" for i in range(20000)))
+    result, stored = await invoke(TOOLS["read_file"], ctx, {"path": "big.txt"})
+    assert result.truncated and len(result.text) < MODEL_CAP + 200
+    assert result.text.startswith("line 0\n") and result.text.rstrip().endswith("line 19999")
+    assert "characters omitted" in result.text and "line 10000" in stored
+
+
+async def test_search_skips_binary_and_ignored_files(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    await asyncio.to_thread(subprocess.run, ["git", "init", "-q", str(ws)], check=True)
+    (ws / ".gitignore").write_text("build/\n")
+    (ws / "src").mkdir()
+    (ws / "src" / "a.py").write_text("def needle():\n    return 1\n")
+    (ws / "build").mkdir()
+    (ws / "build" / "gen.py").write_text("needle = 'generated'\n")
+    (ws / "data.bin").write_bytes(b"needle\x00\x00")
+    result = await call(ctx, "search_files", pattern=r"needle\(")
+    assert result.text == "src/a.py:1: def needle():"
+    assert "build/" not in (await call(ctx, "search_files", pattern="needle")).text
+    bad = await call(ctx, "search_files", pattern="(")
+    assert bad.status == "error" and "bad pattern" in bad.text
+
+
+async def test_arguments_are_strict(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    for tool, args in [("read_file", {}), ("read_file", {"path": 3}), ("read_file", {"path": "x", "mode": "r"}),
+                       ("run_shell", {"command": ["ls"]}), ("memory_write", {"content": "x", "kind": "rumour"})]:
+        result, _ = await invoke(TOOLS[tool], ctx, args)
+        assert result.status == "error" and "bad arguments" in result.text, (tool, args, result)
+    result, _ = await invoke(TOOLS["read_file"], ctx, "not an object")
+    assert result.status == "error"
+
+
+async def test_messages_channels_and_delegation(store: AsyncStore, ws: Path) -> None:
+    task = await store.write(r.create_task, OWNER, "plan", owner="lead")
+    lead = context(store, ws, "lead", task_id=task.id)
+    assert (await call(lead, "send_message", to="dev", text="start please")).status == "ok"
+    assert (await call(lead, "post_channel", channel="general", text="on it")).status == "ok"
+    read = await call(context(store, ws, "scribe"), "read_messages", channel="#general")
+    assert read.text.endswith("lead: on it")
+    sub = await call(lead, "delegate", to="dev", title="write the code", priority=3)
+    assert sub.status == "ok"
+    tasks = await store.read(queries.tasks)
+    child = tasks[-1]
+    assert (child.parent_id, child.owner, child.created_by, child.priority) == (task.id, "dev", "lead", 3)
+    listed = await call(lead, "read_tasks", owner="dev")
+    assert f"#{child.id} [queued] dev p3: write the code" in listed.text
+    no_task = await call(context(store, ws, "lead"), "delegate", to="dev", title="x")
+    assert no_task.status == "error" and "no current task" in no_task.text
+
+
+async def test_memory_write_and_search(store: AsyncStore, ws: Path) -> None:
+    scribe = context(store, ws, "scribe")
+    assert (await call(scribe, "memory_write", content="the build uses ninja", tags=["build"],
+                       scope="shared")).status == "ok"
+    await call(scribe, "memory_write", content="private: ninja is slow on this box")
+    assert "the build uses ninja" in (await call(context(store, ws, "dev"), "memory_search", query="ninja")).text
+    assert "private" not in (await call(context(store, ws, "dev"), "memory_search", query="ninja")).text
+    assert "private" in (await call(scribe, "memory_search", query="ninja slow")).text
+
+
+async def test_machine_tools(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws, "ops")
+    health = await call(ctx, "system_health")
+    assert health.status == "ok"
+    for part in ("cpu:", "memory:", "disk (workspace):", "gpu"):
+        assert part in health.text
+    procs = await call(ctx, "list_processes", sort="memory", limit=200)
+    assert str(os.getpid()) in [line.split()[0] for line in procs.text.splitlines()[1:]]
+
+
+async def test_run_shell_reports_the_exit_status_and_times_out(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    assert (await call(ctx, "run_shell", command="echo out; echo err >&2; exit 3")).text == "out\nerr\n[exit status 3]"
+    slow = await call(ctx, "run_shell", command="sleep 30", timeout_s=1)
+    assert slow.status == "timeout"
