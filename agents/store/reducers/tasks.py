@@ -6,6 +6,7 @@ from agents.errors import DelegationTooDeep, InvalidArgument, InvalidTransition,
 from agents.limits import timestamp, whole_in
 from agents.protocol import (
     TASK_STATUSES,
+    ApprovalDecided,
     Task,
     TaskAssigned,
     TaskCreated,
@@ -161,7 +162,20 @@ def set_task_status(
         subject=f"task:{task_id}",
         recipient=_interested(actor, task, tx.agents),
     )
+    if status == "cancelled":  # nobody waits for its approvals any more
+        _cancel_pending_approvals(tx, actor, task_id)
     return rows.task(tx.row("tasks", task_id))
+
+
+def _cancel_pending_approvals(tx: Tx, actor: str, task_id: int) -> None:
+    pending = tx.execute(
+        "SELECT id, agent FROM approvals WHERE task_id = ? AND status = 'pending' ORDER BY id", (task_id,)
+    ).fetchall()
+    for row in pending:
+        tx.execute("UPDATE approvals SET status = 'cancelled', decided_at = ? WHERE id = ?",
+                   (tx.now, row["id"]))
+        decided = ApprovalDecided(approval_id=row["id"], status="cancelled", decided_by=None, scope=None)
+        tx.emit(actor, decided, subject=f"approval:{row['id']}", recipient=row["agent"])
 
 
 def update_task(

@@ -12,6 +12,7 @@ from agents.store import rows
 from agents.store.tx import Tx
 
 FINAL_STATUSES = ("ok", "error", "timeout", "denied")
+EVENT_PREVIEW = 2_000  # characters of a result carried by its event; the row keeps the rest
 
 
 def start_tool_call(
@@ -50,8 +51,9 @@ def finish_tool_call(
         "UPDATE tool_calls SET status = ?, result = ?, finished_at = ? WHERE id = ?",
         (status, result, tx.now, call_id),
     )
+    preview = result if result is None or len(result) <= EVENT_PREVIEW else result[:EVENT_PREVIEW] + "…"
     tx.emit(
-        actor, ToolFinished(call_id=call_id, status=status, result=result),
+        actor, ToolFinished(call_id=call_id, status=status, result=preview),
         subject=f"tool_call:{call_id}", recipient=call.agent,
     )
     return rows.tool_call(tx.row("tool_calls", call_id))

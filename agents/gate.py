@@ -1,0 +1,162 @@
+"""The gate every tool call passes: decide, ask the person when needed, run, record.
+
+1. `decide()` says allow, ask or deny, and what the call resolves to.
+2. The intent is written (a `running` tool_calls row) before anything runs.
+3. deny: the call ends `denied`. ask: an approval row shows the agent, the exact
+   arguments, the resolved path or command, the agent's stated reason and the rule an
+   `always` would save; the call waits (without blocking anything else) until the person
+   answers once / session / always / deny, or the approval expires (denied, `timeout`).
+4. The tool runs with a context bound to the agent; its output, with every secret value
+   redacted, is capped for the model and stored (with a larger cap) on the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.config import Config
+from agents.errors import InvalidTransition
+from agents.policy.decide import Decision, Policy, decide
+from agents.policy.rules import Rule
+from agents.protocol import SYSTEM, Approval, PermissionRule
+from agents.redact import Redactor, redactor_for
+from agents.store import AsyncStore, queries
+from agents.store import reducers as r
+from agents.tools import TOOLS, ToolResult, invoke
+from agents.tools.base import AgentStore, ToolContext
+from agents.tools.shell import find_bwrap, sandbox_settings
+
+APPROVAL_POLL_S = 0.2
+
+AskHandler = Callable[[Approval], Awaitable[None]]
+
+
+@dataclass
+class GateOutcome:
+    result: ToolResult
+    decision: Decision
+    call_id: int
+    approval: Approval | None = None  # the approval asked for, as it was decided
+
+
+def config_rules(config: Config) -> list[Rule]:
+    return [Rule(id=None, agent=c.agent, tool=c.tool, pattern=c.pattern, decision=c.decision,
+                 source="config") for c in config.rules]
+
+
+def stored_rules(found: list[PermissionRule]) -> list[Rule]:
+    return [Rule(id=p.id, agent=p.agent, tool=p.tool, pattern=p.pattern, decision=p.decision,
+                 source=p.source) for p in found]
+
+
+def make_policy(config: Config, home: Path, rules: list[Rule]) -> Policy:
+    """The policy as configured now: rules from the config and the database."""
+    return Policy(
+        workspace=config.workspace_path(), home=home,
+        allowlists={name: list(a.tools) for name, a in config.enabled_agents().items()},
+        rules=tuple(rules),
+        shell_sandboxed=config.sandbox == "off" or find_bwrap() is not None,
+    )
+
+
+class Gate:
+    def __init__(self, store: AsyncStore, config: Config, home: Path,
+                 redactor: Redactor | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.home = home
+        self.redact = redactor or redactor_for(home, config)
+        # (agent, tool, resolved) approved for the rest of this instance's life.
+        self.session_grants: set[tuple[str, str, str]] = set()
+
+    async def policy(self) -> Policy:
+        # Read every time: `agentdeck rules add` in another terminal applies at once.
+        found = await self.store.read(queries.rules)
+        return make_policy(self.config, self.home, [*config_rules(self.config), *stored_rules(found)])
+
+    async def check(self, agent: str, tool: str, arguments: Any) -> Decision:
+        return decide(await self.policy(), agent, tool, arguments)
+
+    async def call(self, agent: str, tool: str, arguments: Any, *, reason: str = "",
+                   task_id: int | None = None, on_ask: AskHandler | None = None) -> GateOutcome:
+        """Run one tool call through the gate. Raises InvalidArgument only for an unknown
+        agent or tool; every other outcome is a result."""
+        decision = await self.check(agent, tool, arguments)
+        as_agent = AgentStore(self.store, agent)
+        call = await as_agent.write(r.start_tool_call, tool, arguments if isinstance(arguments, dict)
+                                    else {"arguments": arguments}, task_id=task_id)
+        approval: Approval | None = None
+        try:
+            if decision.decision == "deny":
+                return await self._finish(call.id, agent, ToolResult(status="denied", text=(
+                    f"denied: {decision.reason}")), decision, None)
+            if decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants:
+                approval = await as_agent.write(
+                    r.request_approval, tool, arguments, decision.resolved, reason,
+                    timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,
+                    always_rule=decision.always_rule, ask_reason=decision.reason,
+                )
+                approval = await self._answer(approval, on_ask)
+                if approval.status != "approved":
+                    why = "expired unanswered (timeout)" if approval.status == "expired" else approval.status
+                    return await self._finish(call.id, agent, ToolResult(
+                        status="denied", text=f"not approved: {why}"), decision, approval)
+                if approval.scope == "session":
+                    self.session_grants.add((agent, tool, decision.resolved))
+            result, stored = await invoke(TOOLS[tool], self._context(agent, task_id), arguments,
+                                          redact=self.redact)
+            await as_agent.write(r.finish_tool_call, call.id, result.status, stored)
+            return GateOutcome(result=result, decision=decision, call_id=call.id, approval=approval)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._abandon(as_agent, call.id, approval))
+            raise
+
+    def _context(self, agent: str, task_id: int | None) -> ToolContext:
+        settings = self.config.agents[agent]
+        return ToolContext(
+            agent=agent, workspace=self.config.workspace_path(), home=self.home,
+            store=AgentStore(self.store, agent), env=self.config.resolved_tool_env(agent),
+            sandbox=sandbox_settings(self.config.sandbox, settings.network), task_id=task_id,
+        )
+
+    async def _answer(self, approval: Approval, on_ask: AskHandler | None) -> Approval:
+        """The approval once decided: by `on_ask` (a prompt here), or by anyone else."""
+        asker = asyncio.create_task(on_ask(approval)) if on_ask else None
+        try:
+            return await self._wait(approval)
+        finally:
+            if asker is not None and not asker.done():
+                asker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asker
+
+    async def _wait(self, approval: Approval) -> Approval:
+        """Poll the row: the answer may come from this process, another terminal or a TUI."""
+        while True:
+            current = await self.store.read(queries.approval, approval.id)
+            assert current is not None
+            if current.status != "pending":
+                return current
+            if time.time() >= current.expires_at:
+                await self.store.write(r.expire_approvals, SYSTEM)
+                continue
+            await asyncio.sleep(APPROVAL_POLL_S)
+
+    async def _finish(self, call_id: int, agent: str, result: ToolResult, decision: Decision,
+                      approval: Approval | None) -> GateOutcome:
+        await self.store.write(r.finish_tool_call, agent, call_id, result.status, result.text)
+        return GateOutcome(result=result, decision=decision, call_id=call_id, approval=approval)
+
+    async def _abandon(self, as_agent: AgentStore, call_id: int, approval: Approval | None) -> None:
+        """The caller went away (its task was cancelled): withdraw the question, close the row."""
+        if approval is not None:
+            with contextlib.suppress(InvalidTransition):
+                await as_agent.write(r.cancel_approval, approval.id)
+        with contextlib.suppress(InvalidTransition):
+            await as_agent.write(r.finish_tool_call, call_id, "denied", "cancelled before it ran")

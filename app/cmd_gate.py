@@ -1,0 +1,183 @@
+"""`agentdeck rules`, `policy check` and `tool run`: the gate from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from typing import Any
+
+from agents.errors import AgentdeckError, InvalidArgument
+from agents.gate import Gate, config_rules, make_policy, stored_rules
+from agents.policy.decide import decide
+from agents.protocol import OWNER, SYSTEM, Approval
+from agents.safe_text import safe_text
+from agents.store import AsyncStore, queries
+from agents.store import reducers as r
+from agents.tools import TOOLS
+from app.context import Context
+from app.render import line, print_json, table
+
+
+def parse_arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidArgument(f"ARGS_JSON is not JSON: {err.msg} at character {err.pos}",
+                              exit_code=2) from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("ARGS_JSON must be a JSON object, e.g. '{\"path\": \"README.md\"}'",
+                              exit_code=2)
+    return value
+
+
+def approval_lines(a: Approval, now: float | None = None) -> list[str]:
+    """Everything a person needs to decide, each line terminal-safe when printed."""
+    now = time.time() if now is None else now
+    if a.status != "pending":
+        state = f"{a.status}" + (f" by {a.decided_by}" if a.decided_by else "")
+    elif math.isfinite(a.expires_at):
+        state = f"expires in {int(a.expires_at - now)}s"
+    else:  # a row from before the reducers refused inf
+        state = "never expires"
+    lines = [
+        f"approval {a.id}: {a.agent} wants {a.tool} ({state})",
+        f"  arguments:   {json.dumps(a.arguments, ensure_ascii=False, sort_keys=True)}",
+        f"  resolves to: {a.resolved}",
+    ]
+    if a.ask_reason:
+        lines.append(f"  why it asks: {a.ask_reason}")
+    lines.append(f"  agent says:  {a.reason!r}  (the model's words)" if a.reason else
+                 "  agent says:  (no reason given)")
+    lines.append(f"  always:      saves `allow {a.agent} {a.tool} {a.always_rule!r}`" if a.always_rule
+                 else "  always:      not offered (no rule can allow this call)")
+    return lines
+
+
+# --- rules ---
+
+
+def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
+    action = getattr(args, "rules_command", None)
+    if action == "add":
+        if args.agent != "*" and args.agent not in ctx.config.agents:
+            known = ", ".join(ctx.config.agents)
+            raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {known}, or *)", exit_code=2)
+        if args.tool not in TOOLS:
+            raise InvalidArgument(f"unknown tool {args.tool!r} (tools: {', '.join(TOOLS)})", exit_code=2)
+        rule = ctx.store.write(r.add_rule, OWNER, args.agent, args.tool, args.pattern, args.decision)
+        line(f"rule {rule.id}: {rule.agent} {rule.tool} {rule.pattern!r} {rule.decision}")
+        return 0
+    if action == "remove":
+        ctx.store.write(r.remove_rule, OWNER, args.id)
+        line(f"rule {args.id} removed")
+        return 0
+    rules = [*config_rules(ctx.config), *stored_rules(ctx.store.read(queries.rules))]
+    if args.json:
+        print_json(rules)
+        return 0
+    table(["id", "agent", "tool", "pattern", "decision", "source"],
+          [(rule.id if rule.id is not None else "-", rule.agent, rule.tool, rule.pattern, rule.decision,
+            rule.source) for rule in rules])
+    return 0
+
+
+# --- policy check ---
+
+
+def cmd_policy_check(ctx: Context, args: argparse.Namespace) -> int:
+    arguments = parse_arguments(args.args_json)
+    rules = [*config_rules(ctx.config), *stored_rules(ctx.store.read(queries.rules))]
+    decision = decide(make_policy(ctx.config, ctx.home, rules), args.agent, args.tool, arguments)
+    if args.json:
+        print_json(decision)
+        return 0
+    line(f"decision:    {decision.decision}")
+    line(f"why:         {decision.reason}")
+    line(f"rule:        {decision.rule or '-'}")
+    line(f"resolves to: {decision.resolved or '-'}")
+    if decision.decision == "ask":
+        always = f"saves {decision.always_rule!r}" if decision.always_rule else "not offered"
+        line(f"always:      {always}")
+    return 0
+
+
+# --- tool run ---
+
+
+def cmd_tool_run(ctx: Context, args: argparse.Namespace) -> int:
+    arguments = parse_arguments(args.args_json)
+    config = ctx.config
+    if args.agent not in config.enabled_agents():
+        raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {', '.join(config.enabled_agents())})",
+                              exit_code=2)
+    if args.tool not in TOOLS:
+        raise InvalidArgument(f"unknown tool {args.tool!r} (tools: {', '.join(TOOLS)})", exit_code=2)
+    ctx.ensure_home()
+    return asyncio.run(_tool_run(ctx, args, arguments))
+
+
+async def _tool_run(ctx: Context, args: argparse.Namespace, arguments: dict[str, Any]) -> int:
+    store = await AsyncStore(ctx.db_path, ctx.config.enabled_agents()).open()
+    try:
+        gate = Gate(store, ctx.config, ctx.home)
+        outcome = await gate.call(args.agent, args.tool, arguments, reason=args.reason or "",
+                                  task_id=args.task, on_ask=_asker(store, args.approve_via))
+    finally:
+        await store.close()
+    result = outcome.result
+    if args.json:
+        print_json({"decision": outcome.decision, "status": result.status, "text": result.text,
+                    "truncated": result.truncated, "call_id": outcome.call_id,
+                    "approval": outcome.approval})
+    else:
+        sys.stdout.write(safe_text(result.text, keep_newlines=True) + "\n")
+        if result.status != "ok":
+            line(f"[{result.status}]")
+    return 0 if result.status == "ok" else 1
+
+
+def _asker(store: AsyncStore, via: str | None):
+    async def by_cli(approval: Approval) -> None:
+        for text in approval_lines(approval):
+            _err(text)
+        _err(f"waiting: `agentdeck approve {approval.id}` (--always to save the rule) or "
+             f"`agentdeck deny {approval.id}` in another terminal")
+
+    async def by_terminal(approval: Approval) -> None:
+        for text in approval_lines(approval):
+            _err(text)
+        offer = "[y]es once, [s]ession, " + ("[a]lways, " if approval.always_rule else "") + "[N]o"
+        answer = (await asyncio.to_thread(_prompt, f"{offer}? ")).strip().lower()
+        scope = {"y": "once", "yes": "once", "s": "session", "a": "always"}.get(answer)
+        if scope == "always" and not approval.always_rule:
+            scope = None
+        try:
+            await store.write(r.decide_approval, OWNER, approval.id, scope is not None, scope=scope or "once")
+        except AgentdeckError as err:  # decided or expired meanwhile
+            _err(str(err))
+
+    async def refuse(approval: Approval) -> None:
+        for text in approval_lines(approval):
+            _err(text)
+        _err("needs approval, and there is no terminal to ask: denied (use --approve-via cli to wait "
+             "for `agentdeck approve` from another terminal)")
+        await store.write(r.decide_approval, SYSTEM, approval.id, False, decided_by="headless_policy")
+
+    if via == "cli":
+        return by_cli
+    return by_terminal if sys.stdin.isatty() else refuse
+
+
+def _prompt(question: str) -> str:
+    sys.stderr.write(safe_text(question))
+    sys.stderr.flush()
+    return sys.stdin.readline()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(safe_text(text) + "\n")
+    sys.stderr.flush()
