@@ -124,6 +124,23 @@ def _permissions(ctx: Context) -> Check:
                  "command except doctor makes them private (or chmod go= them)")
 
 
+def _sandbox(ctx: Context) -> Check:
+    from agents.tools.shell import INSTALL_HINT, find_bwrap
+
+    mode = ctx.config.sandbox
+    bwrap = find_bwrap()
+    if mode == "off":
+        return Check("sandbox", "warn", "sandbox = \"off\": shell commands run unsandboxed, with your "
+                     "rights, once allowed")
+    if bwrap is None:
+        status = "fail" if mode == "bwrap" else "warn"
+        effect = "run_shell refuses to run" if mode == "bwrap" else "every shell command asks (fail closed)"
+        return Check("sandbox", status,
+                     f"bubblewrap is missing or cannot run here, so {effect}; {INSTALL_HINT}")
+    return Check("sandbox", "ok", f"bubblewrap at {bwrap}: workspace writable, the rest read-only, "
+                 "home hidden, no network")
+
+
 def _keyring(_ctx: Context) -> Check:
     if keyring_usable():
         return Check("keyring", "ok", backend_name())
@@ -135,7 +152,8 @@ def _keyring(_ctx: Context) -> Check:
 
 CHECKS: list[tuple[str, Callable[[Context], Check]]] = [
     ("config", _config), ("database", _database), ("permissions", _permissions),
-    ("model", _model), ("llama-cpp-python", _llama), ("gpu", _gpu), ("keyring", _keyring),
+    ("model", _model), ("llama-cpp-python", _llama), ("gpu", _gpu), ("sandbox", _sandbox),
+    ("keyring", _keyring),
 ]
 
 

@@ -249,7 +249,8 @@ def test_init_writes_the_defaults_and_refuses_to_overwrite(home: Path) -> None:
 def test_doctor_reports_each_part(home: Path) -> None:
     out = ok(home, "doctor")
     names = [line.split()[1] for line in out.splitlines()]
-    assert names == ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "keyring"]
+    assert names == ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "sandbox",
+                     "keyring"]
     assert all(line.split()[0] in ("ok", "warn") for line in out.splitlines())
 
 

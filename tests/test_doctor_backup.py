@@ -15,7 +15,7 @@ from test_cli import ok, one_line_error, run
 from agents.store import Store
 from agents.store import reducers as r
 
-CHECK_NAMES = ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "keyring"]
+CHECK_NAMES = ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "sandbox", "keyring"]
 
 
 def damage_schema(db_path: Path) -> None:

@@ -301,3 +301,28 @@ def test_secret_values_never_appear_anywhere(home: Path, db_path: Path, ws: Path
     for value in (keyring_value, env_value):
         assert value not in shown and value not in log and value not in stored
         assert value.encode() not in events
+
+
+# --- without bubblewrap: fail closed ---
+
+
+def test_without_bwrap_doctor_says_how_to_install_and_every_command_asks(home: Path, ws: Path) -> None:
+    no_bwrap = {"PATH": "/nonexistent"}  # the CLI runs by absolute path; bwrap is not found
+    doctor = {c["name"]: c for c in json.loads(run(home, "doctor", "--json", **no_bwrap).stdout)}
+    assert doctor["sandbox"]["status"] == "warn"
+    assert "every shell command asks" in doctor["sandbox"]["detail"]
+    assert "apt install bubblewrap" in doctor["sandbox"]["detail"]
+    check = json.loads(ok(home, "policy", "check", "review", "run_shell", '{"command": "git status"}',
+                          "--json", **no_bwrap))
+    assert check["decision"] == "ask" and "no sandbox" in check["reason"]
+    (home / "config.toml").write_text(f'workspace = "{ws}"\nsandbox = "bwrap"\n')
+    doctor = {c["name"]: c for c in json.loads(run(home, "doctor", "--json", **no_bwrap).stdout)}
+    assert doctor["sandbox"]["status"] == "fail"
+
+
+def test_bench_policy_reports_each_case(home: Path) -> None:
+    figures = json.loads(ok(home, "bench", "policy", "--calls", "3", "--rounds", "1", "--json"))
+    assert [(f["case"], f["decision"]) for f in figures] == [
+        ("plain, allowed", "allow"), ("risky option", "ask"), ("pipeline", "ask"), ("20 commands", "ask"),
+        ("denied via wrapper", "deny"), ("file write", "ask")]
+    assert all(f["decide_us"] > 0 for f in figures)
