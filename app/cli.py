@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     def add_json(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def add_call(p: argparse.ArgumentParser) -> None:
+        """One tool call: AGENT TOOL ARGS_JSON."""
+        p.add_argument("agent", metavar="AGENT")
+        p.add_argument("tool", metavar="TOOL")
+        p.add_argument("args_json", metavar="ARGS_JSON", help='e.g. \'{"path": "README.md"}\'')
+        add_json(p)
+
     p = add("run", instance.cmd_run, "start agentdeck (headless until the TUI lands)")
     instance.add_arguments(p)
 
@@ -161,23 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     policy = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True, parser_class=Parser)
     s = policy.add_parser("check", help="what the gate would decide for AGENT TOOL ARGS_JSON")
     s.set_defaults(handler=cmd_gate.cmd_policy_check)
-    s.add_argument("agent", metavar="AGENT")
-    s.add_argument("tool", metavar="TOOL")
-    s.add_argument("args_json", metavar="ARGS_JSON")
-    add_json(s)
+    add_call(s)
 
     p = add("tool", None, "run one tool call as an agent, through the whole gate")
     tool = p.add_subparsers(dest="tool_command", metavar="ACTION", required=True, parser_class=Parser)
     s = tool.add_parser("run", help="run TOOL as AGENT with ARGS_JSON; asks when the gate asks")
     s.set_defaults(handler=cmd_gate.cmd_tool_run)
-    s.add_argument("agent", metavar="AGENT")
-    s.add_argument("tool", metavar="TOOL")
-    s.add_argument("args_json", metavar="ARGS_JSON")
+    add_call(s)
     s.add_argument("--approve-via", choices=["cli"], help="wait for `agentdeck approve/deny ID` from "
                    "another terminal instead of asking here")
     s.add_argument("--reason", metavar="TEXT", help="why the call is made (shown with the approval)")
     s.add_argument("--task", type=_positive_int, metavar="ID", help="the agent's current task")
-    add_json(s)
 
     p = add("log", cmd_log.cmd_log, "the event log")
     add_json(p)

@@ -14,13 +14,13 @@ from typing import Any
 
 from agents.errors import InvalidArgument
 from agents.health import status_report
-from agents.protocol import OWNER, Task, to_builtins
+from agents.protocol import OWNER, Schedule, Task, to_builtins
 from agents.safe_text import safe_json
 from agents.store import queries
 from agents.store.reducers import create_task, decide_approval, remove_schedule, set_schedule
 from app.cmd_gate import approval_lines
 from app.context import Context
-from app.render import ago, line, print_json, shorten, table, when
+from app.render import ago, line, listing, print_json, shorten, table, when
 
 TITLE_WIDTH = 120
 
@@ -106,20 +106,9 @@ def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
         else:
             _print_tree(tree)
         return 0
-    if args.json:
-        print_json(tasks)
-        return 0
-    if not tasks:
-        line("no tasks")
-        return 0
-    table(
-        ["id", "parent", "owner", "status", "pri", "created", "title"],
-        [
-            (t.id, t.parent_id or "", t.owner or "-", t.status, t.priority, ago(t.created_at),
-             shorten(t.title, 60))
-            for t in tasks
-        ],
-    )
+    listing(tasks, args.json, "no tasks", ["id", "parent", "owner", "status", "pri", "created", "title"],
+            lambda t: (t.id, t.parent_id or "", t.owner or "-", t.status, t.priority, ago(t.created_at),
+                       shorten(t.title, 60)))
     return 0
 
 
@@ -193,20 +182,14 @@ def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
         removed = ctx.store.write(remove_schedule, OWNER, args.id)
         line(f"schedule {removed.id} removed: {removed.agent} {removed.name}")
         return 0
-    items = ctx.store.read(queries.schedules)
-    if args.json:
-        print_json(items)
-        return 0
-    if not items:
-        line("no schedules")
-        return 0
-    table(
-        ["id", "agent", "name", "every", "next run", "last run", "state"],
-        [
-            (s.id, s.agent, shorten(s.name, 30), f"{s.interval_s:g}s", when(s.next_run_at),
-             when(s.last_run_at),
-             "on" if s.enabled else f"off: {shorten(s.last_error, 50)}" if s.last_error else "off")
-            for s in items
-        ],
-    )
+    listing(ctx.store.read(queries.schedules), args.json, "no schedules",
+            ["id", "agent", "name", "every", "next run", "last run", "state"],
+            lambda s: (s.id, s.agent, shorten(s.name, 30), f"{s.interval_s:g}s", when(s.next_run_at),
+                       when(s.last_run_at), _schedule_state(s)))
     return 0
+
+
+def _schedule_state(s: Schedule) -> str:
+    if s.enabled:
+        return "on"
+    return f"off: {shorten(s.last_error, 50)}" if s.last_error else "off"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agents.safe_text import safe_json, safe_text
@@ -58,3 +58,14 @@ def shorten(text: str, width: int = 60) -> str:
     """Terminal-safe, whitespace collapsed, at most `width` characters."""
     text = " ".join(safe_text(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def listing(items: Sequence[Any], as_json: bool, empty: str, headers: Sequence[str],
+            row: Callable[[Any], Sequence[object]]) -> None:
+    """A list command's output: exact JSON, a line saying there is nothing, or a table."""
+    if as_json:
+        print_json(items)
+    elif not items:
+        line(empty)
+    else:
+        table(headers, [row(item) for item in items])
