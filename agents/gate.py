@@ -94,8 +94,9 @@ class Gate:
         approval: Approval | None = None
         try:
             if decision.decision == "deny":
+                by = f" ({decision.rule})" if decision.rule else ""
                 return await self._finish(call.id, agent, ToolResult(status="denied", text=(
-                    f"denied: {decision.reason}")), decision, None)
+                    f"denied: {decision.reason}{by}")), decision, None)
             if decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants:
                 approval = await as_agent.write(
                     r.request_approval, tool, arguments, decision.resolved, reason,

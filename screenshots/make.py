@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -49,10 +50,36 @@ def main() -> None:
                                 parent_id=int(root))
             store.write(r.create_task, "lead", "run the full test suite", owner="dev", parent_id=int(root))
             store.write(r.set_task_status, "scribe", child.id, "active")
-            store.write(r.request_approval, "dev", "run_shell", {"cmd": "make test"}, "make test",
-                        "run the test suite before tagging", timeout_s=600)
-        shot("cli-tasks", "agentdeck tasks", home, [["tasks", "--tree"], ["approvals"]])
+            tests = store.write(r.create_task, "lead", "tag the release", owner="dev", parent_id=int(root))
+        workspace = home / "workspace"
+        workspace.mkdir()
+        subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+        (workspace / "NOTES.md").write_text("release notes\n")
+        (home / "config.toml").write_text(f'workspace = "{workspace}"\n')
+        # A real request through the gate, left waiting for an answer from another terminal.
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "tool", "run", "dev", "run_shell",
+             '{"command": "make test && git tag v0.2"}', "--approve-via", "cli", "--task", str(tests.id),
+             "--reason", "run the test suite before tagging"],
+            env={**os.environ, "AGENTDECK_HOME": str(home), "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(300):
+                if "approval 1" in agentdeck(home, "approvals"):
+                    break
+                time.sleep(0.1)
+            shot("cli-tasks", "agentdeck tasks", home, [["tasks", "--tree"], ["approvals"]])
+        finally:
+            waiting.kill()
+            waiting.wait()
         shot("cli-status", "agentdeck status", home, [["status"], ["doctor"]])
+        shot("cli-gate", "agentdeck policy", home, [
+            ["policy", "check", "review", "run_shell", '{"command": "git diff --stat"}'],
+            ["policy", "check", "review", "run_shell", '{"command": "git diff --out=/tmp/x HEAD"}'],
+            ["policy", "check", "dev", "write_file", '{"path": "../../etc/cron.d/x", "content": ""}'],
+            ["tool", "run", "review", "run_shell", '{"command": "git status --short"}'],
+        ])
 
 
 if __name__ == "__main__":

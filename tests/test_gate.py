@@ -182,7 +182,7 @@ def test_cancelling_the_task_cancels_its_pending_approval(home: Path, db_path: P
 
 def test_deny_rules_refuse_without_asking(home: Path, db_path: Path, ws: Path) -> None:
     proc = run(home, "tool", "run", "dev", "run_shell", '{"command": "sudo ls"}')
-    assert proc.returncode == 1 and "denied: matched config rule" in proc.stdout
+    assert proc.returncode == 1 and "denied: a rule says deny (config rule: * run_shell 'sudo' deny" in proc.stdout
     assert approvals(db_path) == [] and [c.status for c in tool_calls(db_path)] == ["denied"]
 
 

@@ -121,7 +121,7 @@ def decide(policy: Policy, agent: str, tool: str, arguments: object) -> Decision
     for verdict in ("deny", "ask"):
         for rule in _ordered(rules, verdict, agent):
             if _matches(rule, target, for_deny=True):
-                return Decision(decision=verdict, rule=rule.describe(), reason=f"matched {rule.describe()}",
+                return Decision(decision=verdict, rule=rule.describe(), reason=f"a rule says {verdict}",
                                 resolved=resolved, always_rule=None)
     forced = _forced_ask(tool, target, policy)
     always = None if forced else always_pattern(tool, target)
@@ -130,7 +130,7 @@ def decide(policy: Policy, agent: str, tool: str, arguments: object) -> Decision
             if forced:
                 return Decision(decision="ask", rule=rule.describe(), reason=forced, resolved=resolved,
                                 always_rule=None)
-            return Decision(decision="allow", rule=rule.describe(), reason=f"matched {rule.describe()}",
+            return Decision(decision="allow", rule=rule.describe(), reason="a rule allows it",
                             resolved=resolved, always_rule=always)
     return Decision(decision="ask", rule=None, reason=forced or "no rule allows this call",
                     resolved=resolved, always_rule=always)
