@@ -1,0 +1,264 @@
+"""The running instance: one async context manager that both front ends enter.
+
+    async with Host(db_path, config, backend=engine, approvals="deny") as host:
+        ...  # host.recovery, host.store, host.bus, host.backend; host.stop() ends it
+
+On enter it claims the home's instance row (taking over at once from a dead process,
+a zombie included), starts heartbeats (carrying the inference meter) before the model
+loads so that no second instance gets in meanwhile, starts the backend, opens the bus,
+recovers from whatever stopped the last run (returned as a structured Recovery, for the
+front end to present), and starts the housekeeping loops: approval expiry, schedules,
+the headless approval policy, the idle WAL checkpoint. On exit every step of an ordered
+shutdown runs, even when one before it fails. Front ends present; they hold no logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+import psutil
+
+from agents.bus import Bus, Subscription
+from agents.config import Config
+from agents.errors import InvalidTransition
+from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
+from agents.store import AsyncStore, EventFilter, queries
+from agents.store import reducers as r
+from agents.store.database import checkpoint, wal_bytes
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+# No new event for this long: checkpoint the WAL into the database and truncate it, so a
+# burst of writes does not leave a WAL larger than the database behind. (Heartbeats write
+# every second but add no event; a WAL that small is left alone.)
+CHECKPOINT_IDLE_S = 2.0
+CHECKPOINT_MIN_WAL = 1 << 20
+
+ApprovalPolicy = Literal["deny", "cli"]
+
+
+class Backend(Protocol):
+    """What the host needs of the inference backend (the llama engine, or a scripted one)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def snapshot(self) -> object: ...
+
+
+class Recovery(msgspec.Struct, kw_only=True):
+    """What the last run left behind, and what recovery did about it."""
+
+    interrupted: list[ToolCall]  # were running: marked interrupted, never run again
+    expired: list[int]  # approvals that expired while agentdeck was down
+    pending: list[Approval]  # approvals still waiting for an answer
+    denied_by_policy: list[int]  # of those, denied now by the headless policy
+    schedules_fired: list[int]  # tasks created by missed schedules (once each)
+
+
+def process_alive(pid: int) -> bool:
+    """Is a process with this pid running on this machine? A zombie (killed, not yet
+    reaped by its parent) is not: it will never heartbeat again."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # exists, owned by someone else
+        return True
+
+
+class Host:
+    def __init__(self, db_path: Path, config: Config, *, backend: Backend,
+                 approvals: ApprovalPolicy = "deny", pid: int | None = None) -> None:
+        self.db_path = db_path
+        self.config = config
+        self.backend = backend
+        self.approvals = approvals
+        self.pid = pid if pid is not None else os.getpid()
+        self.store = AsyncStore(db_path, config.enabled_agents())
+        self.bus: Bus | None = None
+        self.recovery: Recovery | None = None
+        self.first_event_id = 0  # events from here on are this run's (recovery's included)
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self._loops: list[asyncio.Task[None]] = []
+        self._claimed = False
+        self._backend_started = False
+        self._last_event_seen = -1
+        self._quiet_since = time.monotonic()
+
+    # --- the context manager ---
+
+    async def __aenter__(self) -> Host:
+        await self.store.open()
+        try:
+            await self._start()
+        except BaseException:
+            await self._shut_down()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._shut_down()
+
+    def stop(self, exit_code: int = 0) -> None:
+        if not self.stopping.is_set():
+            self.exit_code = exit_code
+        self.stopping.set()
+
+    async def subscribe(self, name: str | None = None, event_filter: EventFilter | None = None,
+                        start: int | str | None = None) -> Subscription:
+        assert self.bus is not None, "the host is not running"
+        first = self.first_event_id if start is None else start
+        return await self.bus.subscribe(name, event_filter, start=first)
+
+    async def _start(self) -> None:
+        store = self.store
+        previous = await store.read(queries.instance)
+        dead = previous["pid"] if previous and not process_alive(previous["pid"]) else None
+        await store.write(r.claim_instance, SYSTEM, self.pid, dead_pid=dead)
+        self._claimed = True
+        # Heartbeat at once: a long model load must not let a second instance in.
+        self._loops.append(asyncio.create_task(self._every(self._heartbeat)))
+        self._backend_started = True  # stop() is safe on an engine that failed to start
+        await self.backend.start()
+        self.bus = await Bus(store).start()
+        self.first_event_id = await store.read(queries.last_event_id)
+        policy = await self.bus.subscribe("instance:approvals", EventFilter(kinds=["approval.requested"]),
+                                          start="now")
+        self.recovery = await self._recover()
+        self._loops += [
+            asyncio.create_task(self._every(self._expire)),
+            asyncio.create_task(self._every(self._schedules)),
+            asyncio.create_task(self._every(self._checkpoint_when_idle)),
+            asyncio.create_task(self._each(policy, self._apply_policy)),
+        ]
+
+    async def _shut_down(self) -> None:
+        """Every step runs even when one before it fails: a half-stopped instance would
+        hold its row, its threads or the model."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self._backend_started:
+            steps.append(("stopping the inference backend", self.backend.stop))
+        if self.bus is not None:
+            steps.append(("closing the bus", self.bus.close))
+        if self._claimed:
+            steps.append(("releasing the instance row",
+                          lambda: self.store.write(r.release_instance, SYSTEM, self.pid)))
+        steps.append(("closing the store", self.store.close))
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as err:
+                log.warning("%s failed: %s", what, err)
+        self._backend_started = self._claimed = False
+        self.bus = None
+
+    # --- recovery ---
+
+    async def _recover(self) -> Recovery:
+        store = self.store
+        interrupted = await store.write(r.interrupt_running_tool_calls, SYSTEM)
+        expired = await store.write(r.expire_approvals, SYSTEM)
+        pending = await store.read(queries.approvals, status="pending")
+        denied = []
+        if self.approvals == "deny":
+            for approval in pending:
+                if await self._deny_by_policy(approval.id):
+                    denied.append(approval.id)
+        fired = await self._fire_due_schedules()
+        return Recovery(interrupted=interrupted, expired=expired, pending=pending,
+                        denied_by_policy=denied, schedules_fired=fired)
+
+    # --- housekeeping ---
+
+    async def _every(self, job: Callable[[], Awaitable[object]]) -> None:
+        """Run `job` every TICK_S; a failure (a database locked for too long, say) is
+        logged and the next tick tries again."""
+        while True:
+            try:
+                await job()
+            except Exception as err:
+                log.warning("%s failed: %s; retrying", job.__name__.lstrip("_"), err)
+            await asyncio.sleep(TICK_S)
+
+    async def _each(self, sub: Subscription, handle: Callable[[Event], Awaitable[None]]) -> None:
+        """Handle each event of `sub`; one failing event is logged, not fatal."""
+        async for event in sub:
+            try:
+                await handle(event)
+            except Exception as err:
+                log.warning("handling event %d failed: %s", event.id, err)
+
+    async def _heartbeat(self) -> None:
+        # The meter rides along, for `agentdeck status --json` in other terminals.
+        meter = msgspec.msgpack.encode(self.backend.snapshot()) if self._backend_ready() else None
+        if not await self.store.write(r.instance_heartbeat, SYSTEM, self.pid, meter):
+            # Our row is gone or another instance holds it: two instances must not run.
+            log.error("another process took over this home's instance row; stopping")
+            self.stop(exit_code=1)
+
+    def _backend_ready(self) -> bool:
+        return self.bus is not None  # the backend started before the bus opened
+
+    async def _expire(self) -> None:
+        await self.store.write(r.expire_approvals, SYSTEM)
+
+    async def _schedules(self) -> None:
+        await self._fire_due_schedules()
+
+    async def _fire_due_schedules(self) -> list[int]:
+        fired = []
+        for schedule in await self.store.read(queries.due_schedules, time.time()):
+            try:
+                fired.append(await self.store.write(r.fire_schedule, SYSTEM, schedule.id))
+            except InvalidTransition:
+                continue  # fired meanwhile by someone else
+            except sqlite3.OperationalError:
+                raise  # locked for now: the next tick tries again
+            except Exception as err:  # this schedule is broken, not the instance
+                reason = f"{type(err).__name__}: {err}"
+                log.warning("schedule %d (%s %s) cannot fire: %s; disabled", schedule.id,
+                            schedule.agent, schedule.name, reason)
+                await self.store.write(r.mark_schedule_failed, SYSTEM, schedule.id, reason)
+        return fired
+
+    async def _checkpoint_when_idle(self) -> None:
+        """Once no event has been appended (by any process) for CHECKPOINT_IDLE_S and the
+        WAL holds more than heartbeats, fold it into the database and truncate it."""
+        head = await self.store.read(queries.last_event_id)
+        now = time.monotonic()
+        if head != self._last_event_seen:
+            self._last_event_seen, self._quiet_since = head, now
+            return
+        quiet = now - self._quiet_since >= CHECKPOINT_IDLE_S
+        if quiet and await self.store.read(wal_bytes) > CHECKPOINT_MIN_WAL:
+            await self.store.read(checkpoint)
+
+    async def _apply_policy(self, event: Event) -> None:
+        if self.approvals == "deny" and isinstance(event.payload, ApprovalRequested):
+            await self._deny_by_policy(event.payload.approval.id)
+
+    async def _deny_by_policy(self, approval_id: int) -> bool:
+        # Headless never silently allows: with no one to ask, the answer is no.
+        try:
+            await self.store.write(r.decide_approval, SYSTEM, approval_id, False,
+                                   decided_by="headless_policy")
+        except InvalidTransition:  # decided meanwhile by someone else
+            return False
+        return True

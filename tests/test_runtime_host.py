@@ -1,0 +1,86 @@
+"""The runtime host in-process: structured recovery, one instance per home, ordered
+shutdown. (test_instance.py drives the same host through `agentdeck run` with the real
+model; here a backend stand-in that only records start and stop keeps it fast.)"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS
+
+from agents.config import default_config
+from agents.errors import InvalidArgument
+from agents.protocol import OWNER, SYSTEM
+from agents.runtime import Host
+from agents.store import Store, queries
+from agents.store import reducers as r
+
+
+class RecordingBackend:
+    def __init__(self, fail_stop: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_stop = fail_stop
+
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+        if self.fail_stop:
+            raise RuntimeError("backend would not stop")
+
+    def snapshot(self) -> dict[str, int]:
+        return {"slots": 5}
+
+
+async def test_recovery_is_returned_as_data(db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "t", owner="dev")
+        call = store.write(r.start_tool_call, "dev", "run_shell", {"command": "make"}, task_id=task.id)
+        pending = store.write(r.request_approval, "dev", "run_shell", {}, "make", "why", timeout_s=600)
+        overdue = store.write(r.request_approval, "dev", "run_shell", {}, "ls", "why", timeout_s=1)
+        store.conn.execute("UPDATE approvals SET expires_at = 1 WHERE id = ?", (overdue.id,))
+        store.write(r.set_schedule, OWNER, "ops", "health", 300, first_run_at=time.time() - 3600)
+    backend = RecordingBackend()
+    async with Host(db_path, default_config(), backend=backend, approvals="cli") as host:
+        rec = host.recovery
+        assert rec is not None
+        assert [c.id for c in rec.interrupted] == [call.id]
+        assert rec.expired == [overdue.id]
+        assert [a.id for a in rec.pending] == [pending.id] and rec.denied_by_policy == []
+        assert len(rec.schedules_fired) == 1
+        row = await host.store.read(queries.instance)
+        assert row["pid"] == host.pid
+    assert backend.calls == ["start", "stop"]
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.instance) is None  # released
+
+
+async def test_the_deny_policy_denies_what_was_pending(db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        pending = store.write(r.request_approval, "dev", "run_shell", {}, "make", "why", timeout_s=600)
+    async with Host(db_path, default_config(), backend=RecordingBackend()) as host:
+        assert host.recovery is not None and host.recovery.denied_by_policy == [pending.id]
+        approval = await host.store.read(queries.approval, pending.id)
+        assert (approval.status, approval.decided_by) == ("denied", "headless_policy")
+
+
+async def test_a_second_host_on_the_same_home_is_refused(db_path: Path) -> None:
+    async with Host(db_path, default_config(), backend=RecordingBackend()):  # this live process
+        second = RecordingBackend()
+        with pytest.raises(InvalidArgument, match="another agentdeck instance"):
+            async with Host(db_path, default_config(), backend=second, pid=999_999_002):
+                pass
+        assert second.calls == []  # refused before its model would load
+
+
+async def test_shutdown_finishes_every_step_when_one_fails(db_path: Path) -> None:
+    backend = RecordingBackend(fail_stop=True)
+    async with Host(db_path, default_config(), backend=backend):
+        pass
+    assert backend.calls == ["start", "stop"]
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.instance) is None  # released although stop() failed
+        store.write(r.claim_instance, SYSTEM, 4242)  # and the home is free to claim
