@@ -47,6 +47,7 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int = 1
     enabled: bool = True
     max_steps: int = 8
+    max_concurrent: int = 1  # tasks this agent works at once, each with its own state
     network: bool = False  # may this agent's shell commands reach the network
     # Environment for this agent's tools, over the global tool_env; `keyring:NAME` values.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
@@ -299,6 +300,8 @@ def _check_values(config: Config, source: str) -> None:
                 problems.append(f"agents.{name}.inference.{key}: must be a number >= 0")
         if agent.max_steps < 1:
             problems.append(f"agents.{name}.max_steps: must be >= 1")
+        if not 1 <= agent.max_concurrent <= 16:
+            problems.append(f"agents.{name}.max_concurrent: must be 1..16")
         unknown = [t for t in agent.tools if t not in tool_names]
         if unknown:
             problems.append(f"agents.{name}.tools: unknown tool {unknown[0]!r} "

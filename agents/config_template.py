@@ -23,6 +23,7 @@ tools = [{tools}]
 priority = {agent.priority}        # higher is served first by the shared model
 enabled = {str(agent.enabled).lower()}
 max_steps = {agent.max_steps}        # model steps per task before it fails
+max_concurrent = {agent.max_concurrent}   # tasks it works at once
 network = {str(agent.network).lower()}      # may its shell commands reach the network
 tool_env = {{}}        # environment for its tools, over [tool_env]
 

@@ -278,6 +278,35 @@ class ScheduleFired(msgspec.Struct, tag="schedule.fired", kw_only=True):
     next_run_at: float
 
 
+class AgentTriaged(msgspec.Struct, tag="agent.triage", kw_only=True):
+    """An agent decided what to do with a task: by a cheap rule or by a model call."""
+
+    task_id: int
+    action: str  # act, delegate, defer, ignore
+    reason: str
+    delegate_to: str | None = None
+    by: str = "model"  # model or rule
+
+
+class AgentStepped(msgspec.Struct, tag="agent.step", kw_only=True):
+    """One act step: a tool call through the gate (with its outcome), or the final answer."""
+
+    task_id: int
+    step: int
+    tool: str | None  # None: the final answer
+    decision: str | None  # the gate's allow, ask or deny
+    status: str  # ok, error, timeout, denied, final, invalid
+    summary: str  # the arguments or the answer, shortened
+
+
+class AgentReflected(msgspec.Struct, tag="agent.reflect", kw_only=True):
+    task_id: int
+    outcome: str  # success, partial, failure
+    lesson: str
+    importance: int
+    memory_id: int | None
+
+
 class ScheduleRemoved(msgspec.Struct, tag="schedule.removed", kw_only=True):
     schedule_id: int
     agent: str
@@ -300,6 +329,7 @@ Payload = (
     | ApprovalRequested | ApprovalDecided | RuleAdded | RuleRemoved
     | ToolStarted | ToolFinished | AgentStatusChanged
     | ScheduleSet | ScheduleFired | ScheduleRemoved | ScheduleFailed | UsageRecorded
+    | AgentTriaged | AgentStepped | AgentReflected
 )  # fmt: skip
 
 EVENT_KINDS: frozenset[str] = frozenset(

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "`agentdeck approve ID` from another terminal",
     )
     p.add_argument("--json", action="store_true", help="report events as JSON lines")
+    p.add_argument("--until-idle", action="store_true", help="exit 0 once no task is queued or "
+                   "active and no approval is pending")
     p.add_argument("--model", metavar="PATH", help="GGUF model (default: inference.model, "
                    "else the embedded SmolLM2-135M-Instruct)")
 
@@ -49,7 +51,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     config = ctx.config  # a bad config or a missing model fails here, before anything starts
     model = resolve_model_path(args.model, config.inference.model)
     ctx.ensure_home()
-    instance = Instance(ctx, config, model, approvals=args.approvals, as_json=args.json)
+    instance = Instance(ctx, config, model, approvals=args.approvals, as_json=args.json,
+                        until_idle=args.until_idle)
     return asyncio.run(instance.run())
 
 
@@ -68,8 +71,10 @@ class Instance:
     """The headless front end: the host, reported as lines on stdout."""
 
     def __init__(
-        self, ctx: Context, config: Config, model: Path, *, approvals: str, as_json: bool
+        self, ctx: Context, config: Config, model: Path, *, approvals: str, as_json: bool,
+        until_idle: bool = False,
     ) -> None:
+        self.until_idle = until_idle
         self.ctx = ctx
         self.config = config
         self.model = model
@@ -88,7 +93,7 @@ class Instance:
         console = Console(stderr=True)
         with LoadProgress(console, safe_text(f"loading {self.model.name}")) as progress:
             engine = Engine(self.config.inference, model_path=self.model, progress=progress)
-            host = Host(self.ctx.db_path, self.config, backend=engine,
+            host = Host(self.ctx.db_path, self.config, backend=engine, crew=True,
                         approvals=self.approvals)  # type: ignore[arg-type]
             async with host:
                 return await self._present(host, engine)
@@ -112,14 +117,31 @@ class Instance:
             f"{self.approvals}); Ctrl-C stops"
         )
         printer = asyncio.create_task(self._print_events(reporter))
+        watcher = asyncio.create_task(self._stop_when_idle(host)) if self.until_idle else None
         try:
             await host.stopping.wait()
         finally:
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
+            for task in (printer, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         await self.say("agentdeck stopped" if host.exit_code == 0 else "agentdeck stopped: claim lost")
         return host.exit_code
+
+    async def _stop_when_idle(self, host: Host) -> None:
+        """--until-idle: two idle looks in a row, a second apart (a task may be between
+        its agent's queue and its first status change)."""
+        assert host.crew is not None
+        idle_before = False
+        while True:
+            await asyncio.sleep(1.0)
+            idle = await host.crew.idle()
+            if idle and idle_before:
+                await asyncio.sleep(0.5)  # let the reporter print the last events
+                host.stop()
+                return
+            idle_before = idle
 
     async def _report_recovery(self, recovery: Recovery) -> None:
         for call in recovery.interrupted:

@@ -29,7 +29,9 @@ import psutil
 
 from agents.bus import Bus, Subscription
 from agents.config import Config
+from agents.crew import Crew
 from agents.errors import InvalidTransition
+from agents.gate import Gate
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
@@ -78,7 +80,7 @@ def process_alive(pid: int) -> bool:
 
 class Host:
     def __init__(self, db_path: Path, config: Config, *, backend: Backend,
-                 approvals: ApprovalPolicy = "deny", pid: int | None = None) -> None:
+                 approvals: ApprovalPolicy = "deny", pid: int | None = None, crew: bool = False) -> None:
         self.db_path = db_path
         self.config = config
         self.backend = backend
@@ -87,6 +89,8 @@ class Host:
         self.store = AsyncStore(db_path, config.enabled_agents())
         self.bus: Bus | None = None
         self.recovery: Recovery | None = None
+        self.run_crew = crew
+        self.crew: Crew | None = None
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
         self.stopping = asyncio.Event()
         self.exit_code = 0
@@ -115,11 +119,11 @@ class Host:
             self.exit_code = exit_code
         self.stopping.set()
 
-    async def subscribe(self, name: str | None = None, event_filter: EventFilter | None = None,
+    async def subscribe(self, name: str | None = None, flt: EventFilter | None = None,
                         start: int | str | None = None) -> Subscription:
         assert self.bus is not None, "the host is not running"
         first = self.first_event_id if start is None else start
-        return await self.bus.subscribe(name, event_filter, start=first)
+        return await self.bus.subscribe(name, flt, start=first)
 
     async def _start(self) -> None:
         store = self.store
@@ -136,6 +140,10 @@ class Host:
         policy = await self.bus.subscribe("instance:approvals", EventFilter(kinds=["approval.requested"]),
                                           start="now")
         self.recovery = await self._recover()
+        if self.run_crew:
+            gate = Gate(self.store, self.config, self.db_path.parent)
+            self.crew = Crew(self.store, self.bus, self.backend, gate, self.config)  # type: ignore[arg-type]
+            await self.crew.start(self.first_event_id)
         self._loops += [
             asyncio.create_task(self._every(self._expire)),
             asyncio.create_task(self._every(self._schedules)),
@@ -153,6 +161,8 @@ class Host:
                 await task
         self._loops.clear()
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.crew is not None:
+            steps.append(("stopping the crew", self.crew.stop))
         if self._backend_started:
             steps.append(("stopping the inference backend", self.backend.stop))
         if self.bus is not None:
@@ -167,7 +177,7 @@ class Host:
             except Exception as err:
                 log.warning("%s failed: %s", what, err)
         self._backend_started = self._claimed = False
-        self.bus = None
+        self.bus = self.crew = None
 
     # --- recovery ---
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from agents.errors import InvalidArgument, PermissionDenied
 from agents.limits import DAY_S, number_in, whole_in
 from agents.protocol import (
+    AgentReflected,
     AgentState,
     AgentStatus,
     AgentStatusChanged,
+    AgentStepped,
+    AgentTriaged,
     InferenceUsage,
     UsageRecorded,
 )
@@ -154,3 +157,12 @@ def release_instance(tx: Tx, actor: str, pid: int) -> None:
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not release the instance")
     tx.execute("DELETE FROM instance WHERE id = 1 AND pid = ?", (pid,))
+
+
+def record_phase(tx: Tx, actor: str, payload: AgentTriaged | AgentStepped | AgentReflected) -> int:
+    """An agent's phase result on one of its tasks, as an event (the story `log` tells)."""
+    tx.check_actor(actor)
+    task = rows.task(tx.row("tasks", payload.task_id))
+    if task.owner != actor and not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not record phases of task {task.id} (owned by {task.owner})")
+    return tx.emit(actor, payload, subject=f"task:{task.id}")

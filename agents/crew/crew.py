@@ -1,0 +1,239 @@
+"""The crew: one supervised loop per enabled agent, fed by a dispatcher that follows the
+durable bus.
+
+- Dispatcher: a task created or assigned to an agent goes into that agent's bounded
+  queue; an unassigned one is routed first (an `@agent` mention wins, else lead); a
+  finished subtask wakes its parent's owner, whose parent completes once all its
+  children are done. At start, the tasks a previous run left queued or active are taken
+  up again (active ones return to the queue).
+- Agent loop: works up to `max_concurrent` tasks at once, each with its own state, the
+  rest waiting; beats a heartbeat while idle.
+- Supervisor: a loop that raises restarts with exponential backoff; five crashes in five
+  minutes stop that agent (status crashed, a message to the person) while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import deque
+
+from agents.bus import Bus
+from agents.config import Config
+from agents.crew.live import LiveView
+from agents.crew.runner import ModelBackend, TaskRunner
+from agents.errors import AgentdeckError, InvalidTransition
+from agents.gate import Gate
+from agents.protocol import OWNER, SYSTEM, Event, TaskAssigned, TaskCreated, TaskStatusChanged
+from agents.store import AsyncStore, EventFilter, queries
+from agents.store import reducers as r
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+HEARTBEAT_S = 5.0
+CRASH_LIMIT = 5
+CRASH_WINDOW_S = 300.0
+BACKOFF_S = (0.5, 30.0)  # first delay, most
+FINISHED = ("done", "failed", "cancelled")
+UNFINISHED = ("queued", "active", "blocked", "waiting_approval")
+MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
+
+
+def route(title: str, body: str, agents: list[str]) -> str:
+    """Who gets an unassigned task: the first `@agent` mentioned, else lead (else the first)."""
+    for name in MENTION.findall(f"{title}\n{body}"):
+        if name in agents:
+            return name
+    return "lead" if "lead" in agents else agents[0]
+
+
+class AgentLoop:
+    def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend,
+                 gate: Gate) -> None:
+        self.name = name
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.gate = gate
+        self.queue: asyncio.Queue[int] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
+        self.live = LiveView(agent=name)
+        self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
+        self.fault: Exception | None = None  # tests inject one to exercise the supervisor
+
+    async def offer(self, task_id: int) -> None:
+        if task_id not in self.pending:
+            self.pending.add(task_id)
+            await self.queue.put(task_id)  # bounded: a full queue slows the dispatcher
+
+    async def run(self) -> None:
+        await self.store.write(r.set_agent_status, SYSTEM, self.name, "idle")
+        slots = asyncio.Semaphore(max(1, self.config.agents[self.name].max_concurrent))
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if self.fault is not None:
+                    fault, self.fault = self.fault, None
+                    raise fault
+                try:
+                    task_id = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await self.store.write(r.heartbeat, SYSTEM, self.name)
+                    continue
+                await slots.acquire()
+                job = asyncio.create_task(self._work(task_id, slots))
+                running.add(job)
+                job.add_done_callback(running.discard)
+        finally:
+            for job in list(running):
+                job.cancel()
+            for job in list(running):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+
+    async def _work(self, task_id: int, slots: asyncio.Semaphore) -> None:
+        try:
+            runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live)
+            await runner.run(task_id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._requeue(task_id))  # stopped mid-task: it resumes next start
+            raise
+        except Exception as err:  # the task fails, the agent goes on
+            log.exception("%s: task %d failed unexpectedly", self.name, task_id)
+            with contextlib.suppress(AgentdeckError):
+                await self.store.write(r.set_task_status, self.name, task_id, "failed",
+                                       f"internal error: {type(err).__name__}: {err}")
+        finally:
+            self.pending.discard(task_id)
+            slots.release()
+
+    async def _requeue(self, task_id: int) -> None:
+        with contextlib.suppress(AgentdeckError):
+            task = await self.store.read(queries.task, task_id)
+            if task is not None and task.status == "active":
+                await self.store.write(r.set_task_status, SYSTEM, task_id, "queued",
+                                       "interrupted: agentdeck stopped while this task ran")
+
+
+class Crew:
+    def __init__(self, store: AsyncStore, bus: Bus, backend: ModelBackend, gate: Gate,
+                 config: Config) -> None:
+        self.store = store
+        self.bus = bus
+        self.config = config
+        self.agents = list(config.enabled_agents())
+        self.loops = {name: AgentLoop(name, config, store, backend, gate) for name in self.agents}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def live(self, name: str) -> LiveView:
+        return self.loops[name].live
+
+    async def start(self, from_event: int) -> None:
+        kinds = ["task.created", "task.assigned", "task.status"]
+        sub = await self.bus.subscribe(None, EventFilter(kinds=kinds), start=from_event)
+        for name, loop in self.loops.items():
+            self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=f"agent:{name}"))
+        await self._take_up_left_work()
+        self._tasks.append(asyncio.create_task(self._dispatch(sub), name="crew:dispatch"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for name in self.agents:
+            with contextlib.suppress(AgentdeckError):
+                await self.store.write(r.set_agent_status, SYSTEM, name, "stopped")
+
+    async def idle(self) -> bool:
+        """Nothing queued, active, blocked or waiting, and no approval pending."""
+        tasks = await self.store.read(queries.tasks, statuses=UNFINISHED)
+        if any(t.owner in self.loops or t.owner is None for t in tasks):
+            return False
+        return not await self.store.read(queries.approvals, status="pending")
+
+    # --- dispatching ---
+
+    async def _take_up_left_work(self) -> None:
+        for task in await self.store.read(queries.tasks, statuses=("active", "queued", "blocked")):
+            if task.status == "active" and task.owner in self.loops:
+                await self.store.write(r.set_task_status, SYSTEM, task.id, "queued",
+                                       "interrupted: agentdeck stopped while this task ran")
+            await self._place(task.id)
+
+    async def _dispatch(self, sub: object) -> None:
+        async for event in sub:  # type: ignore[attr-defined]
+            try:
+                await self._handle(event)
+            except Exception as err:
+                log.warning("dispatching event %d failed: %s", event.id, err)
+
+    async def _handle(self, event: Event) -> None:
+        payload = event.payload
+        if isinstance(payload, TaskCreated):
+            await self._place(payload.task.id)
+        elif isinstance(payload, TaskAssigned):
+            await self._place(payload.task_id)
+        elif isinstance(payload, TaskStatusChanged):
+            if payload.new == "queued":
+                await self._place(payload.task_id)
+            elif payload.new in FINISHED:
+                await self._wake_parent(payload.task_id)
+
+    async def _place(self, task_id: int) -> None:
+        task = await self.store.read(queries.task, task_id)
+        if task is None or task.status in FINISHED or task.status == "deferred":
+            return
+        if task.owner is None:
+            owner = route(task.title, task.body, self.agents)
+            with contextlib.suppress(InvalidTransition):
+                await self.store.write(r.assign_task, SYSTEM, task_id, owner)  # task.assigned places it
+            return
+        if task.owner in self.loops:
+            await self.loops[task.owner].offer(task_id)
+
+    async def _wake_parent(self, task_id: int) -> None:
+        task = await self.store.read(queries.task, task_id)
+        if task is None or task.parent_id is None:
+            return
+        parent = await self.store.read(queries.task, task.parent_id)
+        if parent is not None and parent.status == "blocked" and parent.owner in self.loops:
+            await self.loops[parent.owner].offer(parent.id)
+
+    # --- supervision ---
+
+    async def _supervise(self, name: str, loop: AgentLoop) -> None:
+        attempt = 0
+        while True:
+            try:
+                await loop.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                now = time.monotonic()
+                loop.crashes.append(now)
+                recent = [t for t in loop.crashes if now - t < CRASH_WINDOW_S]
+                log.warning("agent %s crashed (%d in %.0f s): %s", name, len(recent), CRASH_WINDOW_S, err)
+                if len(recent) >= CRASH_LIMIT:
+                    await self._stop_agent(name, err)
+                    return
+                attempt += 1
+                delay = min(BACKOFF_S[0] * 2 ** (attempt - 1), BACKOFF_S[1])
+                with contextlib.suppress(AgentdeckError):
+                    await self.store.write(r.set_agent_status, SYSTEM, name, "crashed",
+                                           detail=f"restarting in {delay:g} s: {type(err).__name__}: {err}")
+                await asyncio.sleep(delay)
+
+    async def _stop_agent(self, name: str, err: Exception) -> None:
+        why = (f"stopped after {CRASH_LIMIT} crashes in {CRASH_WINDOW_S:.0f} s; "
+               f"last: {type(err).__name__}: {err}")
+        with contextlib.suppress(AgentdeckError):
+            await self.store.write(r.set_agent_status, SYSTEM, name, "crashed", detail=why)
+            await self.store.write(r.send_direct, name, OWNER, f"{name} {why}")

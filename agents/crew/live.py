@@ -1,0 +1,35 @@
+"""An agent's live view: what it is doing right now, for front ends to read at their own
+pace. Model tokens stream here, not through the durable bus (five streams at a few
+hundred tokens a second would swamp the bus and the log); only phase results become
+events. Bounded: the text keeps its last LIVE_TEXT characters."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+LIVE_TEXT = 4000
+
+
+@dataclass
+class LiveView:
+    agent: str
+    state: str = "idle"
+    task_id: int | None = None
+    phase: str = ""  # triage, step 3, reflect, combine
+    text: str = ""  # the model's output streaming now (its tail)
+    last_tool: str | None = None
+    tokens: int = 0  # pieces of the current call
+    call_started: float = field(default_factory=time.monotonic)
+
+    def begin_call(self, phase: str) -> None:
+        self.phase, self.text, self.tokens, self.call_started = phase, "", 0, time.monotonic()
+
+    def feed(self, piece: str) -> None:
+        self.text = (self.text + piece)[-LIVE_TEXT:]
+        self.tokens += 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        elapsed = time.monotonic() - self.call_started
+        return self.tokens / elapsed if elapsed > 0 else 0.0

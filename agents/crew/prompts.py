@@ -1,0 +1,89 @@
+"""Prompts for each phase, assembled within a budget.
+
+The stable part comes first — the agent's role and system prompt, its tools with one
+example call each — so consecutive calls of one agent share a prefix and the engine's
+per-slot prefix cache reuses it; what changes (the task, its parents, memories, the
+steps so far) follows. The budget is counted in characters (about four per token); the
+oldest steps are dropped first, marked as dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from agents.config import AgentConfig
+from agents.inference.types import ChatMessage
+from agents.protocol import Memory, Task
+from agents.tools import TOOLS
+
+CHARS_PER_TOKEN = 4
+RESULT_CHARS = 1200  # of a tool result fed back to the model
+
+
+def _example(tool: str) -> str:
+    schema = msgspec.json.schema(TOOLS[tool].args)
+    props = next(iter(schema["$defs"].values())) if "$defs" in schema else {}
+    args: dict[str, Any] = {}
+    for name in props.get("required", []):
+        kind = props["properties"][name].get("type")
+        args[name] = 0 if kind in ("integer", "number") else [] if kind == "array" else "..."
+    return json.dumps({"tool": tool, "arguments": args})
+
+
+def system_message(name: str, agent: AgentConfig) -> ChatMessage:
+    tools = "\n".join(f"- {t}: {TOOLS[t].description} Example: {_example(t)}" for t in agent.tools)
+    return ChatMessage(role="system", content=(
+        f"{agent.system_prompt}\n\nYou are {name}. Your tools:\n{tools}\n"
+        'You answer with one JSON object only. When you are done, answer {"final": "..."} '
+        "with what you found or did."
+    ))
+
+
+def task_text(task: Task, parents: list[Task], memories: list[Memory]) -> str:
+    lines = [f"Task #{task.id}: {task.title}"]
+    if task.body and task.body.strip() != task.title:
+        lines.append(task.body.strip())
+    for parent in parents:
+        lines.append(f"(part of task #{parent.id}: {parent.title})")
+    if memories:
+        lines.append("What you remember that may help:")
+        lines += [f"- {m.content}" for m in memories]
+    return "\n".join(lines)
+
+
+def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list[str]) -> list[ChatMessage]:
+    others = ", ".join(a for a in agents if a != name)
+    return [system_message(name, agent), ChatMessage(role="user", content=(
+        f"{task_text_}\n\nDecide what to do with this task. act: do it yourself with your tools. "
+        f"delegate: give it to one of {others} (set delegate_to). defer: later. ignore: not for us. "
+        'Answer {"action": ..., "reason": ..., "delegate_to": ...}.'
+    ))]
+
+
+def step_messages(name: str, agent: AgentConfig, task_text_: str, steps: list[tuple[str, str]],
+                  budget_tokens: int) -> list[ChatMessage]:
+    """steps: (the model's step JSON, what came back), oldest first."""
+    head = [system_message(name, agent), ChatMessage(role="user", content=task_text_)]
+    turns: list[ChatMessage] = []
+    for said, result in steps:
+        turns += [ChatMessage(role="assistant", content=said),
+                  ChatMessage(role="user", content=f"Result: {result[:RESULT_CHARS]}")]
+    budget = budget_tokens * CHARS_PER_TOKEN - sum(len(m.content) for m in head)
+    dropped = 0
+    while turns and sum(len(m.content) for m in turns) > budget:
+        turns = turns[2:]
+        dropped += 1
+    if dropped:
+        turns.insert(0, ChatMessage(role="user", content=f"({dropped} earlier step(s) left out for room)"))
+    return head + turns
+
+
+def reflect_messages(name: str, agent: AgentConfig, task_text_: str, summary: str) -> list[ChatMessage]:
+    return [system_message(name, agent), ChatMessage(role="user", content=(
+        f"{task_text_}\n\nWhat happened: {summary}\n\nReflect on it. Answer {{\"outcome\": "
+        '"success" | "partial" | "failure", "lesson": one sentence worth remembering, '
+        '"importance": 1-5, "tags": a few words}.'
+    ))]

@@ -1,0 +1,324 @@
+"""One task through one agent: triage → act → reflect, every phase recorded as an event.
+
+- Triage: cheap rules first (a subtask delegated to this agent is acted on; ops acts on
+  machine questions; a scheduled health check with nothing abnormal needs no model),
+  then a schema-constrained model call: act / delegate / defer / ignore.
+- Act: at most `max_steps` model steps; each step is constrained by a grammar built from
+  the agent's own tools' argument schemas, or is the final answer. Tool calls go through
+  the gate (and may wait for approval while the other agents carry on); their result,
+  capped, is fed back. A step whose output does not parse is retried once, then fails.
+- Reflect: a schema-constrained reflection becomes a memory entry. The task ends done or
+  failed, its result stored, a line posted to #agent-logs, and the asking agent told.
+
+Every model call has a timeout (the agent's inference.timeout_s); a failure of any
+phase fails the task with the reason, never the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import time
+from typing import Any, Protocol
+
+import msgspec
+import psutil
+
+from agents.config import AgentConfig, Config
+from agents.crew import prompts
+from agents.crew.live import LiveView
+from agents.crew.schemas import (
+    FinalStep,
+    Reflection,
+    ToolStep,
+    Triage,
+    decode,
+    parse_step,
+    reflection_schema,
+    step_schema,
+    triage_schema,
+)
+from agents.errors import AgentdeckError
+from agents.gate import Gate
+from agents.inference.types import ChatMessage, Result
+from agents.protocol import AgentReflected, AgentStepped, AgentTriaged, Task
+from agents.store import AsyncStore, queries
+from agents.store import reducers as r
+from agents.tools.base import AgentStore
+
+log = logging.getLogger(__name__)
+
+PROMPT_TOKENS = 1500  # budget for a step's prompt
+MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
+HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
+
+
+class ModelBackend(Protocol):
+    def submit(self, messages: list[ChatMessage], **kwargs: Any) -> Any: ...
+
+
+class PhaseFailed(AgentdeckError):
+    """A phase could not complete (model error, output that never parsed, no steps left)."""
+
+
+def shorten(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def health_is_normal() -> tuple[bool, str]:
+    """Rules first: psutil against thresholds, no model needed when all is well."""
+    figures = {"cpu": psutil.cpu_percent(interval=0.2), "memory": psutil.virtual_memory().percent,
+               "disk": psutil.disk_usage("/").percent}
+    text = ", ".join(f"{k} {v:.0f}%" for k, v in figures.items())
+    return all(figures[k] < HEALTH_LIMITS[k] for k in figures), text
+
+
+class TaskRunner:
+    def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend, gate: Gate,
+                 live: LiveView) -> None:
+        self.name = name
+        self.config = config
+        self.agent: AgentConfig = config.agents[name]
+        self.store = AgentStore(store, name)
+        self.backend = backend
+        self.gate = gate
+        self.live = live
+        self.agents = list(config.enabled_agents())
+
+    # --- the whole task ---
+
+    async def run(self, task_id: int) -> None:
+        task = await self.store.read(queries.task, task_id)
+        if task is None or task.owner != self.name:
+            return  # reassigned or gone meanwhile
+        if task.status == "blocked":
+            await self._combine(task)
+            return
+        if task.status != "queued":
+            return  # already being worked, or finished (at-least-once delivery)
+        await self.store.write(r.set_task_status, task.id, "active")
+        self.live.task_id = task.id
+        try:
+            await self._work(task)
+        except PhaseFailed as err:
+            await self._end(task, "failed", str(err), None)
+        finally:
+            self.live.task_id, self.live.phase = None, ""
+            await self._state("idle", None)
+
+    async def _work(self, task: Task) -> None:
+        if task.deadline is not None and time.time() > task.deadline:
+            raise PhaseFailed(f"past its deadline ({time.ctime(task.deadline)})")
+        context = await self._context(task)
+        triage = await self._triage(task, context)
+        if triage.action == "ignore":
+            await self._end(task, "done", f"ignored: {triage.reason}", None)
+        elif triage.action == "defer":
+            await self.store.write(r.set_task_status, task.id, "deferred", f"deferred: {triage.reason}")
+        elif triage.action == "delegate" and triage.delegate_to and triage.delegate_to != self.name:
+            to = triage.delegate_to
+            child = await self.store.write(r.create_task, task.title, body=task.body, owner=to,
+                                           parent_id=task.id, priority=task.priority)
+            await self.store.write(r.set_task_status, task.id, "blocked",
+                                   f"delegated to {triage.delegate_to} as task {child.id}")
+        else:
+            answer, steps = await self._act(task, context)
+            await self._finish(task, context, answer, steps)
+
+    async def _context(self, task: Task) -> str:
+        parents: list[Task] = []
+        parent_id = task.parent_id
+        while parent_id is not None and len(parents) < 3:
+            parent = await self.store.read(queries.task, parent_id)
+            if parent is None:
+                break
+            parents.append(parent)
+            parent_id = parent.parent_id
+        memories = await self.store.read(queries.search_memory, task.title, agent=self.name, limit=3)
+        return prompts.task_text(task, parents, memories)
+
+    # --- triage ---
+
+    async def _triage(self, task: Task, context: str) -> Triage:
+        await self._state("triage", task.id)
+        rule = self._triage_rule(task)
+        if rule is not None:
+            await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=rule.action,
+                                                                 reason=rule.reason, by="rule"))
+            return rule
+        messages = prompts.triage_messages(self.name, self.agent, context, self.agents)
+        triage = await self._structured("triage", messages, triage_schema(self.agents), task.id,
+                                        lambda text: decode(text, Triage))
+        if triage.action == "delegate" and triage.delegate_to not in self.agents:
+            triage = Triage(action="act", reason=f"{triage.reason} (no such agent to delegate to: acting)")
+        await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=triage.action,
+                                                             reason=triage.reason,
+                                                             delegate_to=triage.delegate_to))
+        return triage
+
+    def _triage_rule(self, task: Task) -> Triage | None:
+        if task.title.startswith("[health]") and "system_health" in self.agent.tools:
+            normal, figures = health_is_normal()
+            if normal:
+                return Triage(action="ignore", reason=f"health check: all normal ({figures})")
+            return Triage(action="act", reason=f"health check: something is abnormal ({figures})")
+        if task.parent_id is not None and task.created_by != "owner":
+            return Triage(action="act", reason="a subtask delegated to me")
+        if "system_health" in self.agent.tools and MACHINE_WORDS.search(f"{task.title} {task.body}"):
+            return Triage(action="act", reason="a question about this machine, which I watch")
+        return None
+
+    # --- act ---
+
+    async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
+        await self._state("acting", task.id)
+        tools = list(self.agent.tools)
+        steps: list[tuple[str, str]] = []
+        first = self._first_step(task)
+        for number in range(1, self.agent.max_steps + 1):
+            if first is not None and number == 1:
+                step, said = first, json.dumps({"tool": first.tool, "arguments": first.arguments})
+            else:
+                # The last step, or a step after the model repeated itself, may only answer:
+                # a loop of identical calls would otherwise run out the steps.
+                repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
+                offered = [] if number == self.agent.max_steps or repeated else tools
+                messages = prompts.step_messages(self.name, self.agent, context, steps, PROMPT_TOKENS)
+                step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
+                                              functools.partial(parse_step, tools=offered))
+                said = msgspec.json.encode(step).decode()
+            if isinstance(step, FinalStep):
+                await self.store.write(r.record_phase, AgentStepped(
+                    task_id=task.id, step=number, tool=None, decision=None, status="final",
+                    summary=shorten(step.final)))
+                return step.final, steps
+            result = await self._call_tool(task, number, step)
+            steps.append((said, result))
+        raise PhaseFailed(f"no final answer within {self.agent.max_steps} steps")
+
+    def _first_step(self, task: Task) -> ToolStep | None:
+        """Rules first: a question about the machine starts with a look at it."""
+        if "system_health" in self.agent.tools and MACHINE_WORDS.search(f"{task.title} {task.body}"):
+            return ToolStep(tool="system_health", arguments={})
+        return None
+
+    async def _call_tool(self, task: Task, number: int, step: ToolStep) -> str:
+        decision = await self.gate.check(self.name, step.tool, step.arguments)
+        if decision.decision == "ask":
+            await self._state("waiting", task.id, f"waiting for approval: {step.tool}")
+        self.live.last_tool = step.tool
+        outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
+                                       reason=f"step {number} of task {task.id}: {task.title}")
+        await self._state("acting", task.id)
+        result = outcome.result
+        await self.store.write(r.record_phase, AgentStepped(
+            task_id=task.id, step=number, tool=step.tool, decision=outcome.decision.decision,
+            status=result.status, summary=shorten(json.dumps(step.arguments, ensure_ascii=False))))
+        return f"[{result.status}] {result.text}"
+
+    # --- delegation: the parent completes when its children are done ---
+
+    async def _combine(self, task: Task) -> None:
+        children = [t for t in await self.store.read(queries.tasks) if t.parent_id == task.id]
+        if any(c.status not in ("done", "failed", "cancelled") for c in children):
+            return  # not yet
+        await self.store.write(r.set_task_status, task.id, "active")
+        self.live.task_id = task.id
+        try:
+            context = await self._context(task)
+            results = "\n".join(f"- task {c.id} ({c.owner}, {c.status}): {c.result or ''}" for c in children)
+            messages = [prompts.system_message(self.name, self.agent), ChatMessage(role="user", content=(
+                f"{context}\n\nYour subtasks finished:\n{results}\n\nCombine their results into the answer. "
+                'Answer {"final": "..."}.'))]
+            step = await self._structured("combine", messages, step_schema([]), task.id,
+                                          lambda text: parse_step(text, []))
+            answer = step.final if isinstance(step, FinalStep) else ""
+            await self._finish(task, context, answer, [(f"subtask {c.id}", c.result or "") for c in children])
+        except PhaseFailed as err:
+            await self._end(task, "failed", str(err), None)
+        finally:
+            self.live.task_id = None
+            await self._state("idle", None)
+
+    # --- reflect and end ---
+
+    async def _finish(self, task: Task, context: str, answer: str, steps: list[tuple[str, str]]) -> None:
+        await self._state("reflecting", task.id)
+        summary = f"{len(steps)} tool step(s); final answer: {shorten(answer, 300)}"
+        memory_id = None
+        try:
+            reflection = await self._structured(
+                "reflect", prompts.reflect_messages(self.name, self.agent, context, summary),
+                reflection_schema(), task.id, lambda text: decode(text, Reflection))
+            importance = min(max(reflection.importance, 1), 5)
+            memory = await self.store.write(r.write_memory, reflection.lesson or summary, kind="reflection",
+                                            tags=[t for t in reflection.tags if t.strip()][:4],
+                                            importance=importance, task_id=task.id)
+            memory_id = memory.id
+            await self.store.write(r.record_phase, AgentReflected(
+                task_id=task.id, outcome=reflection.outcome, lesson=shorten(reflection.lesson, 300),
+                importance=importance, memory_id=memory_id))
+        except (PhaseFailed, AgentdeckError) as err:  # a failed reflection does not undo the work
+            log.warning("%s: reflection on task %d failed: %s", self.name, task.id, err)
+        await self._end(task, "done", answer or "(no answer)", memory_id)
+
+    async def _end(self, task: Task, status: str, result: str, _memory_id: int | None) -> None:
+        current = await self.store.read(queries.task, task.id)
+        if current is None or current.status in ("done", "cancelled", "failed"):
+            return
+        await self.store.write(r.set_task_status, task.id, status, result)
+        line = f"task {task.id} {status}: {shorten(task.title, 60)} → {shorten(result, 120)}"
+        try:
+            await self.store.write(r.post_message, "agent-logs", line, task_id=task.id)
+            if task.created_by in self.agents and task.created_by != self.name:
+                await self.store.write(r.send_direct, task.created_by, line, task_id=task.id)
+        except AgentdeckError as err:
+            log.warning("%s: could not report task %d: %s", self.name, task.id, err)
+
+    # --- model calls ---
+
+    async def _structured(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
+                          task_id: int, parse: Any) -> Any:
+        """A schema-constrained call; output that does not parse is retried once."""
+        problem = ""
+        for _attempt in range(2):
+            text = await self._model(phase, messages, schema, task_id)
+            try:
+                return parse(text)
+            except ValueError as err:
+                problem = str(err)
+        raise PhaseFailed(f"{phase}: the model's output did not parse twice ({problem})")
+
+    async def _model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
+                     task_id: int) -> str:
+        self.live.begin_call(phase)
+        sampling = self.agent.inference
+        gen = self.backend.submit(messages, agent=self.name, sampling=sampling, schema=schema,
+                                  priority=self.agent.priority, timeout_s=sampling.timeout_s)
+        async for piece in gen:
+            self.live.feed(piece)
+        result: Result = await gen
+        usage = result.usage
+        try:
+            await self.store.write(r.record_usage, agent=self.name, prompt_tokens=usage.prompt_tokens,
+                                   cached_tokens=usage.cached_prompt_tokens,
+                                   completion_tokens=usage.completion_tokens, queue_s=usage.queue_wait_s,
+                                   decode_s=usage.decode_s, task_id=task_id)
+        except AgentdeckError as err:
+            log.warning("%s: usage not recorded: %s", self.name, err)
+        if result.finish_reason not in ("stop", "length"):
+            raise PhaseFailed(f"{phase}: the model call ended with {result.finish_reason}"
+                              + (f" ({result.error})" if result.error else ""))
+        return result.text
+
+    async def _state(self, state: str, task_id: int | None, detail: str = "") -> None:
+        self.live.state = state
+        try:
+            await self.store.write(r.set_agent_status, self.name, state, task_id=task_id, detail=detail)
+        except AgentdeckError as err:
+            log.warning("%s: status not recorded: %s", self.name, err)
+        await asyncio.sleep(0)

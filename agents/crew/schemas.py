@@ -1,0 +1,120 @@
+"""What the model may say at each phase, as JSON schemas (which become grammars, so the
+model cannot say anything else) and as msgspec Structs to decode it strictly.
+
+A step is either a tool call — one of the agent's own tools, with arguments that follow
+that tool's schema — or a final answer. A model cannot name a tool it does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from agents.tools import TOOLS
+
+TriageAction = Literal["act", "delegate", "defer", "ignore"]
+Outcome = Literal["success", "partial", "failure"]
+
+
+class Triage(msgspec.Struct, forbid_unknown_fields=True):
+    action: TriageAction
+    reason: str
+    delegate_to: str | None = None
+
+
+class Reflection(msgspec.Struct, forbid_unknown_fields=True):
+    outcome: Outcome
+    lesson: str
+    importance: int
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
+class ToolStep(msgspec.Struct, forbid_unknown_fields=True):
+    tool: str
+    arguments: dict[str, Any]
+
+
+class FinalStep(msgspec.Struct, forbid_unknown_fields=True):
+    final: str
+
+
+Step = ToolStep | FinalStep
+
+
+def _text() -> dict[str, Any]:
+    # No maxLength: the grammar would spell out every length; max_tokens bounds it.
+    return {"type": "string"}
+
+
+def triage_schema(agents: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "action": {"enum": ["act", "delegate", "defer", "ignore"]},
+            "reason": _text(),
+            "delegate_to": {"anyOf": [{"enum": agents}, {"type": "null"}]},
+        },
+        "required": ["action", "reason"],
+        "additionalProperties": False,
+    }
+
+
+def reflection_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "outcome": {"enum": ["success", "partial", "failure"]},
+            "lesson": _text(),
+            "importance": {"type": "integer", "minimum": 1, "maximum": 5},
+            "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9-]{1,20}$"},
+                     "maxItems": 4},
+        },
+        "required": ["outcome", "lesson", "importance"],
+        "additionalProperties": False,
+    }
+
+
+def step_schema(tools: list[str]) -> dict[str, Any]:
+    """One alternative per allowed tool (its name a constant, its arguments its own
+    schema), plus the final answer."""
+    defs: dict[str, Any] = {}
+    options: list[dict[str, Any]] = []
+    for name in tools:
+        schema = msgspec.json.schema(TOOLS[name].args)
+        defs.update(schema.get("$defs", {}))
+        options.append({
+            "type": "object",
+            "properties": {"tool": {"const": name}, "arguments": {"$ref": schema["$ref"]}},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        })
+    options.append({"type": "object", "properties": {"final": _text()}, "required": ["final"],
+                    "additionalProperties": False})
+    return {"anyOf": options, "$defs": defs}
+
+
+def parse_step(text: str, tools: list[str]) -> Step:
+    """Strict: raises ValueError naming what is wrong (the caller retries once)."""
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as err:
+        raise ValueError(f"not JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("a step is a JSON object")
+    step_type: type[ToolStep] | type[FinalStep] = FinalStep if "final" in raw else ToolStep
+    try:
+        step = msgspec.convert(raw, step_type, strict=True)
+    except msgspec.ValidationError as err:
+        raise ValueError(f"not a step: {err}") from None
+    if isinstance(step, ToolStep) and step.tool not in tools:
+        raise ValueError(f"{step.tool!r} is not one of this agent's tools")
+    return step
+
+
+def decode(text: str, kind: type[msgspec.Struct]) -> Any:
+    """Strict decoding of a phase's JSON; raises ValueError."""
+    try:
+        return msgspec.json.decode(text, type=kind, strict=True)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise ValueError(str(err)) from None

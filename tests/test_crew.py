@@ -1,0 +1,238 @@
+"""The crew: scripted flows for determinism (the scripted backend's outputs must pass
+the same schemas the real model's grammar enforces), beside an end-to-end run with the
+real model through `agentdeck run --headless --until-idle`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from test_cli import ok
+
+from agents.config import parse_config
+from agents.crew import crew as crew_module
+from agents.crew import route
+from agents.inference.scripted import ScriptedBackend, queued
+from agents.protocol import OWNER, Task, to_builtins
+from agents.runtime import Host
+from agents.store import Store, queries
+from agents.store import reducers as r
+
+REFLECT = json.dumps({"outcome": "success", "lesson": "check the disk with system_health", "importance": 3,
+                      "tags": ["disk"]})
+
+
+def reflect(lesson: str) -> str:
+    return json.dumps({"outcome": "success", "lesson": lesson, "importance": 2, "tags": []})
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    w = tmp_path / "ws"
+    w.mkdir()
+    return w
+
+
+@pytest.fixture
+def running(db_path: Path, ws: Path) -> Callable[..., AsyncIterator[Host]]:
+    """Start a host with the crew on a scripted backend."""
+
+    def start(outputs: dict[str, list[str]], approvals: str = "deny", step_s: float = 0.0):
+        config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n')
+        backend = ScriptedBackend(queued(outputs), step_s=step_s)
+        return Host(db_path, config, backend=backend, approvals=approvals, crew=True)  # type: ignore[arg-type]
+
+    return start  # type: ignore[return-value]
+
+
+async def until(check: Callable[[], object], within: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():  # type: ignore[misc]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def finished(host: Host, task_id: int) -> Task:
+    async def done() -> bool:
+        task = await host.store.read(queries.task, task_id)
+        return task is not None and task.status in ("done", "failed")
+
+    await until(done)
+    task = await host.store.read(queries.task, task_id)
+    assert task is not None
+    return task
+
+
+async def kinds_for(host: Host, task_id: int) -> list[tuple[str, dict]]:
+    events = await host.store.read(queries.events_after, 0, 10_000)
+    return [(e.kind, to_builtins(e.payload)) for e in events
+            if e.subject == f"task:{task_id}" and e.kind.startswith("agent.")]
+
+
+async def test_a_machine_question_runs_rules_first_then_the_model(running, db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "report disk usage", owner="ops")
+    async with running({"ops": ['{"final": "the disk is 42% full"}', REFLECT]}) as host:
+        done = await finished(host, task.id)
+        assert (done.status, done.result) == ("done", "the disk is 42% full")
+        phases = await kinds_for(host, task.id)
+        assert [k for k, _ in phases] == ["agent.triage", "agent.step", "agent.step", "agent.reflect"]
+        assert phases[0][1]["by"] == "rule"
+        assert (phases[1][1]["tool"], phases[1][1]["status"]) == ("system_health", "ok")
+        assert phases[2][1]["status"] == "final"
+        memories = await host.store.read(queries.search_memory, "disk system_health", agent="ops")
+        assert [m.content for m in memories] == ["check the disk with system_health"]
+        log = await host.store.read(queries.messages, "agent-logs")
+        assert log[-1].body.startswith(f"task {task.id} done: report disk usage")
+        # The model saw the health figures: the rules' step was fed back.
+        step_prompt = host.backend.requests[0].messages  # type: ignore[attr-defined]
+        assert "Result: [ok] cpu:" in step_prompt[-1].content
+
+
+async def test_delegation_tree_lead_dev_and_the_parent_combines(running, db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        root = store.write(r.create_task, OWNER, "add a changelog entry", owner="lead")
+    outputs = {
+        "lead": ['{"action": "delegate", "reason": "dev edits files", "delegate_to": "dev"}',
+                 '{"final": "changelog updated by dev"}', reflect("delegate file edits to dev")],
+        "dev": ['{"final": "wrote the entry"}', reflect("changelog entries go at the top")],
+    }
+    async with running(outputs) as host:
+        parent = await finished(host, root.id)
+        children = [t for t in await host.store.read(queries.tasks) if t.parent_id == root.id]
+        assert len(children) == 1
+        child = children[0]
+        assert (child.owner, child.created_by, child.status, child.result) == ("dev", "lead", "done",
+                                                                               "wrote the entry")
+        assert (parent.status, parent.result) == ("done", "changelog updated by dev")
+        assert child.updated_at <= parent.updated_at
+        combine = [q for q in host.backend.requests if q.agent == "lead"][1]  # type: ignore[attr-defined]
+        assert "wrote the entry" in combine.messages[-1].content
+        inbox = [m for m in await host.store.read(lambda c: c.execute(
+            "SELECT body FROM messages WHERE recipient = 'lead'").fetchall())]
+        assert any("wrote the entry" in row[0] for row in inbox)  # the asking agent is told
+
+
+async def test_the_router_follows_mentions_else_lead(running, db_path: Path) -> None:
+    assert route("please @review check the diff", "", list(AGENTS)) == "review"
+    assert route("email me@review.example", "", list(AGENTS)) == "lead"
+    assert route("what changed?", "@nobody", list(AGENTS)) == "lead"
+    with Store.open(db_path, AGENTS) as store:
+        mention = store.write(r.create_task, OWNER, "please @review check the diff")
+        plain = store.write(r.create_task, OWNER, "what changed this week?")
+    ignore = '{"action": "ignore", "reason": "nothing to do"}'
+    async with running({"review": [ignore], "lead": [ignore]}) as host:
+        assert (await finished(host, mention.id)).owner == "review"
+        assert (await finished(host, plain.id)).owner == "lead"
+
+
+async def test_a_denied_tool_call_is_fed_back_and_the_task_still_ends(running, db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "write notes", owner="dev")
+    outputs = {"dev": ['{"action": "act", "reason": "a file to write"}',
+                       '{"tool": "write_file", "arguments": {"path": "notes.txt", "content": "hello"}}',
+                       '{"final": "I was not allowed to write notes.txt"}', reflect("ask before writing")]}
+    async with running(outputs) as host:
+        done = await finished(host, task.id)
+        assert done.result == "I was not allowed to write notes.txt"
+        steps = [p for k, p in await kinds_for(host, task.id) if k == "agent.step"]
+        assert (steps[0]["tool"], steps[0]["decision"], steps[0]["status"]) == ("write_file", "ask", "denied")
+        assert not (ws / "notes.txt").exists()
+        fed_back = host.backend.requests[2].messages[-1].content  # type: ignore[attr-defined]
+        assert fed_back.startswith("Result: [denied] not approved: denied")
+
+
+async def test_an_approval_answered_from_another_process_resumes_the_step(running, db_path: Path, home: Path,
+                                                                          ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "write notes", owner="dev")
+    outputs = {"dev": ['{"action": "act", "reason": "a file to write"}',
+                       '{"tool": "write_file", "arguments": {"path": "notes.txt", "content": "hello"}}',
+                       '{"final": "notes.txt written"}', reflect("notes go in notes.txt")]}
+    (home / "config.toml").write_text(f'workspace = "{ws}"\n')
+    async with running(outputs, approvals="cli") as host:
+        async def asked() -> bool:
+            return bool(await host.store.read(queries.approvals))
+
+        await until(asked)
+        live = host.crew.live("dev")  # type: ignore[union-attr]
+        assert live.state == "waiting" and live.task_id == task.id
+        [approval] = await host.store.read(queries.approvals)
+        proc = await asyncio.to_thread(subprocess.run, agentdeck_cmd("approve", str(approval.id)),
+                                       env=subprocess_env(home), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        done = await finished(host, task.id)
+        assert done.result == "notes.txt written" and (ws / "notes.txt").read_text() == "hello"
+
+
+async def test_agents_work_at_the_same_time(running, db_path: Path) -> None:
+    """Five tasks for five agents: their model calls overlap (from the recorded usage)."""
+    with Store.open(db_path, AGENTS) as store:
+        ids = [store.write(r.create_task, OWNER, f"job for {a}", owner=a).id for a in AGENTS]
+    act = '{"action": "act", "reason": "mine"}'
+    outputs = {a: [act, '{"final": "' + "done " * 30 + '"}', reflect(f"{a} did it")] for a in AGENTS}
+    outputs["ops"] = [act, outputs["ops"][1], outputs["ops"][2]]
+    async with running(outputs, step_s=0.005) as host:
+        for task_id in ids:
+            assert (await finished(host, task_id)).status == "done"
+        usage = await host.store.read(lambda c: c.execute(
+            "SELECT agent, ts - decode_s, ts FROM inference_usage").fetchall())
+    spans = [(a, start, end) for a, start, end in usage]
+    overlapping = {a for a, s, e in spans for b, s2, e2 in spans if a != b and s < e2 and s2 < e}
+    assert len(overlapping) >= 3, spans
+
+
+async def test_the_supervisor_restarts_a_crashed_loop_and_stops_it_after_five(running, db_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crew_module, "BACKOFF_S", (0.01, 0.02))
+    monkeypatch.setattr(crew_module, "HEARTBEAT_S", 0.02)
+    async with running({"ops": ['{"final": "fine"}', reflect("ok")]}) as host:
+        crew = host.crew
+        assert crew is not None
+        crew.loops["dev"].fault = RuntimeError("injected once")
+
+        async def restarted() -> bool:
+            return len(crew.loops["dev"].crashes) == 1 and crew.loops["dev"].fault is None
+
+        await until(restarted)
+        for i in range(4):
+            crew.loops["dev"].fault = RuntimeError(f"injected {i}")
+            await until(lambda: asyncio.sleep(0.05, result=crew.loops["dev"].fault is None))
+
+        async def stopped() -> bool:
+            status = (await host.store.read(queries.agent_statuses)).get("dev")
+            return status is not None and "stopped after 5 crashes" in status.detail
+
+        await until(stopped)
+        note = await host.store.read(lambda c: c.execute(
+            "SELECT body FROM messages WHERE sender = 'dev' AND recipient = 'owner'").fetchall())
+        assert note and "stopped after 5 crashes" in note[0][0]
+        # The others keep working.
+        task = await host.store.write(r.create_task, OWNER, "check the load", owner="ops")
+        assert (await finished(host, task.id)).status == "done"
+
+
+@pytest.mark.timeout(300)
+def test_end_to_end_with_the_real_model(home: Path, ws: Path) -> None:
+    (home / "config.toml").write_text(f'workspace = "{ws}"\n')
+    task_id = int(ok(home, "send", "--to", "ops", "report disk usage").strip())
+    proc = subprocess.run(agentdeck_cmd("run", "--headless", "--until-idle"), env=subprocess_env(home),
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    task = next(t for t in json.loads(ok(home, "tasks", "--json")) if t["id"] == task_id)
+    assert task["status"] in ("done", "failed")  # a 135M model may fail; the pipeline may not hang
+    events = [json.loads(line) for line in ok(home, "log", "--json").splitlines()]
+    story = [e["kind"] for e in events if e["subject"] == f"task:{task_id}"]
+    assert "agent.triage" in story and "agent.step" in story
+    calls = [e for e in events if e["kind"] == "tool.finished"]
+    assert calls, "no tool call"
+    if task["status"] == "done":
+        assert "agent.reflect" in story
+        assert any(e["kind"] == "memory.written" and e["actor"] == "ops" for e in events)
+    assert "agent.triage" in proc.stdout and "agentdeck stopped" in proc.stdout
