@@ -78,6 +78,8 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workspace: str = ""  # empty: the directory agentdeck was started in
     approval_timeout_s: float = 600.0
+    # Memories lose half their weight in recall every this many days.
+    memory_half_life_days: float = 14.0
     # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
     # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
@@ -272,6 +274,8 @@ def _check_values(config: Config, source: str) -> None:
 
     tool_names = list(TOOLS)
     problems: list[str] = []
+    if not _positive(config.memory_half_life_days):
+        problems.append("memory_half_life_days: must be a number > 0")
     if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:
         problems.append(f"approval_timeout_s: must be a number > 0 and <= {MAX_APPROVAL_TIMEOUT_S:g}")
     inf = config.inference

@@ -52,6 +52,9 @@ workspace = {_q(c.workspace)}
 # Seconds before an unanswered approval expires (it counts as denied, reason: timeout).
 approval_timeout_s = {c.approval_timeout_s}
 
+# Recall ranks memories by relevance x recency x importance; recency halves every:
+memory_half_life_days = {c.memory_half_life_days}
+
 # Shell commands run inside bubblewrap: the workspace writable, the rest read-only,
 # agentdeck's home hidden, no network. "auto": where bwrap works, else every command
 # asks; "bwrap": refuse to run without it; "off": no sandbox (write it explicitly).

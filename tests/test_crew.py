@@ -236,3 +236,34 @@ def test_end_to_end_with_the_real_model(home: Path, ws: Path) -> None:
         assert "agent.reflect" in story
         assert any(e["kind"] == "memory.written" and e["actor"] == "ops" for e in events)
     assert "agent.triage" in proc.stdout and "agentdeck stopped" in proc.stdout
+
+
+# --- memory ---
+
+
+def test_recall_ranks_relevance_by_recency_and_importance(store: Store) -> None:
+    from agents.crew.recall import recall, score
+
+    now = 1_800_000_000.0
+    old_big = store.write(r.write_memory, "dev", "the build uses ninja", importance=5)
+    new_small = store.write(r.write_memory, "dev", "the build uses ninja, again", importance=1)
+    fresh_big = store.write(r.write_memory, "dev", "the build uses ninja since monday", importance=5)
+    day = 86_400.0
+    store.conn.execute("UPDATE memory SET created_at = ? WHERE id = ?", (now - 60 * day, old_big.id))
+    store.conn.execute("UPDATE memory SET created_at = ? WHERE id = ?", (now - day, new_small.id))
+    store.conn.execute("UPDATE memory SET created_at = ? WHERE id = ?", (now - day, fresh_big.id))
+    store.write(r.write_memory, "ops", "ops' private note about the build")  # not dev's to see
+    ranked = store.read(recall, "build ninja", "dev", half_life_days=14, limit=3, now=now)
+    assert [m.id for m in ranked] == [fresh_big.id, new_small.id, old_big.id]
+    assert score(2.0, 0, 5, 100) == 2 * score(2.0, 100, 5, 100) == 5 * score(2.0, 0, 1, 100)
+
+
+async def test_what_an_agent_remembers_reaches_its_prompt(running, db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.write_memory, "dev", "the build uses ninja, not make", importance=4, scope="private")
+        task = store.write(r.create_task, OWNER, "fix the build", owner="dev")
+    outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "ran ninja"}', reflect("ninja")]}
+    async with running(outputs) as host:
+        await finished(host, task.id)
+        prompts = [q.messages[-1].content for q in host.backend.requests]  # type: ignore[attr-defined]
+    assert "What you remember that may help:\n- the build uses ninja, not make" in prompts[0]

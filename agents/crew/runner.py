@@ -30,6 +30,7 @@ import psutil
 from agents.config import AgentConfig, Config
 from agents.crew import prompts
 from agents.crew.live import LiveView
+from agents.crew.recall import recall
 from agents.crew.schemas import (
     FinalStep,
     Reflection,
@@ -138,7 +139,8 @@ class TaskRunner:
                 break
             parents.append(parent)
             parent_id = parent.parent_id
-        memories = await self.store.read(queries.search_memory, task.title, agent=self.name, limit=3)
+        memories = await self.store.read(recall, f"{task.title} {task.body}", self.name,
+                                         half_life_days=self.config.memory_half_life_days)
         return prompts.task_text(task, parents, memories)
 
     # --- triage ---

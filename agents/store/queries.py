@@ -201,12 +201,21 @@ def search_memory(
     include_compacted: bool = False,
 ) -> list[Memory]:
     """Full-text search: an agent sees its own entries and shared ones."""
+    return [m for m, _ in memory_matches(conn, text, agent=agent, limit=limit,
+                                         include_compacted=include_compacted)]
+
+
+def memory_matches(
+    conn: sqlite3.Connection, text: str, *, agent: str | None = None, limit: int = 10,
+    include_compacted: bool = False,
+) -> list[tuple[Memory, float]]:
+    """Like search_memory, with each entry's FTS5 relevance (bm25; higher is better)."""
     words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
     if not words:
         return []
     match = " OR ".join(f'"{w}"' for w in words)
     sql = (
-        "SELECT m.* FROM memory_fts f JOIN memory m ON m.id = f.rowid "
+        "SELECT m.*, f.rank AS rank FROM memory_fts f JOIN memory m ON m.id = f.rowid "
         "WHERE memory_fts MATCH ?"
     )
     params: list[object] = [match]
@@ -217,7 +226,7 @@ def search_memory(
         sql += " AND m.compacted_into IS NULL"
     sql += " ORDER BY f.rank LIMIT ?"
     params.append(limit)
-    return [rows.memory(r) for r in conn.execute(sql, params).fetchall()]
+    return [(rows.memory(r), -float(r["rank"])) for r in conn.execute(sql, params).fetchall()]
 
 
 def instance(conn: sqlite3.Connection) -> sqlite3.Row | None:
