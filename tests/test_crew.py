@@ -127,9 +127,17 @@ async def test_the_router_follows_mentions_else_lead(running, db_path: Path) -> 
         mention = store.write(r.create_task, OWNER, "please @review check the diff")
         plain = store.write(r.create_task, OWNER, "what changed this week?")
     ignore = '{"action": "ignore", "reason": "nothing to do"}'
-    async with running({"review": [ignore], "lead": [ignore]}) as host:
+    # No mention: a constrained model choice (here: ops); when that fails, lead.
+    with Store.open(db_path, AGENTS) as store:
+        broken = store.write(r.create_task, OWNER, "something odd")
+    outputs = {"review": [ignore], "ops": [ignore], "lead": [ignore],
+               "router": ['{"agent": "ops"}', '{"agent": "nobody"}']}
+    async with running(outputs) as host:
         assert (await finished(host, mention.id)).owner == "review"
-        assert (await finished(host, plain.id)).owner == "lead"
+        assert (await finished(host, plain.id)).owner == "ops"
+        assert (await finished(host, broken.id)).owner == "lead"
+        routed = [q for q in host.backend.requests if q.agent == "router"]  # type: ignore[attr-defined]
+        assert len(routed) == 2 and "watches the machine" in routed[0].messages[0].content
 
 
 async def test_a_denied_tool_call_is_fed_back_and_the_task_still_ends(running, db_path: Path, ws: Path) -> None:

@@ -2,7 +2,8 @@
 durable bus.
 
 - Dispatcher: a task created or assigned to an agent goes into that agent's bounded
-  queue; an unassigned one is routed first (an `@agent` mention wins, else lead); a
+  queue; an unassigned one is routed first (an `@agent` mention wins, else a constrained
+  model choice among the agents' role descriptions, else lead); a
   finished subtask wakes its parent's owner, whose parent completes once all its
   children are done. At start, the tasks a previous run left queued or active are taken
   up again (active ones return to the queue).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -25,9 +27,10 @@ from agents.bus import Bus
 from agents.config import Config
 from agents.crew.live import LiveView
 from agents.crew.runner import ModelBackend, TaskRunner
-from agents.errors import AgentdeckError, InvalidTransition
+from agents.errors import AgentdeckError, InvalidArgument, InvalidTransition
 from agents.gate import Gate
-from agents.protocol import OWNER, SYSTEM, Event, TaskAssigned, TaskCreated, TaskStatusChanged
+from agents.inference.types import ChatMessage
+from agents.protocol import OWNER, SYSTEM, Event, Task, TaskAssigned, TaskCreated, TaskStatusChanged
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 
@@ -43,12 +46,38 @@ UNFINISHED = ("queued", "active", "blocked", "waiting_approval")
 MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
 
 
-def route(title: str, body: str, agents: list[str]) -> str:
-    """Who gets an unassigned task: the first `@agent` mentioned, else lead (else the first)."""
+def mentioned(title: str, body: str, agents: list[str]) -> str | None:
     for name in MENTION.findall(f"{title}\n{body}"):
         if name in agents:
             return name
-    return "lead" if "lead" in agents else agents[0]
+    return None
+
+
+def route(title: str, body: str, agents: list[str]) -> str:
+    """Who gets an unassigned task without asking a model: the first `@agent`
+    mentioned, else lead (else the first agent)."""
+    return mentioned(title, body, agents) or ("lead" if "lead" in agents else agents[0])
+
+
+async def choose_agent(backend: ModelBackend, config: Config, title: str, body: str) -> str | None:
+    """A constrained model choice among the enabled agents, by their role descriptions;
+    None when the call fails (the caller falls back to lead)."""
+    agents = config.enabled_agents()
+    roles = "\n".join(f"- {name}: {a.role}" for name, a in agents.items())
+    intro = "You route tasks to the agent whose role fits best."
+    messages = [ChatMessage(role="system", content=f"{intro}\n{roles}"),
+                ChatMessage(role="user", content=f"Task: {title}\n{body}\nAnswer {{\"agent\": name}}.")]
+    schema = {"type": "object", "properties": {"agent": {"enum": list(agents)}}, "required": ["agent"],
+              "additionalProperties": False}
+    gen = backend.submit(messages, agent="router", schema=schema, priority=9, max_tokens=24, timeout_s=60)
+    result = await gen
+    if result.finish_reason != "stop":
+        return None
+    try:
+        choice = json.loads(result.text).get("agent")
+    except (ValueError, AttributeError):
+        return None
+    return choice if choice in agents else None
 
 
 class AgentLoop:
@@ -127,7 +156,9 @@ class Crew:
         self.config = config
         self.agents = list(config.enabled_agents())
         self.loops = {name: AgentLoop(name, config, store, backend, gate) for name in self.agents}
+        self.backend = backend
         self._tasks: list[asyncio.Task[None]] = []
+        self._routing: set[int] = set()
 
     def live(self, name: str) -> LiveView:
         return self.loops[name].live
@@ -191,12 +222,27 @@ class Crew:
         if task is None or task.status in FINISHED or task.status == "deferred":
             return
         if task.owner is None:
-            owner = route(task.title, task.body, self.agents)
-            with contextlib.suppress(InvalidTransition):
-                await self.store.write(r.assign_task, SYSTEM, task_id, owner)  # task.assigned places it
+            if task_id not in self._routing:  # the model call runs beside the dispatcher
+                self._routing.add(task_id)
+                job = asyncio.create_task(self._route(task))
+                self._tasks.append(job)
             return
         if task.owner in self.loops:
             await self.loops[task.owner].offer(task_id)
+
+    async def _route(self, task: Task) -> None:
+        try:
+            owner = mentioned(task.title, task.body, self.agents)
+            if owner is None:
+                owner = await choose_agent(self.backend, self.config, task.title, task.body)
+            with contextlib.suppress(InvalidTransition, InvalidArgument):
+                await self.store.write(r.assign_task, SYSTEM, task.id, owner or route("", "", self.agents))
+        except Exception as err:  # routing must never lose a task: it goes to lead
+            log.warning("routing task %d failed: %s; giving it to lead", task.id, err)
+            with contextlib.suppress(AgentdeckError):
+                await self.store.write(r.assign_task, SYSTEM, task.id, route("", "", self.agents))
+        finally:
+            self._routing.discard(task.id)
 
     async def _wake_parent(self, task_id: int) -> None:
         task = await self.store.read(queries.task, task_id)
