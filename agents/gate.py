@@ -160,4 +160,4 @@ class Gate:
             with contextlib.suppress(InvalidTransition):
                 await as_agent.write(r.cancel_approval, approval.id)
         with contextlib.suppress(InvalidTransition):
-            await as_agent.write(r.finish_tool_call, call_id, "denied", "cancelled before it ran")
+            await as_agent.write(r.finish_tool_call, call_id, "denied", "cancelled: its task was stopped")

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", metavar="AGENT")
     p.add_argument("--status", action="append", choices=TASK_STATUSES, help="repeatable")
 
+    p = add("cancel", commands.cmd_cancel, "cancel a task and its subtasks; a running step is stopped")
+    p.add_argument("id", type=_positive_int, metavar="ID")
+
     p = add("status", commands.cmd_status, "agents, approvals and task counts")
     add_json(p)
 

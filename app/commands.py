@@ -17,7 +17,7 @@ from agents.health import status_report
 from agents.protocol import OWNER, Schedule, Task, to_builtins
 from agents.safe_text import safe_json
 from agents.store import queries
-from agents.store.reducers import create_task, decide_approval, remove_schedule, set_schedule
+from agents.store.reducers import cancel_task, create_task, decide_approval, remove_schedule, set_schedule
 from app.cmd_gate import approval_lines
 from app.context import Context
 from app.render import ago, line, listing, print_json, shorten, table, when
@@ -193,3 +193,10 @@ def _schedule_state(s: Schedule) -> str:
     if s.enabled:
         return "on"
     return f"off: {shorten(s.last_error, 50)}" if s.last_error else "off"
+
+
+def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    cancelled = ctx.store.write(cancel_task, OWNER, args.id)
+    below = f" and {len(cancelled) - 1} subtask(s) below it" if len(cancelled) > 1 else ""
+    line(f"task {args.id} cancelled{below}")
+    return 0

@@ -275,3 +275,44 @@ async def test_what_an_agent_remembers_reaches_its_prompt(running, db_path: Path
         await finished(host, task.id)
         prompts = [q.messages[-1].content for q in host.backend.requests]  # type: ignore[attr-defined]
     assert "What you remember that may help:\n- the build uses ninja, not make" in prompts[0]
+
+
+# --- cancellation ---
+
+
+async def test_cancelling_a_parent_stops_its_running_child_and_kills_the_command(running, db_path: Path,
+                                                                                 home: Path) -> None:
+    import psutil
+
+    marker = "987.125"
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.add_rule, OWNER, "dev", "run_shell", "sleep", "allow")
+        root = store.write(r.create_task, OWNER, "build everything", owner="lead")
+    outputs = {"lead": ['{"action": "delegate", "reason": "dev builds", "delegate_to": "dev"}'],
+               "dev": [f'{{"tool": "run_shell", "arguments": {{"command": "sleep {marker}"}}}}']}
+    async with running(outputs) as host:
+        async def command_running() -> bool:
+            calls = await host.store.read(queries.tool_calls, status="running")
+            return any(c.tool == "run_shell" for c in calls)
+
+        await until(command_running)
+        assert any(marker in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+        out = await asyncio.to_thread(ok, home, "cancel", str(root.id))
+        assert out.strip() == f"task {root.id} cancelled and 1 subtask(s) below it"
+
+        async def stopped() -> bool:
+            calls = await host.store.read(queries.tool_calls)
+            return all(c.status != "running" for c in calls)
+
+        await until(stopped)
+        [call] = await host.store.read(queries.tool_calls)
+        assert call.status == "denied" and "cancelled" in (call.result or "")
+        tasks = {t.id: t for t in await host.store.read(queries.tasks)}
+        assert {t.status for t in tasks.values()} == {"cancelled"}
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(marker in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+            assert asyncio.get_running_loop().time() < deadline, "the command outlived its cancelled task"
+            await asyncio.sleep(0.1)
+    proc = await asyncio.to_thread(subprocess.run, agentdeck_cmd("cancel", str(root.id)), env=subprocess_env(home),
+                                   capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "already cancelled" in proc.stderr

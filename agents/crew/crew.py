@@ -90,6 +90,7 @@ class AgentLoop:
         self.gate = gate
         self.queue: asyncio.Queue[int] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
+        self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
         self.live = LiveView(agent=name)
         self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
         self.fault: Exception | None = None  # tests inject one to exercise the supervisor
@@ -116,7 +117,9 @@ class AgentLoop:
                 await slots.acquire()
                 job = asyncio.create_task(self._work(task_id, slots))
                 running.add(job)
+                self.jobs[task_id] = job
                 job.add_done_callback(running.discard)
+                job.add_done_callback(lambda _job, tid=task_id: self.jobs.pop(tid, None))
         finally:
             for job in list(running):
                 job.cancel()
@@ -139,6 +142,13 @@ class AgentLoop:
         finally:
             self.pending.discard(task_id)
             slots.release()
+
+    def interrupt(self, task_id: int) -> None:
+        """The task was cancelled: stop its model call, kill its tool call, withdraw its
+        approval (each cleans up as the cancellation passes through it)."""
+        job = self.jobs.get(task_id)
+        if job is not None:
+            job.cancel()
 
     async def _requeue(self, task_id: int) -> None:
         with contextlib.suppress(AgentdeckError):
@@ -215,6 +225,9 @@ class Crew:
             if payload.new == "queued":
                 await self._place(payload.task_id)
             elif payload.new in FINISHED:
+                if payload.new == "cancelled":
+                    for loop in self.loops.values():
+                        loop.interrupt(payload.task_id)
                 await self._wake_parent(payload.task_id)
 
     async def _place(self, task_id: int) -> None:

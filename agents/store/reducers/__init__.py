@@ -37,7 +37,13 @@ from agents.store.reducers.schedules import (
     remove_schedule,
     set_schedule,
 )
-from agents.store.reducers.tasks import assign_task, create_task, set_task_status, update_task
+from agents.store.reducers.tasks import (
+    assign_task,
+    cancel_task,
+    create_task,
+    set_task_status,
+    update_task,
+)
 from agents.store.reducers.tools import finish_tool_call, interrupt_running_tool_calls, start_tool_call
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "add_rule",
     "assign_task",
     "cancel_approval",
+    "cancel_task",
     "claim_instance",
     "compact_memory",
     "create_channel",

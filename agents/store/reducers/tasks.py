@@ -209,3 +209,25 @@ def update_task(
         recipient=_interested(actor, task, tx.agents),
     )
     return rows.task(tx.row("tasks", task_id))
+
+
+def cancel_task(tx: Tx, actor: str, task_id: int) -> list[int]:
+    """The person cancels a task and every unfinished task below it (their pending
+    approvals with them). Returns the ids cancelled, the task first."""
+    if not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not cancel tasks; only the person can")
+    task = rows.task(tx.row("tasks", task_id))
+    if not TRANSITIONS[task.status]:
+        raise InvalidTransition(f"task {task_id} is already {task.status}")
+    below = [row[0] for row in tx.execute(
+        "WITH RECURSIVE down(id) AS (SELECT id FROM tasks WHERE parent_id = ?"
+        " UNION SELECT t.id FROM tasks t JOIN down ON t.parent_id = down.id) SELECT id FROM down ORDER BY id",
+        (task_id,),
+    ).fetchall()]
+    cancelled = []
+    for tid in [task_id, *below]:
+        current = rows.task(tx.row("tasks", tid))
+        if "cancelled" in TRANSITIONS[current.status]:
+            set_task_status(tx, actor, tid, "cancelled", "cancelled by the person")
+            cancelled.append(tid)
+    return cancelled
