@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import msgspec
 import platformdirs
+from croniter import croniter
 
 from agents.errors import ConfigError
 from agents.home import FileTooLarge, NotARegularFile, read_regular_text
-from agents.limits import MAX_APPROVAL_TIMEOUT_S
+from agents.limits import MAX_APPROVAL_TIMEOUT_S, MAX_INTERVAL_S, MIN_INTERVAL_S
 from agents.secrets import resolve as resolve_secret
 
 CONFIG_FILE = "config.toml"
@@ -75,6 +76,16 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     seed: int = 0
 
 
+class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A recurring task for an agent: every `every_s` seconds, or on a `cron` expression."""
+
+    agent: str
+    name: str
+    every_s: float | None = None
+    cron: str | None = None
+    body: str = ""
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workspace: str = ""  # empty: the directory agentdeck was started in
     approval_timeout_s: float = 600.0
@@ -88,6 +99,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
+    schedules: list[ScheduleConfig] = msgspec.field(default_factory=list)
 
     def enabled_agents(self) -> dict[str, AgentConfig]:
         return {name: a for name, a in self.agents.items() if a.enabled}
@@ -187,10 +199,20 @@ DEFAULT_RULES: list[RuleConfig] = [
 ]
 
 
+# ops looks at the machine every five minutes: rules first (psutil thresholds), the
+# model only when something is abnormal.
+DEFAULT_SCHEDULES: list[ScheduleConfig] = [
+    ScheduleConfig(agent="ops", name="health", every_s=300.0,
+                   body="Check this machine's health: CPU, memory, disk and load. "
+                   "Say what is wrong, if anything."),
+]
+
+
 def default_config() -> Config:
     return Config(
         agents={name: msgspec.structs.replace(a) for name, a in DEFAULT_AGENTS.items()},
         rules=list(DEFAULT_RULES),
+        schedules=list(DEFAULT_SCHEDULES),
     )
 
 
@@ -317,6 +339,19 @@ def _check_values(config: Config, source: str) -> None:
             problems.append(f"rules[{i}].tool: unknown tool {rule.tool!r}")
         if not rule.pattern.strip():
             problems.append(f"rules[{i}].pattern: empty")
+    for i, sched in enumerate(config.schedules):
+        where = f"schedules[{i}]"
+        if sched.agent not in config.agents:
+            problems.append(f"{where}.agent: unknown agent {sched.agent!r}")
+        if (sched.every_s is None) == (sched.cron is None):
+            problems.append(f"{where}: give either every_s or cron")
+        elif sched.cron is not None and not croniter.is_valid(sched.cron):
+            problems.append(f"{where}.cron: not a cron expression: {sched.cron!r}")
+        elif sched.every_s is not None and not (math.isfinite(sched.every_s) and
+                                                MIN_INTERVAL_S <= sched.every_s <= MAX_INTERVAL_S):
+            problems.append(f"{where}.every_s: must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds")
+        if not sched.name.strip():
+            problems.append(f"{where}.name: empty")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 

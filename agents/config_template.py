@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents.config import AgentConfig, Config, RuleConfig, default_config
+from agents.config import AgentConfig, Config, RuleConfig, ScheduleConfig, default_config
 
 
 def _q(text: str) -> str:
@@ -81,7 +81,17 @@ seed = {inf.seed}
 # Patterns: run_shell, a command prefix ("git status"); file tools, a path glob relative
 # to the workspace ("src/*"); "*" matches everything.
 """
-    return head + note + agents + rules_note + "".join(_rule_section(r) for r in c.rules)
+    schedules_note = """
+# Recurring tasks: every_s = seconds, or cron = "*/5 * * * *". A run missed while
+# agentdeck was down runs once at start. Writing [[schedules]] replaces this list.
+"""
+    return (head + note + agents + rules_note + "".join(_rule_section(r) for r in c.rules)
+            + schedules_note + "".join(_schedule_section(s) for s in c.schedules))
+
+
+def _schedule_section(s: ScheduleConfig) -> str:
+    when = f"every_s = {s.every_s}" if s.every_s is not None else f"cron = {_q(s.cron or '')}"
+    return f"\n[[schedules]]\nagent = {_q(s.agent)}\nname = {_q(s.name)}\n{when}\nbody = {_q(s.body)}\n"
 
 
 def _rule_section(rule: RuleConfig) -> str:

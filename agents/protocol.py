@@ -162,6 +162,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     last_run_at: float | None
     # Why it last failed to fire; a failed schedule is disabled until set again.
     last_error: str | None = None
+    cron: str | None = None  # when set, runs follow it (interval_s: its usual gap)
 
 
 class InferenceUsage(msgspec.Struct, kw_only=True):
@@ -305,6 +306,7 @@ class AgentReflected(msgspec.Struct, tag="agent.reflect", kw_only=True):
     lesson: str
     importance: int
     memory_id: int | None
+    by: str = "model"  # model, or fallback: the model's reflection did not parse
 
 
 class ScheduleRemoved(msgspec.Struct, tag="schedule.removed", kw_only=True):

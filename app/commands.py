@@ -172,11 +172,16 @@ def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
         if args.agent not in agents:
             raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {', '.join(agents)})",
                                   exit_code=2)
+        if (args.every is None) == (args.cron is None):
+            raise InvalidArgument("give either SECONDS or --cron EXPR", exit_code=2)
         schedule = ctx.store.write(
-            set_schedule, OWNER, args.agent, args.name, args.every, body=args.body or ""
+            set_schedule, OWNER, args.agent, args.name, 60.0 if args.every is None else args.every,
+            body=args.body or "",
+            cron=args.cron,
         )
-        line(f"schedule {schedule.id}: {schedule.agent} {schedule.name} every "
-             f"{schedule.interval_s:g} s, next at {when(schedule.next_run_at)}")
+        how = f"on {schedule.cron!r}" if schedule.cron else f"every {schedule.interval_s:g} s"
+        line(f"schedule {schedule.id}: {schedule.agent} {schedule.name} {how}, next at "
+             f"{when(schedule.next_run_at)}")
         return 0
     if action == "remove":
         removed = ctx.store.write(remove_schedule, OWNER, args.id)
@@ -184,8 +189,8 @@ def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     listing(ctx.store.read(queries.schedules), args.json, "no schedules",
             ["id", "agent", "name", "every", "next run", "last run", "state"],
-            lambda s: (s.id, s.agent, shorten(s.name, 30), f"{s.interval_s:g}s", when(s.next_run_at),
-                       when(s.last_run_at), _schedule_state(s)))
+            lambda s: (s.id, s.agent, shorten(s.name, 30), s.cron or f"{s.interval_s:g}s",
+                       when(s.next_run_at), when(s.last_run_at), _schedule_state(s)))
     return 0
 
 

@@ -316,3 +316,47 @@ async def test_cancelling_a_parent_stops_its_running_child_and_kills_the_command
     proc = await asyncio.to_thread(subprocess.run, agentdeck_cmd("cancel", str(root.id)), env=subprocess_env(home),
                                    capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "already cancelled" in proc.stderr
+
+
+# --- schedules ---
+
+
+def test_cron_schedules_fire_on_their_times_and_collapse_missed_runs(store: Store) -> None:
+    from agents.protocol import SYSTEM
+
+    s = store.write(r.set_schedule, OWNER, "ops", "weekdays", 60, cron="*/5 * * * *")
+    assert s.cron == "*/5 * * * *" and s.interval_s == 300 and s.next_run_at % 300 == 0
+    store.conn.execute("UPDATE schedules SET next_run_at = next_run_at - 3600 WHERE id = ?", (s.id,))
+    store.write(r.fire_schedule, SYSTEM, s.id)
+    after = store.read(queries.schedules)[0]
+    assert after.next_run_at > after.last_run_at and after.next_run_at % 300 == 0  # one run, then the next slot
+    with pytest.raises(Exception, match="not a cron expression"):
+        store.write(r.set_schedule, OWNER, "ops", "bad", 60, cron="every tuesday")
+
+
+async def test_the_default_health_check_needs_no_model_when_all_is_well(running, db_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.crew import runner
+
+    monkeypatch.setattr(runner, "health_is_normal", lambda: (True, "cpu 3%, memory 40%, disk 50%"))
+    async with running({}) as host:  # no scripted output: any model call would fail the task
+        [schedule] = await host.store.read(queries.schedules)
+        assert (schedule.agent, schedule.name, schedule.interval_s) == ("ops", "health", 300)
+        await host.store.read(lambda c: c.execute("UPDATE schedules SET next_run_at = 1"))
+
+        async def ran() -> bool:
+            return bool(await host.store.read(queries.tasks, owner="ops"))
+
+        await until(ran)
+        [task] = await host.store.read(queries.tasks, owner="ops")
+        done = await finished(host, task.id)
+        assert done.status == "done" and "all normal (cpu 3%, memory 40%, disk 50%)" in (done.result or "")
+        assert host.backend.requests == []  # type: ignore[attr-defined]
+
+
+def test_schedules_from_the_cli_with_cron(home: Path) -> None:
+    out = ok(home, "schedules", "add", "ops", "mornings", "--cron", "0 9 * * 1-5")
+    assert "ops mornings on '0 9 * * 1-5'" in out
+    proc = subprocess.run(agentdeck_cmd("schedules", "add", "ops", "x"), env=subprocess_env(home),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "either SECONDS or --cron" in proc.stderr

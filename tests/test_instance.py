@@ -166,7 +166,7 @@ def test_restart_after_kill_9_recovers(home: Path, db_path: Path, start: Callabl
         task = store.write(r.create_task, "owner", "build", owner="dev")
         call = store.write(r.start_tool_call, "dev", "run_shell", {"cmd": "make"}, task_id=task.id)
         pending = store.write(r.request_approval, "dev", "run_shell", {"cmd": "make"}, "make", "b", timeout_s=600)
-        store.write(r.set_schedule, "ops", "ops", "health", 3600, first_run_at=time.time() - 3 * 3600)
+        store.write(r.set_schedule, "ops", "ops", "nightly", 3600, first_run_at=time.time() - 3 * 3600)
     os.kill(inst.proc.pid, signal.SIGKILL)
     inst.proc.wait()
 
@@ -180,7 +180,7 @@ def test_restart_after_kill_9_recovers(home: Path, db_path: Path, start: Callabl
         assert store.read(queries.approval, pending.id).status == "pending"  # type: ignore[union-attr]
         scheduled = [t for t in store.read(queries.tasks, owner="ops")]
         # Three missed runs collapse into one.
-        assert len(scheduled) == 1 and scheduled[0].title.startswith("[health]")
+        assert len(scheduled) == 1 and scheduled[0].title.startswith("[nightly]")
         assert store.read(queries.due_schedules, time.time()) == []
         assert SYSTEM in {e.actor for e in store.read(queries.events_after, 0)}
     assert again.stop() == 0

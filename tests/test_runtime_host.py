@@ -42,7 +42,7 @@ async def test_recovery_is_returned_as_data(db_path: Path) -> None:
         pending = store.write(r.request_approval, "dev", "run_shell", {}, "make", "why", timeout_s=600)
         overdue = store.write(r.request_approval, "dev", "run_shell", {}, "ls", "why", timeout_s=1)
         store.conn.execute("UPDATE approvals SET expires_at = 1 WHERE id = ?", (overdue.id,))
-        store.write(r.set_schedule, OWNER, "ops", "health", 300, first_run_at=time.time() - 3600)
+        store.write(r.set_schedule, OWNER, "ops", "nightly", 300, first_run_at=time.time() - 3600)
     backend = RecordingBackend()
     async with Host(db_path, default_config(), backend=backend, approvals="cli") as host:
         rec = host.recovery

@@ -252,20 +252,28 @@ class TaskRunner:
         await self._state("reflecting", task.id)
         summary = f"{len(steps)} tool step(s); final answer: {shorten(answer, 300)}"
         memory_id = None
+        by = "model"
         try:
             reflection = await self._structured(
                 "reflect", prompts.reflect_messages(self.name, self.agent, context, summary),
                 reflection_schema(), task.id, lambda text: decode(text, Reflection))
-            importance = min(max(reflection.importance, 1), 5)
-            memory = await self.store.write(r.write_memory, reflection.lesson or summary, kind="reflection",
-                                            tags=[t for t in reflection.tags if t.strip()][:4],
+        except PhaseFailed as err:  # a failed reflection does not undo the work: remember the facts
+            log.warning("%s: reflection on task %d failed (%s); keeping what happened",
+                        self.name, task.id, err)
+            reflection, by = Reflection(outcome="success", lesson="", importance=1), "fallback"
+        lesson = reflection.lesson.strip() or f"{task.title}: {summary}"
+        importance = min(max(reflection.importance, 1), 5)
+        tags = [t for t in reflection.tags if t.strip() and " " not in t][:4]
+        try:
+            memory = await self.store.write(r.write_memory, lesson[:2000], kind="reflection",
+                                            tags=tags,
                                             importance=importance, task_id=task.id)
             memory_id = memory.id
             await self.store.write(r.record_phase, AgentReflected(
-                task_id=task.id, outcome=reflection.outcome, lesson=shorten(reflection.lesson, 300),
-                importance=importance, memory_id=memory_id))
-        except (PhaseFailed, AgentdeckError) as err:  # a failed reflection does not undo the work
-            log.warning("%s: reflection on task %d failed: %s", self.name, task.id, err)
+                task_id=task.id, outcome=reflection.outcome, lesson=shorten(lesson, 300),
+                importance=importance, memory_id=memory_id, by=by))
+        except AgentdeckError as err:
+            log.warning("%s: reflection on task %d not recorded: %s", self.name, task.id, err)
         await self._end(task, "done", answer or "(no answer)", memory_id)
 
     async def _end(self, task: Task, status: str, result: str, _memory_id: int | None) -> None:

@@ -137,6 +137,7 @@ class Host:
         await self.backend.start()
         self.bus = await Bus(store).start()
         self.first_event_id = await store.read(queries.last_event_id)
+        await self._sync_schedules()
         policy = await self.bus.subscribe("instance:approvals", EventFilter(kinds=["approval.requested"]),
                                           start="now")
         self.recovery = await self._recover()
@@ -178,6 +179,22 @@ class Host:
                 log.warning("%s failed: %s", what, err)
         self._backend_started = self._claimed = False
         self.bus = self.crew = None
+
+    async def _sync_schedules(self) -> None:
+        """The config's schedules into the database. One that is unchanged keeps its next
+        run (so a run missed while agentdeck was down still fires once, now)."""
+        existing = {(s.agent, s.name): s for s in await self.store.read(queries.schedules)}
+        enabled = self.config.enabled_agents()
+        for wanted in self.config.schedules:
+            if wanted.agent not in enabled:
+                continue
+            current = existing.get((wanted.agent, wanted.name))
+            same = current is not None and current.cron == wanted.cron and current.body == wanted.body and (
+                wanted.cron is not None or current.interval_s == wanted.every_s)
+            if not same:
+                every = 60.0 if wanted.every_s is None else wanted.every_s  # (unused with cron)
+                await self.store.write(r.set_schedule, SYSTEM, wanted.agent, wanted.name, every,
+                                       body=wanted.body, cron=wanted.cron)
 
     # --- recovery ---
 

@@ -94,7 +94,7 @@ def schedule(r: sqlite3.Row) -> Schedule:
     return Schedule(
         id=r["id"], agent=r["agent"], name=r["name"], interval_s=r["interval_s"],
         body=r["body"], enabled=bool(r["enabled"]), next_run_at=r["next_run_at"],
-        last_run_at=r["last_run_at"], last_error=r["last_error"],
+        last_run_at=r["last_run_at"], last_error=r["last_error"], cron=r["cron"],
     )
 
 

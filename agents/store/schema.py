@@ -211,5 +211,8 @@ ALTER TABLE approvals ADD COLUMN always_rule TEXT;
 ALTER TABLE approvals ADD COLUMN ask_reason TEXT;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
+# v4: a schedule may follow a cron expression instead of a fixed interval.
+_V4 = "ALTER TABLE schedules ADD COLUMN cron TEXT;"
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

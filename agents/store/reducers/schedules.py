@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from croniter import croniter
+
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
 from agents.limits import MAX_INTERVAL_S, MIN_INTERVAL_S, number_in, timestamp
 from agents.protocol import Schedule, ScheduleFailed, ScheduleFired, ScheduleRemoved, ScheduleSet
@@ -22,11 +24,23 @@ def set_schedule(
     body: str = "",
     enabled: bool = True,
     first_run_at: float | None = None,
+    cron: str | None = None,
 ) -> Schedule:
+    """Every `interval_s` seconds, or at the times of a `cron` expression (then
+    `interval_s` is ignored and recorded as the gap between its next two runs)."""
     tx.check_actor(actor)
     tx.check_agent(agent)
     if agent != actor and not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not set {agent}'s schedules")
+    if cron is not None:
+        cron = cron.strip()
+        if not croniter.is_valid(cron):
+            raise InvalidArgument(f"not a cron expression: {cron!r}")
+        it = croniter(cron, tx.now)
+        soon = it.get_next(float)
+        interval_s = it.get_next(float) - soon
+        if first_run_at is None:
+            first_run_at = soon
     interval_s = number_in(interval_s, "interval_s", MIN_INTERVAL_S, MAX_INTERVAL_S)
     if first_run_at is not None:
         first_run_at = timestamp(first_run_at, "first_run_at", tx.now)
@@ -34,11 +48,11 @@ def set_schedule(
         raise InvalidArgument("a schedule needs a name")
     next_run = first_run_at if first_run_at is not None else tx.now + interval_s
     tx.execute(
-        "INSERT INTO schedules (agent, name, interval_s, body, enabled, next_run_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent, name) DO UPDATE SET "
+        "INSERT INTO schedules (agent, name, interval_s, body, enabled, next_run_at, cron) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent, name) DO UPDATE SET "
         "interval_s = excluded.interval_s, body = excluded.body, enabled = excluded.enabled, "
-        "next_run_at = excluded.next_run_at, last_error = NULL",
-        (agent, name, interval_s, body, int(enabled), next_run),
+        "next_run_at = excluded.next_run_at, cron = excluded.cron, last_error = NULL",
+        (agent, name, interval_s, body, int(enabled), next_run, cron),
     )
     row = tx.one("SELECT * FROM schedules WHERE agent = ? AND name = ?", (agent, name))
     assert row is not None
@@ -61,7 +75,9 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
         tx, actor, f"[{schedule.name}] scheduled", body=schedule.body, owner=schedule.agent
     )
     next_run = schedule.next_run_at
-    if next_run <= tx.now:
+    if schedule.cron is not None:  # missed runs collapse into this one
+        next_run = croniter(schedule.cron, tx.now).get_next(float)
+    elif next_run <= tx.now:
         missed = math.floor((tx.now - next_run) / schedule.interval_s) + 1
         next_run += missed * schedule.interval_s
     tx.execute(
