@@ -360,3 +360,68 @@ def test_schedules_from_the_cli_with_cron(home: Path) -> None:
     proc = subprocess.run(agentdeck_cmd("schedules", "add", "ops", "x"), env=subprocess_env(home),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "either SECONDS or --cron" in proc.stderr
+
+
+# --- a crash mid-step ---
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_while_a_tool_runs_then_the_task_continues(db_path: Path, ws: Path, tmp_path: Path,
+                                                          home: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    import psutil
+    from conftest import REPO
+
+    marker = "765.375"
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.add_rule, OWNER, "dev", "run_shell", "sleep", "allow")
+        task = store.write(r.create_task, OWNER, "build", owner="dev")
+
+    def host(outputs: dict[str, list[str]]) -> subprocess.Popen[str]:
+        script = tmp_path / f"script{time.monotonic_ns()}.json"
+        script.write_text(json.dumps(outputs))
+        return subprocess.Popen([sys.executable, str(REPO / "tests" / "crew_host.py"), str(db_path), str(ws),
+                                 str(script)], env=subprocess_env(home), stdout=subprocess.PIPE, text=True)
+
+    def running_calls() -> list:
+        with Store.open(db_path, AGENTS) as store:
+            return store.read(queries.tool_calls, status="running")
+
+    first = host({"dev": ['{"action": "act", "reason": "mine"}',
+                          f'{{"tool": "run_shell", "arguments": {{"command": "sleep {marker}"}}}}']})
+    try:
+        deadline = time.monotonic() + 30
+        while not running_calls():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        [call] = running_calls()
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        for p in psutil.process_iter(["cmdline"]):  # unsandboxed, the command outlives a kill -9
+            if marker in " ".join(p.info["cmdline"] or []):
+                p.kill()
+    second = host({"dev": ['{"action": "act", "reason": "mine, again"}', '{"final": "built after a restart"}',
+                           reflect("a build can be interrupted")]})
+    try:
+        assert second.stdout is not None
+        assert second.stdout.readline().strip() == f"INTERRUPTED {call.id}"
+        assert second.stdout.readline().strip() == "READY"
+        deadline = time.monotonic() + 30
+        while True:
+            with Store.open(db_path, AGENTS) as store:
+                now = store.read(queries.task, task.id)
+                calls = store.read(queries.tool_calls)
+            if now is not None and now.status == "done":
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
+        assert now.result == "built after a restart" and now.attempts == 2
+        assert [(c.id, c.status) for c in calls] == [(call.id, "interrupted")]  # never run again
+        assert "not run again" in (calls[0].result or "")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
