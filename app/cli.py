@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from app import (
         backup,
         bench_bus,
+        bench_crew,
         bench_inference,
         bench_policy,
         cmd_gate,
@@ -210,11 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", None, "benchmarks: bus, inference, policy")
+    p = add("bench", None, "benchmarks: bus, inference, policy, crew")
     bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
     b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
     b.set_defaults(handler=bench_bus.cmd_bench_bus)
     bench_bus.add_arguments(b, _at_least_one)
+    b = bench.add_parser("crew", help="how well the crew keeps the engine busy (real model)")
+    b.set_defaults(handler=bench_crew.cmd_bench_crew)
+    bench_crew.add_arguments(b, _at_least_one)
     b = bench.add_parser("policy", help="how long the permission gate takes to decide")
     b.set_defaults(handler=bench_policy.cmd_bench_policy)
     bench_policy.add_arguments(b, _at_least_one)

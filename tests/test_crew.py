@@ -425,3 +425,12 @@ def test_kill_9_while_a_tool_runs_then_the_task_continues(db_path: Path, ws: Pat
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
+
+
+@pytest.mark.timeout(400)
+def test_bench_crew_reports_its_figures(home: Path) -> None:
+    figures = json.loads(ok(home, "bench", "crew", "--json"))
+    assert figures["tasks_done"] + figures["tasks_failed"] == 5  # every task ended
+    assert figures["crew_tokens_per_s"] > 0 and figures["engine_tokens_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["crew_tokens_per_s"] / figures["engine_tokens_per_s"], rel=0.05)
+    assert set(figures["phase_latency_s"]) <= {"triage", "step", "reflect"} and figures["steps"] > 0

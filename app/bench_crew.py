@@ -1,0 +1,168 @@
+"""`agentdeck bench crew`: how well the crew keeps the engine busy, with the real model.
+
+Five tasks for five agents run through the whole crew (host, gate, tools, reflections)
+in a temporary home; then, in the same run and on the same engine, the engine alone gets
+five synthetic requests of the same sizes (each agent's prompt and generated tokens).
+Printed: aggregate generated tokens/s of both and their ratio, mean slot occupancy,
+per-phase latency (triage, step, reflect) and orchestration overhead (time per step
+outside model and tool calls). Figures, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from agents.config import Config, parse_config
+from agents.inference import Engine, resolve_model_path
+from agents.protocol import OWNER
+from agents.runtime import Host
+from agents.store import queries
+from agents.store import reducers as r
+from app.context import Context
+from app.progress import LoadProgress
+from app.render import line, print_json
+
+TASKS = {
+    "lead": "Plan how to write a short README for this workspace.",
+    "dev": "List the files in the workspace and say which one is largest.",
+    "review": "Look at the workspace and say whether anything looks wrong.",
+    "ops": "Report disk usage of this machine.",
+    "scribe": "What happened today? Answer from memory and messages.",
+}
+
+
+class CrewFigures(msgspec.Struct, kw_only=True):
+    model: str
+    device: str
+    tasks_done: int
+    tasks_failed: int
+    wall_s: float
+    crew_tokens_per_s: float  # generated tokens over the crew's wall time
+    engine_tokens_per_s: float  # the same sizes, engine alone
+    ratio: float  # crew / engine alone
+    mean_generating_slots: float  # sampled every 0.1 s while the crew ran
+    phase_latency_s: dict[str, float]  # median per phase: triage, step, reflect
+    overhead_per_step_s: float  # time per step outside model and tool calls
+    model_calls: int
+    steps: int
+
+
+def add_arguments(p: argparse.ArgumentParser, _count: Callable[[str], int]) -> None:
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
+
+
+def cmd_bench_crew(ctx: Context, args: argparse.Namespace) -> int:
+    figures = asyncio.run(_bench(ctx.config, args.model, Console(stderr=True)))
+    if args.json:
+        print_json(figures)
+        return 0
+    line(f"crew: {figures.tasks_done} done, {figures.tasks_failed} failed in {figures.wall_s:.1f} s "
+         f"({figures.model}, {figures.device}); {figures.model_calls} model calls, {figures.steps} steps")
+    line(f"  generated tokens/s: crew {figures.crew_tokens_per_s:.1f}, engine alone "
+         f"{figures.engine_tokens_per_s:.1f}, ratio {figures.ratio:.2f}")
+    line(f"  mean generating slots: {figures.mean_generating_slots:.2f}")
+    line("  median phase latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in figures.phase_latency_s.items()))
+    line(f"  orchestration overhead: {figures.overhead_per_step_s * 1000:.1f} ms per step")
+    return 0
+
+
+async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigures:
+    model = resolve_model_path(model_arg, base.inference.model)
+    with tempfile.TemporaryDirectory(prefix="agentdeck-bench-crew-") as tmp:
+        home, ws = Path(tmp) / "home", Path(tmp) / "ws"
+        home.mkdir()
+        ws.mkdir()
+        for i in range(3):
+            (ws / f"notes{i}.txt").write_text("x" * (100 * (i + 1)))
+        config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
+        config.inference = base.inference
+        with LoadProgress(err, f"loading {model.name}") as progress:
+            engine = Engine(config.inference, model_path=model, progress=progress)
+            async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
+                for agent, text in TASKS.items():
+                    await host.store.write(r.create_task, OWNER, text, owner=agent)
+                started = time.monotonic()
+                occupancy = await _run_until_idle(host, engine)
+                wall = time.monotonic() - started
+                crew = await _crew_figures(host, wall)
+                alone = await _engine_alone(engine, crew["sizes"])
+                device = engine.snapshot().device
+    return CrewFigures(
+        model=model.name, device=device, tasks_done=crew["done"], tasks_failed=crew["failed"],
+        wall_s=round(wall, 2), crew_tokens_per_s=round(crew["tokens"] / wall, 1),
+        engine_tokens_per_s=round(alone, 1), ratio=round(crew["tokens"] / wall / alone, 3) if alone else 0.0,
+        mean_generating_slots=round(statistics.mean(occupancy) if occupancy else 0.0, 2),
+        phase_latency_s=crew["phases"], overhead_per_step_s=round(crew["overhead"], 4),
+        model_calls=crew["calls"], steps=crew["steps"],
+    )
+
+
+async def _run_until_idle(host: Host, engine: Engine) -> list[int]:
+    assert host.crew is not None
+    samples: list[int] = []
+    idle_before = False
+    while True:
+        for _ in range(10):
+            samples.append(sum(1 for s in engine.snapshot().slots if s.state == "generating"))
+            await asyncio.sleep(0.1)
+        idle = await host.crew.idle()
+        if idle and idle_before:
+            return samples
+        idle_before = idle
+
+
+async def _crew_figures(host: Host, wall: float) -> dict:
+    tasks = await host.store.read(queries.tasks)
+    usage = await host.store.read(lambda c: c.execute(
+        "SELECT agent, prompt_tokens, completion_tokens, queue_s, decode_s FROM inference_usage").fetchall())
+    calls = await host.store.read(queries.tool_calls)
+    events = await host.store.read(queries.events_after, 0, 100_000)
+    # Per-phase latency from the event log: each phase event after the previous one of its task.
+    last: dict[str, float] = {}
+    phases: dict[str, list[float]] = defaultdict(list)
+    steps = 0
+    for e in events:
+        if e.kind == "task.status" and getattr(e.payload, "new", None) == "active":
+            last[e.subject] = e.ts
+        elif e.kind in ("agent.triage", "agent.step", "agent.reflect") and e.subject in last:
+            phases[e.kind.removeprefix("agent.")].append(e.ts - last[e.subject])
+            last[e.subject] = e.ts
+            steps += e.kind == "agent.step"
+    task_time = sum((t.updated_at - t.created_at) for t in tasks)
+    model_time = sum(row[3] + row[4] for row in usage)
+    tool_time = sum((c.finished_at or c.started_at) - c.started_at for c in calls)
+    per_agent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for agent, prompt, completion, _, _ in usage:
+        per_agent[agent][0] = max(per_agent[agent][0], prompt)
+        per_agent[agent][1] += completion
+    return {
+        "done": sum(t.status == "done" for t in tasks), "failed": sum(t.status == "failed" for t in tasks),
+        "tokens": sum(row[2] for row in usage), "calls": len(usage), "steps": steps,
+        "phases": {k: round(statistics.median(v), 3) for k, v in sorted(phases.items())},
+        "overhead": max(task_time - model_time - tool_time, 0.0) / max(steps, 1) if steps else 0.0,
+        "sizes": [tuple(v) for v in per_agent.values()],
+    }
+
+
+async def _engine_alone(engine: Engine, sizes: list[tuple[int, int]]) -> float:
+    """The same sizes, straight to the engine at once: each agent's longest prompt and all
+    its generated tokens as one request."""
+    if not sizes:
+        return 0.0
+    started = time.monotonic()
+    gens = [engine.submit([{"role": "user", "content": "word " * max(prompt - 20, 1)}],
+                          max_tokens=max(completion, 1), ignore_eos=True, agent=f"synthetic{i}")
+            for i, (prompt, completion) in enumerate(sizes)]
+    results = await asyncio.gather(*(g.result() for g in gens))
+    return sum(res.usage.completion_tokens for res in results) / (time.monotonic() - started)
