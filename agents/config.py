@@ -91,6 +91,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     approval_timeout_s: float = 600.0
     # Memories lose half their weight in recall every this many days.
     memory_half_life_days: float = 14.0
+    # Past this many active reflections, scribe summarises an agent's oldest half.
+    memory_compact_at: int = 40
     # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
     # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
@@ -296,6 +298,8 @@ def _check_values(config: Config, source: str) -> None:
 
     tool_names = list(TOOLS)
     problems: list[str] = []
+    if not 4 <= config.memory_compact_at <= 100_000:
+        problems.append("memory_compact_at: must be 4..100000")
     if not _positive(config.memory_half_life_days):
         problems.append("memory_half_life_days: must be a number > 0")
     if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:

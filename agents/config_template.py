@@ -54,6 +54,8 @@ approval_timeout_s = {c.approval_timeout_s}
 
 # Recall ranks memories by relevance x recency x importance; recency halves every:
 memory_half_life_days = {c.memory_half_life_days}
+# Past this many active reflections of an agent, scribe summarises its oldest half.
+memory_compact_at = {c.memory_compact_at}
 
 # Shell commands run inside bubblewrap: the workspace writable, the rest read-only,
 # agentdeck's home hidden, no network. "auto": where bwrap works, else every command

@@ -20,7 +20,7 @@ from agents.crew import route
 from agents.inference.scripted import ScriptedBackend, queued
 from agents.protocol import OWNER, Task, to_builtins
 from agents.runtime import Host
-from agents.store import Store, queries
+from agents.store import Store, queries, rows
 from agents.store import reducers as r
 
 REFLECT = json.dumps({"outcome": "success", "lesson": "check the disk with system_health", "importance": 3,
@@ -434,3 +434,31 @@ def test_bench_crew_reports_its_figures(home: Path) -> None:
     assert figures["crew_tokens_per_s"] > 0 and figures["engine_tokens_per_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["crew_tokens_per_s"] / figures["engine_tokens_per_s"], rel=0.05)
     assert set(figures["phase_latency_s"]) <= {"triage", "step", "reflect"} and figures["steps"] > 0
+
+
+async def test_past_the_threshold_scribe_compacts_an_agents_oldest_reflections(db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        old = [store.write(r.write_memory, "dev", f"lesson {i} about builds", kind="reflection", importance=i % 5 + 1)
+               for i in range(4)]
+        task = store.write(r.create_task, OWNER, "one more build", owner="dev")
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\nmemory_compact_at = 4\n')
+    outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "built"}', reflect("the fifth lesson")],
+               "scribe": ['{"summary": "builds: lessons 0 and 1, summarised"}']}
+    backend = ScriptedBackend(queued(outputs))
+    async with Host(db_path, config, backend=backend, crew=True) as host:
+        await finished(host, task.id)
+
+        async def compacted() -> bool:
+            rows_ = await host.store.read(lambda c: c.execute(
+                "SELECT id FROM memory WHERE kind = 'summary'").fetchall())
+            return bool(rows_)
+
+        await until(compacted)
+        memories = {m.id: m for m in await host.store.read(
+            lambda c: [rows.memory(row) for row in c.execute("SELECT * FROM memory")])}
+    [summary] = [m for m in memories.values() if m.kind == "summary"]
+    assert (summary.agent, summary.content) == ("dev", "builds: lessons 0 and 1, summarised")
+    assert [m.compacted_into for m in (memories[old[0].id], memories[old[1].id])] == [summary.id, summary.id]
+    assert memories[old[2].id].compacted_into is None  # only the oldest half
+    scribe_asked = [q for q in backend.requests if q.agent == "scribe"]
+    assert "lesson 0 about builds" in scribe_asked[0].messages[-1].content

@@ -29,6 +29,7 @@ import psutil
 
 from agents.config import AgentConfig, Config
 from agents.crew import prompts
+from agents.crew.compact import compact_if_needed
 from agents.crew.live import LiveView
 from agents.crew.recall import recall
 from agents.crew.schemas import (
@@ -85,6 +86,7 @@ class TaskRunner:
         self.config = config
         self.agent: AgentConfig = config.agents[name]
         self.store = AgentStore(store, name)
+        self.shared_store = store  # for what agentdeck records on the agent's behalf
         self.backend = backend
         self.gate = gate
         self.live = live
@@ -275,6 +277,10 @@ class TaskRunner:
         except AgentdeckError as err:
             log.warning("%s: reflection on task %d not recorded: %s", self.name, task.id, err)
         await self._end(task, "done", answer or "(no answer)", memory_id)
+        try:
+            await compact_if_needed(self.shared_store, self.backend, self.config, self.name)
+        except AgentdeckError as err:
+            log.warning("%s: compacting memory failed: %s", self.name, err)
 
     async def _end(self, task: Task, status: str, result: str, _memory_id: int | None) -> None:
         current = await self.store.read(queries.task, task.id)
