@@ -44,6 +44,7 @@ TASKS = {
 class CrewFigures(msgspec.Struct, kw_only=True):
     model: str
     device: str
+    tasks: int  # the five, plus any subtasks the agents delegated
     tasks_done: int
     tasks_failed: int
     wall_s: float
@@ -67,7 +68,8 @@ def cmd_bench_crew(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         print_json(figures)
         return 0
-    line(f"crew: {figures.tasks_done} done, {figures.tasks_failed} failed in {figures.wall_s:.1f} s "
+    line(f"crew: {figures.tasks} tasks (subtasks included): {figures.tasks_done} done, "
+         f"{figures.tasks_failed} failed in {figures.wall_s:.1f} s "
          f"({figures.model}, {figures.device}); {figures.model_calls} model calls, {figures.steps} steps")
     line(f"  generated tokens/s: crew {figures.crew_tokens_per_s:.1f}, engine alone "
          f"{figures.engine_tokens_per_s:.1f}, ratio {figures.ratio:.2f}")
@@ -99,7 +101,8 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
                 alone = await _engine_alone(engine, crew["sizes"])
                 device = engine.snapshot().device
     return CrewFigures(
-        model=model.name, device=device, tasks_done=crew["done"], tasks_failed=crew["failed"],
+        model=model.name, device=device, tasks=crew["tasks"], tasks_done=crew["done"],
+        tasks_failed=crew["failed"],
         wall_s=round(wall, 2), crew_tokens_per_s=round(crew["tokens"] / wall, 1),
         engine_tokens_per_s=round(alone, 1), ratio=round(crew["tokens"] / wall / alone, 3) if alone else 0.0,
         mean_generating_slots=round(statistics.mean(occupancy) if occupancy else 0.0, 2),
@@ -147,7 +150,8 @@ async def _crew_figures(host: Host, wall: float) -> dict:
         per_agent[agent][0] = max(per_agent[agent][0], prompt)
         per_agent[agent][1] += completion
     return {
-        "done": sum(t.status == "done" for t in tasks), "failed": sum(t.status == "failed" for t in tasks),
+        "tasks": len(tasks), "done": sum(t.status == "done" for t in tasks),
+        "failed": sum(t.status == "failed" for t in tasks),
         "tokens": sum(row[2] for row in usage), "calls": len(usage), "steps": steps,
         "phases": {k: round(statistics.median(v), 3) for k, v in sorted(phases.items())},
         "overhead": max(task_time - model_time - tool_time, 0.0) / max(steps, 1) if steps else 0.0,

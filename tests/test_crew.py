@@ -433,7 +433,8 @@ def test_bench_crew_reports_its_figures(home: Path) -> None:
                           text=True, timeout=380)  # the real model, five agents: about a minute here
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(proc.stdout)
-    assert figures["tasks_done"] + figures["tasks_failed"] == 5  # every task ended
+    assert figures["tasks"] >= 5  # the five, and any subtask delegated
+    assert figures["tasks_done"] + figures["tasks_failed"] == figures["tasks"]  # every one ended
     assert figures["crew_tokens_per_s"] > 0 and figures["engine_tokens_per_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["crew_tokens_per_s"] / figures["engine_tokens_per_s"], rel=0.05)
     assert set(figures["phase_latency_s"]) <= {"triage", "step", "reflect"} and figures["steps"] > 0
