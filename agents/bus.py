@@ -205,7 +205,9 @@ class Bus:
             return start, False
         if start == "now":
             row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM events", ())
-            return (int(row[0]) if row else 0), False
+            # The reader connection may still hold an older snapshot (a statement of the
+            # fetcher's open on it); this process's own commits are in _head already.
+            return max(int(row[0]) if row else 0, self._head), False
         return 0, False
 
     def _forget(self, sub: Subscription) -> None:
