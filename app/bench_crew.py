@@ -60,10 +60,14 @@ class CrewFigures(msgspec.Struct, kw_only=True):
 
 def add_arguments(p: argparse.ArgumentParser, _count: Callable[[str], int]) -> None:
     p.add_argument("--json", action="store_true")
+    p.add_argument("--suite", action="store_true", help="the effectiveness suite: simple tasks, each "
+                   "with a checker; prints the share done and the share verified correct")
     p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
 
 
 def cmd_bench_crew(ctx: Context, args: argparse.Namespace) -> int:
+    if args.suite:
+        return _suite(ctx, args)
     figures = asyncio.run(_bench(ctx.config, args.model, Console(stderr=True)))
     if args.json:
         print_json(figures)
@@ -170,3 +174,19 @@ async def _engine_alone(engine: Engine, sizes: list[tuple[int, int]]) -> float:
             for i, (prompt, completion) in enumerate(sizes)]
     results = await asyncio.gather(*(g.result() for g in gens))
     return sum(res.usage.completion_tokens for res in results) / (time.monotonic() - started)
+
+
+def _suite(ctx: Context, args: argparse.Namespace) -> int:
+    from app.bench_suite import run_suite
+
+    figures = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True)))
+    if args.json:
+        print_json(figures)
+        return 0
+    for result in figures.results:
+        status = str(result["status"])
+        mark = "correct" if result["correct"] else "wrong" if status == "done" else status
+        line(f"  {mark:<8} {result['agent']}: {result['task']} -> {result['answer']}")
+    line(f"suite ({figures.model}): {figures.done}/{figures.tasks} done, {figures.correct}/{figures.tasks} "
+         "verified correct")
+    return 0

@@ -23,7 +23,30 @@ CHARS_PER_TOKEN = 4
 RESULT_CHARS = 1200  # of a tool result fed back to the model
 
 
+# One concrete call per tool: a tiny model copies placeholders like "..." literally.
+# Neutral on purpose (not the kind of task being measured).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "read_file": {"path": "README.md"},
+    "write_file": {"path": "todo.txt", "content": "buy milk"},
+    "edit_file": {"path": "todo.txt", "old": "milk", "new": "bread"},
+    "list_dir": {"path": "."},
+    "search_files": {"pattern": "TODO"},
+    "run_shell": {"command": "ls -la"},
+    "send_message": {"to": "lead", "text": "the build is green"},
+    "read_messages": {"channel": "general"},
+    "post_channel": {"channel": "general", "text": "deploy finished"},
+    "delegate": {"to": "dev", "title": "fix the failing test"},
+    "read_tasks": {"status": "queued"},
+    "memory_search": {"query": "build"},
+    "memory_write": {"content": "the build uses ninja"},
+    "system_health": {},
+    "list_processes": {"sort": "memory"},
+}
+
+
 def _example(tool: str) -> str:
+    if tool in EXAMPLES:
+        return json.dumps({"tool": tool, "arguments": EXAMPLES[tool]})
     schema = msgspec.json.schema(TOOLS[tool].args)
     props = next(iter(schema["$defs"].values())) if "$defs" in schema else {}
     args: dict[str, Any] = {}

@@ -1,0 +1,102 @@
+"""`agentdeck bench crew --suite`: how often the crew gets simple workstation tasks right.
+
+Each task has a checker that knows the true answer (from psutil or the filesystem). The
+whole crew runs them with the real model in a temporary home whose rules let dev write
+files (the suite measures the agents, not the gate). Reported: the share done and the
+share verified correct. Figures, never assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import psutil
+from rich.console import Console
+
+from agents.config import Config, parse_config
+from agents.inference import Engine, resolve_model_path
+from agents.protocol import OWNER
+from agents.runtime import Host
+from agents.store import queries
+from agents.store import reducers as r
+from app.progress import LoadProgress
+
+Checker = Callable[[str, Path], bool]
+
+
+def _disk_percent_matches(answer: str, _ws: Path) -> bool:
+    truth = psutil.disk_usage("/").percent
+    return any(abs(float(x) - truth) <= 1.0 for x in re.findall(r"(\d+(?:\.\d+)?)\s*%", answer))
+
+
+def _notes_written(_answer: str, ws: Path) -> bool:
+    path = ws / "notes.txt"
+    return path.is_file() and path.read_text().strip() == "hello"
+
+
+def _top_memory_process(answer: str, _ws: Path) -> bool:
+    procs = [(p.info["memory_info"].rss, p.info["name"] or "")
+             for p in psutil.process_iter(["memory_info", "name"]) if p.info["memory_info"]]
+    top = {name for _, name in sorted(procs, reverse=True)[:3]}  # it may change while the task runs
+    return any(name and name in answer for name in top)
+
+
+def _file_count(answer: str, ws: Path) -> bool:
+    return str(sum(1 for p in ws.iterdir() if p.is_file())) in re.findall(r"\d+", answer)
+
+
+SUITE: list[tuple[str, str, Checker]] = [
+    ("ops", "How full is the disk? Give the percentage.", _disk_percent_matches),
+    ("dev", "Create notes.txt containing hello", _notes_written),
+    ("ops", "Which process uses the most memory?", _top_memory_process),
+    ("dev", "How many files are in the workspace?", _file_count),
+]
+
+
+class SuiteFigures(msgspec.Struct, kw_only=True):
+    model: str
+    tasks: int
+    done: int
+    correct: int
+    results: list[dict[str, object]]
+
+
+async def run_suite(base: Config, model_arg: str | None, err: Console) -> SuiteFigures:
+    model = resolve_model_path(model_arg, base.inference.model)
+    results: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
+        for agent, text, check in SUITE:  # one at a time: a task's checker sees only its own effects
+            home, ws = Path(tmp) / f"home{len(results)}", Path(tmp) / f"ws{len(results)}"
+            home.mkdir()
+            ws.mkdir()
+            for i in range(3):
+                (ws / f"data{i}.csv").write_text("a,b\n1,2\n")
+            config = parse_config(f'workspace = "{ws}"\nschedules = []\n[[rules]]\nagent = "dev"\n'
+                                  'tool = "write_file"\npattern = "*"\ndecision = "allow"\n')
+            config.rules = [*parse_config("").rules, *config.rules]
+            config.inference = base.inference
+            with LoadProgress(err, f"{agent}: {text}") as progress:
+                engine = Engine(config.inference, model_path=model, progress=progress)
+                async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
+                    task = await host.store.write(r.create_task, OWNER, text, owner=agent)
+                    assert host.crew is not None
+                    idle_before = False
+                    while True:
+                        await asyncio.sleep(1.0)
+                        idle = await host.crew.idle()
+                        if idle and idle_before:
+                            break
+                        idle_before = idle
+                    final = await host.store.read(queries.task, task.id)
+            answer = (final.result or "") if final else ""
+            done = final is not None and final.status == "done"
+            results.append({"agent": agent, "task": text, "status": final.status if final else "?",
+                            "answer": answer[:200], "correct": done and check(answer, ws)})
+    done = sum(x["status"] == "done" for x in results)
+    return SuiteFigures(model=model.name, tasks=len(results), done=done,
+                        correct=sum(bool(x["correct"]) for x in results), results=results)
