@@ -47,6 +47,7 @@ class CrewFigures(msgspec.Struct, kw_only=True):
     tasks: int  # the five, plus any subtasks the agents delegated
     tasks_done: int
     tasks_failed: int
+    tasks_deferred: int  # triage said later (not yet picked up again)
     wall_s: float
     crew_tokens_per_s: float  # generated tokens over the crew's wall time
     engine_tokens_per_s: float  # the same sizes, engine alone
@@ -73,7 +74,7 @@ def cmd_bench_crew(ctx: Context, args: argparse.Namespace) -> int:
         print_json(figures)
         return 0
     line(f"crew: {figures.tasks} tasks (subtasks included): {figures.tasks_done} done, "
-         f"{figures.tasks_failed} failed in {figures.wall_s:.1f} s "
+         f"{figures.tasks_failed} failed, {figures.tasks_deferred} deferred in {figures.wall_s:.1f} s "
          f"({figures.model}, {figures.device}); {figures.model_calls} model calls, {figures.steps} steps")
     line(f"  generated tokens/s: crew {figures.crew_tokens_per_s:.1f}, engine alone "
          f"{figures.engine_tokens_per_s:.1f}, ratio {figures.ratio:.2f}")
@@ -106,7 +107,7 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
                 device = engine.snapshot().device
     return CrewFigures(
         model=model.name, device=device, tasks=crew["tasks"], tasks_done=crew["done"],
-        tasks_failed=crew["failed"],
+        tasks_failed=crew["failed"], tasks_deferred=crew["deferred"],
         wall_s=round(wall, 2), crew_tokens_per_s=round(crew["tokens"] / wall, 1),
         engine_tokens_per_s=round(alone, 1), ratio=round(crew["tokens"] / wall / alone, 3) if alone else 0.0,
         mean_generating_slots=round(statistics.mean(occupancy) if occupancy else 0.0, 2),
@@ -156,6 +157,7 @@ async def _crew_figures(host: Host, wall: float) -> dict:
     return {
         "tasks": len(tasks), "done": sum(t.status == "done" for t in tasks),
         "failed": sum(t.status == "failed" for t in tasks),
+        "deferred": sum(t.status == "deferred" for t in tasks),
         "tokens": sum(row[2] for row in usage), "calls": len(usage), "steps": steps,
         "phases": {k: round(statistics.median(v), 3) for k, v in sorted(phases.items())},
         "overhead": max(task_time - model_time - tool_time, 0.0) / max(steps, 1) if steps else 0.0,
