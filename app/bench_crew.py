@@ -32,6 +32,8 @@ from app.context import Context
 from app.progress import LoadProgress
 from app.render import line, print_json
 
+DEADLINE_S = 240.0
+
 TASKS = {
     "lead": "Plan how to write a short README for this workspace.",
     "dev": "List the files in the workspace and say which one is largest.",
@@ -48,6 +50,7 @@ class CrewFigures(msgspec.Struct, kw_only=True):
     tasks_done: int
     tasks_failed: int
     tasks_deferred: int  # triage said later (not yet picked up again)
+    tasks_unfinished: int  # still queued, active or blocked at the deadline
     wall_s: float
     crew_tokens_per_s: float  # generated tokens over the crew's wall time
     engine_tokens_per_s: float  # the same sizes, engine alone
@@ -107,7 +110,7 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
                 device = engine.snapshot().device
     return CrewFigures(
         model=model.name, device=device, tasks=crew["tasks"], tasks_done=crew["done"],
-        tasks_failed=crew["failed"], tasks_deferred=crew["deferred"],
+        tasks_failed=crew["failed"], tasks_deferred=crew["deferred"], tasks_unfinished=crew["unfinished"],
         wall_s=round(wall, 2), crew_tokens_per_s=round(crew["tokens"] / wall, 1),
         engine_tokens_per_s=round(alone, 1), ratio=round(crew["tokens"] / wall / alone, 3) if alone else 0.0,
         mean_generating_slots=round(statistics.mean(occupancy) if occupancy else 0.0, 2),
@@ -116,11 +119,13 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
     )
 
 
-async def _run_until_idle(host: Host, engine: Engine) -> list[int]:
+async def _run_until_idle(host: Host, engine: Engine, deadline_s: float = DEADLINE_S) -> list[int]:
+    """Until the crew is idle, or the deadline (then the figures say what is unfinished)."""
     assert host.crew is not None
     samples: list[int] = []
     idle_before = False
-    while True:
+    until = time.monotonic() + deadline_s
+    while time.monotonic() < until:
         for _ in range(10):
             samples.append(sum(1 for s in engine.snapshot().slots if s.state == "generating"))
             await asyncio.sleep(0.1)
@@ -128,6 +133,7 @@ async def _run_until_idle(host: Host, engine: Engine) -> list[int]:
         if idle and idle_before:
             return samples
         idle_before = idle
+    return samples
 
 
 async def _crew_figures(host: Host, wall: float) -> dict:
@@ -158,6 +164,7 @@ async def _crew_figures(host: Host, wall: float) -> dict:
         "tasks": len(tasks), "done": sum(t.status == "done" for t in tasks),
         "failed": sum(t.status == "failed" for t in tasks),
         "deferred": sum(t.status == "deferred" for t in tasks),
+        "unfinished": sum(t.status in ("queued", "active", "blocked") for t in tasks),
         "tokens": sum(row[2] for row in usage), "calls": len(usage), "steps": steps,
         "phases": {k: round(statistics.median(v), 3) for k, v in sorted(phases.items())},
         "overhead": max(task_time - model_time - tool_time, 0.0) / max(steps, 1) if steps else 0.0,

@@ -53,7 +53,9 @@ from agents.tools.base import AgentStore
 
 log = logging.getLogger(__name__)
 
-PROMPT_TOKENS = 1500  # budget for a step's prompt
+# Tokens a phase may generate at most (never more than the agent's max_tokens): a tiny
+# model that rambles inside a JSON string would otherwise run to the agent's limit, twice.
+PHASE_TOKENS = {"triage": 96, "reflect": 160, "step": 384, "combine": 384}
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 
@@ -191,7 +193,7 @@ class TaskRunner:
                 # a loop of identical calls would otherwise run out the steps.
                 repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
                 offered = [] if number == self.agent.max_steps or repeated else tools
-                messages = prompts.step_messages(self.name, self.agent, context, steps, PROMPT_TOKENS)
+                messages = prompts.step_messages(self.name, self.agent, context, steps, self._prompt_budget())
                 step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
                                               functools.partial(parse_step, tools=offered))
                 said = msgspec.json.encode(step).decode()
@@ -203,6 +205,14 @@ class TaskRunner:
             result = await self._call_tool(task, number, step)
             steps.append((said, result))
         raise PhaseFailed(f"no final answer within {self.agent.max_steps} steps")
+
+    def _prompt_budget(self) -> int:
+        """Tokens a step's prompt may take: this slot's share of the KV cells, less the
+        answer, with a margin for the character estimate. Five agents must fit at once:
+        past the KV pool the engine pauses and re-evaluates sequences instead of working."""
+        inference = self.config.inference
+        share = inference.n_ctx // max(inference.slots, 1) - PHASE_TOKENS["step"]
+        return max(int(share * 0.6), 256)
 
     def _first_step(self, task: Task) -> ToolStep | None:
         """Rules first: a question about the machine starts with a look at it."""
@@ -313,8 +323,10 @@ class TaskRunner:
                      task_id: int) -> str:
         self.live.begin_call(phase)
         sampling = self.agent.inference
+        limit = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
         gen = self.backend.submit(messages, agent=self.name, sampling=sampling, schema=schema,
-                                  priority=self.agent.priority, timeout_s=sampling.timeout_s)
+                                  max_tokens=limit, priority=self.agent.priority,
+                                  timeout_s=sampling.timeout_s)
         async for piece in gen:
             self.live.feed(piece)
         result: Result = await gen
