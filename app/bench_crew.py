@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -120,19 +121,23 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
 
 
 async def _run_until_idle(host: Host, engine: Engine, deadline_s: float = DEADLINE_S) -> list[int]:
-    """Until the crew is idle, or the deadline (then the figures say what is unfinished)."""
+    """Until the crew is idle, or the deadline (then the figures say what is unfinished);
+    returns the number of generating slots, sampled every 0.1 s meanwhile."""
     assert host.crew is not None
     samples: list[int] = []
-    idle_before = False
-    until = time.monotonic() + deadline_s
-    while time.monotonic() < until:
-        for _ in range(10):
+
+    async def sample() -> None:
+        while True:
             samples.append(sum(1 for s in engine.snapshot().slots if s.state == "generating"))
             await asyncio.sleep(0.1)
-        idle = await host.crew.idle()
-        if idle and idle_before:
-            return samples
-        idle_before = idle
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await host.crew.wait_idle(deadline_s)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
     return samples
 
 

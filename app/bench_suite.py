@@ -8,7 +8,6 @@ share verified correct. Figures, never assertions.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import tempfile
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import msgspec
 import psutil
 from rich.console import Console
 
-from agents.config import Config, parse_config
+from agents.config import Config, RuleConfig, parse_config
 from agents.inference import Engine, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
@@ -76,22 +75,16 @@ async def run_suite(base: Config, model_arg: str | None, err: Console) -> SuiteF
             ws.mkdir()
             for i in range(3):
                 (ws / f"data{i}.csv").write_text("a,b\n1,2\n")
-            config = parse_config(f'workspace = "{ws}"\nschedules = []\n[[rules]]\nagent = "dev"\n'
-                                  'tool = "write_file"\npattern = "*"\ndecision = "allow"\n')
-            config.rules = [*parse_config("").rules, *config.rules]
+            config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
+            writes = RuleConfig(agent="dev", tool="write_file", pattern="*", decision="allow")
+            config.rules = [*config.rules, writes]  # the suite measures the agents, not the gate
             config.inference = base.inference
             with LoadProgress(err, f"{agent}: {text}") as progress:
                 engine = Engine(config.inference, model_path=model, progress=progress)
                 async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
                     task = await host.store.write(r.create_task, OWNER, text, owner=agent)
                     assert host.crew is not None
-                    idle_before = False
-                    while True:
-                        await asyncio.sleep(1.0)
-                        idle = await host.crew.idle()
-                        if idle and idle_before:
-                            break
-                        idle_before = idle
+                    await host.crew.wait_idle()
                     final = await host.store.read(queries.task, task.id)
             answer = (final.result or "") if final else ""
             done = final is not None and final.status == "done"

@@ -96,8 +96,8 @@ class Instance:
             host = Host(self.ctx.db_path, self.config, backend=engine, crew=True,
                         approvals=self.approvals)  # type: ignore[arg-type]
             async with host:
-                return await self._present(host, engine)
-        return 1  # unreachable: the block returns; here for the type checker
+                exit_code = await self._present(host, engine)
+        return exit_code
 
     async def _present(self, host: Host, engine: Engine) -> int:
         snap = engine.snapshot()
@@ -130,18 +130,10 @@ class Instance:
         return host.exit_code
 
     async def _stop_when_idle(self, host: Host) -> None:
-        """--until-idle: two idle looks in a row, a second apart (a task may be between
-        its agent's queue and its first status change)."""
         assert host.crew is not None
-        idle_before = False
-        while True:
-            await asyncio.sleep(1.0)
-            idle = await host.crew.idle()
-            if idle and idle_before:
-                await asyncio.sleep(0.5)  # let the reporter print the last events
-                host.stop()
-                return
-            idle_before = idle
+        await host.crew.wait_idle()
+        await asyncio.sleep(0.5)  # let the reporter print the last events
+        host.stop()
 
     async def _report_recovery(self, recovery: Recovery) -> None:
         for call in recovery.interrupted:

@@ -37,6 +37,7 @@ from agents.store import reducers as r
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
+IDLE_LOOK_S = 1.0
 HEARTBEAT_S = 5.0
 CRASH_LIMIT = 5
 CRASH_WINDOW_S = 300.0
@@ -191,6 +192,19 @@ class Crew:
         for name in self.agents:
             with contextlib.suppress(AgentdeckError):
                 await self.store.write(r.set_agent_status, SYSTEM, name, "stopped")
+
+    async def wait_idle(self, deadline_s: float | None = None) -> bool:
+        """Until idle on two looks a second apart (a task may sit between its agent's queue
+        and its first status change), or the deadline. True when idle."""
+        until = None if deadline_s is None else time.monotonic() + deadline_s
+        idle_before = False
+        while until is None or time.monotonic() < until:
+            await asyncio.sleep(IDLE_LOOK_S)
+            idle = await self.idle()
+            if idle and idle_before:
+                return True
+            idle_before = idle
+        return False
 
     async def idle(self) -> bool:
         """Nothing queued, active, blocked or waiting, and no approval pending."""

@@ -110,7 +110,7 @@ class TaskRunner:
         try:
             await self._work(task)
         except PhaseFailed as err:
-            await self._end(task, "failed", str(err), None)
+            await self._end(task, "failed", str(err))
         finally:
             self.live.task_id, self.live.phase = None, ""
             await self._state("idle", None)
@@ -121,7 +121,7 @@ class TaskRunner:
         context = await self._context(task)
         triage = await self._triage(task, context)
         if triage.action == "ignore":
-            await self._end(task, "done", f"ignored: {triage.reason}", None)
+            await self._end(task, "done", f"ignored: {triage.reason}")
         elif triage.action == "defer":
             await self.store.write(r.set_task_status, task.id, "deferred", f"deferred: {triage.reason}")
         elif triage.action == "delegate" and triage.delegate_to and triage.delegate_to != self.name:
@@ -253,7 +253,7 @@ class TaskRunner:
             answer = step.final if isinstance(step, FinalStep) else ""
             await self._finish(task, context, answer, [(f"subtask {c.id}", c.result or "") for c in children])
         except PhaseFailed as err:
-            await self._end(task, "failed", str(err), None)
+            await self._end(task, "failed", str(err))
         finally:
             self.live.task_id = None
             await self._state("idle", None)
@@ -263,7 +263,6 @@ class TaskRunner:
     async def _finish(self, task: Task, context: str, answer: str, steps: list[tuple[str, str]]) -> None:
         await self._state("reflecting", task.id)
         summary = f"{len(steps)} tool step(s); final answer: {shorten(answer, 300)}"
-        memory_id = None
         by = "model"
         try:
             reflection = await self._structured(
@@ -277,22 +276,20 @@ class TaskRunner:
         importance = min(max(reflection.importance, 1), 5)
         tags = [t for t in reflection.tags if t.strip() and " " not in t][:4]
         try:
-            memory = await self.store.write(r.write_memory, lesson[:2000], kind="reflection",
-                                            tags=tags,
+            memory = await self.store.write(r.write_memory, lesson[:2000], kind="reflection", tags=tags,
                                             importance=importance, task_id=task.id)
-            memory_id = memory.id
             await self.store.write(r.record_phase, AgentReflected(
                 task_id=task.id, outcome=reflection.outcome, lesson=shorten(lesson, 300),
-                importance=importance, memory_id=memory_id, by=by))
+                importance=importance, memory_id=memory.id, by=by))
         except AgentdeckError as err:
             log.warning("%s: reflection on task %d not recorded: %s", self.name, task.id, err)
-        await self._end(task, "done", answer or "(no answer)", memory_id)
+        await self._end(task, "done", answer or "(no answer)")
         try:
             await compact_if_needed(self.shared_store, self.backend, self.config, self.name)
         except AgentdeckError as err:
             log.warning("%s: compacting memory failed: %s", self.name, err)
 
-    async def _end(self, task: Task, status: str, result: str, _memory_id: int | None) -> None:
+    async def _end(self, task: Task, status: str, result: str) -> None:
         current = await self.store.read(queries.task, task.id)
         if current is None or current.status in ("done", "cancelled", "failed"):
             return

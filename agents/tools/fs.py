@@ -9,6 +9,7 @@ replaced, never written through.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -85,14 +86,12 @@ def write_bytes(workspace: Path, relative: str, data: bytes) -> None:
     name = parts[-1]
     with _directory(workspace, parts[:-1], create=True) as dfd:
         mode = 0o644
-        try:
+        with contextlib.suppress(FileNotFoundError):  # a new file keeps the default mode
             old = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(old.st_mode):
                 raise IsADirectoryError(f"{relative}: is a directory")
             if stat.S_ISREG(old.st_mode):
                 mode = stat.S_IMODE(old.st_mode)
-        except FileNotFoundError:
-            pass
         tmp = f".{name}.agentdeck-{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                      dir_fd=dfd)
@@ -101,10 +100,8 @@ def write_bytes(workspace: Path, relative: str, data: bytes) -> None:
                 f.write(data)
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
             raise
 
 
