@@ -93,6 +93,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     memory_half_life_days: float = 14.0
     # Past this many active reflections, scribe summarises an agent's oldest half.
     memory_compact_at: int = 40
+    # A task an agent's triage defers comes back to it after this many seconds; the
+    # second time round it is worked, not deferred again.
+    defer_s: float = 900.0
     # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
     # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
@@ -300,6 +303,8 @@ def _check_values(config: Config, source: str) -> None:
     problems: list[str] = []
     if not 4 <= config.memory_compact_at <= 100_000:
         problems.append("memory_compact_at: must be 4..100000")
+    if not (_positive(config.defer_s) and config.defer_s <= 7 * 86_400):
+        problems.append("defer_s: must be a number of seconds in (0, 604800]")
     if not _positive(config.memory_half_life_days):
         problems.append("memory_half_life_days: must be a number > 0")
     if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:

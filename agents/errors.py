@@ -58,3 +58,7 @@ class InvalidArgument(ReducerError):
 
 class DelegationTooDeep(InvalidArgument):
     """A subtask would sit deeper in its task tree than MAX_TASK_DEPTH allows."""
+
+
+class TooManySubtasks(InvalidArgument):
+    """A task already has MAX_SUBTASKS subtasks: an agent delegating in a loop stops here."""

@@ -58,6 +58,7 @@ class Task(msgspec.Struct, kw_only=True):
     deadline: float | None
     created_at: float
     updated_at: float
+    message_id: int | None = None  # the direct message that asked for it, if one did
 
 
 class Channel(msgspec.Struct, kw_only=True):

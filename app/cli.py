@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_policy,
         cmd_gate,
         cmd_log,
+        cmd_messages,
         cmd_setup,
         commands,
         doctor,
@@ -122,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="AGENT", help="assign it to this agent (default: the router)")
     p.add_argument("--priority", type=_priority, default=1, help="0..9, higher first (default 1)")
     p.add_argument("text", nargs="+", metavar="TEXT")
+
+    p = add("tell", cmd_messages.cmd_tell, "send AGENT a direct message; it becomes work for that agent")
+    p.add_argument("agent", metavar="AGENT")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+
+    p = add("messages", cmd_messages.cmd_messages, "your direct messages (replies), or a channel's")
+    add_json(p)
+    p.add_argument("--channel", metavar="NAME", help="a channel instead, e.g. agent-logs")
+    p.add_argument("--last", type=_positive_int, default=30, metavar="N", help="how many (default 30)")
 
     p = add("tasks", commands.cmd_tasks, "list tasks")
     add_json(p)

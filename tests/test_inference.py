@@ -540,3 +540,13 @@ async def test_bad_arguments_raise_at_submit(engine: Engine) -> None:
         engine.submit(ask("x"), max_tokens=0)
     with pytest.raises(ValueError):
         engine.submit(ask("x"), schema={"type": "no-such-type"})
+
+
+async def test_count_tokens_uses_the_models_tokenizer(engine: Engine) -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    n = await engine.count_tokens(text)
+    # SmolLM2's BPE: about one token per English word or mark, far fewer than characters.
+    assert 150 <= n <= 260 < len(text)
+    assert await engine.count_tokens("") == 0
+    prompt = await engine.count_tokens(text + text)
+    assert prompt in range(2 * n - 2, 2 * n + 3)  # the tokenizer, not a character estimate

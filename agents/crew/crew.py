@@ -2,11 +2,13 @@
 durable bus.
 
 - Dispatcher: a task created or assigned to an agent goes into that agent's bounded
-  queue; an unassigned one is routed first (an `@agent` mention wins, else a constrained
-  model choice among the agents' role descriptions, else lead); a
-  finished subtask wakes its parent's owner, whose parent completes once all its
-  children are done. At start, the tasks a previous run left queued or active are taken
-  up again (active ones return to the queue).
+  queue; an unassigned one is routed first (an `@agent` mention wins, else a
+  constrained model choice among the agents' role descriptions, else lead). A direct
+  message to an agent about no task becomes a task for it (the reply goes back to the
+  sender); a deferred task comes back after `defer_s`; a finished subtask wakes its
+  parent's owner, whose parent completes once all its children are done. At start, the
+  tasks and messages a previous run left are taken up again (active tasks return to the
+  queue).
 - Agent loop: works up to `max_concurrent` tasks at once, each with its own state, the
   rest waiting; beats a heartbeat while idle.
 - Supervisor: a loop that raises restarts with exponential backoff; five crashes in five
@@ -25,12 +27,22 @@ from collections import deque
 
 from agents.bus import Bus
 from agents.config import Config
+from agents.crew.budget import TokenCounter
 from agents.crew.live import LiveView
 from agents.crew.runner import ModelBackend, TaskRunner
 from agents.errors import AgentdeckError, InvalidArgument, InvalidTransition
 from agents.gate import Gate
 from agents.inference.types import ChatMessage
-from agents.protocol import OWNER, SYSTEM, Event, Task, TaskAssigned, TaskCreated, TaskStatusChanged
+from agents.protocol import (
+    OWNER,
+    SYSTEM,
+    Event,
+    MessagePosted,
+    Task,
+    TaskAssigned,
+    TaskCreated,
+    TaskStatusChanged,
+)
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 
@@ -39,6 +51,7 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 IDLE_LOOK_S = 1.0
 HEARTBEAT_S = 5.0
+DEFER_LOOK_S = 30.0  # how often deferred tasks are looked at (more often when defer_s is short)
 CRASH_LIMIT = 5
 CRASH_WINDOW_S = 300.0
 BACKOFF_S = (0.5, 30.0)  # first delay, most
@@ -93,6 +106,7 @@ class AgentLoop:
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
         self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
         self.live = LiveView(agent=name)
+        self.counter = TokenCounter(backend)  # one per agent: its system prompt is counted once
         self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
         self.fault: Exception | None = None  # tests inject one to exercise the supervisor
 
@@ -130,7 +144,8 @@ class AgentLoop:
 
     async def _work(self, task_id: int, slots: asyncio.Semaphore) -> None:
         try:
-            runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live)
+            runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live,
+                                self.counter)
             await runner.run(task_id)
         except asyncio.CancelledError:
             await asyncio.shield(self._requeue(task_id))  # stopped mid-task: it resumes next start
@@ -175,12 +190,13 @@ class Crew:
         return self.loops[name].live
 
     async def start(self, from_event: int) -> None:
-        kinds = ["task.created", "task.assigned", "task.status"]
+        kinds = ["task.created", "task.assigned", "task.status", "message.posted"]
         sub = await self.bus.subscribe(None, EventFilter(kinds=kinds), start=from_event)
         for name, loop in self.loops.items():
             self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=f"agent:{name}"))
         await self._take_up_left_work()
         self._tasks.append(asyncio.create_task(self._dispatch(sub), name="crew:dispatch"))
+        self._tasks.append(asyncio.create_task(self._wake_deferred(), name="crew:deferred"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -216,6 +232,8 @@ class Crew:
     # --- dispatching ---
 
     async def _take_up_left_work(self) -> None:
+        for message_id in await self.store.read(queries.messages_without_task, self.agents):
+            await self._task_from_message(message_id)
         for task in await self.store.read(queries.tasks, statuses=("active", "queued", "blocked")):
             if task.status == "active" and task.owner in self.loops:
                 await self.store.write(r.set_task_status, SYSTEM, task.id, "queued",
@@ -231,7 +249,11 @@ class Crew:
 
     async def _handle(self, event: Event) -> None:
         payload = event.payload
-        if isinstance(payload, TaskCreated):
+        if isinstance(payload, MessagePosted):
+            msg = payload.message
+            if msg.recipient in self.loops and msg.task_id is None and msg.sender != msg.recipient:
+                await self._task_from_message(msg.id)
+        elif isinstance(payload, TaskCreated):
             await self._place(payload.task.id)
         elif isinstance(payload, TaskAssigned):
             await self._place(payload.task_id)
@@ -270,6 +292,23 @@ class Crew:
                 await self.store.write(r.assign_task, SYSTEM, task.id, route("", "", self.agents))
         finally:
             self._routing.discard(task.id)
+
+    async def _task_from_message(self, message_id: int) -> None:
+        with contextlib.suppress(InvalidArgument, InvalidTransition):
+            await self.store.write(r.task_from_message, SYSTEM, message_id)  # its task.created places it
+
+    async def _wake_deferred(self) -> None:
+        """Deferred tasks go back to their agent's queue once `defer_s` has passed."""
+        defer_s = self.config.defer_s
+        while True:
+            await asyncio.sleep(min(max(defer_s / 4, 0.2), DEFER_LOOK_S))
+            try:
+                now = time.time()
+                for task in await self.store.read(queries.tasks, statuses=("deferred",)):
+                    if task.owner in self.loops and now - task.updated_at >= defer_s:
+                        await self.store.write(r.set_task_status, SYSTEM, task.id, "queued")
+            except AgentdeckError as err:
+                log.warning("waking deferred tasks failed: %s", err)
 
     async def _wake_parent(self, task_id: int) -> None:
         task = await self.store.read(queries.task, task_id)

@@ -1,10 +1,10 @@
-"""Prompts for each phase, assembled within a budget.
+"""Prompts for each phase.
 
 The stable part comes first — the agent's role and system prompt, its tools with one
 example call each — so consecutive calls of one agent share a prefix and the engine's
-per-slot prefix cache reuses it; what changes (the task, its parents, memories, the
-steps so far) follows. The budget is counted in characters (about four per token); the
-oldest steps are dropped first, marked as dropped.
+per-slot prefix cache reuses it; what changes (the task, its parents, memories, recent
+messages, the steps so far) follows. `budget.TokenCounter.fit` then fits them to a
+token budget counted with the model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import msgspec
 
 from agents.config import AgentConfig
 from agents.inference.types import ChatMessage
-from agents.protocol import Memory, Task
+from agents.protocol import Memory, Message, Task
 from agents.tools import TOOLS
 
-CHARS_PER_TOKEN = 4
 RESULT_CHARS = 1200  # of a tool result fed back to the model
+MESSAGE_CHARS = 200  # of each recent message shown with a task
 
 
 # One concrete call per tool: a tiny model copies placeholders like "..." literally.
@@ -65,7 +65,7 @@ def system_message(name: str, agent: AgentConfig) -> ChatMessage:
     ))
 
 
-def task_text(task: Task, parents: list[Task], memories: list[Memory]) -> str:
+def task_text(task: Task, parents: list[Task], memories: list[Memory], messages: list[Message] = ()) -> str:
     lines = [f"Task #{task.id}: {task.title}"]
     if task.body and task.body.strip() != task.title:
         lines.append(task.body.strip())
@@ -74,7 +74,15 @@ def task_text(task: Task, parents: list[Task], memories: list[Memory]) -> str:
     if memories:
         lines.append("What you remember that may help:")
         lines += [f"- {m.content}" for m in memories]
+    if messages:
+        lines.append("Recent messages to you:")
+        lines += [f"- from {m.sender}: {_one_line(m.body, MESSAGE_CHARS)}" for m in messages]
     return "\n".join(lines)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list[str]) -> list[ChatMessage]:
@@ -86,22 +94,17 @@ def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list
     ))]
 
 
-def step_messages(name: str, agent: AgentConfig, task_text_: str, steps: list[tuple[str, str]],
-                  budget_tokens: int) -> list[ChatMessage]:
-    """steps: (the model's step JSON, what came back), oldest first."""
-    head = [system_message(name, agent), ChatMessage(role="user", content=task_text_)]
+def step_head(name: str, agent: AgentConfig, task_text_: str) -> list[ChatMessage]:
+    return [system_message(name, agent), ChatMessage(role="user", content=task_text_)]
+
+
+def step_turns(steps: list[tuple[str, str]]) -> list[ChatMessage]:
+    """steps: (the model's step JSON, what came back), oldest first; two messages each."""
     turns: list[ChatMessage] = []
     for said, result in steps:
         turns += [ChatMessage(role="assistant", content=said),
                   ChatMessage(role="user", content=f"Result: {result[:RESULT_CHARS]}")]
-    budget = budget_tokens * CHARS_PER_TOKEN - sum(len(m.content) for m in head)
-    dropped = 0
-    while turns and sum(len(m.content) for m in turns) > budget:
-        turns = turns[2:]
-        dropped += 1
-    if dropped:
-        turns.insert(0, ChatMessage(role="user", content=f"({dropped} earlier step(s) left out for room)"))
-    return head + turns
+    return turns
 
 
 def reflect_messages(name: str, agent: AgentConfig, task_text_: str, summary: str) -> list[ChatMessage]:

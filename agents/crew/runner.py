@@ -29,9 +29,10 @@ import psutil
 
 from agents.config import AgentConfig, Config
 from agents.crew import prompts
+from agents.crew.budget import TokenCounter
 from agents.crew.compact import compact_if_needed
 from agents.crew.live import LiveView
-from agents.crew.recall import recall
+from agents.crew.recall import recall, within
 from agents.crew.schemas import (
     FinalStep,
     Reflection,
@@ -46,7 +47,7 @@ from agents.crew.schemas import (
 from agents.errors import AgentdeckError
 from agents.gate import Gate
 from agents.inference.types import ChatMessage, Result
-from agents.protocol import AgentReflected, AgentStepped, AgentTriaged, Task
+from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools.base import AgentStore
@@ -57,11 +58,16 @@ log = logging.getLogger(__name__)
 # model that rambles inside a JSON string would otherwise run to the agent's limit, twice.
 PHASE_TOKENS = {"triage": 96, "reflect": 160, "step": 384, "combine": 384}
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
+MEMORY_TOKENS = 300  # of recalled memories in a prompt
+RECENT_MESSAGES = 3  # direct messages to the agent shown with each task
+DEFERRED = "deferred:"  # how a deferred task's result starts; it is not deferred twice
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 
 
 class ModelBackend(Protocol):
     def submit(self, messages: list[ChatMessage], **kwargs: Any) -> Any: ...
+
+    async def count_tokens(self, text: str) -> int: ...
 
 
 class PhaseFailed(AgentdeckError):
@@ -83,7 +89,7 @@ def health_is_normal() -> tuple[bool, str]:
 
 class TaskRunner:
     def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend, gate: Gate,
-                 live: LiveView) -> None:
+                 live: LiveView, counter: TokenCounter) -> None:
         self.name = name
         self.config = config
         self.agent: AgentConfig = config.agents[name]
@@ -92,6 +98,7 @@ class TaskRunner:
         self.backend = backend
         self.gate = gate
         self.live = live
+        self.counter = counter
         self.agents = list(config.enabled_agents())
 
     # --- the whole task ---
@@ -123,7 +130,7 @@ class TaskRunner:
         if triage.action == "ignore":
             await self._end(task, "done", f"ignored: {triage.reason}")
         elif triage.action == "defer":
-            await self.store.write(r.set_task_status, task.id, "deferred", f"deferred: {triage.reason}")
+            await self.store.write(r.set_task_status, task.id, "deferred", f"{DEFERRED} {triage.reason}")
         elif triage.action == "delegate" and triage.delegate_to and triage.delegate_to != self.name:
             to = triage.delegate_to
             child = await self.store.write(r.create_task, task.title, body=task.body, owner=to,
@@ -143,9 +150,13 @@ class TaskRunner:
                 break
             parents.append(parent)
             parent_id = parent.parent_id
-        memories = await self.store.read(recall, f"{task.title} {task.body}", self.name,
-                                         half_life_days=self.config.memory_half_life_days)
-        return prompts.task_text(task, parents, memories)
+        ranked = await self.store.read(recall, f"{task.title} {task.body}", self.name,
+                                       half_life_days=self.config.memory_half_life_days)
+        memories = await within(ranked, MEMORY_TOKENS, self.counter.count)
+        received = await self.store.read(queries.direct_messages, self.name, RECENT_MESSAGES + 1,
+                                         received_only=True)
+        recent = [m for m in received if m.id != task.message_id][-RECENT_MESSAGES:]
+        return prompts.task_text(task, parents, memories, recent)
 
     # --- triage ---
 
@@ -161,6 +172,8 @@ class TaskRunner:
                                         lambda text: decode(text, Triage))
         if triage.action == "delegate" and triage.delegate_to not in self.agents:
             triage = Triage(action="act", reason=f"{triage.reason} (no such agent to delegate to: acting)")
+        if triage.action == "defer" and (task.result or "").startswith(DEFERRED):
+            triage = Triage(action="act", reason=f"{triage.reason} (deferred once already: acting now)")
         await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=triage.action,
                                                              reason=triage.reason,
                                                              delegate_to=triage.delegate_to))
@@ -193,7 +206,8 @@ class TaskRunner:
                 # a loop of identical calls would otherwise run out the steps.
                 repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
                 offered = [] if number == self.agent.max_steps or repeated else tools
-                messages = prompts.step_messages(self.name, self.agent, context, steps, self._prompt_budget())
+                messages = await self.counter.fit(prompts.step_head(self.name, self.agent, context),
+                                                  prompts.step_turns(steps), self._prompt_budget())
                 step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
                                               functools.partial(parse_step, tools=offered))
                 said = msgspec.json.encode(step).decode()
@@ -207,12 +221,12 @@ class TaskRunner:
         raise PhaseFailed(f"no final answer within {self.agent.max_steps} steps")
 
     def _prompt_budget(self) -> int:
-        """Tokens a step's prompt may take: this slot's share of the KV cells, less the
-        answer, with a margin for the character estimate. Five agents must fit at once:
-        past the KV pool the engine pauses and re-evaluates sequences instead of working."""
+        """Tokens a prompt may take (counted by the model's tokenizer): this slot's share
+        of the KV cells, less the longest answer. Five agents must fit at once: past the
+        KV pool the engine pauses and re-evaluates sequences instead of working."""
         inference = self.config.inference
-        share = inference.n_ctx // max(inference.slots, 1) - PHASE_TOKENS["step"]
-        return max(int(share * 0.6), 256)
+        share = inference.n_ctx // max(inference.slots, 1) - max(PHASE_TOKENS.values())
+        return max(share, 256)
 
     def _first_step(self, task: Task) -> ToolStep | None:
         """Rules first: a question about the machine starts with a look at it."""
@@ -297,8 +311,11 @@ class TaskRunner:
         line = f"task {task.id} {status}: {shorten(task.title, 60)} → {shorten(result, 120)}"
         try:
             await self.store.write(r.post_message, "agent-logs", line, task_id=task.id)
-            if task.created_by in self.agents and task.created_by != self.name:
-                await self.store.write(r.send_direct, task.created_by, line, task_id=task.id)
+            asker = task.created_by
+            asked_by_message = task.message_id is not None and asker == OWNER
+            if asker != self.name and (asker in self.agents or asked_by_message):
+                # The reply names the task, so it starts no new work on the other side.
+                await self.store.write(r.send_direct, asker, line, task_id=task.id)
         except AgentdeckError as err:
             log.warning("%s: could not report task %d: %s", self.name, task.id, err)
 
@@ -318,6 +335,7 @@ class TaskRunner:
 
     async def _model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
                      task_id: int) -> str:
+        messages = await self.counter.fit(messages, [], self._prompt_budget())  # a long task text is cut
         self.live.begin_call(phase)
         sampling = self.agent.inference
         limit = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))

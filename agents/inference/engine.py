@@ -37,7 +37,7 @@ from agents.inference.generation import Generation
 from agents.inference.gpu import GpuInfo, read_gpu
 from agents.inference.grammar import schema_to_gbnf
 from agents.inference.meter import EngineSnapshot, MeterSnapshot
-from agents.inference.model import ProgressFn, resolve_model_path
+from agents.inference.model import LlamaModel, ProgressFn, resolve_model_path
 from agents.inference.scheduler import Scheduler, Seq
 from agents.inference.types import Result, Usage
 
@@ -78,6 +78,10 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._load_error: BaseException | None = None
         self._orders = itertools.count(1)
+        # The model, for counting tokens from other threads (llama_tokenize only reads the
+        # vocabulary); the lock keeps the engine thread from freeing it mid-count.
+        self._vocab_lock = threading.Lock()
+        self._vocab_model: LlamaModel | None = None
         # (time.monotonic() of the reading, the reading): written by the engine thread only.
         self._gpu_cache: tuple[float, GpuInfo | None] = (0.0, None)
         self._snap = EngineSnapshot(
@@ -196,6 +200,16 @@ class Engine:
         self._wake.set()
         return gen
 
+    async def count_tokens(self, text: str) -> int:
+        """How many tokens the model's own tokenizer makes of `text` (off the event loop)."""
+        return await asyncio.to_thread(self._count_tokens, text)
+
+    def _count_tokens(self, text: str) -> int:
+        with self._vocab_lock:
+            if self._vocab_model is None:
+                return len(text.encode("utf-8")) // 3 + 1  # no model: a safe overestimate
+            return len(self._vocab_model.tokenize(text, add_special=False, parse_special=False))
+
     @staticmethod
     def _early_result(seq: Seq, error: str) -> Result:
         return Result(text="", finish_reason="error", usage=Usage(), agent=seq.agent, error=error)
@@ -257,6 +271,7 @@ class Engine:
             return
         self.load_time_s = sched.load_time_s
         self.chat_template_source = sched.template.source
+        self._vocab_model = sched.model
         self._ready.set()
         crashed = True
         try:
@@ -272,6 +287,8 @@ class Engine:
                 why = "inference engine stopped unexpectedly" if crashed else "inference engine stopped"
                 sched.abandon(why)
             finally:
+                with self._vocab_lock:
+                    self._vocab_model = None
                 with contextlib.suppress(Exception):
                     sched.close()
                 self._reject_late_submits()

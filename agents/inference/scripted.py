@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -84,6 +85,10 @@ class ScriptedBackend:
         return MeterSnapshot(ts=time.time(), state="ready" if self._running else "stopped", device="scripted",
                              model="scripted", slots=slots, waiting={}, kv_used=0, kv_total=0,
                              tokens_per_s=0.0, gpu=None)
+
+    async def count_tokens(self, text: str) -> int:
+        """A scripted model's tokens: words and punctuation marks (deterministic for tests)."""
+        return len(re.findall(r"\w+|[^\w\s]", text))
 
     def submit(self, messages: Sequence[ChatMessage | Mapping[str, str]], *, agent: str = "",
                sampling: SamplingConfig | None = None, schema: dict[str, Any] | None = None,

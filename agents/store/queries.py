@@ -183,6 +183,17 @@ def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[Me
     return [rows.message(r) for r in reversed(cur.fetchall())]
 
 
+def direct_messages(conn: sqlite3.Connection, member: str, limit: int = 50, *,
+                    received_only: bool = False) -> list[Message]:
+    """The latest direct messages to `member` (and from it, unless received_only), oldest first."""
+    where = "recipient = ?" if received_only else "(recipient = ? OR (sender = ? AND recipient IS NOT NULL))"
+    params: tuple[object, ...] = (member,) if received_only else (member, member)
+    cur = conn.execute(
+        f"SELECT * FROM messages WHERE {where} AND deleted = 0 ORDER BY id DESC LIMIT ?", (*params, limit),
+    )
+    return [rows.message(r) for r in reversed(cur.fetchall())]
+
+
 def schedules(conn: sqlite3.Connection) -> list[Schedule]:
     cur = conn.execute("SELECT * FROM schedules ORDER BY agent, name")
     return [rows.schedule(r) for r in cur.fetchall()]
@@ -231,3 +242,17 @@ def memory_matches(
 
 def instance(conn: sqlite3.Connection) -> sqlite3.Row | None:
     return conn.execute("SELECT pid, started_at, heartbeat_at, meter FROM instance").fetchone()
+
+
+def messages_without_task(conn: sqlite3.Connection, agents: Sequence[str]) -> list[int]:
+    """Direct messages to an agent, about no task, that no task answers yet: work asked
+    for while agentdeck was down."""
+    if not agents:
+        return []
+    marks = ",".join("?" * len(agents))
+    found = conn.execute(
+        f"SELECT m.id FROM messages m LEFT JOIN tasks t ON t.message_id = m.id WHERE t.id IS NULL "
+        f"AND m.recipient IN ({marks}) AND m.task_id IS NULL AND m.sender != m.recipient "
+        "AND m.deleted = 0 ORDER BY m.id", tuple(agents),
+    ).fetchall()
+    return [row[0] for row in found]

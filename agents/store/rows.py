@@ -26,6 +26,7 @@ def task(r: sqlite3.Row) -> Task:
         created_by=r["created_by"], title=r["title"], body=r["body"], status=r["status"],
         priority=r["priority"], result=r["result"], attempts=r["attempts"],
         deadline=r["deadline"], created_at=r["created_at"], updated_at=r["updated_at"],
+        message_id=r["message_id"],
     )
 
 

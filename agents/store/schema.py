@@ -214,5 +214,12 @@ ALTER TABLE approvals ADD COLUMN ask_reason TEXT;
 # v4: a schedule may follow a cron expression instead of a fixed interval.
 _V4 = "ALTER TABLE schedules ADD COLUMN cron TEXT;"
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
+# v5: a task started by a direct message to an agent points at it; one task per message,
+# however often at-least-once delivery hands the message over.
+_V5 = """
+ALTER TABLE tasks ADD COLUMN message_id INTEGER REFERENCES messages (id);
+CREATE UNIQUE INDEX tasks_by_message ON tasks (message_id) WHERE message_id IS NOT NULL;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -42,6 +42,7 @@ from agents.store.reducers.tasks import (
     cancel_task,
     create_task,
     set_task_status,
+    task_from_message,
     update_task,
 )
 from agents.store.reducers.tools import finish_tool_call, interrupt_running_tool_calls, start_tool_call
@@ -81,6 +82,7 @@ __all__ = [
     "set_schedule",
     "set_task_status",
     "start_tool_call",
+    "task_from_message",
     "update_task",
     "write_memory",
 ]  # fmt: skip

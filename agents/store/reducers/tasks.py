@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from agents.errors import DelegationTooDeep, InvalidArgument, InvalidTransition, PermissionDenied
+from agents.errors import (
+    DelegationTooDeep,
+    InvalidArgument,
+    InvalidTransition,
+    PermissionDenied,
+    TooManySubtasks,
+)
 from agents.limits import timestamp, whole_in
 from agents.protocol import (
     TASK_STATUSES,
@@ -35,6 +41,8 @@ MAX_TITLE = 500
 MAX_PRIORITY = 9
 # Deepest task tree: a root is depth 1. Agents delegating in a loop hit this, not the stack.
 MAX_TASK_DEPTH = 32
+# Most subtasks one task may have (fan-out), finished ones included.
+MAX_SUBTASKS = 12
 
 
 def _depth(tx: Tx, task_id: int) -> int:
@@ -101,18 +109,45 @@ def create_task(
             raise DelegationTooDeep(
                 f"task {parent_id} is already {MAX_TASK_DEPTH} levels deep; no further subtasks"
             )
+        children = tx.one("SELECT COUNT(*) FROM tasks WHERE parent_id = ?", (parent_id,))
+        if children and children[0] >= MAX_SUBTASKS:
+            raise TooManySubtasks(f"task {parent_id} already has {MAX_SUBTASKS} subtasks; no more")
         job_id = parent.job_id
+    return _insert(tx, actor, title, body, owner, parent_id, job_id, priority, deadline, None)
+
+
+def _insert(tx: Tx, created_by: str, title: str, body: str, owner: str | None, parent_id: int | None,
+            job_id: int | None, priority: int, deadline: float | None, message_id: int | None) -> Task:
     cur = tx.execute(
-        "INSERT INTO tasks (parent_id, job_id, owner, created_by, title, body, status, "
-        "priority, deadline, created_at, updated_at) VALUES (?, 0, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-        (parent_id, owner, actor, title, body, priority, deadline, tx.now, tx.now),
+        "INSERT INTO tasks (parent_id, job_id, owner, created_by, title, body, status, priority, "
+        "deadline, created_at, updated_at, message_id) VALUES (?, 0, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        (parent_id, owner, created_by, title, body, priority, deadline, tx.now, tx.now, message_id),
     )
     task_id = cur.lastrowid
     assert task_id is not None
     tx.execute("UPDATE tasks SET job_id = ? WHERE id = ?", (job_id or task_id, task_id))
     task = rows.task(tx.row("tasks", task_id))
-    tx.emit(actor, TaskCreated(task=task), subject=f"task:{task_id}", recipient=owner)
+    tx.emit(created_by, TaskCreated(task=task), subject=f"task:{task_id}", recipient=owner)
     return task
+
+
+def task_from_message(tx: Tx, actor: str, message_id: int) -> Task | None:
+    """A direct message to an agent, from the person or another agent and about no task,
+    becomes a task for that agent, created by the sender. Idempotent: the message's task
+    if it already has one; None for a message that asks for no work."""
+    tx.check_actor(actor)
+    if not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not turn messages into tasks")
+    msg = rows.message(tx.row("messages", message_id))
+    if msg.recipient not in tx.agents or msg.sender == msg.recipient or msg.task_id is not None:
+        return None
+    existing = tx.one("SELECT * FROM tasks WHERE message_id = ?", (message_id,))
+    if existing is not None:
+        return rows.task(existing)
+    first_line = msg.body.strip().splitlines()[0] if msg.body.strip() else "(empty message)"
+    title = first_line if len(first_line) <= 120 else first_line[:119] + "…"
+    return _insert(tx, msg.sender, f"message from {msg.sender}: {title}", msg.body, msg.recipient, None,
+                   None, 1, None, message_id)
 
 
 def assign_task(tx: Tx, actor: str, task_id: int, owner: str | None) -> Task:

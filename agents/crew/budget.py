@@ -1,0 +1,71 @@
+"""Prompts fitted to a token budget counted with the model's own tokenizer.
+
+The backend counts (`count_tokens`, off the event loop); counts of recent texts are
+remembered, so an agent's system prompt is counted once, not at every step. What does
+not fit goes oldest first: whole step turns (a model step and its result), marked as
+left out; a task text too long on its own is cut in the middle, marked.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+from agents.inference.types import ChatMessage
+
+MESSAGE_OVERHEAD = 8  # tokens the chat template adds around each message (role markers)
+REMEMBERED = 512  # texts whose counts are kept
+
+
+class Counts(Protocol):
+    async def count_tokens(self, text: str) -> int: ...
+
+
+class TokenCounter:
+    def __init__(self, backend: Counts) -> None:
+        self.backend = backend
+        self._known: OrderedDict[str, int] = OrderedDict()
+
+    async def count(self, text: str) -> int:
+        if text in self._known:
+            self._known.move_to_end(text)
+            return self._known[text]
+        n = await self.backend.count_tokens(text)
+        self._known[text] = n
+        if len(self._known) > REMEMBERED:
+            self._known.popitem(last=False)
+        return n
+
+    async def size(self, messages: list[ChatMessage]) -> int:
+        return sum([await self.count(m.content) + MESSAGE_OVERHEAD for m in messages])
+
+    async def fit(self, head: list[ChatMessage], turns: list[ChatMessage], budget: int) -> list[ChatMessage]:
+        """head (kept whole unless it alone is too long: then cut, its last message first)
+        + as many of the newest turns (pairs) as fit in `budget` tokens."""
+        head = await self._cut(head, budget)
+        room = budget - await self.size(head)
+        dropped = 0
+        while turns and await self.size(turns) > room:
+            turns = turns[2:]
+            dropped += 1
+        if dropped:
+            turns = [ChatMessage(role="user", content=f"({dropped} earlier step(s) left out for room)"),
+                     *turns]
+        return head + turns
+
+    async def _cut(self, head: list[ChatMessage], budget: int) -> list[ChatMessage]:
+        for _ in range(6):  # each cut is proportional; a few rounds converge
+            over = await self.size(head) - budget
+            if over <= 0 or not head:
+                return head
+            sizes = [await self.count(m.content) for m in head]
+            # The last message (the task) gives way first; the system prompt only when it must.
+            i = len(head) - 1 if sizes[-1] > over + 16 else max(range(len(head)), key=sizes.__getitem__)
+            text = head[i].content
+            tokens = max(sizes[i], 1)
+            keep = max(int(len(text) * (1 - (over + 16) / tokens)), 0)
+            half = keep // 2
+            mark = f"[… {len(text) - keep} characters left out for room …]"
+            cut = f"{text[:half]}\n{mark}\n{text[len(text) - half:]}" if keep else mark
+            head = [*head[:i], ChatMessage(role=head[i].role, content=cut), *head[i + 1:]]
+        return head

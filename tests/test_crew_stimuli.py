@@ -1,0 +1,217 @@
+"""The crew's other stimuli and limits: direct messages that become work, deferred tasks
+that come back, the fan-out cap, prompts fitted to a token budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cli import ok, one_line_error, run
+from test_crew import finished, reflect, until
+
+from agents.config import parse_config
+from agents.crew.budget import MESSAGE_OVERHEAD, TokenCounter
+from agents.errors import PermissionDenied, TooManySubtasks
+from agents.inference.scripted import ScriptedBackend, queued
+from agents.inference.types import ChatMessage
+from agents.protocol import OWNER
+from agents.runtime import Host
+from agents.store import Store, queries
+from agents.store import reducers as r
+from agents.store.reducers.tasks import MAX_SUBTASKS
+
+
+def host_for(db_path: Path, ws: Path, outputs: dict[str, list[str]], extra: str = "") -> Host:
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n{extra}')
+    return Host(db_path, config, backend=ScriptedBackend(queued(outputs)), crew=True)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    w = tmp_path / "ws"
+    w.mkdir()
+    return w
+
+
+# --- direct messages are stimuli ---
+
+
+async def test_a_message_to_an_agent_becomes_its_task_and_the_reply_comes_back(db_path: Path, ws: Path,
+                                                                               home: Path) -> None:
+    outputs = {"dev": ['{"action": "act", "reason": "asked directly"}', '{"final": "the tests pass"}',
+                       reflect("owner asks about tests")]}
+    async with host_for(db_path, ws, outputs) as host:
+        said = await asyncio.to_thread(ok, home, "tell", "dev", "do the tests pass?")
+        message_id = int(said.strip())
+
+        async def has_task() -> bool:
+            return any(t.message_id == message_id for t in await host.store.read(queries.tasks))
+
+        await until(has_task)
+        task = next(t for t in await host.store.read(queries.tasks) if t.message_id == message_id)
+        assert (task.owner, task.created_by, task.body) == ("dev", OWNER, "do the tests pass?")
+        done = await finished(host, task.id)
+        assert (done.status, done.result) == ("done", "the tests pass")
+
+        async def replied() -> bool:
+            return any(m.sender == "dev" for m in await host.store.read(queries.direct_messages, OWNER))
+
+        await until(replied)
+    listing = await asyncio.to_thread(ok, home, "messages", "--json")
+    rows = json.loads(listing)
+    back = [m for m in rows if m["sender"] == "dev"]
+    assert len(back) == 1 and back[0]["task_id"] == task.id and "the tests pass" in back[0]["body"]
+    # One task per message: the reply names a task, so it starts nothing on the owner's side,
+    # and no second task appeared for the same message.
+    with Store.open(db_path, AGENTS) as store:
+        tasks = store.read(queries.tasks)
+        assert [t.id for t in tasks if t.message_id == message_id] == [task.id]
+        assert len(tasks) == 1
+
+
+def test_task_from_message_is_idempotent_and_only_for_plain_direct_messages(store: Store) -> None:
+    msg = store.write(r.send_direct, OWNER, "ops", "how is the disk?")
+    first = store.write(r.task_from_message, "system", msg.id)
+    again = store.write(r.task_from_message, "system", msg.id)
+    assert first is not None and again is not None and first.id == again.id
+    assert first.title == "message from owner: how is the disk?"
+    other = store.write(r.create_task, OWNER, "some task", owner="lead")
+    about_a_task = store.write(r.send_direct, "lead", "ops", "fyi", task_id=other.id)
+    assert store.write(r.task_from_message, "system", about_a_task.id) is None
+    to_owner = store.write(r.send_direct, "ops", OWNER, "hello")
+    assert store.write(r.task_from_message, "system", to_owner.id) is None
+    with pytest.raises(PermissionDenied):
+        store.write(r.task_from_message, "ops", msg.id)  # agents cannot mint tasks from messages
+    assert store.read(queries.messages_without_task, list(AGENTS)) == []
+
+
+async def test_messages_sent_while_agentdeck_was_down_are_taken_up(db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        msg = store.write(r.send_direct, "lead", "review", "have a look at the notes")
+    outputs = {"review": ['{"action": "act", "reason": "lead asked"}', '{"final": "looked"}', reflect("x")]}
+    async with host_for(db_path, ws, outputs) as host:
+        async def answered() -> bool:
+            tasks = await host.store.read(queries.tasks)
+            return any(t.message_id == msg.id and t.status == "done" for t in tasks)
+
+        await until(answered)
+        dms = await host.store.read(queries.direct_messages, "lead", received_only=True)
+        assert any(m.sender == "review" and "looked" in m.body for m in dms)
+
+
+async def test_recent_messages_reach_the_prompt(db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        parent = store.write(r.create_task, OWNER, "earlier work", owner="lead")
+        store.write(r.send_direct, "lead", "dev", "remember: the repo uses tabs", task_id=parent.id)
+        task = store.write(r.create_task, OWNER, "fix the indentation", owner="dev")
+    outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "done"}', reflect("tabs")]}
+    async with host_for(db_path, ws, outputs) as host:
+        await finished(host, task.id)
+        asked = host.backend.requests  # type: ignore[attr-defined]
+        first = next(q for q in asked if q.agent == "dev").messages[-1].content
+    assert "Recent messages to you:\n- from lead: remember: the repo uses tabs" in first
+
+
+def test_cli_tell_and_messages_refuse_bad_input(home: Path) -> None:
+    proc = run(home, "tell", "nobody", "hi")
+    assert proc.returncode == 2 and re.fullmatch(r"agentdeck: unknown agent 'nobody' \(agents: .*\)",
+                                                 one_line_error(proc))
+    proc = run(home, "messages", "--channel", "nope")
+    assert proc.returncode == 2 and one_line_error(proc) == "agentdeck: no channel #nope"
+    assert ok(home, "messages") == "no messages\n"
+
+
+# --- deferred tasks come back ---
+
+
+async def test_a_deferred_task_comes_back_and_is_worked_the_second_time(db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "tidy the notes", owner="scribe")
+    outputs = {"scribe": ['{"action": "defer", "reason": "busy"}', '{"action": "defer", "reason": "still busy"}',
+                          '{"final": "tidied"}', reflect("tidy notes")]}
+    async with host_for(db_path, ws, outputs, "defer_s = 0.5\n") as host:
+        async def deferred() -> bool:
+            t = await host.store.read(queries.task, task.id)
+            return t is not None and t.status == "deferred"
+
+        await until(deferred)
+        done = await finished(host, task.id)
+        events = await host.store.read(queries.events_after, 0, 10_000)
+    assert (done.status, done.result) == ("done", "tidied")
+    triages = [e.payload for e in events if e.kind == "agent.triage" and e.subject == f"task:{task.id}"]
+    assert [t.action for t in triages] == ["defer", "act"]
+    assert "deferred once already" in triages[1].reason
+
+
+def test_defer_s_must_be_sane() -> None:
+    from agents.errors import ConfigError
+
+    for bad in ("0", "-1", "nan", "1e9"):
+        with pytest.raises(ConfigError, match="defer_s"):
+            parse_config(f"defer_s = {bad}\n")
+
+
+# --- fan-out ---
+
+
+def test_a_task_has_at_most_max_subtasks(store: Store) -> None:
+    root = store.write(r.create_task, OWNER, "plan", owner="lead")
+    for i in range(MAX_SUBTASKS):
+        store.write(r.create_task, "lead", f"part {i}", owner="dev", parent_id=root.id)
+    with pytest.raises(TooManySubtasks, match=f"already has {MAX_SUBTASKS} subtasks"):
+        store.write(r.create_task, "lead", "one more", owner="dev", parent_id=root.id)
+    assert len([t for t in store.read(queries.tasks) if t.parent_id == root.id]) == MAX_SUBTASKS
+
+
+# --- token budgets ---
+
+
+class WordCounter:
+    async def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+async def test_fit_drops_the_oldest_turns_and_marks_them() -> None:
+    counter = TokenCounter(WordCounter())
+    head = [ChatMessage(role="system", content=words(50, "s")), ChatMessage(role="user", content=words(20, "t"))]
+    turns = []
+    for i in range(6):
+        turns += [ChatMessage(role="assistant", content=words(30, f"a{i}-")),
+                  ChatMessage(role="user", content=words(30, f"r{i}-"))]
+    budget = 70 + 2 * MESSAGE_OVERHEAD + 3 * 2 * (30 + MESSAGE_OVERHEAD) + 20
+    fitted = await counter.fit(head, turns, budget)
+    assert fitted[:2] == head
+    assert fitted[2].content == "(3 earlier step(s) left out for room)"
+    assert fitted[3:] == turns[6:]  # the newest three turns, whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(head_words=st.lists(st.integers(0, 400), min_size=1, max_size=3),
+       turn_words=st.lists(st.integers(0, 200), max_size=12), budget=st.integers(200, 2000))
+def test_fitted_prompts_stay_within_the_budget(head_words: list[int], turn_words: list[int], budget: int) -> None:
+    counter = TokenCounter(WordCounter())
+    head = [ChatMessage(role="user", content=words(n, "h")) for n in head_words]
+    turns = [ChatMessage(role="assistant" if i % 2 == 0 else "user", content=words(n, "x"))
+             for i, n in enumerate(turn_words[: len(turn_words) // 2 * 2])]
+
+    async def check() -> None:
+        fitted = await counter.fit(head, turns, budget)
+        # Within budget, up to the one-line mark of what was left out.
+        assert await counter.size(fitted) <= budget + 20 + MESSAGE_OVERHEAD
+        assert [m.role for m in fitted[: len(head)]] == [m.role for m in head]
+        kept = fitted[len(head):]
+        if kept and kept[0].content.endswith("left out for room)"):
+            kept = kept[1:]
+        assert kept == turns[len(turns) - len(kept):]  # a tail of the turns, in order
+
+    asyncio.run(check())
