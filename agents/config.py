@@ -181,7 +181,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
             "You are scribe. You keep the journal and the shared memory, summarise old "
             "reflections and answer questions about what happened. " + _SHARED_RULES
         ),
-        tools=["memory_search", "memory_write", "read_messages", "post_channel", "read_tasks"],
+        tools=["memory_search", "memory_write", "read_messages", "post_channel", "read_tasks", "read_log"],
         priority=0,
         inference=SamplingConfig(temperature=0.5),
     ),
@@ -198,6 +198,7 @@ DEFAULT_RULES: list[RuleConfig] = [
     *(_rule("*", tool, "*", "allow") for tool in (
         "read_file", "list_dir", "search_files", "read_tasks", "read_messages", "memory_search",
         "memory_write", "send_message", "post_channel", "delegate", "system_health", "list_processes",
+        "read_log",
     )),
     *(_rule("review", "run_shell", command, "allow") for command in ("git status", "git diff", "git log")),
     *(_rule("*", "run_shell", command, "deny") for command in ("sudo", "su", "doas", "pkexec")),

@@ -215,3 +215,29 @@ def test_fitted_prompts_stay_within_the_budget(head_words: list[int], turn_words
         assert kept == turns[len(turns) - len(kept):]  # a tail of the turns, in order
 
     asyncio.run(check())
+
+
+# --- scribe answers "what happened" from the log ---
+
+
+async def test_scribe_answers_what_happened_from_the_log_of_the_named_task(db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        old = store.write(r.create_task, OWNER, "rotate the backups", owner="ops")
+        child = store.write(r.create_task, "system", "prune old snapshots", owner="dev", parent_id=old.id)
+        store.write(r.set_task_status, "system", child.id, "cancelled", "not needed")
+        store.write(r.create_task, OWNER, "unrelated chore", owner="lead")
+        ask = store.write(r.create_task, OWNER, f"what happened with task {old.id}?", owner="scribe")
+    outputs = {"scribe": ['{"final": "ops rotated nothing yet; dev\'s pruning was cancelled"}',
+                          reflect("read the log first")],
+               "ops": ['{"action": "defer", "reason": "later"}'], "lead": ['{"action": "defer", "reason": "later"}']}
+    async with host_for(db_path, ws, outputs) as host:
+        done = await finished(host, ask.id)
+        asked = [q for q in host.backend.requests if q.agent == "scribe"]  # type: ignore[attr-defined]
+        events = await host.store.read(queries.events_after, 0, 10_000)
+    assert done.status == "done"
+    triage = next(e.payload for e in events if e.kind == "agent.triage" and e.subject == f"task:{ask.id}")
+    assert triage.by == "rule"
+    fed_back = asked[0].messages[-1].content
+    assert fed_back.startswith("Result: [ok]")
+    assert '"title":"rotate the backups"' in fed_back and '"title":"prune old snapshots"' in fed_back
+    assert '"new":"cancelled"' in fed_back and "unrelated chore" not in fed_back

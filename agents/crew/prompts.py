@@ -39,6 +39,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "read_tasks": {"status": "queued"},
     "memory_search": {"query": "build"},
     "memory_write": {"content": "the build uses ninja"},
+    "read_log": {"last": 20},
     "system_health": {},
     "list_processes": {"sort": "memory"},
 }

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 # Tokens a phase may generate at most (never more than the agent's max_tokens): a tiny
 # model that rambles inside a JSON string would otherwise run to the agent's limit, twice.
 PHASE_TOKENS = {"triage": 96, "reflect": 160, "step": 384, "combine": 384}
+WHAT_HAPPENED = re.compile(r"\bwhat (happened|did|has happened|went)\b|\bhistory\b|\bjournal\b", re.I)
+TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
 MEMORY_TOKENS = 300  # of recalled memories in a prompt
 RECENT_MESSAGES = 3  # direct messages to the agent shown with each task
@@ -189,6 +191,8 @@ class TaskRunner:
             return Triage(action="act", reason="a subtask delegated to me")
         if "system_health" in self.agent.tools and MACHINE_WORDS.search(f"{task.title} {task.body}"):
             return Triage(action="act", reason="a question about this machine, which I watch")
+        if "read_log" in self.agent.tools and WHAT_HAPPENED.search(f"{task.title} {task.body}"):
+            return Triage(action="act", reason="a question about what happened, which the log answers")
         return None
 
     # --- act ---
@@ -229,9 +233,15 @@ class TaskRunner:
         return max(share, 256)
 
     def _first_step(self, task: Task) -> ToolStep | None:
-        """Rules first: a question about the machine starts with a look at it."""
-        if "system_health" in self.agent.tools and MACHINE_WORDS.search(f"{task.title} {task.body}"):
+        """Rules first: a question about the machine starts with a look at it; one about
+        what happened, with the log (of the task it names, if it names one)."""
+        text = f"{task.title} {task.body}"
+        if "system_health" in self.agent.tools and MACHINE_WORDS.search(text):
             return ToolStep(tool="system_health", arguments={})
+        if "read_log" in self.agent.tools and WHAT_HAPPENED.search(text):
+            ref = TASK_REFERENCE.search(text)
+            named = int(ref.group(1) or ref.group(2)) if ref else None
+            return ToolStep(tool="read_log", arguments={"task": named} if named else {"last": 40})
         return None
 
     async def _call_tool(self, task: Task, number: int, step: ToolStep) -> str:

@@ -109,6 +109,26 @@ def events_after(
     return decode_rows(cur.fetchall())
 
 
+def recent_events(conn: sqlite3.Connection, limit: int, subjects: Sequence[str] = ()) -> list[Event]:
+    """The latest `limit` events (about these subjects, if given), oldest first."""
+    where, params = "1", []
+    if subjects:
+        where, params = f"subject IN ({','.join('?' * len(subjects))})", list(subjects)
+    cur = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id DESC LIMIT ?",
+                       (*params, limit))
+    return decode_rows(list(reversed(cur.fetchall())))
+
+
+def subtree(conn: sqlite3.Connection, task_id: int, most: int = 200) -> list[int]:
+    """The task and its subtasks, to any depth (at most `most` ids)."""
+    cur = conn.execute(
+        "WITH RECURSIVE down(id) AS (SELECT id FROM tasks WHERE id = ? "
+        "UNION SELECT t.id FROM tasks t JOIN down ON t.parent_id = down.id) SELECT id FROM down LIMIT ?",
+        (task_id, most),
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
 def last_event_id(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
     return int(row[0])

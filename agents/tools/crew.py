@@ -6,15 +6,19 @@ as the actor and refuse whatever it may not change.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from typing import Literal
 
 import msgspec
 
-from agents.protocol import Memory, Message, Task
+from agents.protocol import Event, Memory, Message, Task, to_builtins
 from agents.store import queries
 from agents.store import reducers as r
 from agents.tools.base import Tool, ToolContext, ToolError
+
+LOG_LINE = 200  # characters of one event's payload in read_log
 
 
 class SendArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,6 +60,11 @@ class MemoryWriteArgs(msgspec.Struct, forbid_unknown_fields=True):
     scope: Literal["private", "shared"] = "private"
     tags: list[str] = msgspec.field(default_factory=list)
     importance: int = 3
+
+
+class ReadLogArgs(msgspec.Struct, forbid_unknown_fields=True):
+    task: int | None = None
+    last: int = 40
 
 
 def _limit(value: int, most: int) -> int:
@@ -123,6 +132,30 @@ async def memory_write(ctx: ToolContext, args: MemoryWriteArgs) -> str:
     return f"memory {entry.id} written ({entry.scope} {entry.kind})"
 
 
+def _event_line(event: Event) -> str:
+    body = to_builtins(event.payload)
+    if isinstance(body, dict):
+        body.pop("task", None)  # a created task's whole row: its title is enough
+        if event.kind == "task.created":
+            body = {"title": event.payload.task.title, "owner": event.payload.task.owner}  # type: ignore[union-attr]
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    text = text if len(text) <= LOG_LINE else text[: LOG_LINE - 1] + "…"
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+    return f"{stamp} {event.kind} {event.actor} {event.subject or ''} {text}"
+
+
+async def read_log(ctx: ToolContext, args: ReadLogArgs) -> str:
+    last = _limit(args.last, 200)
+    subjects: list[str] = []
+    if args.task is not None:
+        ids = await ctx.store.read(queries.subtree, args.task)
+        if not ids:
+            raise ToolError(f"no task {args.task}")
+        subjects = [f"task:{i}" for i in ids]
+    found = await ctx.store.read(queries.recent_events, last, subjects)
+    return "\n".join(_event_line(e) for e in found) or "the log is empty"
+
+
 CREW_TOOLS = [
     Tool("send_message", "Send a direct message to another agent or to the owner.", SendArgs,
          "message", send_message, timeout_s=10),
@@ -135,6 +168,8 @@ CREW_TOOLS = [
          timeout_s=10),
     Tool("memory_search", "Search your memories and the shared ones.", MemorySearchArgs, "read",
          memory_search, timeout_s=10),
+    Tool("read_log", "Read agentdeck's event log: the latest events, or those of one task and its subtasks.",
+         ReadLogArgs, "read", read_log, timeout_s=10),
     Tool("memory_write", "Remember something: a fact, a reflection, a summary or a journal entry.",
          MemoryWriteArgs, "write", memory_write, timeout_s=10),
 ]
