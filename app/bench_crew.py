@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser, _count: Callable[[str], int]) -> N
     p.add_argument("--json", action="store_true")
     p.add_argument("--suite", action="store_true", help="the effectiveness suite: simple tasks, each "
                    "with a checker; prints the share done and the share verified correct")
+    p.add_argument("--ablate", action="store_true", help="with --suite: also run it with each lever "
+                   "of the harness off in turn (grammar, rules first, tool examples, compact results)")
+    p.add_argument("--rounds", type=_count, default=1, metavar="N", help="with --suite: repeat N times")
     p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
 
 
@@ -145,7 +148,6 @@ async def _crew_figures(host: Host, wall: float) -> dict:
     tasks = await host.store.read(queries.tasks)
     usage = await host.store.read(lambda c: c.execute(
         "SELECT agent, prompt_tokens, completion_tokens, queue_s, decode_s FROM inference_usage").fetchall())
-    calls = await host.store.read(queries.tool_calls)
     events = await host.store.read(queries.events_after, 0, 100_000)
     # Per-phase latency from the event log: each phase event after the previous one of its task.
     last: dict[str, float] = {}
@@ -158,9 +160,12 @@ async def _crew_figures(host: Host, wall: float) -> dict:
             phases[e.kind.removeprefix("agent.")].append(e.ts - last[e.subject])
             last[e.subject] = e.ts
             steps += e.kind == "agent.step"
-    task_time = sum((t.updated_at - t.created_at) for t in tasks)
-    model_time = sum(row[3] + row[4] for row in usage)
-    tool_time = sum((c.finished_at or c.started_at) - c.started_at for c in calls)
+    # Overhead: the time tasks were worked (not queued or blocked) outside model and tool
+    # calls, as each agent's runner measured it, per step.
+    assert host.crew is not None
+    views = [host.crew.live(name) for name in host.crew.agents]
+    outside = sum(v.work_s - v.model_s - v.tool_s for v in views)
+    worked_steps = sum(v.steps for v in views)
     per_agent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for agent, prompt, completion, _, _ in usage:
         per_agent[agent][0] = max(per_agent[agent][0], prompt)
@@ -172,7 +177,7 @@ async def _crew_figures(host: Host, wall: float) -> dict:
         "unfinished": sum(t.status in ("queued", "active", "blocked") for t in tasks),
         "tokens": sum(row[2] for row in usage), "calls": len(usage), "steps": steps,
         "phases": {k: round(statistics.median(v), 3) for k, v in sorted(phases.items())},
-        "overhead": max(task_time - model_time - tool_time, 0.0) / max(steps, 1) if steps else 0.0,
+        "overhead": max(outside, 0.0) / worked_steps if worked_steps else 0.0,
         "sizes": [tuple(v) for v in per_agent.values()],
     }
 
@@ -193,14 +198,18 @@ async def _engine_alone(engine: Engine, sizes: list[tuple[int, int]]) -> float:
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
     from app.bench_suite import run_suite
 
-    figures = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True)))
+    every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate,
+                                  rounds=args.rounds))
     if args.json:
-        print_json(figures)
+        print_json(every)
         return 0
-    for result in figures.results:
-        status = str(result["status"])
-        mark = "correct" if result["correct"] else "wrong" if status == "done" else status
-        line(f"  {mark:<8} {result['agent']}: {result['task']} -> {result['answer']}")
-    line(f"suite ({figures.model}): {figures.done}/{figures.tasks} done, {figures.correct}/{figures.tasks} "
-         "verified correct")
+    for figures in every:
+        line(f"harness {figures.harness}:")
+        for result in figures.results:
+            status = str(result["status"])
+            mark = "correct" if result["correct"] else "wrong" if status == "done" else status
+            line(f"  {mark:<8} {result['agent']}: {result['task']} -> {result['answer']}")
+    for figures in every:
+        line(f"suite ({figures.model}, harness {figures.harness}): {figures.done}/{figures.tasks} done, "
+             f"{figures.correct}/{figures.tasks} verified correct")
     return 0

@@ -550,3 +550,30 @@ async def test_count_tokens_uses_the_models_tokenizer(engine: Engine) -> None:
     assert await engine.count_tokens("") == 0
     prompt = await engine.count_tokens(text + text)
     assert prompt in range(2 * n - 2, 2 * n + 3)  # the tokenizer, not a character estimate
+
+
+def test_json_strings_in_grammars_exclude_control_characters() -> None:
+    from agents.inference.grammar import schema_to_gbnf
+
+    gbnf = schema_to_gbnf({"type": "object", "properties": {"poem": {"type": "string"}}, "required": ["poem"]})
+    char = next(line for line in gbnf.splitlines() if line.startswith("char ::="))
+    assert char.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F]'), char
+
+
+async def test_schema_output_is_strict_json_even_for_multiline_text(engine: Engine) -> None:
+    """The model likes newlines in a poem; in a JSON string they must come out escaped."""
+    schema = {"type": "object", "properties": {"poem": {"type": "string"}}, "required": ["poem"]}
+    # Before the fix, 6 of 15 such answers held a raw newline (measured).
+    prompts = ["Write a poem of four short lines about the sea, one line per line.",
+               "List three fruits, one per line.", "Write a haiku in three lines.",
+               "Write a shopping list with 4 items, each on its own line.",
+               "Write a short letter: greeting, body, signature, each on a new line."]
+    results: list[Result] = []
+    for _round in range(3):
+        gens = [engine.submit(ask(p), agent=f"poet{i}", schema=schema, max_tokens=64,
+                              sampling=SamplingConfig(temperature=0.8)) for i, p in enumerate(prompts)]
+        results += await asyncio.gather(*(g.result() for g in gens))
+    for res in results:
+        assert not any(ord(c) < 0x20 for c in res.text), repr(res.text)
+        if res.finish_reason == "stop":
+            assert isinstance(msgspec.json.decode(res.text)["poem"], str)

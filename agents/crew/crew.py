@@ -28,6 +28,7 @@ from collections import deque
 from agents.bus import Bus
 from agents.config import Config
 from agents.crew.budget import TokenCounter
+from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
 from agents.crew.runner import ModelBackend, TaskRunner
 from agents.errors import AgentdeckError, InvalidArgument, InvalidTransition
@@ -96,12 +97,13 @@ async def choose_agent(backend: ModelBackend, config: Config, title: str, body: 
 
 class AgentLoop:
     def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend,
-                 gate: Gate) -> None:
+                 gate: Gate, harness: Harness = DEFAULT) -> None:
         self.name = name
         self.config = config
         self.store = store
         self.backend = backend
         self.gate = gate
+        self.harness = harness
         self.queue: asyncio.Queue[int] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
         self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
@@ -145,7 +147,7 @@ class AgentLoop:
     async def _work(self, task_id: int, slots: asyncio.Semaphore) -> None:
         try:
             runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live,
-                                self.counter)
+                                self.counter, self.harness)
             await runner.run(task_id)
         except asyncio.CancelledError:
             await asyncio.shield(self._requeue(task_id))  # stopped mid-task: it resumes next start
@@ -176,12 +178,12 @@ class AgentLoop:
 
 class Crew:
     def __init__(self, store: AsyncStore, bus: Bus, backend: ModelBackend, gate: Gate,
-                 config: Config) -> None:
+                 config: Config, *, harness: Harness = DEFAULT) -> None:
         self.store = store
         self.bus = bus
         self.config = config
         self.agents = list(config.enabled_agents())
-        self.loops = {name: AgentLoop(name, config, store, backend, gate) for name in self.agents}
+        self.loops = {name: AgentLoop(name, config, store, backend, gate, harness) for name in self.agents}
         self.backend = backend
         self._tasks: list[asyncio.Task[None]] = []
         self._routing: set[int] = set()

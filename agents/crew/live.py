@@ -21,6 +21,11 @@ class LiveView:
     last_tool: str | None = None
     tokens: int = 0  # pieces of the current call
     call_started: float = field(default_factory=time.monotonic)
+    # Totals since start, for the orchestration overhead (work outside model and tools).
+    work_s: float = 0.0  # tasks being worked (not waiting in a queue or blocked)
+    model_s: float = 0.0
+    tool_s: float = 0.0  # approval waits included
+    steps: int = 0
 
     def begin_call(self, phase: str) -> None:
         self.phase, self.text, self.tokens, self.call_started = phase, "", 0, time.monotonic()

@@ -57,8 +57,9 @@ def _example(tool: str) -> str:
     return json.dumps({"tool": tool, "arguments": args})
 
 
-def system_message(name: str, agent: AgentConfig) -> ChatMessage:
-    tools = "\n".join(f"- {t}: {TOOLS[t].description} Example: {_example(t)}" for t in agent.tools)
+def system_message(name: str, agent: AgentConfig, *, examples: bool = True) -> ChatMessage:
+    tools = "\n".join(f"- {t}: {TOOLS[t].description}" + (f" Example: {_example(t)}" if examples else "")
+                      for t in agent.tools)
     return ChatMessage(role="system", content=(
         f"{agent.system_prompt}\n\nYou are {name}. Your tools:\n{tools}\n"
         'You answer with one JSON object only. When you are done, answer {"final": "..."} '
@@ -95,16 +96,16 @@ def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list
     ))]
 
 
-def step_head(name: str, agent: AgentConfig, task_text_: str) -> list[ChatMessage]:
-    return [system_message(name, agent), ChatMessage(role="user", content=task_text_)]
+def step_head(name: str, agent: AgentConfig, task_text_: str, *, examples: bool = True) -> list[ChatMessage]:
+    return [system_message(name, agent, examples=examples), ChatMessage(role="user", content=task_text_)]
 
 
-def step_turns(steps: list[tuple[str, str]]) -> list[ChatMessage]:
+def step_turns(steps: list[tuple[str, str]], result_chars: int = RESULT_CHARS) -> list[ChatMessage]:
     """steps: (the model's step JSON, what came back), oldest first; two messages each."""
     turns: list[ChatMessage] = []
     for said, result in steps:
         turns += [ChatMessage(role="assistant", content=said),
-                  ChatMessage(role="user", content=f"Result: {result[:RESULT_CHARS]}")]
+                  ChatMessage(role="user", content=f"Result: {result[:result_chars]}")]
     return turns
 
 

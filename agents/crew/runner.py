@@ -31,6 +31,7 @@ from agents.config import AgentConfig, Config
 from agents.crew import prompts
 from agents.crew.budget import TokenCounter
 from agents.crew.compact import compact_if_needed
+from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
 from agents.crew.recall import recall, within
 from agents.crew.schemas import (
@@ -91,7 +92,7 @@ def health_is_normal() -> tuple[bool, str]:
 
 class TaskRunner:
     def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend, gate: Gate,
-                 live: LiveView, counter: TokenCounter) -> None:
+                 live: LiveView, counter: TokenCounter, harness: Harness = DEFAULT) -> None:
         self.name = name
         self.config = config
         self.agent: AgentConfig = config.agents[name]
@@ -101,6 +102,7 @@ class TaskRunner:
         self.gate = gate
         self.live = live
         self.counter = counter
+        self.harness = harness
         self.agents = list(config.enabled_agents())
 
     # --- the whole task ---
@@ -114,6 +116,7 @@ class TaskRunner:
             return
         if task.status != "queued":
             return  # already being worked, or finished (at-least-once delivery)
+        started = time.monotonic()
         await self.store.write(r.set_task_status, task.id, "active")
         self.live.task_id = task.id
         try:
@@ -123,6 +126,7 @@ class TaskRunner:
         finally:
             self.live.task_id, self.live.phase = None, ""
             await self._state("idle", None)
+            self.live.work_s += time.monotonic() - started
 
     async def _work(self, task: Task) -> None:
         if task.deadline is not None and time.time() > task.deadline:
@@ -182,6 +186,8 @@ class TaskRunner:
         return triage
 
     def _triage_rule(self, task: Task) -> Triage | None:
+        if not self.harness.rules_first:
+            return None
         if task.title.startswith("[health]") and "system_health" in self.agent.tools:
             normal, figures = health_is_normal()
             if normal:
@@ -210,11 +216,13 @@ class TaskRunner:
                 # a loop of identical calls would otherwise run out the steps.
                 repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
                 offered = [] if number == self.agent.max_steps or repeated else tools
-                messages = await self.counter.fit(prompts.step_head(self.name, self.agent, context),
-                                                  prompts.step_turns(steps), self._prompt_budget())
+                head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples)
+                turns = prompts.step_turns(steps, self.harness.result_chars)
+                messages = await self.counter.fit(head, turns, self._prompt_budget())
                 step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
                                               functools.partial(parse_step, tools=offered))
                 said = msgspec.json.encode(step).decode()
+            self.live.steps += 1
             if isinstance(step, FinalStep):
                 await self.store.write(r.record_phase, AgentStepped(
                     task_id=task.id, step=number, tool=None, decision=None, status="final",
@@ -236,6 +244,8 @@ class TaskRunner:
         """Rules first: a question about the machine starts with a look at it; one about
         what happened, with the log (of the task it names, if it names one)."""
         text = f"{task.title} {task.body}"
+        if not self.harness.rules_first:
+            return None
         if "system_health" in self.agent.tools and MACHINE_WORDS.search(text):
             return ToolStep(tool="system_health", arguments={})
         if "read_log" in self.agent.tools and WHAT_HAPPENED.search(text):
@@ -249,8 +259,12 @@ class TaskRunner:
         if decision.decision == "ask":
             await self._state("waiting", task.id, f"waiting for approval: {step.tool}")
         self.live.last_tool = step.tool
-        outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
-                                       reason=f"step {number} of task {task.id}: {task.title}")
+        started = time.monotonic()
+        try:
+            outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
+                                           reason=f"step {number} of task {task.id}: {task.title}")
+        finally:
+            self.live.tool_s += time.monotonic() - started
         await self._state("acting", task.id)
         result = outcome.result
         await self.store.write(r.record_phase, AgentStepped(
@@ -264,6 +278,7 @@ class TaskRunner:
         children = [t for t in await self.store.read(queries.tasks) if t.parent_id == task.id]
         if any(c.status not in ("done", "failed", "cancelled") for c in children):
             return  # not yet
+        started = time.monotonic()
         await self.store.write(r.set_task_status, task.id, "active")
         self.live.task_id = task.id
         try:
@@ -281,6 +296,7 @@ class TaskRunner:
         finally:
             self.live.task_id = None
             await self._state("idle", None)
+            self.live.work_s += time.monotonic() - started
 
     # --- reflect and end ---
 
@@ -347,9 +363,17 @@ class TaskRunner:
                      task_id: int) -> str:
         messages = await self.counter.fit(messages, [], self._prompt_budget())  # a long task text is cut
         self.live.begin_call(phase)
+        try:
+            return await self._call_model(phase, messages, schema, task_id)
+        finally:
+            self.live.model_s += time.monotonic() - self.live.call_started
+
+    async def _call_model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
+                          task_id: int) -> str:
         sampling = self.agent.inference
         limit = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
-        gen = self.backend.submit(messages, agent=self.name, sampling=sampling, schema=schema,
+        gen = self.backend.submit(messages, agent=self.name, sampling=sampling,
+                                  schema=schema if self.harness.grammar else None,
                                   max_tokens=limit, priority=self.agent.priority,
                                   timeout_s=sampling.timeout_s)
         async for piece in gen:

@@ -6,12 +6,18 @@ import functools
 import json
 from typing import Any
 
+# llama-cpp-python's converter lets raw control characters (newline, tab) into strings,
+# which JSON forbids: the model wrote them and every strict decoder refused the output.
+# llama.cpp's own converter excludes them; so do we.
+_LOOSE_CHAR = 'char ::= [^"\\\\]'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
+
 
 @functools.lru_cache(maxsize=128)
 def _convert(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(schema_json)
+    return json_schema_to_gbnf(schema_json).replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 def schema_to_gbnf(schema: dict[str, Any]) -> str:

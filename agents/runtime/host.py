@@ -30,6 +30,8 @@ import psutil
 from agents.bus import Bus, Subscription
 from agents.config import Config
 from agents.crew import Crew
+from agents.crew.harness import DEFAULT as DEFAULT_HARNESS
+from agents.crew.harness import Harness
 from agents.errors import InvalidTransition
 from agents.gate import Gate
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
@@ -80,7 +82,8 @@ def process_alive(pid: int) -> bool:
 
 class Host:
     def __init__(self, db_path: Path, config: Config, *, backend: Backend,
-                 approvals: ApprovalPolicy = "deny", pid: int | None = None, crew: bool = False) -> None:
+                 approvals: ApprovalPolicy = "deny", pid: int | None = None, crew: bool = False,
+                 harness: Harness = DEFAULT_HARNESS) -> None:
         self.db_path = db_path
         self.config = config
         self.backend = backend
@@ -90,6 +93,7 @@ class Host:
         self.bus: Bus | None = None
         self.recovery: Recovery | None = None
         self.run_crew = crew
+        self.harness = harness
         self.crew: Crew | None = None
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
         self.stopping = asyncio.Event()
@@ -143,7 +147,8 @@ class Host:
         self.recovery = await self._recover()
         if self.run_crew:
             gate = Gate(self.store, self.config, self.db_path.parent)
-            self.crew = Crew(self.store, self.bus, self.backend, gate, self.config)  # type: ignore[arg-type]
+            self.crew = Crew(self.store, self.bus, self.backend, gate, self.config,  # type: ignore[arg-type]
+                             harness=self.harness)
             await self.crew.start(self.first_event_id)
         self._loops += [
             asyncio.create_task(self._every(self._expire)),
