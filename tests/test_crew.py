@@ -454,3 +454,27 @@ async def test_past_the_threshold_scribe_compacts_an_agents_oldest_reflections(d
     assert memories[old[2].id].compacted_into is None  # only the oldest half
     scribe_asked = [q for q in backend.requests if q.agent == "scribe"]
     assert "lesson 0 about builds" in scribe_asked[0].messages[-1].content
+
+
+@pytest.mark.timeout(420)
+async def test_with_the_real_model_three_agents_generate_at_the_same_time(db_path: Path, ws: Path) -> None:
+    """Concurrency is real: three agents' model calls overlap in the engine (from the
+    recorded usage: each call's decode span), and every task ends (done or failed)."""
+    from agents.inference import Engine
+
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n')
+    asks = {"dev": "Write a one-line summary of what a Makefile is for.",
+            "review": "Say whether 'x = x + 1' is idiomatic Python.",
+            "scribe": "Write a one-sentence journal entry for today."}
+    with Store.open(db_path, AGENTS) as store:
+        ids = [store.write(r.create_task, OWNER, text, owner=agent).id for agent, text in asks.items()]
+    engine = Engine(config.inference)
+    async with Host(db_path, config, backend=engine, crew=True) as host:
+        assert host.crew is not None
+        assert await host.crew.wait_idle(360), "the crew did not finish within 360 s"
+        tasks = [await host.store.read(queries.task, i) for i in ids]
+        usage = await host.store.read(lambda c: c.execute(
+            "SELECT agent, ts - decode_s, ts FROM inference_usage WHERE decode_s > 0").fetchall())
+    assert all(t is not None and t.status in ("done", "failed") for t in tasks), tasks
+    overlapping = {a for a, s, e in usage for b, s2, e2 in usage if a != b and s < e2 and s2 < e}
+    assert len(overlapping) >= 2, usage
