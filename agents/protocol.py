@@ -77,7 +77,7 @@ class ChannelMember(msgspec.Struct, kw_only=True):
     joined_at: float
 
 
-class Message(msgspec.Struct, kw_only=True):
+class ChannelMessage(msgspec.Struct, kw_only=True):
     id: int
     channel_id: int | None  # None: a direct message to `recipient`
     sender: str
@@ -215,7 +215,7 @@ class MemberChanged(msgspec.Struct, tag="channel.member", kw_only=True):
 
 
 class MessagePosted(msgspec.Struct, tag="message.posted", kw_only=True):
-    message: Message
+    message: ChannelMessage
 
 
 class MessageDeleted(msgspec.Struct, tag="message.deleted", kw_only=True):

@@ -10,13 +10,14 @@ token budget counted with the model's own tokenizer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from agents.config import AgentConfig
 from agents.inference.types import ChatMessage
-from agents.protocol import Memory, Message, Task
+from agents.protocol import ChannelMessage, Memory, Task
 from agents.tools import TOOLS
 
 RESULT_CHARS = 1200  # of a tool result fed back to the model
@@ -67,7 +68,8 @@ def system_message(name: str, agent: AgentConfig, *, examples: bool = True) -> C
     ))
 
 
-def task_text(task: Task, parents: list[Task], memories: list[Memory], messages: list[Message] = ()) -> str:
+def task_text(task: Task, parents: list[Task], memories: list[Memory],
+              messages: Sequence[ChannelMessage] = ()) -> str:
     lines = [f"Task #{task.id}: {task.title}"]
     if task.body and task.body.strip() != task.title:
         lines.append(task.body.strip())

@@ -11,9 +11,9 @@ from agents.errors import ProtocolError
 from agents.protocol import (
     AgentStatus,
     Approval,
+    ChannelMessage,
     Event,
     Memory,
-    Message,
     PermissionRule,
     Schedule,
     Task,
@@ -194,7 +194,7 @@ def tool_calls(conn: sqlite3.Connection, *, status: str | None = None) -> list[T
     return [rows.tool_call(r) for r in cur.fetchall()]
 
 
-def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[Message]:
+def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[ChannelMessage]:
     cur = conn.execute(
         "SELECT m.* FROM messages m JOIN channels c ON c.id = m.channel_id "
         "WHERE c.name = ? AND m.deleted = 0 ORDER BY m.id DESC LIMIT ?",
@@ -204,7 +204,7 @@ def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[Me
 
 
 def direct_messages(conn: sqlite3.Connection, member: str, limit: int = 50, *,
-                    received_only: bool = False) -> list[Message]:
+                    received_only: bool = False) -> list[ChannelMessage]:
     """The latest direct messages to `member` (and from it, unless received_only), oldest first."""
     where = "recipient = ?" if received_only else "(recipient = ? OR (sender = ? AND recipient IS NOT NULL))"
     params: tuple[object, ...] = (member,) if received_only else (member, member)

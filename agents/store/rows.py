@@ -10,9 +10,9 @@ from agents.protocol import (
     Approval,
     Channel,
     ChannelMember,
+    ChannelMessage,
     InferenceUsage,
     Memory,
-    Message,
     PermissionRule,
     Schedule,
     Task,
@@ -43,8 +43,8 @@ def member(r: sqlite3.Row) -> ChannelMember:
     )
 
 
-def message(r: sqlite3.Row) -> Message:
-    return Message(
+def message(r: sqlite3.Row) -> ChannelMessage:
+    return ChannelMessage(
         id=r["id"], channel_id=r["channel_id"], sender=r["sender"], recipient=r["recipient"],
         task_id=r["task_id"], body=r["body"], created_at=r["created_at"],
         deleted=bool(r["deleted"]),

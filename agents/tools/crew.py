@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from agents.protocol import Event, Memory, Message, Task, to_builtins
+from agents.protocol import ChannelMessage, Event, Memory, Task, to_builtins
 from agents.store import queries
 from agents.store import reducers as r
 from agents.tools.base import Tool, ToolContext, ToolError
@@ -74,11 +74,11 @@ def _limit(value: int, most: int) -> int:
 
 
 async def send_message(ctx: ToolContext, args: SendArgs) -> str:
-    msg: Message = await ctx.store.write(r.send_direct, args.to, args.text, task_id=ctx.task_id)
+    msg: ChannelMessage = await ctx.store.write(r.send_direct, args.to, args.text, task_id=ctx.task_id)
     return f"message {msg.id} sent to {args.to}"
 
 
-def _channel_messages(conn: sqlite3.Connection, agent: str, channel: str, limit: int) -> list[Message]:
+def _channel_messages(conn: sqlite3.Connection, agent: str, channel: str, limit: int) -> list[ChannelMessage]:
     """Only channels the agent is a member of."""
     member = conn.execute(
         "SELECT 1 FROM channel_members m JOIN channels c ON c.id = m.channel_id "
@@ -97,7 +97,7 @@ async def read_messages(ctx: ToolContext, args: ReadMessagesArgs) -> str:
 
 
 async def post_channel(ctx: ToolContext, args: PostArgs) -> str:
-    msg: Message = await ctx.store.write(r.post_message, args.channel, args.text, task_id=ctx.task_id)
+    msg: ChannelMessage = await ctx.store.write(r.post_message, args.channel, args.text, task_id=ctx.task_id)
     return f"posted message {msg.id} to #{args.channel.lstrip('#')}"
 
 

@@ -10,9 +10,9 @@ from agents.protocol import (
     Channel,
     ChannelCreated,
     ChannelKind,
+    ChannelMessage,
     ChannelRole,
     MemberChanged,
-    Message,
     MessageDeleted,
     MessagePosted,
 )
@@ -146,7 +146,7 @@ def remove_member(tx: Tx, actor: str, channel: int | str, member: str) -> None:
 
 def post_message(
     tx: Tx, actor: str, channel: int | str, body: str, *, task_id: int | None = None
-) -> Message:
+) -> ChannelMessage:
     tx.check_actor(actor)
     _check_body(body)
     ch = _channel(tx, channel)
@@ -166,7 +166,7 @@ def post_message(
 
 def send_direct(
     tx: Tx, actor: str, to: str, body: str, *, task_id: int | None = None
-) -> Message:
+) -> ChannelMessage:
     tx.check_actor(actor)
     _check_body(body)
     _check_member_name(tx, to)
