@@ -64,6 +64,15 @@ class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     decision: Literal["allow", "ask", "deny"]
 
 
+class UiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The TUI."""
+
+    # agentdeck (its own), textual-dark or textual-light; a theme picked in the TUI is
+    # remembered in the home and wins over this.
+    theme: str = "agentdeck"
+    refresh_hz: float = 15.0  # how often panes and the meter are redrawn from live data
+
+
 class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The shared engine: one model, one context, `slots` sequences."""
 
@@ -105,6 +114,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
     schedules: list[ScheduleConfig] = msgspec.field(default_factory=list)
+    ui: UiConfig = msgspec.field(default_factory=UiConfig)
+    # TUI key bindings by id, e.g. `"approval.once" = "y"` (see the README for the ids).
+    keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
     def enabled_agents(self) -> dict[str, AgentConfig]:
         return {name: a for name, a in self.agents.items() if a.enabled}
@@ -310,6 +322,8 @@ def _check_values(config: Config, source: str) -> None:
         problems.append("memory_half_life_days: must be a number > 0")
     if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:
         problems.append(f"approval_timeout_s: must be a number > 0 and <= {MAX_APPROVAL_TIMEOUT_S:g}")
+    if not (_positive(config.ui.refresh_hz) and config.ui.refresh_hz <= 60):
+        problems.append("ui.refresh_hz: must be a number in (0, 60]")
     inf = config.inference
     if inf.slots < 1:
         problems.append("inference.slots: must be >= 1")

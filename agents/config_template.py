@@ -56,6 +56,8 @@ approval_timeout_s = {c.approval_timeout_s}
 memory_half_life_days = {c.memory_half_life_days}
 # Past this many active reflections of an agent, scribe summarises its oldest half.
 memory_compact_at = {c.memory_compact_at}
+# A task an agent defers comes back to it after this many seconds (and is not deferred twice).
+defer_s = {c.defer_s}
 
 # Shell commands run inside bubblewrap: the workspace writable, the rest read-only,
 # agentdeck's home hidden, no network. "auto": where bwrap works, else every command
@@ -71,6 +73,14 @@ n_batch = {inf.n_batch}         # tokens per decode step
 n_gpu_layers = {inf.n_gpu_layers}       # -1: every layer on the GPU when llama.cpp has CUDA
 threads = {inf.threads}           # 0: one per core
 seed = {inf.seed}
+
+[ui]
+# agentdeck, textual-dark or textual-light; a theme picked in the TUI (palette) is remembered.
+theme = {_q(c.ui.theme)}
+refresh_hz = {c.ui.refresh_hz}    # panes and meter redrawn this often from live data
+
+# TUI keys by binding id, e.g. "approval.once" = "y" (ids: README, Keys).
+[keymap]
 
 # Extra environment for the tools agents run, e.g. GITHUB_TOKEN = "keyring:github".
 [tool_env]

@@ -35,7 +35,7 @@ DecidedBy = Literal["user", "rule", "timeout", "headless_policy"]
 RuleDecision = Literal["allow", "ask", "deny"]
 ToolCallStatus = Literal["running", "ok", "error", "timeout", "denied", "interrupted"]
 AgentState = Literal[
-    "offline", "idle", "triage", "acting", "reflecting", "waiting", "stopped", "crashed"
+    "offline", "idle", "triage", "acting", "reflecting", "waiting", "paused", "stopped", "crashed"
 ]
 Health = Literal["green", "amber", "red"]
 

@@ -93,10 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         instance,
     )
 
+    def cmd_attach(ctx: object, args: argparse.Namespace) -> int:
+        from app.tui import cmd_attach as attach  # textual is imported only for the TUI
+
+        return attach(ctx, args)  # type: ignore[arg-type]
+
     parser = Parser(
         prog="agentdeck",
         description="A crew of five local LLM agents in one terminal.",
     )
+    parser.add_argument("--headless", action="store_true", help="with no COMMAND: run without the TUI")
     parser.add_argument("--home", metavar="DIR", type=_home, help="state and config dir (default: "
                         "$AGENTDECK_HOME or the platform's user data dir)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -116,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("args_json", metavar="ARGS_JSON", help='e.g. \'{"path": "README.md"}\'')
         add_json(p)
 
-    p = add("run", instance.cmd_run, "start agentdeck (headless until the TUI lands)")
+    p = add("run", instance.cmd_run, "start agentdeck: the TUI in a terminal, or --headless")
     instance.add_arguments(p)
+
+    p = add("attach", cmd_attach, "open the TUI on the home of an instance running headless")
 
     p = add("send", commands.cmd_send, "give the crew a task; prints its id")
     p.add_argument("--to", metavar="AGENT", help="assign it to this agent (default: the router)")
@@ -266,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.command is None:
-            args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+        if args.command is None:  # `agentdeck [--headless]`: run
+            rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--headless"]
+            args = parser.parse_args([*rest, "run", *(["--headless"] if args.headless else [])])
         setup_logging()
         ctx = Context(args.home)
         try:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
-import time
 from typing import Any
 
 from agents.errors import AgentdeckError, InvalidArgument
 from agents.gate import Gate, config_rules, make_policy, stored_rules
 from agents.policy.decide import decide
 from agents.protocol import OWNER, SYSTEM, Approval
+from agents.runtime.approval_text import approval_lines
 from agents.safe_text import safe_text
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
@@ -32,29 +31,6 @@ def parse_arguments(text: str) -> dict[str, Any]:
         raise InvalidArgument("ARGS_JSON must be a JSON object, e.g. '{\"path\": \"README.md\"}'",
                               exit_code=2)
     return value
-
-
-def approval_lines(a: Approval, now: float | None = None) -> list[str]:
-    """Everything a person needs to decide, each line terminal-safe when printed."""
-    now = time.time() if now is None else now
-    if a.status != "pending":
-        state = f"{a.status}" + (f" by {a.decided_by}" if a.decided_by else "")
-    elif math.isfinite(a.expires_at):
-        state = f"expires in {int(a.expires_at - now)}s"
-    else:  # a row from before the reducers refused inf
-        state = "never expires"
-    lines = [
-        f"approval {a.id}: {a.agent} wants {a.tool} ({state})",
-        f"  arguments:   {json.dumps(a.arguments, ensure_ascii=False, sort_keys=True)}",
-        f"  resolves to: {a.resolved}",
-    ]
-    if a.ask_reason:
-        lines.append(f"  why it asks: {a.ask_reason}")
-    lines.append(f"  agent says:  {a.reason!r}  (the model's words)" if a.reason else
-                 "  agent says:  (no reason given)")
-    lines.append(f"  always:      saves `allow {a.agent} {a.tool} {a.always_rule!r}`" if a.always_rule
-                 else "  always:      not offered (no rule can allow this call)")
-    return lines
 
 
 # --- rules ---

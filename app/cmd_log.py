@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import select
 import sys
 
 from agents.bus import Bus, Subscription
 from agents.protocol import Event, to_builtins
-from agents.safe_text import safe_json, safe_text
+from agents.runtime.event_text import event_text
+from agents.safe_text import safe_json
 from agents.store import AsyncStore, queries
 from app.context import Context
-from app.render import when
 
 PAGE = 1000
 READER_CHECK_S = 0.1
@@ -27,20 +26,6 @@ def event_json(event: Event) -> str:
             "subject": event.subject, "recipient": event.recipient,
             "payload": to_builtins(event.payload),
         }
-    )
-
-
-def event_text(event: Event) -> str:
-    """One terminal-safe line: payloads carry titles, reasons and tool output."""
-    payload = to_builtins(event.payload)
-    assert isinstance(payload, dict)
-    payload.pop("type", None)
-    detail = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    if len(detail) > 160:
-        detail = detail[:159] + "…"
-    to = f" → {event.recipient}" if event.recipient else ""
-    return safe_text(
-        f"{event.id:>6} {when(event.ts)} {event.kind:<18} {event.actor}{to} {event.subject} {detail}"
     )
 
 

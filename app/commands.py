@@ -15,10 +15,10 @@ from typing import Any
 from agents.errors import InvalidArgument
 from agents.health import status_report
 from agents.protocol import OWNER, Schedule, Task, to_builtins
+from agents.runtime.approval_text import approval_lines
 from agents.safe_text import safe_json
 from agents.store import queries
 from agents.store.reducers import cancel_task, create_task, decide_approval, remove_schedule, set_schedule
-from app.cmd_gate import approval_lines
 from app.context import Context
 from app.render import ago, line, listing, print_json, shorten, table, when
 

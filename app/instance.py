@@ -22,8 +22,9 @@ from agents.bus import Subscription
 from agents.config import Config
 from agents.inference import Engine, resolve_model_path
 from agents.runtime import Host, Recovery
+from agents.runtime.event_text import event_text
 from agents.safe_text import safe_text
-from app.cmd_log import event_json, event_text
+from app.cmd_log import event_json
 from app.context import Context
 from app.progress import LoadProgress
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--headless", action="store_true",
-        help="no TUI; report events on stdout (the only mode until the TUI lands)",
+        help="no TUI; report events on stdout (also when stdin or stdout is not a terminal)",
     )
     p.add_argument(
         "--approvals", choices=["deny", "cli"], default="deny",
@@ -48,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    headless = args.headless or args.until_idle or args.json or not terminal
+    if not headless:
+        from app.tui import cmd_tui
+
+        return cmd_tui(ctx, args)
     config = ctx.config  # a bad config or a missing model fails here, before anything starts
     model = resolve_model_path(args.model, config.inference.model)
     ctx.ensure_home()

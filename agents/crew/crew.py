@@ -111,6 +111,17 @@ class AgentLoop:
         self.counter = TokenCounter(backend)  # one per agent: its system prompt is counted once
         self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
         self.fault: Exception | None = None  # tests inject one to exercise the supervisor
+        self.paused = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+
+    def pause(self, on: bool) -> None:
+        """A paused agent finishes what it is doing and takes no new task until resumed."""
+        self.paused = on
+        if on:
+            self._resumed.clear()
+        else:
+            self._resumed.set()
 
     async def offer(self, task_id: int) -> None:
         if task_id not in self.pending:
@@ -126,11 +137,15 @@ class AgentLoop:
                 if self.fault is not None:
                     fault, self.fault = self.fault, None
                     raise fault
+                if self.paused:
+                    await self._wait_resumed()
                 try:
                     task_id = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
                     await self.store.write(r.heartbeat, SYSTEM, self.name)
                     continue
+                if self.paused:  # paused while waiting: the task waits with it
+                    await self._wait_resumed()
                 await slots.acquire()
                 job = asyncio.create_task(self._work(task_id, slots))
                 running.add(job)
@@ -143,6 +158,17 @@ class AgentLoop:
             for job in list(running):
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
+
+    async def _wait_resumed(self) -> None:
+        await self.store.write(r.set_agent_status, SYSTEM, self.name, "paused", detail="paused by the person")
+        self.live.state = "paused"
+        while not self._resumed.is_set():
+            try:
+                await asyncio.wait_for(self._resumed.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                await self.store.write(r.heartbeat, SYSTEM, self.name)
+        self.live.state = "idle"
+        await self.store.write(r.set_agent_status, SYSTEM, self.name, "idle")
 
     async def _work(self, task_id: int, slots: asyncio.Semaphore) -> None:
         try:

@@ -20,6 +20,7 @@ class LiveView:
     text: str = ""  # the model's output streaming now (its tail)
     last_tool: str | None = None
     tokens: int = 0  # pieces of the current call
+    fed: int = 0  # characters of the current call so far (text keeps only the tail)
     call_started: float = field(default_factory=time.monotonic)
     # Totals since start, for the orchestration overhead (work outside model and tools).
     work_s: float = 0.0  # tasks being worked (not waiting in a queue or blocked)
@@ -28,11 +29,13 @@ class LiveView:
     steps: int = 0
 
     def begin_call(self, phase: str) -> None:
-        self.phase, self.text, self.tokens, self.call_started = phase, "", 0, time.monotonic()
+        self.phase, self.text, self.tokens, self.fed = phase, "", 0, 0
+        self.call_started = time.monotonic()
 
     def feed(self, piece: str) -> None:
         self.text = (self.text + piece)[-LIVE_TEXT:]
         self.tokens += 1
+        self.fed += len(piece)
 
     @property
     def tokens_per_s(self) -> float:

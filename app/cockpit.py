@@ -1,0 +1,377 @@
+"""The cockpit: agentdeck's TUI. It composes the widgets and presents the runtime; the
+logic it shows lives in agents/ (the host, the deck, the reducers).
+
+Live data is pulled, never pushed: one timer at `[ui] refresh_hz` reads the deck (each
+agent's live view, the meter) and redraws only what changed; bus events arrive through
+one bounded subscription and the log redraws at most once per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from agents.errors import AgentdeckError
+from agents.protocol import OWNER, Approval, to_builtins
+from agents.safe_text import safe_json, safe_text
+from agents.store import EventFilter, queries
+from agents.store import reducers as r
+from app.connection import Connection
+from themes import AGENTDECK, STYLESHEET, THEMES
+from widgets.agent_pane import AgentPane
+from widgets.approval import GRACE_S, ApprovalModal
+from widgets.channels import DIRECT, Channels
+from widgets.composer import Composer
+from widgets.event_log import EventLog
+from widgets.memory import MemoryBrowser
+from widgets.meter import SlotMeter
+from widgets.tasks import TaskView
+
+SLOW_EVERY_S = 1.0  # tasks, channels and approvals are read at most this often
+TITLE_WIDTH = 120
+EVENT_QUEUE = 1024
+
+
+class Cockpit(App[int]):
+    TITLE = "agentdeck"
+    CSS_PATH = STYLESHEET
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "quit", id="app.quit", priority=True),
+        Binding("f7", "next_approval", "approvals", id="approvals.next"),
+        Binding("f2", "maximize_pane", "maximize pane", id="pane.maximize"),
+        Binding("f8", "focus_composer", "compose", id="composer.focus"),
+        Binding("f3", "show_tab('tasks')", "tasks", id="tab.tasks"),
+        Binding("f4", "show_tab('log')", "log", id="tab.log"),
+        Binding("f5", "show_tab('channels')", "channels", id="tab.channels"),
+        Binding("f6", "show_tab('memory')", "memory", id="tab.memory"),
+    ]
+
+    def __init__(self, connection: Connection, home: Path, *, grace_s: float = GRACE_S,
+                 theme: str | None = None) -> None:
+        super().__init__()
+        self.connection = connection
+        self.home = home
+        self.config = connection.config
+        self.agents = connection.agents
+        self.grace_s = grace_s
+        self.register_theme(AGENTDECK)
+        self.theme = theme or remembered_theme(home, self.config.ui.theme)
+        self.panes: dict[str, AgentPane] = {}
+        self.on_screen: int | None = None  # the approval in the modal
+        self.later: set[int] = set()  # approvals the person put off (Esc)
+        self.pending: list[Approval] = []
+        self._last_slow = 0.0
+        self._selected_task: int | None = None
+        self._ticking = False
+
+    # --- layout ---
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=True)
+        yield Static("", id="approval-badge")
+        yield ProgressBar(total=1.0, show_eta=False, id="load-progress")
+        with Horizontal(id="deck"):
+            with Vertical(id="panes"):
+                for name in self.agents:
+                    pane = AgentPane(name)
+                    self.panes[name] = pane
+                    yield pane
+            with Vertical(id="side"):
+                yield SlotMeter()
+                with TabbedContent(id="tabs", initial="tasks"):
+                    with TabPane("tasks", id="tasks"):
+                        yield TaskView()
+                    with TabPane("log", id="log"):
+                        yield EventLog()
+                    with TabPane("channels", id="channels"):
+                        yield Channels(["general", "agent-logs"])
+                    with TabPane("memory", id="memory"):
+                        yield MemoryBrowser()
+        yield Composer(self.agents)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_keymap(self.config.keymap)
+        self.run_worker(self.connection.run(), name="connection", exit_on_error=False)
+        self.run_worker(self._follow_events(), name="events", exit_on_error=False)
+        self.set_interval(1 / self.config.ui.refresh_hz, self._tick)
+        self.query_one(Composer).focus()
+
+    # --- live data ---
+
+    async def _tick(self) -> None:
+        if self._ticking:
+            return  # a slow read: skip a frame rather than pile them up
+        self._ticking = True
+        try:
+            await self._refresh()
+        except AgentdeckError as err:
+            self.notify(safe_text(str(err)), severity="error")
+        finally:
+            self._ticking = False
+
+    async def _refresh(self) -> None:
+        progress = self.query_one("#load-progress", ProgressBar)
+        if not self.connection.ready.is_set():
+            if self.connection.progress is not None:
+                progress.update(progress=self.connection.progress)
+            self.query_one(SlotMeter).show(None, time.monotonic(), self.connection.progress)
+            return
+        progress.display = False
+        deck = await self.connection.deck()
+        for view in deck.agents:
+            await self.panes[view.name].show(view)
+        self.query_one(SlotMeter).show(deck.meter, time.monotonic())
+        self.query_one(EventLog).flush()
+        now = time.monotonic()
+        if now - self._last_slow >= SLOW_EVERY_S:
+            self._last_slow = now
+            await self._refresh_slow()
+
+    async def _refresh_slow(self) -> None:
+        store = self.connection.store
+        assert store is not None
+        self.query_one(TaskView).show(await store.read(queries.tasks))
+        channels = self.query_one(Channels)
+        if channels.selected == DIRECT:
+            channels.show(await store.read(queries.direct_messages, OWNER))
+        else:
+            channels.show(await store.read(queries.messages, channels.selected))
+        self.pending = sorted(await store.read(queries.approvals, status="pending"), key=lambda a: a.id)
+        self._show_badge()
+        self._next_modal()
+
+    async def _follow_events(self) -> None:
+        await self.connection.ready.wait()
+        assert self.connection.bus is not None and self.connection.store is not None
+        last = await self.connection.store.read(queries.last_event_id)
+        sub = await self.connection.bus.subscribe(None, EventFilter(), start=max(last - 200, 0),
+                                                  maxsize=EVENT_QUEUE)
+        log = self.query_one(EventLog)
+        async for event in sub:
+            log.add(event)  # drawn by the next tick, with everything else that came
+
+    # --- approvals ---
+
+    def _show_badge(self) -> None:
+        badge = self.query_one("#approval-badge", Static)
+        count = len(self.pending)
+        badge.set_class(count > 0, "-shown")
+        keys = self._key_for("approvals.next")
+        badge.update(f"{count} approval(s) pending — {keys} to decide" if count else "")
+
+    def _key_for(self, binding_id: str) -> str:
+        keys = self.config.keymap.get(binding_id)
+        if keys:
+            return keys
+        return next((b.key for b in self.BINDINGS if isinstance(b, Binding) and b.id == binding_id), "?")
+
+    def _next_modal(self) -> None:
+        if self.on_screen is not None:
+            return  # a new approval never replaces the one on screen
+        waiting = [a for a in self.pending if a.id not in self.later]
+        if not waiting:
+            return
+        approval = waiting[0]
+        self.on_screen = approval.id
+        self.push_screen(ApprovalModal(approval, grace_s=self.grace_s),
+                         lambda answer, a=approval: self._answered(a, answer))
+
+    def _answered(self, approval: Approval, answer: str | None) -> None:
+        self.on_screen = None
+        if answer in (None, "later", "goto"):
+            self.later.add(approval.id)
+            if answer == "goto" and approval.agent in self.panes:
+                self.panes[approval.agent].focus()
+            self._show_badge()
+            return
+        self._decide(approval, answer)
+
+    @work(exit_on_error=False, group="decide")
+    async def _decide(self, approval: Approval, answer: str) -> None:
+        store = self.connection.store
+        assert store is not None
+        approve = answer != "deny"
+        scope = answer if answer in ("session", "always") else "once"
+        try:
+            await store.write(r.decide_approval, OWNER, approval.id, approve, scope=scope)
+        except AgentdeckError as err:
+            self.notify(safe_text(f"approval {approval.id}: {err}"), severity="error")
+            return
+        verb = "approved" if approve else "denied"
+        self.notify(safe_text(f"approval {approval.id} {verb} ({scope}): {approval.agent} {approval.tool}"))
+        self.pending = [a for a in self.pending if a.id != approval.id]
+        self._show_badge()
+        self._next_modal()
+
+    def action_next_approval(self) -> None:
+        if not self.pending:
+            self.notify("no approvals pending")
+            return
+        self.later.discard(self.pending[0].id)
+        self._next_modal()
+
+    # --- composer and other actions ---
+
+    @on(Input.Submitted, "#composer")
+    async def _send(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or self.connection.store is None:
+            return
+        composer = self.query_one(Composer)
+        composer.remember(text)
+        composer.value = ""
+        owner = None
+        first_word = text.split()[0]
+        if first_word.startswith("@"):
+            owner = first_word[1:]
+            if owner not in self.agents:
+                self.notify(safe_text(f"no agent {owner!r} (agents: {', '.join(self.agents)})"),
+                            severity="error")
+                return
+        title = text.splitlines()[0]
+        if owner is not None:
+            title = title[len(first_word):].strip() or title
+        title = title if len(title) <= TITLE_WIDTH else title[: TITLE_WIDTH - 1] + "…"
+        try:
+            task = await self.connection.store.write(r.create_task, OWNER, title, body=text, owner=owner)
+        except AgentdeckError as err:
+            self.notify(safe_text(str(err)), severity="error")
+            return
+        self.notify(safe_text(f"task {task.id} sent to {owner or 'the router'}"))
+
+    def action_focus_composer(self) -> None:
+        self.query_one(Composer).focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_maximize_pane(self) -> None:
+        focused = self.focused
+        pane = next((p for p in self.panes.values() if focused is p or (focused and p in focused.ancestors)),
+                    None)
+        if pane is None:
+            self.notify("focus an agent's pane first (click it, or Tab to it)")
+            return
+        maximized = pane.has_class("-maximized")
+        for other in self.panes.values():
+            other.remove_class("-maximized")
+            other.display = True
+        if not maximized:
+            pane.add_class("-maximized")
+            for other in self.panes.values():
+                other.display = other is pane
+
+    @on(TaskView.Selected)
+    async def _task_selected(self, event: TaskView.Selected) -> None:
+        self._selected_task = event.task_id
+        store = self.connection.store
+        if store is None:
+            return
+        detail = await store.read(task_detail, event.task_id)
+        if self._selected_task == event.task_id:
+            self.query_one(TaskView).show_detail(detail)
+
+    @on(MemoryBrowser.Search)
+    async def _search_memory(self, event: MemoryBrowser.Search) -> None:
+        if self.connection.store is None or not event.query.strip():
+            return
+        found = await self.connection.store.read(queries.search_memory, event.query, agent=None, limit=50,
+                                                 include_compacted=True)
+        self.query_one(MemoryBrowser).show(found)
+
+    def open_task(self, task_id: int) -> None:
+        self.action_show_tab("tasks")
+        self.post_message(TaskView.Selected(task_id))
+
+    async def export_log(self) -> Path:
+        store = self.connection.store
+        assert store is not None
+        events = await store.read(queries.events_after, 0, 1_000_000)
+        folder = self.home / "exports"
+        path = folder / time.strftime("log-%Y%m%d-%H%M%S.jsonl")
+        lines = [safe_json({"id": e.id, "ts": e.ts, "kind": e.kind, "actor": e.actor, "subject": e.subject,
+                            "payload": to_builtins(e.payload)}) for e in events]
+        await asyncio.to_thread(_write_export, folder, path, "\n".join(lines) + "\n")
+        return path
+
+    # --- errors and themes ---
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures become notifications (never tracebacks)."""
+        if event.state != WorkerState.ERROR:
+            return
+        err = event.worker.error
+        what = str(err) if isinstance(err, AgentdeckError) else f"{type(err).__name__}: {err}"
+        message = safe_text(what)
+        if event.worker.name == "connection":  # the host could not start or stopped: nothing to show
+            self.exit(1, message=f"agentdeck: {message}")
+            return
+        self.notify(message, title="error", severity="error", timeout=10)
+
+    def watch_theme(self, theme: str) -> None:
+        with contextlib.suppress(OSError):
+            remember_theme(self.home, theme)
+
+    async def action_quit(self) -> None:
+        stop = getattr(self.connection, "stop", None)
+        if stop is not None:
+            stop()
+        self.exit(0)
+
+
+def task_detail(conn, task_id: int) -> str:  # type: ignore[no-untyped-def]
+    task = queries.task(conn, task_id)
+    if task is None:
+        return f"task {task_id} is gone"
+    lines = [f"#{task.id} {task.title}",
+             f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
+             f" · priority {task.priority}",
+             "", task.body or "(no body)", "", f"result: {task.result or '-'}"]
+    steps = queries.recent_events(conn, 200, [f"task:{task_id}"])
+    phases = [e for e in steps if e.kind.startswith("agent.")]
+    if phases:
+        lines += ["", "steps:"]
+        for e in phases:
+            body = to_builtins(e.payload)
+            body.pop("type", None)  # type: ignore[union-attr]
+            body.pop("task_id", None)  # type: ignore[union-attr]
+            lines.append(f"  {e.kind.removeprefix('agent.')}: {json.dumps(body, ensure_ascii=False)}")
+    calls = [c for c in queries.tool_calls(conn) if c.task_id == task_id]
+    if calls:
+        lines += ["", "tool calls:"]
+        lines += [f"  #{c.id} {c.tool} {c.status}: {json.dumps(c.arguments, ensure_ascii=False)}"
+                  for c in calls]
+    return "\n".join(lines)
+
+
+def _write_export(folder: Path, path: Path, text: str) -> None:
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+UI_STATE = "ui.json"
+
+
+def remembered_theme(home: Path, configured: str) -> str:
+    try:
+        theme = json.loads((home / UI_STATE).read_text()).get("theme")
+    except (OSError, ValueError, AttributeError):
+        theme = None
+    return theme if theme in THEMES else configured if configured in THEMES else "agentdeck"
+
+
+def remember_theme(home: Path, theme: str) -> None:
+    if theme in THEMES and home.is_dir():
+        (home / UI_STATE).write_text(json.dumps({"theme": theme}))

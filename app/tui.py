@@ -1,0 +1,78 @@
+"""`agentdeck` (and `agentdeck run` in a terminal) starts the TUI with the crew embedded;
+`agentdeck attach` opens it on the home of an instance running headless. One factory,
+`make_app`, builds the app for both, for the tests and for the screenshots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agents.config import Config
+from agents.errors import ConfigError
+from agents.inference import Engine, resolve_model_path
+from agents.runtime.host import Backend
+from app.cockpit import Cockpit
+from app.connection import Attached, Connection, Embedded
+from app.context import Context
+from app.palette import DeckCommands
+from themes import THEMES
+from widgets.approval import GRACE_S, ApprovalModal
+from widgets.composer import Composer
+
+
+def binding_ids() -> set[str]:
+    found = set()
+    for owner in (Cockpit, ApprovalModal, Composer):
+        found |= {b.id for b in owner.BINDINGS if getattr(b, "id", None)}  # type: ignore[union-attr]
+    return found
+
+
+def check_ui_config(config: Config) -> None:
+    """Before any terminal is taken over: one line and exit 2 for a bad [ui] or [keymap]."""
+    if config.ui.theme not in THEMES:
+        raise ConfigError(f"ui.theme: unknown theme {config.ui.theme!r} (themes: {', '.join(THEMES)})")
+    unknown = sorted(set(config.keymap) - binding_ids())
+    if unknown:
+        known = ", ".join(sorted(binding_ids()))
+        raise ConfigError(f"keymap: unknown binding id {unknown[0]!r} (ids: {known})")
+
+
+def make_app(connection: Connection, home: Path, *, grace_s: float = GRACE_S,
+             theme: str | None = None) -> Cockpit:
+    check_ui_config(connection.config)
+    app = Cockpit(connection, home, grace_s=grace_s, theme=theme)
+    app.COMMANDS = app.COMMANDS | {DeckCommands}
+    return app
+
+
+def embedded(ctx: Context, config: Config, backend: Backend | None = None,
+             model: str | None = None) -> Embedded:
+    if backend is None:
+        path = resolve_model_path(model, config.inference.model)
+        connection: Embedded | None = None
+
+        def progress(fraction: float) -> None:  # the engine thread: one float, read by the timer
+            if connection is not None:
+                connection.progress = fraction
+
+        backend = Engine(config.inference, model_path=path, progress=progress)
+        connection = Embedded(ctx.db_path, config, backend)
+        return connection
+    return Embedded(ctx.db_path, config, backend)
+
+
+def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
+    config = ctx.config
+    check_ui_config(config)
+    ctx.ensure_home()
+    app = make_app(embedded(ctx, config, model=getattr(args, "model", None)), ctx.home)
+    return app.run() or 0
+
+
+def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:
+    del args
+    config = ctx.config
+    check_ui_config(config)
+    ctx.ensure_home()
+    app = make_app(Attached(ctx.db_path, config), ctx.home)
+    return app.run() or 0

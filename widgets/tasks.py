@@ -1,0 +1,70 @@
+"""The task tree: parent links, status and owner; selecting a task shows its body,
+result, steps and tool calls (which the app loads and hands back)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Static, Tree
+
+from agents.protocol import Task
+from agents.safe_text import safe_text
+
+STATUS_GLYPHS = {"queued": "○", "active": "▶", "waiting_approval": "⏸", "blocked": "⧗", "done": "✔",
+                 "failed": "✖", "deferred": "↷", "cancelled": "⊘"}
+
+
+def task_label(task: Task) -> Text:
+    glyph = STATUS_GLYPHS.get(task.status, "?")
+    return Text(safe_text(f"{glyph} #{task.id} {task.status} {task.owner or '-'}: {task.title}"))
+
+
+class TaskView(Horizontal):
+    class Selected(Message):
+        def __init__(self, task_id: int) -> None:
+            super().__init__()
+            self.task_id = task_id
+
+    def __init__(self) -> None:
+        super().__init__(id="task-view")
+        self._shape: tuple[object, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        tree: Tree[int] = Tree("tasks", id="task-tree")
+        tree.show_root = False
+        yield tree
+        with VerticalScroll(id="task-detail"):
+            yield Static("select a task to see its body, result, steps and tool calls", id="task-detail-text")
+
+    def show(self, tasks: list[Task]) -> None:
+        """Rebuild the tree only when something in it changed."""
+        shape = tuple((t.id, t.parent_id, t.status, t.owner, t.title) for t in tasks)
+        if shape == self._shape:
+            return
+        self._shape = shape
+        tree = self.query_one("#task-tree", Tree)
+        selected = tree.cursor_node.data if tree.cursor_node is not None else None
+        tree.clear()
+        nodes = {}
+        children: dict[int | None, list[Task]] = {}
+        for task in tasks:
+            parent = task.parent_id if task.parent_id in {t.id for t in tasks} else None
+            children.setdefault(parent, []).append(task)
+        stack = [(tree.root, t) for t in reversed(children.get(None, []))]
+        while stack:  # iterative: a deep tree from an old database must not hit the recursion limit
+            parent_node, task = stack.pop()
+            kids = children.get(task.id, [])
+            node = parent_node.add(task_label(task), data=task.id, expand=True, allow_expand=bool(kids))
+            nodes[task.id] = node
+            stack += [(node, kid) for kid in reversed(kids)]
+        if selected in nodes:
+            tree.move_cursor(nodes[selected])
+
+    def show_detail(self, text: str) -> None:
+        self.query_one("#task-detail-text", Static).update(Text(safe_text(text, keep_newlines=True)))
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[int]) -> None:
+        if event.node.data is not None:
+            self.post_message(self.Selected(event.node.data))
