@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -58,13 +60,14 @@ class Cockpit(App[int]):
     ]
 
     def __init__(self, connection: Connection, home: Path, *, grace_s: float = GRACE_S,
-                 theme: str | None = None) -> None:
+                 theme: str | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.connection = connection
         self.home = home
         self.config = connection.config
         self.agents = connection.agents
         self.grace_s = grace_s
+        self.clock = clock  # wall time for countdowns and the header (snapshots fix it)
         self.register_theme(AGENTDECK)
         self.theme = theme or remembered_theme(home, self.config.ui.theme)
         self.panes: dict[str, AgentPane] = {}
@@ -78,7 +81,7 @@ class Cockpit(App[int]):
     # --- layout ---
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=True)
+        yield Header(show_clock=self.clock is time.time)
         yield Static("", id="approval-badge")
         yield ProgressBar(total=1.0, show_eta=False, id="load-progress")
         with Horizontal(id="deck"):
@@ -106,7 +109,12 @@ class Cockpit(App[int]):
         self.run_worker(self.connection.run(), name="connection", exit_on_error=False)
         self.run_worker(self._follow_events(), name="events", exit_on_error=False)
         self.set_interval(1 / self.config.ui.refresh_hz, self._tick)
-        self.query_one(Composer).focus()
+        self._main(Composer).focus()
+
+    def _main(self, selector: Any, kind: Any = None) -> Any:
+        """A widget of the main screen, also while a modal is on top."""
+        screen = self.screen_stack[0]
+        return screen.query_one(selector) if kind is None else screen.query_one(selector, kind)
 
     # --- live data ---
 
@@ -116,24 +124,26 @@ class Cockpit(App[int]):
         self._ticking = True
         try:
             await self._refresh()
+        except NoMatches:
+            pass  # the screen is being torn down (exit): nothing to draw on
         except AgentdeckError as err:
             self.notify(safe_text(str(err)), severity="error")
         finally:
             self._ticking = False
 
     async def _refresh(self) -> None:
-        progress = self.query_one("#load-progress", ProgressBar)
+        progress = self._main("#load-progress", ProgressBar)
         if not self.connection.ready.is_set():
             if self.connection.progress is not None:
                 progress.update(progress=self.connection.progress)
-            self.query_one(SlotMeter).show(None, time.monotonic(), self.connection.progress)
+            self._main(SlotMeter).show(None, time.monotonic(), self.connection.progress)
             return
         progress.display = False
         deck = await self.connection.deck()
         for view in deck.agents:
             await self.panes[view.name].show(view)
-        self.query_one(SlotMeter).show(deck.meter, time.monotonic())
-        self.query_one(EventLog).flush()
+        self._main(SlotMeter).show(deck.meter, time.monotonic())
+        self._main(EventLog).flush()
         now = time.monotonic()
         if now - self._last_slow >= SLOW_EVERY_S:
             self._last_slow = now
@@ -142,8 +152,8 @@ class Cockpit(App[int]):
     async def _refresh_slow(self) -> None:
         store = self.connection.store
         assert store is not None
-        self.query_one(TaskView).show(await store.read(queries.tasks))
-        channels = self.query_one(Channels)
+        self._main(TaskView).show(await store.read(queries.tasks))
+        channels = self._main(Channels)
         if channels.selected == DIRECT:
             channels.show(await store.read(queries.direct_messages, OWNER))
         else:
@@ -158,14 +168,14 @@ class Cockpit(App[int]):
         last = await self.connection.store.read(queries.last_event_id)
         sub = await self.connection.bus.subscribe(None, EventFilter(), start=max(last - 200, 0),
                                                   maxsize=EVENT_QUEUE)
-        log = self.query_one(EventLog)
+        log = self._main(EventLog)
         async for event in sub:
             log.add(event)  # drawn by the next tick, with everything else that came
 
     # --- approvals ---
 
     def _show_badge(self) -> None:
-        badge = self.query_one("#approval-badge", Static)
+        badge = self._main("#approval-badge", Static)
         count = len(self.pending)
         badge.set_class(count > 0, "-shown")
         keys = self._key_for("approvals.next")
@@ -185,7 +195,7 @@ class Cockpit(App[int]):
             return
         approval = waiting[0]
         self.on_screen = approval.id
-        self.push_screen(ApprovalModal(approval, grace_s=self.grace_s),
+        self.push_screen(ApprovalModal(approval, grace_s=self.grace_s, clock=self.clock),
                          lambda answer, a=approval: self._answered(a, answer))
 
     def _answered(self, approval: Approval, answer: str | None) -> None:
@@ -229,7 +239,7 @@ class Cockpit(App[int]):
         text = event.value.strip()
         if not text or self.connection.store is None:
             return
-        composer = self.query_one(Composer)
+        composer = self._main(Composer)
         composer.remember(text)
         composer.value = ""
         owner = None
@@ -252,10 +262,10 @@ class Cockpit(App[int]):
         self.notify(safe_text(f"task {task.id} sent to {owner or 'the router'}"))
 
     def action_focus_composer(self) -> None:
-        self.query_one(Composer).focus()
+        self._main(Composer).focus()
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self._main(TabbedContent).active = tab
 
     def action_maximize_pane(self) -> None:
         focused = self.focused
@@ -281,7 +291,7 @@ class Cockpit(App[int]):
             return
         detail = await store.read(task_detail, event.task_id)
         if self._selected_task == event.task_id:
-            self.query_one(TaskView).show_detail(detail)
+            self._main(TaskView).show_detail(detail)
 
     @on(MemoryBrowser.Search)
     async def _search_memory(self, event: MemoryBrowser.Search) -> None:
@@ -289,7 +299,7 @@ class Cockpit(App[int]):
             return
         found = await self.connection.store.read(queries.search_memory, event.query, agent=None, limit=50,
                                                  include_compacted=True)
-        self.query_one(MemoryBrowser).show(found)
+        self._main(MemoryBrowser).show(found)
 
     def open_task(self, task_id: int) -> None:
         self.action_show_tab("tasks")

@@ -73,7 +73,7 @@ class DeckCommands(Provider):
 def _prefill(app: Cockpit, name: str) -> None:
     from widgets.composer import Composer
 
-    composer = app.query_one(Composer)
+    composer = app._main(Composer)
     composer.value = f"@{name} "
     composer.cursor_position = len(composer.value)
     composer.focus()

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.config import Config
@@ -38,9 +40,9 @@ def check_ui_config(config: Config) -> None:
 
 
 def make_app(connection: Connection, home: Path, *, grace_s: float = GRACE_S,
-             theme: str | None = None) -> Cockpit:
+             theme: str | None = None, clock: Callable[[], float] = time.time) -> Cockpit:
     check_ui_config(connection.config)
-    app = Cockpit(connection, home, grace_s=grace_s, theme=theme)
+    app = Cockpit(connection, home, grace_s=grace_s, theme=theme, clock=clock)
     app.COMMANDS = app.COMMANDS | {DeckCommands}
     return app
 

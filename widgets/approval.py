@@ -10,6 +10,7 @@ deny, later (stays pending) or goto (stays pending; show the agent's pane).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -36,17 +37,20 @@ class ApprovalModal(ModalScreen[str]):
         Binding("g", "answer('goto')", "go to agent", id="approval.goto"),
     ]
 
-    def __init__(self, approval: Approval, *, grace_s: float = GRACE_S) -> None:
+    def __init__(self, approval: Approval, *, grace_s: float = GRACE_S,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.approval = approval
         self.grace_s = grace_s
+        self.clock = clock
         self.shown_at = time.monotonic()
 
     def compose(self) -> ComposeResult:
         a = self.approval
-        lines = approval_lines(a)
+        lines = approval_lines(a, self.clock())
         with Vertical(id="approval-box"):
-            yield Static(Text(safe_text(lines[0]), style="bold"), id="approval-title")
+            title = lines[0].rsplit(" (", 1)[0]  # its "(expires in …)" is the live countdown below
+            yield Static(Text(safe_text(title), style="bold"), id="approval-title")
             for line in lines[1:]:
                 classes = "approval-reason" if line.lstrip().startswith("agent says:") else ""
                 yield Static(Text(safe_text(line)), classes=classes)
@@ -61,7 +65,7 @@ class ApprovalModal(ModalScreen[str]):
         self.set_interval(1.0, self._tick)
 
     def _tick(self) -> None:
-        left = self.approval.expires_at - time.time()
+        left = self.approval.expires_at - self.clock()
         text = f"expires in {int(left)} s" if left > 0 else "expired"
         self.query_one("#approval-countdown", Static).update(Text(text))
 
