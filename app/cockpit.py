@@ -43,6 +43,7 @@ from widgets.tasks import TaskView
 SLOW_EVERY_S = 1.0  # tasks, channels and approvals are read at most this often
 TITLE_WIDTH = 120
 EVENT_QUEUE = 1024
+SHUTDOWN_S = 15.0  # the crew's ordered stop, at most
 
 
 class Cockpit(App[int]):
@@ -106,7 +107,8 @@ class Cockpit(App[int]):
 
     def on_mount(self) -> None:
         self.set_keymap(self.config.keymap)
-        self.run_worker(self.connection.run(), name="connection", exit_on_error=False)
+        self.connection_worker = self.run_worker(self.connection.run(), name="connection",
+                                                 exit_on_error=False)
         self.run_worker(self._follow_events(), name="events", exit_on_error=False)
         self.set_interval(1 / self.config.ui.refresh_hz, self._tick)
         self._main(Composer).focus()
@@ -335,9 +337,13 @@ class Cockpit(App[int]):
             remember_theme(self.home, theme)
 
     async def action_quit(self) -> None:
+        """Stop the crew in order (running steps recorded, the claim released), then exit."""
         stop = getattr(self.connection, "stop", None)
         if stop is not None:
             stop()
+            self.notify("stopping the crew…")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.connection_worker.wait(), SHUTDOWN_S)
         self.exit(0)
 
 

@@ -159,7 +159,7 @@ async def test_a_hostile_approval_is_shown_escaped(home: Path, db_path: Path, ws
 def test_a_bad_theme_or_keymap_id_is_one_line_error(ws: Path) -> None:
     from agents.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="ui.theme: unknown theme 'neon'"):
+    with pytest.raises(ConfigError, match=r"ui\.theme: unknown theme 'neon'"):
         check_ui_config(parse_config('[ui]\ntheme = "neon"\n'))
     with pytest.raises(ConfigError, match="keymap: unknown binding id 'nope'"):
         check_ui_config(parse_config('[keymap]\nnope = "x"\n'))
