@@ -158,8 +158,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
         role="writes and edits code in the workspace, runs builds and tests",
         system_prompt=(
             "You are dev. You read, write and edit files in the workspace and run builds "
-            "and tests. Make small, correct changes: to create a file, call write_file; then "
-            "say what you wrote. " + _SHARED_RULES
+            "and tests. Make small, correct changes. " + _SHARED_RULES
         ),
         tools=[
             "read_file", "write_file", "edit_file", "list_dir", "search_files",
@@ -182,9 +181,7 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
         role="watches the machine: CPU, RAM, disk, GPU, processes; scheduled health checks",
         system_prompt=(
             "You are ops. You watch this machine's CPU, memory, disk, GPU and processes, "
-            "and say plainly when something is wrong and what to do. Answer with the figures "
-            "the tools gave you: when system_health says 'disk (workspace): 40 GiB used of "
-            "100 GiB (40%)', the disk is 40% full. " + _SHARED_RULES
+            "and say plainly when something is wrong and what to do. " + _SHARED_RULES
         ),
         tools=["system_health", "list_processes", "run_shell", "send_message"],
         priority=1,

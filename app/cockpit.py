@@ -78,6 +78,7 @@ class Cockpit(App[int]):
         self._last_slow = 0.0
         self._selected_task: int | None = None
         self._ticking = False
+        self.stopping = False
 
     # --- layout ---
 
@@ -121,13 +122,16 @@ class Cockpit(App[int]):
     # --- live data ---
 
     async def _tick(self) -> None:
-        if self._ticking:
+        if self._ticking or self.stopping:
             return  # a slow read: skip a frame rather than pile them up
         self._ticking = True
         try:
             await self._refresh()
         except NoMatches:
             pass  # the screen is being torn down (exit): nothing to draw on
+        except RuntimeError:
+            if not self.stopping:  # the store closed under a read while the crew stops
+                raise
         except AgentdeckError as err:
             self.notify(safe_text(str(err)), severity="error")
         finally:
@@ -338,6 +342,7 @@ class Cockpit(App[int]):
 
     async def action_quit(self) -> None:
         """Stop the crew in order (running steps recorded, the claim released), then exit."""
+        self.stopping = True
         stop = getattr(self.connection, "stop", None)
         if stop is not None:
             stop()
