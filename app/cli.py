@@ -240,10 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("policy", help="how long the permission gate takes to decide")
     b.set_defaults(handler=bench_policy.cmd_bench_policy)
     bench_policy.add_arguments(b, _at_least_one)
+    b = bench.add_parser("tui", help="what the cockpit costs: loop lag, redraws, CPU, engine tokens/s")
+    b.set_defaults(handler=_bench_tui)
+    _add_bench_tui_arguments(b)
     b = bench.add_parser("inference", help="continuous batching vs one-at-a-time")
     b.set_defaults(handler=_bench_inference)
     bench_inference.add_arguments(b, _at_least_one)
     return parser
+
+
+def _add_bench_tui_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--seconds", type=_at_least_one, default=10, help="how long the synthetic streams run")
+    p.add_argument("--rounds", type=_at_least_one, default=3, help="engine rounds per side, interleaved")
+    p.add_argument("--tokens", type=_at_least_one, default=96, help="tokens per engine request")
+    p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
+
+
+def _bench_tui(ctx: object, args: argparse.Namespace) -> int:
+    from app import bench_tui  # textual is imported only here
+
+    return bench_tui.cmd_bench_tui(ctx, args)  # type: ignore[arg-type]
 
 
 def _bench_inference(ctx: object, args: argparse.Namespace) -> int:

@@ -2,8 +2,11 @@
 model output streaming as it is generated, the last tool call, tokens/s.
 
 The pane never receives a message per token: the app's timer hands it the agent's
-latest `AgentView` and the pane appends only what is new, through Textual's Markdown
-streaming, scrolling only when the reader is already at the bottom.
+latest `AgentView`. Output that is Markdown is appended through Textual's Markdown
+streaming, scrolling only when the reader is already at the bottom; output that is JSON
+(most of it: steps are grammar-constrained) is shown as plain text, its tail redrawn
+once per tick, because re-parsing one ever-growing JSON paragraph as Markdown cost the
+inference a third of its speed (`agentdeck bench tui`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
 from textual.widgets import Markdown, Static
 
 from agents.runtime.deck import AgentView
@@ -27,6 +31,7 @@ STATES = {  # state -> (glyph and word, css class)
     "stopped": ("■ stopped", "-error"),
     "offline": ("· offline", ""),
 }
+PLAIN_TAIL = 2000  # characters of JSON output shown (the pane shows far fewer lines)
 HEALTH = {"green": ("●", "green"), "amber": ("▲", "yellow"), "red": ("✖", "red")}
 
 
@@ -44,6 +49,17 @@ def head_text(view: AgentView) -> Text:
     return text
 
 
+def tail_lines(text: str, width: int, height: int) -> str:
+    """The last `height` lines of `text` wrapped at `width`: what a box showing the end
+    of a stream displays."""
+    if width < 1 or height < 1:
+        return ""
+    lines: list[str] = []
+    for raw in safe_text(text, keep_newlines=True).split("\n"):
+        lines += [raw[i:i + width] for i in range(0, len(raw), width)] or [""]
+    return "\n".join(lines[-height:])
+
+
 class AgentPane(Vertical):
     can_focus = True
 
@@ -53,11 +69,13 @@ class AgentPane(Vertical):
         self._call = ""
         self._shown = 0  # characters of the current call already written
         self._stream = None
+        self._mode = ""  # "plain" (JSON) or "markdown", per model call
         self._last: tuple[object, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.agent), classes="pane-head")
         yield Static("", classes="pane-task")
+        yield Static("", classes="pane-plain")
         with VerticalScroll(classes="pane-body"):
             yield Markdown("")
         yield Static("", classes="pane-tool")
@@ -67,11 +85,12 @@ class AgentPane(Vertical):
                    view.task_title, view.last_tool, view.detail)
         if summary != self._last:
             self._last = summary
-            self.query_one(".pane-head", Static).update(head_text(view))
+            # One line each, fixed: no layout pass (a full reflow per tick cost the engine CPU).
+            self.query_one(".pane-head", Static).update(head_text(view), layout=False)
             task = f"#{view.task_id} {view.task_title}" if view.task_id else "no task"
-            self.query_one(".pane-task", Static).update(Text(safe_text(task)))
+            self.query_one(".pane-task", Static).update(Text(safe_text(task)), layout=False)
             tool = f"last tool: {view.last_tool}" if view.last_tool else safe_text(view.detail)
-            self.query_one(".pane-tool", Static).update(Text(safe_text(tool)))
+            self.query_one(".pane-tool", Static).update(Text(safe_text(tool)), layout=False)
             for _, cls in STATES.values():
                 if cls:
                     self.remove_class(cls)
@@ -84,24 +103,40 @@ class AgentPane(Vertical):
         if not view.call or not view.phase:
             return
         markdown = self.query_one(Markdown)
+        plain = self.query_one(".pane-plain", Static)
         if view.call != self._call:  # a new model call: a fresh stream
             if self._stream is not None:
                 await self._stream.stop()
+                self._stream = None
             await markdown.update("")
-            self._stream = Markdown.get_stream(markdown)
-            self._call, self._shown = view.call, 0
+            plain.update("", layout=False)
+            self._call, self._shown, self._mode = view.call, 0, ""
         new = view.fed - self._shown
-        if new <= 0 or self._stream is None:
+        if new <= 0:
             return
-        piece = view.text[-new:] if new <= len(view.text) else view.text  # the tail we still have
-        self._shown = view.fed
+        if not self._mode:  # decided by the call's first characters
+            self._mode = "plain" if view.text.lstrip()[:1] in ("{", "[") else "markdown"
+            body = self.query_one(".pane-body", VerticalScroll)
+            body.display = self._mode == "markdown"
+            plain.display = self._mode == "plain"
+            if self._mode == "markdown":
+                self._stream = Markdown.get_stream(markdown)
         body = self.query_one(".pane-body", VerticalScroll)
         at_bottom = body.scroll_y >= body.max_scroll_y - 1
-        await self._stream.write(safe_text(piece, keep_newlines=True))
+        if self._mode == "plain":  # the tail that fits, in a box of fixed size
+            # Content, not a Rich Text: Textual renders its own kind several times faster.
+            plain.update(Content(tail_lines(view.text[-PLAIN_TAIL:], plain.size.width, plain.size.height)),
+                         layout=False)
+        elif self._stream is not None:
+            piece = view.text[-new:] if new <= len(view.text) else view.text  # the tail we still have
+            await self._stream.write(safe_text(piece, keep_newlines=True))
+        self._shown = view.fed
         if at_bottom:
             body.scroll_end(animate=False)
 
     @property
     def shown_text(self) -> str:
-        """What the pane's Markdown holds (tests and the bench read it)."""
+        """What the pane shows of the current call (tests read it)."""
+        if self._mode == "plain":
+            return str(self.query_one(".pane-plain", Static).render())
         return self.query_one(Markdown).source

@@ -9,6 +9,7 @@ deny, later (stays pending) or goto (stays pending; show the agent's pane).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -17,6 +18,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -67,7 +69,8 @@ class ApprovalModal(ModalScreen[str]):
     def _tick(self) -> None:
         left = self.approval.expires_at - self.clock()
         text = f"expires in {int(left)} s" if left > 0 else "expired"
-        self.query_one("#approval-countdown", Static).update(Text(text))
+        with contextlib.suppress(NoMatches):  # the modal is being torn down
+            self.query_one("#approval-countdown", Static).update(Text(text), layout=False)
 
     def action_answer(self, answer: str) -> None:
         if time.monotonic() - self.shown_at < self.grace_s:

@@ -60,8 +60,10 @@ class SlotMeter(Vertical):
     def show(self, meter: MeterSnapshot | None, now: float, progress: float | None = None) -> None:
         text = meter_text(meter, progress)
         if text != self._shown:
+            # Same number of lines: same size, so no layout pass.
+            same_size = self._shown is not None and self._shown.plain.count("\n") == text.plain.count("\n")
             self._shown = text
-            self.query_one("#meter-text", Static).update(text)
+            self.query_one("#meter-text", Static).update(text, layout=not same_size)
         if now - self._last_sample >= 1.0:  # one sparkline sample a second: the last minute
             self._last_sample = now
             self.history.append(meter.tokens_per_s if meter is not None else 0.0)
