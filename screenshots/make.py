@@ -1,5 +1,5 @@
 """Regenerate the README's screenshots: the real CLI, run in a fresh temp home, its output
-rendered to SVG by Rich. Run: .venv/bin/python screenshots/make.py"""
+rendered to SVG by Rich; then the cockpit (screenshots/tui.py). Run: make screenshots"""
 
 from __future__ import annotations
 
@@ -84,3 +84,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from tui import main as tui_main  # the cockpit, from the real app
+
+    tui_main()
