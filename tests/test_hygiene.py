@@ -1,4 +1,5 @@
-"""Standing rules, checked on the source: bounded queues only; agents/ never imports textual."""
+"""Standing rules, checked on the source: bounded queues only; agents/ never imports textual;
+imports flow app → widgets → agents, and themes stand alone."""
 
 from __future__ import annotations
 
@@ -55,3 +56,42 @@ def test_agents_package_never_imports_textual() -> None:
     count, bad = proc.stdout.split(" ", 1)
     assert int(count) > 10  # it really imported the engine
     assert bad.strip() == "[]"
+
+
+# Imports flow app → widgets → agents; themes stand alone.
+FORBIDDEN = {
+    "agents": {"app", "widgets", "themes", "textual"},
+    "widgets": {"app"},
+    "themes": {"app", "widgets", "agents"},
+}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def layer_violations(root: Path) -> list[str]:
+    found = []
+    for package, banned in FORBIDDEN.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for name in sorted(imported_roots(path) & banned):
+                found.append(f"{path.relative_to(root)} imports {name}")
+    return found
+
+
+def test_imports_flow_app_to_widgets_to_agents_and_themes_stand_alone() -> None:
+    assert layer_violations(REPO) == []
+
+
+def test_the_layer_check_catches_a_widget_importing_app(tmp_path: Path) -> None:
+    for package in FORBIDDEN:
+        (tmp_path / package).mkdir()
+    (tmp_path / "widgets" / "bad.py").write_text("from app.cockpit import Cockpit\n")
+    (tmp_path / "themes" / "worse.py").write_text("import agents.config\n")
+    assert layer_violations(tmp_path) == ["widgets/bad.py imports app", "themes/worse.py imports agents"]
