@@ -241,3 +241,26 @@ async def test_scribe_answers_what_happened_from_the_log_of_the_named_task(db_pa
     assert fed_back.startswith("Result: [ok]")
     assert '"title":"rotate the backups"' in fed_back and '"title":"prune old snapshots"' in fed_back
     assert '"new":"cancelled"' in fed_back and "unrelated chore" not in fed_back
+
+
+# --- pause ---
+
+
+async def test_a_paused_agent_takes_no_new_task_until_resumed(db_path: Path, ws: Path) -> None:
+    outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "done"}', reflect("x")]}
+    async with host_for(db_path, ws, outputs) as host:
+        assert host.crew is not None
+        loop = host.crew.loops["dev"]
+        loop.pause(True)
+
+        async def shows_paused() -> bool:
+            status = (await host.store.read(queries.agent_statuses)).get("dev")
+            return status is not None and status.state == "paused"
+
+        await until(shows_paused)
+        task = await host.store.write(r.create_task, OWNER, "tidy up", owner="dev")
+        await asyncio.sleep(1.5)
+        assert (await host.store.read(queries.task, task.id)).status == "queued"  # type: ignore[union-attr]
+        loop.pause(False)
+        done = await finished(host, task.id)
+    assert done.status == "done"

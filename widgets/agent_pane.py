@@ -82,14 +82,15 @@ class AgentPane(Vertical):
 
     async def show(self, view: AgentView) -> None:
         summary = (view.state, view.health, view.phase, round(view.tokens_per_s), view.task_id,
-                   view.task_title, view.last_tool, view.detail)
+                   view.task_title, view.last_tool, view.last_tool_outcome, view.detail)
         if summary != self._last:
             self._last = summary
             # One line each, fixed: no layout pass (a full reflow per tick cost the engine CPU).
             self.query_one(".pane-head", Static).update(head_text(view), layout=False)
             task = f"#{view.task_id} {view.task_title}" if view.task_id else "no task"
             self.query_one(".pane-task", Static).update(Text(safe_text(task)), layout=False)
-            tool = f"last tool: {view.last_tool}" if view.last_tool else safe_text(view.detail)
+            outcome = f" → {view.last_tool_outcome}" if view.last_tool_outcome else " (running)"
+            tool = f"last tool: {view.last_tool}{outcome}" if view.last_tool else view.detail
             self.query_one(".pane-tool", Static).update(Text(safe_text(tool)), layout=False)
             for _, cls in STATES.values():
                 if cls:

@@ -19,6 +19,7 @@ class LiveView:
     phase: str = ""  # triage, step 3, reflect, combine
     text: str = ""  # the model's output streaming now (its tail)
     last_tool: str | None = None
+    last_tool_outcome: str = ""  # ok, error, denied, … ("" while it runs)
     tokens: int = 0  # pieces of the current call
     fed: int = 0  # characters of the current call so far (text keeps only the tail)
     call_started: float = field(default_factory=time.monotonic)

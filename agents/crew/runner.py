@@ -258,7 +258,7 @@ class TaskRunner:
         decision = await self.gate.check(self.name, step.tool, step.arguments)
         if decision.decision == "ask":
             await self._state("waiting", task.id, f"waiting for approval: {step.tool}")
-        self.live.last_tool = step.tool
+        self.live.last_tool, self.live.last_tool_outcome = step.tool, ""
         started = time.monotonic()
         try:
             outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
@@ -267,6 +267,7 @@ class TaskRunner:
             self.live.tool_s += time.monotonic() - started
         await self._state("acting", task.id)
         result = outcome.result
+        self.live.last_tool_outcome = result.status
         await self.store.write(r.record_phase, AgentStepped(
             task_id=task.id, step=number, tool=step.tool, decision=outcome.decision.decision,
             status=result.status, summary=shorten(json.dumps(step.arguments, ensure_ascii=False))))

@@ -31,6 +31,7 @@ class AgentView(msgspec.Struct, kw_only=True):
     call: str  # identifies the model call the text belongs to: a new one starts a new stream
     fed: int  # characters of that call so far: text is their tail
     last_tool: str | None
+    last_tool_outcome: str  # "" while it runs
     tokens_per_s: float
     detail: str
 
@@ -76,13 +77,14 @@ async def read_deck(store: AsyncStore, names: list[str], *, live: dict[str, Live
         view: dict[str, Any] = {"name": agent.name, "state": agent.state, "health": agent.health,
                                 "task_id": agent.task_id, "task_title": titles.get(agent.task_id or 0, ""),
                                 "phase": "", "text": "", "call": "", "fed": 0, "last_tool": None,
-                                "tokens_per_s": 0.0, "detail": agent.detail}
+                                "last_tool_outcome": "", "tokens_per_s": 0.0, "detail": agent.detail}
         lv = (live or {}).get(agent.name)
         if lv is not None:
             task_id = lv.task_id if lv.task_id is not None else agent.task_id
             view |= {"phase": lv.phase, "text": lv.text, "fed": lv.fed,
                      "call": f"{lv.task_id}:{lv.phase}:{lv.call_started}",
-                     "last_tool": lv.last_tool, "task_id": task_id,
+                     "last_tool": lv.last_tool, "last_tool_outcome": lv.last_tool_outcome,
+                     "task_id": task_id,
                      "tokens_per_s": lv.tokens_per_s if lv.phase else 0.0}
             if task_id is not None and task_id not in titles:
                 view["task_title"] = await store.read(_title, task_id)
