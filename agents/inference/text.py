@@ -2,7 +2,9 @@
 
 A token can end in the middle of a UTF-8 character, and a stop string can arrive split over
 several tokens; so a piece is released only once it can no longer turn into (part of) a stop
-string, and the text of a request never contains its stop string.
+string, and the text of a request never contains its stop string. The pieces released,
+joined, are always exactly `text` (the result's text); a character left incomplete when
+generation ends is dropped, never shown as U+FFFD.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ class TextStream:
         return self._release()
 
     def finish(self) -> str:
-        """The end of generation: release whatever was held back."""
-        if not self.stopped:
-            self.text += self._decoder.decode(b"", final=True)
-            self._release()
+        """The end of generation: release whatever was held back (a partial stop string
+        that never completed is text like any other). The bytes of a character the last
+        token left incomplete are dropped: the model never finished writing it."""
+        self._decoder.reset()
         piece = self.text[self._emitted :]
         self._emitted = len(self.text)
         return piece
