@@ -591,3 +591,25 @@ async def test_the_stream_equals_the_result_for_every_length(engine: Engine) -> 
             result = await gen
             assert streamed == result.text, (result.usage.completion_tokens, streamed, result.text)
             assert "\ufffd" not in result.text or result.finish_reason == "stop"
+
+
+@pytest.mark.timeout(300)
+async def test_agents_taking_turns_keep_their_own_slots_and_caches(engine: Engine) -> None:
+    """Two agents with long, different system prompts take turns: each keeps a slot, so
+    every later turn reuses its cached prompt (the audit saw both land on slot 0, sharing
+    only the chat template's header, and lose ~1.6k cached tokens a turn)."""
+    def prompt(agent: str, turn: int) -> list[dict[str, str]]:
+        rules = " ".join(f"Rule {i}: {agent} keeps note {i} about the {agent} build." for i in range(50))
+        return [{"role": "system", "content": f"You are {agent}. {rules}"},
+                {"role": "user", "content": f"Turn {turn}: say ok."}]
+
+    results = {}
+    for turn in range(2):
+        for agent in ("turnsA", "turnsB"):
+            results[agent, turn] = await engine.submit(prompt(agent, turn), agent=agent, max_tokens=2)
+    assert results["turnsA", 0].slot != results["turnsB", 0].slot
+    for agent in ("turnsA", "turnsB"):
+        later = results[agent, 1]
+        assert later.slot == results[agent, 0].slot
+        assert later.usage.prompt_tokens > 400
+        assert later.usage.cached_prompt_tokens >= 0.9 * later.usage.prompt_tokens, later.usage
