@@ -259,7 +259,9 @@ def test_a_schedule_that_cannot_fire_is_marked_and_the_instance_runs(
     start fail with OverflowError."""
     with Store.open(db_path, AGENTS) as store:
         bad = store.write(r.set_schedule, "owner", "ops", "bad", 60, first_run_at=1.0)
-        good = store.write(r.set_schedule, "owner", "ops", "good", 60, first_run_at=2.0)
+        # Due now, and next due an hour later: a phase-aligned next run could come seconds
+        # after the first and fire twice while the test looks.
+        good = store.write(r.set_schedule, "owner", "ops", "good", 3600, first_run_at=time.time() - 10)
         store.conn.execute("UPDATE schedules SET interval_s = 5e-324 WHERE id = ?", (bad.id,))
     inst = start()
     inst.wait_for("schedule.failed")

@@ -51,6 +51,7 @@ def app_for(db_path: Path, home: Path, ws: Path, *, approval: bool = False):  # 
 
 
 async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
+    pilot.app.screen_stack[0].query_one("#composer").cursor_blink = False  # a blink is not a change
     await pilot.pause(1.6)  # the first slow refresh (tasks, approvals) has been drawn
     await pilot.wait_for_scheduled_animations()
 
