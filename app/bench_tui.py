@@ -27,9 +27,9 @@ from agents.config import Config, parse_config
 from agents.crew.live import LiveView
 from agents.inference import Engine, resolve_model_path
 from agents.inference.meter import MeterSnapshot, SlotInfo
-from agents.runtime.deck import DeckView, Metered, read_deck
-from agents.store import AsyncStore, Store
-from app.connection import Connection
+from agents.runtime.deck import Metered
+from agents.store import Store
+from app.connection import Attached
 from app.context import Context
 from app.progress import LoadProgress
 from app.render import line, print_json
@@ -55,32 +55,19 @@ class TuiFigures(msgspec.Struct, kw_only=True):
     model: str
 
 
-class Synthetic(Connection):
-    """A store in a temporary home and live views fed by the bench."""
+class Synthetic(Attached):
+    """A store in a temporary home, with live views fed by the bench and a meter."""
 
     def __init__(self, db_path: Path, config: Config, live: dict[str, LiveView], metered: Metered) -> None:
         super().__init__(db_path, config)
         self.live = live
         self.metered = metered
 
-    async def run(self) -> None:
-        store = AsyncStore(self.db_path, self.agents)
-        await store.open()
-        try:
-            self.store = store
-            from agents.bus import Bus
+    def _live(self) -> dict[str, LiveView] | None:
+        return self.live
 
-            self.bus = await Bus(store).start()
-            self.ready.set()
-            await asyncio.Event().wait()
-        finally:
-            if self.bus is not None:
-                await self.bus.close()
-            await store.close()
-
-    async def deck(self) -> DeckView:
-        assert self.store is not None
-        return await read_deck(self.store, self.agents, live=self.live, backend=self.metered)
+    def _metered(self) -> Metered | None:
+        return self.metered
 
 
 class FakeMeter:
