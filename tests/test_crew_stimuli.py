@@ -264,3 +264,33 @@ async def test_a_paused_agent_takes_no_new_task_until_resumed(db_path: Path, ws:
         loop.pause(False)
         done = await finished(host, task.id)
     assert done.status == "done"
+
+
+async def test_waiting_tasks_run_by_priority_then_age(db_path: Path, ws: Path) -> None:
+    act = '{"action": "act", "reason": "mine"}'
+    outputs = {"dev": [x for i in range(4) for x in (act, f'{{"final": "done {i}"}}', reflect("x"))]}
+    async with host_for(db_path, ws, outputs) as host:
+        assert host.crew is not None
+        loop = host.crew.loops["dev"]
+        loop.pause(True)
+
+        async def shows_paused() -> bool:
+            status = (await host.store.read(queries.agent_statuses)).get("dev")
+            return status is not None and status.state == "paused"
+
+        await until(shows_paused)
+        low = await host.store.write(r.create_task, OWNER, "low", owner="dev", priority=1)
+        high = await host.store.write(r.create_task, OWNER, "high", owner="dev", priority=5)
+        middle = await host.store.write(r.create_task, OWNER, "middle", owner="dev", priority=3)
+        also_middle = await host.store.write(r.create_task, OWNER, "middle, later", owner="dev", priority=3)
+
+        async def all_queued_here() -> bool:
+            return loop.queue.qsize() == 4
+
+        await until(all_queued_here)
+        loop.pause(False)
+        for task in (low, high, middle, also_middle):
+            await finished(host, task.id)
+        events = await host.store.read(queries.events_after, 0, 10_000)
+    started = [e.payload.task_id for e in events if e.kind == "task.status" and e.payload.new == "active"]
+    assert started == [high.id, middle.id, also_middle.id, low.id]

@@ -104,7 +104,8 @@ class AgentLoop:
         self.backend = backend
         self.gate = gate
         self.harness = harness
-        self.queue: asyncio.Queue[int] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        # Waiting work, highest priority first, then oldest: (-priority, created_at, task id).
+        self.queue: asyncio.PriorityQueue[tuple[int, float, int]] = asyncio.PriorityQueue(maxsize=QUEUE_SIZE)
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
         self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
         self.live = LiveView(agent=name)
@@ -123,10 +124,11 @@ class AgentLoop:
         else:
             self._resumed.set()
 
-    async def offer(self, task_id: int) -> None:
-        if task_id not in self.pending:
-            self.pending.add(task_id)
-            await self.queue.put(task_id)  # bounded: a full queue slows the dispatcher
+    async def offer(self, task: Task) -> None:
+        if task.id not in self.pending:
+            self.pending.add(task.id)
+            # Bounded: a full queue slows the dispatcher.
+            await self.queue.put((-task.priority, task.created_at, task.id))
 
     async def run(self) -> None:
         await self.store.write(r.set_agent_status, SYSTEM, self.name, "idle")
@@ -140,7 +142,7 @@ class AgentLoop:
                 if self.paused:
                     await self._wait_resumed()
                 try:
-                    task_id = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
+                    _, _, task_id = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
                     await self.store.write(r.heartbeat, SYSTEM, self.name)
                     continue
@@ -305,7 +307,7 @@ class Crew:
                 self._tasks.append(job)
             return
         if task.owner in self.loops:
-            await self.loops[task.owner].offer(task_id)
+            await self.loops[task.owner].offer(task)
 
     async def _route(self, task: Task) -> None:
         try:
@@ -344,7 +346,7 @@ class Crew:
             return
         parent = await self.store.read(queries.task, task.parent_id)
         if parent is not None and parent.status == "blocked" and parent.owner in self.loops:
-            await self.loops[parent.owner].offer(parent.id)
+            await self.loops[parent.owner].offer(parent)
 
     # --- supervision ---
 
