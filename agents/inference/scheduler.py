@@ -309,7 +309,7 @@ class Scheduler:
 
     def _pick_slot(self, seq: Seq, free: list[Slot]) -> Slot:
         """The agent's own slot; else one whose cache holds a real part of this prompt;
-        else an empty one; else the least recently used. Taking another agent's slot for
+        else an empty one; else the least recently used one. Taking another agent's slot for
         a few shared tokens (the chat template's header) would throw its whole cache away
         while empty slots wait: the audit saw 1.6k cached tokens lost per turn."""
         if seq.agent:
@@ -323,8 +323,8 @@ class Scheduler:
         empty = [s for s in free if not s.cached]
         if empty:
             return empty[0]
-        if shared:
-            return best
+        # No empty slot: the least recently used one, never the busiest cache for a few
+        # shared tokens (that would hand every newcomer the slot an agent just used).
         return min(free, key=lambda s: s.last_used)
 
     def _place(self, seq: Seq, slot: Slot, keep: int) -> None:
