@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", None, "benchmarks: bus, inference, policy, crew")
+    p = add("bench", None, "benchmarks: bus, inference, policy, crew, tui")
     bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
     b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
     b.set_defaults(handler=bench_bus.cmd_bench_bus)
