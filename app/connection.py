@@ -28,6 +28,7 @@ class Connection:
         self.store: AsyncStore | None = None
         self.bus: Bus | None = None
         self.ready = asyncio.Event()
+        self.closed = asyncio.Event()  # set once run() has let go of everything it opened
         self.progress: float | None = None  # model loading, 0..1, while embedded and loading
 
     async def run(self) -> None:
@@ -58,10 +59,13 @@ class Embedded(Connection):
     async def run(self) -> None:
         host = Host(self.db_path, self.config, backend=self.backend, crew=True, approvals="cli")
         self.host = host
-        async with host:
-            self.store, self.bus = host.store, host.bus
-            self.ready.set()
-            await host.stopping.wait()
+        try:
+            async with host:
+                self.store, self.bus = host.store, host.bus
+                self.ready.set()
+                await host.stopping.wait()
+        finally:
+            self.closed.set()
 
     def stop(self) -> None:
         if self.host is not None:
@@ -88,6 +92,9 @@ class Attached(Connection):
             self.ready.set()
             await asyncio.Event().wait()  # until cancelled
         finally:
-            if self.bus is not None:
-                await self.bus.close()
-            await store.close()
+            try:
+                if self.bus is not None:
+                    await self.bus.close()
+                await store.close()
+            finally:
+                self.closed.set()

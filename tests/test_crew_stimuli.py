@@ -246,18 +246,25 @@ async def test_scribe_answers_what_happened_from_the_log_of_the_named_task(db_pa
 # --- pause ---
 
 
+async def paused(host: Host, agent: str):  # type: ignore[no-untyped-def]
+    """Pause the agent's loop and wait until it says so (it then takes nothing new)."""
+    assert host.crew is not None
+    loop = host.crew.loops[agent]
+    loop.pause(True)
+
+    async def shows_paused() -> bool:
+        status = (await host.store.read(queries.agent_statuses)).get(agent)
+        return status is not None and status.state == "paused"
+
+    await until(shows_paused)
+    return loop
+
+
 async def test_a_paused_agent_takes_no_new_task_until_resumed(db_path: Path, ws: Path) -> None:
     outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "done"}', reflect("x")]}
     async with host_for(db_path, ws, outputs) as host:
         assert host.crew is not None
-        loop = host.crew.loops["dev"]
-        loop.pause(True)
-
-        async def shows_paused() -> bool:
-            status = (await host.store.read(queries.agent_statuses)).get("dev")
-            return status is not None and status.state == "paused"
-
-        await until(shows_paused)
+        loop = await paused(host, "dev")
         task = await host.store.write(r.create_task, OWNER, "tidy up", owner="dev")
         await asyncio.sleep(1.5)
         assert (await host.store.read(queries.task, task.id)).status == "queued"  # type: ignore[union-attr]
@@ -271,14 +278,7 @@ async def test_waiting_tasks_run_by_priority_then_age(db_path: Path, ws: Path) -
     outputs = {"dev": [x for i in range(4) for x in (act, f'{{"final": "done {i}"}}', reflect("x"))]}
     async with host_for(db_path, ws, outputs) as host:
         assert host.crew is not None
-        loop = host.crew.loops["dev"]
-        loop.pause(True)
-
-        async def shows_paused() -> bool:
-            status = (await host.store.read(queries.agent_statuses)).get("dev")
-            return status is not None and status.state == "paused"
-
-        await until(shows_paused)
+        loop = await paused(host, "dev")
         low = await host.store.write(r.create_task, OWNER, "low", owner="dev", priority=1)
         high = await host.store.write(r.create_task, OWNER, "high", owner="dev", priority=5)
         middle = await host.store.write(r.create_task, OWNER, "middle", owner="dev", priority=3)

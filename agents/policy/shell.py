@@ -163,7 +163,13 @@ class _Walk:
         if any(not c.is_named for c in node.children):  # type: ignore[attr-defined]
             self.constructs.add("unusual syntax")  # a bare `$` between words, say
         words: list[str] = []
+        previous_end = None
         for child in node.named_children:  # type: ignore[attr-defined]
+            if child.start_byte == previous_end:
+                # Two words with nothing between them are one word to bash (`""\;` is `;`);
+                # tree-sitter-bash sometimes splits them: never plain, so never allowed.
+                self.constructs.add("unusual syntax")
+            previous_end = child.end_byte
             if child.type == "variable_assignment":
                 self.constructs.add("assignment before the command")
                 continue
