@@ -296,7 +296,11 @@ async def test_cancelling_a_parent_stops_its_running_child_and_kills_the_command
             return any(c.tool == "run_shell" for c in calls)
 
         await until(command_running)
-        assert any(marker in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+        async def process_seen() -> bool:  # the call is recorded as running just before it spawns
+            return any(marker in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+        await until(process_seen)
         out = await asyncio.to_thread(ok, home, "cancel", str(root.id))
         assert out.strip() == f"task {root.id} cancelled and 1 subtask(s) below it"
 
