@@ -47,9 +47,11 @@ def health_of(status: AgentStatus | None, running: bool, now: float) -> tuple[Ag
     return status.state, "green"
 
 
-def status_report(
+def agents_and_instance(
     conn: sqlite3.Connection, agent_names: list[str], now: float | None = None
-) -> StatusReport:
+) -> tuple[list[AgentHealth], InstanceInfo | None, dict[str, object] | None]:
+    """Each agent's health, the running instance (None when none runs) and its meter:
+    what a live display reads several times a second (no task counts)."""
     now = time.time() if now is None else now
     row = queries.instance(conn)
     running = row is not None and now - row["heartbeat_at"] < INSTANCE_STALE_S
@@ -70,6 +72,13 @@ def status_report(
                 heartbeat_at=st.heartbeat_at if st else None, detail=st.detail if st else "",
             )
         )
+    return agents, instance, slots
+
+
+def status_report(
+    conn: sqlite3.Connection, agent_names: list[str], now: float | None = None
+) -> StatusReport:
+    agents, instance, slots = agents_and_instance(conn, agent_names, now)
     counts = queries.task_counts(conn)
     pending = conn.execute("SELECT COUNT(*) FROM approvals WHERE status = 'pending'").fetchone()[0]
     return StatusReport(

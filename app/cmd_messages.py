@@ -10,12 +10,13 @@ from agents.errors import InvalidArgument
 from agents.protocol import OWNER, to_builtins
 from agents.store import queries
 from agents.store.reducers import send_direct
+from app.commands import clean_argument
 from app.context import Context
 from app.render import line, print_json, shorten, table, when
 
 
 def cmd_tell(ctx: Context, args: argparse.Namespace) -> int:
-    text = " ".join(args.text).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
+    text = clean_argument(" ".join(args.text)).strip()
     if not text:
         raise InvalidArgument("nothing to say: give the message as TEXT")
     agents = ctx.config.enabled_agents()

@@ -367,27 +367,24 @@ class Cockpit(App[int]):
         with contextlib.suppress(OSError):
             remember_theme(self.home, theme)
 
-    async def on_unmount(self) -> None:
-        """However the app ends, the connection lets go of what it opened (the crew stops
-        in order; the bus's reader thread ends) before the loop does: a reader thread
-        left behind keeps the process from exiting."""
+    async def _let_go(self) -> None:
+        """Stop the crew in order (running steps recorded, the claim released) and wait
+        until the connection has closed what it opened: a bus reader thread left behind
+        keeps the process from exiting."""
         self.stopping = True
         stop = getattr(self.connection, "stop", None)
         if stop is not None:
             stop()
-        self.connection_worker.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.closed.wait(), SHUTDOWN_S)
 
+    async def on_unmount(self) -> None:
+        await self._let_go()  # however the app ends (Textual has cancelled the workers by now)
+
     async def action_quit(self) -> None:
-        """Stop the crew in order (running steps recorded, the claim released), then exit."""
-        self.stopping = True
-        stop = getattr(self.connection, "stop", None)
-        if stop is not None:
-            stop()
+        if self.connection.embedded:
             self.notify("stopping the crew…")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.connection_worker.wait(), SHUTDOWN_S)
+            await self._let_go()  # while the screen still shows it
         self.exit(0)
 
 

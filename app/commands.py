@@ -25,13 +25,13 @@ from app.render import ago, line, listing, print_json, shorten, table, when
 TITLE_WIDTH = 120
 
 
-def _clean(text: str) -> str:
+def clean_argument(text: str) -> str:
     """Arguments that were not valid UTF-8 arrive as lone surrogates; keep what we can."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
-    text = _clean(" ".join(args.text)).strip()
+    text = clean_argument(" ".join(args.text)).strip()
     if not text:
         raise InvalidArgument("nothing to send: give the request as TEXT")
     agents = ctx.config.enabled_agents()

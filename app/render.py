@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from agents.runtime.event_text import when as event_time
 from agents.safe_text import safe_json, safe_text
 
 
@@ -25,9 +26,7 @@ def line(text: object = "") -> None:
 
 
 def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return "-" if ts is None else event_time(ts)
 
 
 def ago(ts: float | None, now: float | None = None) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from agents.crew.live import LiveView
-from agents.health import StatusReport, status_report
+from agents.health import AgentHealth, agents_and_instance
 from agents.inference.meter import MeterSnapshot
 from agents.store import AsyncStore
 
@@ -39,60 +39,56 @@ class AgentView(msgspec.Struct, kw_only=True):
 class DeckView(msgspec.Struct, kw_only=True):
     agents: list[AgentView]
     meter: MeterSnapshot | None
-    pending_approvals: int
-    tasks: dict[str, int]
-    instance_running: bool
 
 
 class Metered(Protocol):
     def snapshot(self) -> MeterSnapshot: ...
 
 
-def _rows(conn: sqlite3.Connection, names: list[str]) -> tuple[StatusReport, dict[int, str]]:
-    report = status_report(conn, names)
-    ids = [a.task_id for a in report.agents if a.task_id is not None]
+Rows = tuple[list[AgentHealth], dict[str, object] | None, dict[int, str]]
+
+
+def _rows(conn: sqlite3.Connection, names: list[str], live_task_ids: list[int]) -> Rows:
+    """One read per tick: agents' health, the instance's meter, and the titles of every
+    task an agent is on (by its status row or its live view)."""
+    agents, _instance, slots = agents_and_instance(conn, names)
+    ids = sorted({a.task_id for a in agents if a.task_id is not None} | set(live_task_ids))
     titles: dict[int, str] = {}
     if ids:
         marks = ",".join("?" * len(ids))
         titles = dict(conn.execute(f"SELECT id, title FROM tasks WHERE id IN ({marks})", ids).fetchall())
-    return report, titles
+    return agents, slots, titles
 
 
-def _meter(report: StatusReport, backend: Metered | None) -> MeterSnapshot | None:
+def _meter(slots: dict[str, object] | None, backend: Metered | None) -> MeterSnapshot | None:
     if backend is not None:
         return backend.snapshot()
-    if report.slots is None:
+    if slots is None:
         return None
     try:
-        return msgspec.convert(report.slots, MeterSnapshot)
+        return msgspec.convert(slots, MeterSnapshot)
     except msgspec.ValidationError:  # a meter from another version: show none rather than fail
         return None
 
 
 async def read_deck(store: AsyncStore, names: list[str], *, live: dict[str, LiveView] | None = None,
                     backend: Metered | None = None) -> DeckView:
-    report, titles = await store.read(_rows, names)
+    live = live or {}
+    live_ids = [lv.task_id for lv in live.values() if lv.task_id is not None]
+    agents, slots, titles = await store.read(_rows, names, live_ids)
     views = []
-    for agent in report.agents:
+    for agent in agents:
         view: dict[str, Any] = {"name": agent.name, "state": agent.state, "health": agent.health,
-                                "task_id": agent.task_id, "task_title": titles.get(agent.task_id or 0, ""),
-                                "phase": "", "text": "", "call": "", "fed": 0, "last_tool": None,
-                                "last_tool_outcome": "", "tokens_per_s": 0.0, "detail": agent.detail}
-        lv = (live or {}).get(agent.name)
+                                "task_id": agent.task_id, "phase": "", "text": "", "call": "", "fed": 0,
+                                "last_tool": None, "last_tool_outcome": "", "tokens_per_s": 0.0,
+                                "detail": agent.detail}
+        lv = live.get(agent.name)
         if lv is not None:
-            task_id = lv.task_id if lv.task_id is not None else agent.task_id
             view |= {"phase": lv.phase, "text": lv.text, "fed": lv.fed,
                      "call": f"{lv.task_id}:{lv.phase}:{lv.call_started}",
                      "last_tool": lv.last_tool, "last_tool_outcome": lv.last_tool_outcome,
-                     "task_id": task_id,
+                     "task_id": lv.task_id if lv.task_id is not None else agent.task_id,
                      "tokens_per_s": lv.tokens_per_s if lv.phase else 0.0}
-            if task_id is not None and task_id not in titles:
-                view["task_title"] = await store.read(_title, task_id)
+        view["task_title"] = titles.get(view["task_id"] or 0, "")
         views.append(AgentView(**view))
-    return DeckView(agents=views, meter=_meter(report, backend), pending_approvals=report.pending_approvals,
-                    tasks=report.tasks, instance_running=report.instance is not None)
-
-
-def _title(conn: sqlite3.Connection, task_id: int) -> str:
-    row = conn.execute("SELECT title FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    return row[0] if row else ""
+    return DeckView(agents=views, meter=_meter(slots, backend))
