@@ -374,12 +374,14 @@ class Cockpit(App[int]):
         self.stopping = True
         stop = getattr(self.connection, "stop", None)
         if stop is not None:
-            stop()
+            stop()  # the host's ordered stop ends its worker; a cancel could cut it short
+        else:
+            self.connection_worker.cancel()  # an attached connection holds on until cancelled
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.closed.wait(), SHUTDOWN_S)
 
     async def on_unmount(self) -> None:
-        await self._let_go()  # however the app ends (Textual has cancelled the workers by now)
+        await self._let_go()  # however the app ends
 
     async def action_quit(self) -> None:
         if self.connection.embedded:

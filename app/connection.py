@@ -88,7 +88,8 @@ class Attached(Connection):
         await store.open()
         try:
             self.store = store
-            self.bus = await Bus(store).start()
+            self.bus = Bus(store)  # before start(): a cancel mid-start still closes its reader
+            await self.bus.start()
             self.ready.set()
             await asyncio.Event().wait()  # until cancelled
         finally:
