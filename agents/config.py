@@ -80,6 +80,15 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     n_ctx: int = 8192  # KV cells shared by all slots
     slots: int = 5
     n_batch: int = 512  # tokens per llama_decode call
+    # KV layout. true: one pool shared by all slots (one long request may use most of n_ctx)
+    # but every step attends over the pool, idle caches included; false: each slot its
+    # own n_ctx / slots cells, so idle caches cost the others nothing (`bench kv` measures).
+    kv_unified: bool = False
+    # An idle slot's cache keeps at most this many tokens (its prompt's start); 0: n_ctx / slots.
+    idle_cache_tokens: int = 0
+    # Prompt tokens per decode step while other sequences generate; 0: automatic (a step
+    # carrying them takes about twice a generation-only step).
+    prefill_budget: int = 0
     n_gpu_layers: int = -1  # -1: all layers on the GPU when llama.cpp has CUDA
     threads: int = 0  # 0: one per core
     seed: int = 0
@@ -331,6 +340,10 @@ def _check_values(config: Config, source: str) -> None:
         problems.append("inference.n_ctx: must be >= 256")
     if inf.n_batch < 16:
         problems.append("inference.n_batch: must be >= 16")
+    if inf.idle_cache_tokens < 0:
+        problems.append("inference.idle_cache_tokens: must be >= 0 (0: n_ctx / slots)")
+    if inf.prefill_budget < 0:
+        problems.append("inference.prefill_budget: must be >= 0 (0: automatic)")
     if inf.n_gpu_layers < -1:
         problems.append("inference.n_gpu_layers: must be >= -1 (-1: all layers)")
     if inf.threads < 0:

@@ -441,7 +441,7 @@ async def test_short_kv_pauses_a_sequence_instead_of_crashing(
 ) -> None:
     # 256 cells for two sequences that each need ~155: one must be paused and resumed.
     caplog.set_level(logging.INFO, logger="agents.inference")
-    eng = Engine(InferenceConfig(n_ctx=256, slots=2, n_batch=64), sampling=GREEDY)
+    eng = Engine(InferenceConfig(n_ctx=256, slots=2, n_batch=64, kv_unified=True), sampling=GREEDY)
     await eng.start()
     try:
         gens = [
@@ -467,7 +467,7 @@ async def test_short_kv_pauses_a_sequence_instead_of_crashing(
 async def test_kv_shortage_on_decode_evicts_one_idle_cache_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
     import llama_cpp
 
-    eng = Engine(InferenceConfig(n_ctx=512, slots=4, n_batch=64), sampling=GREEDY)
+    eng = Engine(InferenceConfig(n_ctx=512, slots=4, n_batch=64, kv_unified=True), sampling=GREEDY)
     await eng.start()
     try:
         # Three agents at once take three slots and leave their prompts cached there.

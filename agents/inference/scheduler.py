@@ -3,17 +3,22 @@
 Everything in this module runs on the one engine thread; nothing else calls into llama.cpp.
 
 Each step decodes one token for every generating sequence plus prompt chunks of admitted
-sequences in the remaining batch room (highest priority first). Waiting requests are
-admitted by priority, then age. Slots keep their KV cache after a request, so the next
-request re-evaluates only from the first token that differs (a prefix cache per slot);
-an agent prefers the slot it used last. When the KV cells run short, idle caches go first,
-then prompt chunks shrink, then the lowest-priority sequence is paused (its cells freed; it
-resumes later by re-evaluating its tokens), so a full cache never crashes the engine.
+sequences: while others generate, only a budget of prompt tokens per step, shared fairly
+(planning.py), so a long prompt never stalls the rest. Waiting requests are admitted by
+priority, then age; a request that finds every slot busy pauses the lowest-priority running
+sequence below its own priority (its KV copied to host memory and restored when it
+resumes, so nothing is re-evaluated). Slots keep their KV cache after a request, so the
+next request re-evaluates only from the first token that differs (a prefix cache per
+slot, capped); an agent prefers the slot it used last. With one unified KV pool, when the
+cells run short, idle caches go first, then prompt chunks shrink, then the lowest-priority
+sequence is paused, so a full cache never crashes the engine. No sequence runs past its
+slot's cells or the model's trained context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import os
@@ -31,6 +36,7 @@ from agents.inference.chat import ChatTemplate
 from agents.inference.generation import Generation, deliver
 from agents.inference.meter import EngineSnapshot, SlotInfo
 from agents.inference.model import LlamaModel, ProgressFn
+from agents.inference.planning import PrefillBudget, share_prefill
 from agents.inference.sampling import Candidates, SeqSampler
 from agents.inference.text import TextStream
 from agents.inference.types import FinishReason, Result, Usage
@@ -42,6 +48,9 @@ _RATE_WINDOW_S = 2.0  # the meter's aggregate tokens/s is measured over this win
 # Share of a prompt another agent's cached prefix must cover before its slot is taken
 # over (llama.cpp's server uses the same default similarity).
 SIMILARITY = 0.10
+# Paused sequences' KV copies in host memory stay under this; past it, a paused sequence
+# drops its KV and re-evaluates its tokens when it resumes.
+SAVED_KV_CAP_BYTES = 1 << 30
 
 
 @dataclass(eq=False)
@@ -69,7 +78,9 @@ class Seq:
     sampler: SeqSampler | None = None
     stream: TextStream | None = None
     cached_prompt: int | None = None  # set on first admission
-    paused: bool = False  # preempted for KV room at least once
+    paused: bool = False  # preempted for KV room at least once: resume only with room to finish
+    saved: ctypes.Array[ctypes.c_uint8] | None = None  # its KV in host memory while suspended
+    saved_n_past: int = 0
     admitted_at: float | None = None
     admission: int | None = None
     first_token_at: float | None = None
@@ -145,9 +156,10 @@ class Scheduler:
             params.n_seq_max = n_slots
             params.n_threads = threads
             params.n_threads_batch = threads
-            # One pool of cells shared by all slots, so a busy slot may use what idle ones
-            # do not (otherwise each slot gets n_ctx / n_seq_max).
-            params.kv_unified = True
+            # Unified: one pool of cells shared by all slots, so a busy slot may use what idle
+            # ones do not, but every step attends over the pool. Split: each slot its own
+            # n_ctx / slots cells, which idle caches elsewhere cannot slow (config.py).
+            params.kv_unified = cfg.kv_unified
             params.no_perf = True
             self.ctx = llama_cpp.llama_init_from_model(self.model.ptr, params)
             if not self.ctx:
@@ -161,6 +173,14 @@ class Scheduler:
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
+        self.unified = cfg.kv_unified
+        self.seq_cells = int(llama_cpp.llama_n_ctx_seq(self.ctx))  # one slot's cells at most
+        # One sequence never runs past its cells or the context the model was trained on.
+        train = self.model.n_ctx_train
+        self.max_seq_tokens = min(self.seq_cells, train) if train > 0 else self.seq_cells
+        self.idle_cap = cfg.idle_cache_tokens or max(1, self.n_ctx // n_slots)
+        self.budget = PrefillBudget(self.n_batch, fixed=cfg.prefill_budget)
+        self.saved_bytes = 0
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.candidates = Candidates(llama_cpp, self.model.n_vocab)
         self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload()) and cfg.n_gpu_layers != 0
@@ -234,11 +254,12 @@ class Scheduler:
             tokens.insert(0, model.bos)
         if not tokens:
             raise ValueError("the prompt is empty")
-        if len(tokens) >= self.n_ctx:
-            raise ValueError(
-                f"the prompt is {len(tokens)} tokens; the context holds {self.n_ctx} "
-                "(raise inference.n_ctx or shorten the prompt)"
-            )
+        if len(tokens) >= self.max_seq_tokens:
+            if self.max_seq_tokens < self.seq_cells:
+                limit = f"the model was trained on {self.max_seq_tokens} tokens of context"
+            else:
+                limit = f"a slot holds {self.seq_cells} (raise inference.n_ctx)"
+            raise ValueError(f"the prompt is {len(tokens)} tokens; {limit} — shorten the prompt")
         seq.tokens = tokens
         seq.n_prompt = len(tokens)
         seq.stream = TextStream(seq.stops)
@@ -288,17 +309,22 @@ class Scheduler:
         for seq in list(self.waiting):
             free = [s for s in self.slots if s.seq is None]
             if not free:
-                return
+                # Priority means something: pause the lowest-priority running sequence
+                # below this one's (its KV kept in host memory) rather than wait for it.
+                victim = self._priority_victim(seq)
+                if victim is None:
+                    return  # lower priorities wait too
+                free = [self._suspend(victim, "a higher priority request")]
             slot = self._pick_slot(seq, free)
             keep = min(_common_prefix(slot.cached, seq.tokens), len(seq.tokens) - 1)
-            # Cells other slots leave free must hold its tokens plus one generated token;
-            # a paused sequence comes back only with room to finish, or it would thrash.
+            # Its tokens plus one generated token must fit; a sequence paused for KV room
+            # comes back only with room to finish, or it would thrash.
             need = len(seq.tokens) + 1
             if seq.paused:
-                need = min(self.n_ctx, len(seq.tokens) + seq.max_tokens - seq.n_gen)
+                need = min(self.max_seq_tokens, len(seq.tokens) + seq.max_tokens - seq.n_gen)
 
             def fits(slot: Slot = slot, need: int = need) -> bool:
-                return self._kv_free(exclude=slot) >= need
+                return self._fits(slot, need)
 
             if not fits():
                 self._evict_idle(fits, protect=slot)
@@ -306,6 +332,25 @@ class Scheduler:
                 return  # wait for running sequences to end; lower priorities wait too
             self.waiting.remove(seq)
             self._place(seq, slot, keep)
+
+    def _priority_victim(self, seq: Seq) -> Seq | None:
+        """The running sequence to pause for `seq`, if pausing it would let `seq` in."""
+        running = [s.seq for s in self.slots if s.seq is not None and s.seq.priority < seq.priority]
+        if not running:
+            return None
+        victim = min(running, key=lambda s: (s.priority, -s.order))
+        if self.unified:  # with idle caches evicted, would the cells left be enough?
+            held = sum(s.seq.n_past for s in self.slots if s.seq is not None and s.seq is not victim)
+            if self.n_ctx - held < len(seq.tokens) + 1:
+                return None
+        elif len(seq.tokens) + 1 > self.seq_cells:
+            return None
+        return victim
+
+    def _fits(self, slot: Slot, need: int) -> bool:
+        if self.unified:  # cells other slots leave free
+            return self._kv_free(exclude=slot) >= need
+        return need <= self.seq_cells  # the slot's own stream
 
     def _pick_slot(self, seq: Seq, free: list[Slot]) -> Slot:
         """The agent's own slot; else one whose cache holds a real part of this prompt;
@@ -329,7 +374,9 @@ class Scheduler:
 
     def _place(self, seq: Seq, slot: Slot, keep: int) -> None:
         lib = self.lib
-        if keep < len(slot.cached):
+        if seq.saved is not None:
+            keep = self._restore(seq, slot)
+        elif keep < len(slot.cached):
             # Drop the stale tail; some memories (recurrent, SWA) cannot cut mid-sequence.
             if not lib.llama_memory_seq_rm(self.mem, slot.index, keep, -1):
                 lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
@@ -369,44 +416,76 @@ class Scheduler:
         return True
 
     def _preempt(self, active: list[Seq]) -> Seq | None:
-        """Pause the lowest-priority (then youngest) sequence: drop its KV, queue it again.
-        It resumes later by re-evaluating its tokens; its sampler state is kept."""
+        """KV cells ran out: pause the lowest-priority (then youngest) sequence until there
+        is room for it to finish. Its sampler state is kept."""
         if len(active) < 2:
             return None
         victim = min(active, key=lambda s: (s.priority, -s.order))
-        slot = victim.slot
+        victim.paused = True
+        self._suspend(victim, "KV cache full")
+        active.remove(victim)
+        return victim
+
+    def _suspend(self, seq: Seq, why: str) -> Slot:
+        """Take a running sequence out of its slot and queue it again; its KV goes to host
+        memory (within SAVED_KV_CAP_BYTES) so that resuming costs a copy, not a prefill."""
+        lib = self.lib
+        slot = seq.slot
         assert slot is not None
-        self.lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
+        size = int(lib.llama_state_seq_get_size(self.ctx, slot.index))
+        if seq.n_past and self.saved_bytes + size <= SAVED_KV_CAP_BYTES:
+            buf = (ctypes.c_uint8 * size)()
+            if int(lib.llama_state_seq_get_data(self.ctx, buf, size, slot.index)) == size:
+                seq.saved, seq.saved_n_past = buf, seq.n_past
+                self.saved_bytes += size
+        lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
         slot.seq = None
         slot.cached = []
         slot.last_used = time.monotonic()
-        victim.slot = None
-        victim.n_past = 0
-        victim.paused = True
-        self.waiting.append(victim)
-        active.remove(victim)
-        log.info("KV cache full: paused %s (priority %d)", victim.agent or "request", victim.priority)
-        return victim
+        seq.slot = None
+        seq.n_past = 0
+        self.waiting.append(seq)
+        kept = "kept in memory" if seq.saved is not None else "dropped"
+        log.info("%s: paused %s (priority %d, KV %s)", why, seq.agent or "request", seq.priority, kept)
+        return slot
+
+    def _restore(self, seq: Seq, slot: Slot) -> int:
+        """Put a suspended sequence's KV back into `slot`; how many tokens it holds (0 when
+        llama.cpp could not place it: the tokens are then evaluated again)."""
+        lib, buf = self.lib, seq.saved
+        assert buf is not None
+        lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
+        slot.cached = []
+        ok = int(lib.llama_state_seq_set_data(self.ctx, buf, len(buf), slot.index)) > 0
+        self._drop_saved(seq)
+        if not ok:
+            lib.llama_memory_seq_rm(self.mem, slot.index, -1, -1)
+            log.info("could not restore %s's KV; evaluating its tokens again", seq.agent or "request")
+            return 0
+        return seq.saved_n_past
+
+    def _drop_saved(self, seq: Seq) -> None:
+        if seq.saved is not None:
+            self.saved_bytes -= len(seq.saved)
+            seq.saved = None
 
     # -- one decode step --
 
     def _plan(self, active: list[Seq], chunk_limit: int) -> list[tuple[Seq, int, bool]]:
-        """(sequence, tokens to feed, wants logits) for one batch."""
+        """(sequence, tokens to feed, wants logits) for one batch: a token for every
+        generating sequence, then prompt tokens within the step's budget, shared fairly."""
         room = self.n_batch
         plan: list[tuple[Seq, int, bool]] = []
         generating = [s for s in active if s.pending == 1]
-        prefill = sorted((s for s in active if s.pending > 1), key=lambda s: (-s.priority, s.order))
-        for seq in generating:
-            if room == 0:
-                break
+        prefill = sorted((s for s in active if s.pending > 1), key=lambda s: s.order)
+        for seq in generating[:room]:
             plan.append((seq, 1, True))
-            room -= 1
-        for seq in prefill:
-            if room == 0:
-                break
-            n = min(room, seq.pending, chunk_limit)
-            plan.append((seq, n, n == seq.pending))
-            room -= n
+        room -= len(plan)
+        budget = min(room, self.budget.tokens(generating=bool(plan)))
+        wants = [(s.priority, min(s.pending, chunk_limit)) for s in prefill]
+        for seq, n in zip(prefill, share_prefill(budget, wants), strict=True):
+            if n:
+                plan.append((seq, n, n == seq.pending))
         return plan
 
     def _step(self, active: list[Seq]) -> None:
@@ -417,9 +496,9 @@ class Scheduler:
                 return
             plan = self._plan(active, chunk_limit)
             n_new = sum(n for _, n, _ in plan)
-            if n_new > self._kv_free():
+            if self.unified and n_new > self._kv_free():
                 self._evict_idle(lambda n_new=n_new: n_new <= self._kv_free())
-            if n_new > self._kv_free():
+            if self.unified and n_new > self._kv_free():
                 if any(n > 1 for _, n, _ in plan) and chunk_limit > 1:
                     chunk_limit = max(1, chunk_limit // 2)
                     continue
@@ -428,8 +507,11 @@ class Scheduler:
                     active.clear()
                 continue
             self._fill(plan)
+            rows = sum(1 for seq, _, _ in plan if seq.pending == 1)  # one token each
+            t0 = time.perf_counter()
             ret = lib.llama_decode(self.ctx, self.batch)
             if ret == 0:
+                self.budget.observe(time.perf_counter() - t0, rows, n_new - rows)
                 self._after_decode(plan)
                 return
             if ret == 1:  # no KV slot for the batch (fragmentation): make room and retry,
@@ -495,7 +577,7 @@ class Scheduler:
                 self._send(seq.gen, piece)
             if seq.stream.stopped:  # type: ignore[union-attr]
                 self._finish(seq, "stop")
-            elif seq.n_gen >= seq.max_tokens or len(seq.tokens) >= self.n_ctx:
+            elif seq.n_gen >= seq.max_tokens or len(seq.tokens) >= self.max_seq_tokens:
                 self._finish(seq, "length")
         if produced:
             self.rate.append((now, produced))
@@ -510,9 +592,13 @@ class Scheduler:
         slot = seq.slot
         if slot is not None:
             slot.cached = seq.tokens[: seq.n_past]  # what the KV holds: the next prefix cache
+            if len(slot.cached) > self.idle_cap:  # keep the prefix (system prompt, task)
+                self.lib.llama_memory_seq_rm(self.mem, slot.index, self.idle_cap, -1)
+                slot.cached = slot.cached[: self.idle_cap]
             slot.seq = None
             slot.last_used = now
             seq.slot = None
+        self._drop_saved(seq)
         if seq.sampler is not None:
             seq.sampler.free()
             seq.sampler = None
