@@ -234,3 +234,23 @@ async def test_no_sequence_runs_past_the_models_trained_context(tmp_path: Path) 
         assert "trained on 96 tokens" in (long.error or "")
     finally:
         await eng.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_five_sequences_that_outgrow_a_unified_pool_all_finish() -> None:
+    """5 × ~330 cells in a 1,024-cell pool: some must pause and come back; none may starve
+    (the crew once saw the engine fall to zero tokens/s under KV pressure)."""
+    patient = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=280.0)
+    eng = Engine(InferenceConfig(n_ctx=1024, slots=5, n_batch=128, kv_unified=True), sampling=patient)
+    await eng.start()
+    try:
+        gens = [
+            eng.submit(long_prompt(f"kv{i}", 5), agent=f"kv{i}", priority=i % 3, max_tokens=250,
+                       ignore_eos=True)
+            for i in range(5)
+        ]
+        results = await asyncio.gather(*(g.result() for g in gens))
+    finally:
+        await eng.stop()
+    assert all(r.usage.prompt_tokens > 60 for r in results)
+    assert [(r.finish_reason, r.usage.completion_tokens) for r in results] == [("length", 250)] * 5
