@@ -1,12 +1,17 @@
-"""`agentdeck bench inference`: the engine's continuous batching against the naive path.
+"""`agentdeck bench inference`: the engine against the naive path and a low-level reference.
 
-In one process, on one model, with the same prompts, sampling and token counts:
+On one model, with the same prompts, greedy sampling and end-of-generation suppressed (so
+every request makes exactly --tokens tokens), three throughput sides:
 1. naive: N requests one after another through llama-cpp-python's high-level `Llama`;
-2. engine: the same N requests submitted at once to the batching engine;
-3. prefix cache: time to first token of a request with a long prompt (cold) and of a second
-   one sharing that prompt's prefix (served from the slot's KV cache).
-End-of-generation tokens are suppressed on both sides so each request produces exactly
---tokens tokens. Figures, not assertions: a table, or one JSON object with --json.
+2. reference: the same N through llama.cpp's low-level batch API with no scheduling — the
+   limit the engine can approach through these bindings;
+3. engine: the same N submitted at once to the batching engine.
+The sides run interleaved, --rounds times, in an order rotated each round (a shared machine
+drifts; one run of each, one after the other, swung the speedup from 1.27x to 14.6x).
+Each round also runs engine-only scenarios: TTFT of a priority-10 request under load, the
+inter-token stall a long prefill causes, 4 long prompts at once, two agents with long system
+prompts taking turns, and the prefix cache. Every figure is the median and range over rounds;
+ratios are taken per round. Figures, not assertions: a table, or one JSON object with --json.
 """
 
 from __future__ import annotations
@@ -16,50 +21,110 @@ import asyncio
 import os
 import statistics
 import sys
-import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from agents.config import Config, SamplingConfig
-from agents.errors import AgentdeckError
+from agents.config import Config
+from agents.errors import AgentdeckError, ModelError
 from agents.inference import Engine, resolve_model_path
+from app import bench_inference_scenarios as sc
 from app.progress import LoadProgress
 
-_CACHE_ROUNDS = 3  # the prefix-cache TTFTs are medians over this many fresh prefixes
+SIDES = ("naive", "reference", "engine")
+_MAX_CTX = 1 << 17  # KV cells; beyond this the figures asked for would not fit in memory
+
+
+class Stat(msgspec.Struct, kw_only=True):
+    """One figure over the rounds: median, range, and each round's value."""
+
+    median: float
+    min: float
+    max: float
+    rounds: list[float]
 
 
 class Side(msgspec.Struct, kw_only=True):
-    requests: int
-    tokens: int  # generated, all requests together
-    seconds: float  # first submit -> last token
-    tokens_per_s: float
-    ttft_mean_s: float  # from the moment all N were asked for (agents asking at once)
-    ttft_own_mean_s: float  # from the moment each request actually started being served
+    tokens: list[int]  # generated per round, all requests together
+    seconds: Stat  # first request asked for -> last token
+    tokens_per_s: Stat
+    ttft_s: Stat  # mean time to first token, from when all N were asked for at once
+    ttft_own_s: Stat  # mean, from when each request started being served
+    itl_p50_ms: Stat  # inter-token latency
+    itl_p99_ms: Stat
+
+
+class UnderLoad(msgspec.Struct, kw_only=True):
+    generations: int  # long generations running when the priority-10 request arrives
+    ttft_s: Stat
+    queue_wait_s: Stat  # of that TTFT, time waiting for a slot
+
+
+class PrefillStall(msgspec.Struct, kw_only=True):
+    running: int  # sequences generating while the long prompt is prefilled beside them
+    prompt_tokens: int
+    long_ttft_s: Stat
+    itl_before_p50_ms: Stat  # their gaps before the long prompt arrived
+    itl_p50_ms: Stat  # their gaps while it was prefilled
+    itl_p99_ms: Stat
+    itl_max_ms: Stat
+
+
+class FairPrefill(msgspec.Struct, kw_only=True):
+    prompts: int
+    prompt_tokens: int
+    ttft_first_s: Stat  # the first of them to get a token
+    ttft_median_s: Stat
+    ttft_last_s: Stat
+
+
+class TurnFigure(msgspec.Struct, kw_only=True):
+    turn: int
+    agent: str
+    prompt_tokens: int
+    cached_prompt_tokens: Stat
+    ttft_s: Stat
+
+
+class Turns(msgspec.Struct, kw_only=True):
+    first_prompt_tokens: int  # an agent's first turn: its system prompt and one question
+    turns: list[TurnFigure]
+    ttft_first_s: Stat  # each round's median over each agent's first turn (cold)
+    ttft_later_s: Stat  # each round's median over the later turns
+    cached_later_min: Stat  # each round's fewest cached prompt tokens in a later turn
 
 
 class PrefixCache(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     cached_prompt_tokens: int
-    ttft_cold_s: float
-    ttft_cached_s: float
-    speedup: float
+    ttft_cold_s: Stat
+    ttft_cached_s: Stat
+    speedup: Stat
 
 
 class Report(msgspec.Struct, kw_only=True):
     model: str
     device: str
     threads: int
+    slots: int
+    n_ctx: int
     agents: int
     tokens_per_request: int
+    rounds: int
+    long_prompt: int
     engine_load_s: float
+    orders: list[list[str]]  # the order the sides ran in, each round
     naive: Side
+    reference: Side
     engine: Side
-    speedup: float  # engine tokens/s over naive tokens/s
+    engine_over_naive: Stat  # tokens/s ratios, per round
+    engine_over_reference: Stat
+    ttft_under_load: UnderLoad
+    prefill_stall: PrefillStall
+    fair_prefill: FairPrefill
+    turn_taking: Turns
     prefix_cache: PrefixCache
 
 
@@ -67,16 +132,16 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
     """`count` parses a whole number >= 1 (the CLI's own, ASCII digits only)."""
     parser.add_argument("--agents", type=count, default=5, metavar="N",
                         help="concurrent requests (default 5)")
-    parser.add_argument(
-        "--tokens", type=count, default=128, metavar="N", help="tokens generated per request (default 128)"
-    )
+    parser.add_argument("--tokens", type=count, default=128, metavar="N",
+                        help="tokens generated per request (default 128)")
+    parser.add_argument("--rounds", type=count, default=3, metavar="N",
+                        help="rounds of every side, interleaved; medians and ranges (default 3)")
+    parser.add_argument("--long-prompt", type=count, default=1800, metavar="N",
+                        help="tokens of the long prompt prefilled beside running sequences (default 1800; "
+                        "the 4 fair-share prompts and the turn-taking system prompts scale with it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="PATH",
-        help="GGUF model (default: config, else the embedded SmolLM2)",
-    )
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="GGUF model (default: config, else the embedded SmolLM2)")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -96,212 +161,254 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-# --- the measurements ----------------------------------------------------------------------
+# --- running the rounds ----------------------------------------------------------------------
 
 
-def _prompts(n: int) -> list[list[dict[str, str]]]:
-    return [
-        [
-            {"role": "system", "content": f"You are agent {i} of a crew of {n}. Be thorough."},
-            {"role": "user", "content": f"Write a detailed status report on subsystem {i}."},
-        ]
-        for i in range(n)
-    ]
+def _context(base: int, n: int, slots: int, tokens: int, long: int) -> int:
+    """KV cells for the largest scenario, so none of them runs short and pauses a sequence."""
+    need = max(
+        n * (4 * tokens + 160),  # the long generations under load, and the throughput sides
+        (slots - 1) * (max(4 * tokens, 256) + 64) + long + 64,  # the prefill stall
+        4 * (round(long * sc.FAIR_SCALE) + 64),
+        2 * (round(long * sc.TURN_SCALE) + sc.TURNS * (min(tokens, 16) + 32) + 64),
+        round(long * sc.CACHE_SCALE) + 128,
+    ) + 256
+    return max(base, -(-need // 256) * 256)
 
 
 async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Report:
     inf = config.inference
     path = resolve_model_path(args.model, inf.model)
-    n, tokens = args.agents, args.tokens
+    n, tokens, rounds, long = args.agents, args.tokens, args.rounds, args.long_prompt
     threads = inf.threads or os.cpu_count() or 1
-    # Enough context for N sequences of prompt + tokens, and for the long cache prompt.
-    n_ctx = max(inf.n_ctx, n * (tokens + 128) + 1024)
-    inf = msgspec.structs.replace(inf, slots=max(inf.slots, n), n_ctx=n_ctx, threads=threads)
-    sampling = SamplingConfig()
+    slots = max(inf.slots, n, 4)  # 4: the fair-prefill scenario's prompts all get a slot
+    n_ctx = _context(inf.n_ctx, n, slots, tokens, long)
+    if n_ctx > _MAX_CTX:
+        raise AgentdeckError(
+            f"--agents {n} --tokens {tokens} --long-prompt {long} need {n_ctx} KV cells; "
+            f"at most {_MAX_CTX}: ask for less"
+        )
+    inf = msgspec.structs.replace(inf, slots=slots, n_ctx=n_ctx, threads=threads)
 
     with LoadProgress(err, f"loading {path.name}") as progress:
-        engine = Engine(inf, model_path=path, sampling=sampling, progress=progress)
+        engine = Engine(inf, model_path=path, sampling=sc.greedy(), progress=progress)
         await engine.start()
+    naive: sc.Naive | None = None
+    reference: sc.Reference | None = None
     try:
-        naive = await asyncio.to_thread(_naive, path, inf, sampling, _prompts(n), tokens, err)
-        batched = await _engine_side(engine, _prompts(n), tokens)
-        cache = await _prefix_cache(engine)
+        with LoadProgress(err, "loading the naive and reference sides"):
+            try:
+                naive = await asyncio.to_thread(sc.Naive, path, inf)
+            except ValueError as e:  # the high-level Llama says "Failed to create llama_context"
+                raise ModelError(f"naive side: {e}") from None
+            reference = await asyncio.to_thread(sc.Reference, path, inf, n)
+        await engine.submit([{"role": "user", "content": "warm up"}], max_tokens=4, agent="warmup")
+        runs: dict[str, list[sc.SideRun]] = {s: [] for s in SIDES}
+        orders: list[list[str]] = []
+        scen: dict[str, list] = {k: [] for k in ("load", "stall", "fair", "turns", "cache")}
+        for r in range(rounds):
+            order = [*SIDES[r % 3 :], *SIDES[: r % 3]]  # rotate: no side always runs first
+            orders.append(order)
+            batch = sc.prompts(n, f"Round {r + 1}.")
+            for name in order:
+                _say(err, f"round {r + 1}/{rounds}: {name}")
+                if name == "naive":
+                    runs[name].append(await asyncio.to_thread(naive.round, batch, tokens))
+                elif name == "reference":
+                    runs[name].append(await asyncio.to_thread(reference.round, batch, tokens))
+                else:
+                    runs[name].append(await sc.engine_side(engine, batch, tokens))
+            _say(err, f"round {r + 1}/{rounds}: scenarios")
+            tag = f"Load {r + 1}."
+            scen["load"].append(await sc.ttft_under_load(engine, n, tokens, tag))
+            scen["stall"].append(await sc.prefill_stall(engine, min(n, slots - 1), tokens, long, tag))
+            scen["fair"].append(await sc.fair_prefill(engine, long))
+            scen["turns"].append(await sc.turns(engine, long, tokens))
+            scen["cache"].append(await sc.prefix_cache(engine, long))
         device = engine.snapshot().device
+        # Freed only here: after an error or Ctrl-C a worker thread may still be inside one
+        # (to_thread cannot stop it), and the process is about to end anyway.
+        naive.close()
+        reference.close()
     finally:
         await engine.stop()
+    sides = {name: _side(rs) for name, rs in runs.items()}
+    tps = {name: s.tokens_per_s.rounds for name, s in sides.items()}
     return Report(
         model=path.name,
         device=device,
         threads=threads,
+        slots=slots,
+        n_ctx=n_ctx,
         agents=n,
         tokens_per_request=tokens,
+        rounds=rounds,
+        long_prompt=long,
         engine_load_s=round(engine.load_time_s or 0.0, 3),
-        naive=naive,
-        engine=batched,
-        speedup=round(batched.tokens_per_s / naive.tokens_per_s, 2) if naive.tokens_per_s else 0,
-        prefix_cache=cache,
+        orders=orders,
+        naive=sides["naive"],
+        reference=sides["reference"],
+        engine=sides["engine"],
+        engine_over_naive=_ratios(tps["engine"], tps["naive"]),
+        engine_over_reference=_ratios(tps["engine"], tps["reference"]),
+        ttft_under_load=UnderLoad(
+            generations=n,
+            ttft_s=_stat([t for t, _ in scen["load"]], 3),
+            queue_wait_s=_stat([w for _, w in scen["load"]], 3),
+        ),
+        prefill_stall=_stall(scen["stall"]),
+        fair_prefill=FairPrefill(
+            prompts=4,
+            prompt_tokens=scen["fair"][-1][0],
+            ttft_first_s=_stat([t[0] for _, t in scen["fair"]], 3),
+            ttft_median_s=_stat([statistics.median(t) for _, t in scen["fair"]], 3),
+            ttft_last_s=_stat([t[-1] for _, t in scen["fair"]], 3),
+        ),
+        turn_taking=_turns(scen["turns"]),
+        prefix_cache=_cache(scen["cache"]),
     )
 
 
-def _naive(
-    path: Any,
-    inf: Any,
-    sampling: SamplingConfig,
-    prompts: list[list[dict[str, str]]],
-    tokens: int,
-    err: Console,
-) -> Side:
-    """N requests one after another through the high-level Llama (its own thread)."""
-    import llama_cpp
-    import numpy as np
-
-    with LoadProgress(err, "loading the high-level Llama") as progress:
-        progress(0.0)
-        llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=inf.n_ctx,
-            n_batch=inf.n_batch,
-            n_threads=inf.threads,
-            n_threads_batch=inf.threads,
-            n_gpu_layers=inf.n_gpu_layers,
-            seed=inf.seed,
-            verbose=False,
-        )
-        progress(1.0)
-    vocab = llm._model.vocab  # to list the end-of-generation tokens, as the engine does
-    eog = np.array([t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)], dtype=np.intc)
-    calls: list[float] = []
-
-    def suppress_eog(_ids: Any, scores: Any) -> Any:
-        calls.append(time.perf_counter())  # first call: the first token's logits are ready
-        scores[eog] = -np.inf
-        return scores
-
-    def one(messages: list[dict[str, str]], max_tokens: int) -> tuple[int, float]:
-        calls.clear()
-        out = llm.create_chat_completion(
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            logits_processor=llama_cpp.LogitsProcessorList([suppress_eog]),
-        )
-        return int(out["usage"]["completion_tokens"]), calls[0] if calls else time.perf_counter()
-
-    try:
-        one([{"role": "user", "content": "warm up"}], 4)
-        t0 = time.perf_counter()
-        total, from_start, own = 0, [], []
-        for messages in prompts:
-            started = time.perf_counter()
-            n, first = one(messages, tokens)
-            total += n
-            from_start.append(first - t0)
-            own.append(first - started)
-        seconds = time.perf_counter() - t0
-    finally:
-        llm.close()
-    return _side(len(prompts), total, seconds, from_start, own)
+def _say(err: Console, text: str) -> None:
+    if err.is_terminal:  # progress for a person watching; a pipe gets only the result
+        err.print(f"[dim]{text}[/]")
 
 
-async def _engine_side(engine: Engine, prompts: list[list[dict[str, str]]], tokens: int) -> Side:
-    await engine.submit([{"role": "user", "content": "warm up"}], max_tokens=4, agent="warmup")
-    t0 = time.perf_counter()
-    gens = [
-        engine.submit(m, agent=f"bench{i}", max_tokens=tokens, ignore_eos=True) for i, m in enumerate(prompts)
-    ]
-    results = await asyncio.gather(*(g.result() for g in gens))
-    seconds = time.perf_counter() - t0
-    bad = [r for r in results if r.finish_reason != "length"]
-    if bad:
-        raise AgentdeckError(f"engine request ended early: {bad[0].finish_reason} {bad[0].error}")
-    total = sum(r.usage.completion_tokens for r in results)
-    ttft = [r.usage.ttft_s or 0.0 for r in results]
-    own = [(r.usage.ttft_s or 0.0) - r.usage.queue_wait_s for r in results]
-    return _side(len(prompts), total, seconds, ttft, own)
+# --- figures over rounds -----------------------------------------------------------------------
 
 
-def _side(requests: int, tokens: int, seconds: float, ttft: list[float], own: list[float]) -> Side:
-    """One side's figures, rounded the same way for both."""
+def _stat(values: list[float], digits: int) -> Stat:
+    vals = [round(v, digits) for v in values]
+    return Stat(median=round(statistics.median(vals), digits + 1), min=min(vals), max=max(vals), rounds=vals)
+
+
+def _ratios(top: list[float], bottom: list[float]) -> Stat:
+    return _stat([t / b if b else 0.0 for t, b in zip(top, bottom, strict=True)], 3)
+
+
+def _side(runs: list[sc.SideRun]) -> Side:
     return Side(
-        requests=requests,
-        tokens=tokens,
-        seconds=round(seconds, 3),
-        tokens_per_s=round(tokens / seconds, 1),
-        ttft_mean_s=round(statistics.mean(ttft), 3),
-        ttft_own_mean_s=round(statistics.mean(own), 3),
+        tokens=[r.tokens for r in runs],
+        seconds=_stat([r.seconds for r in runs], 3),
+        tokens_per_s=_stat([r.tokens / r.seconds for r in runs], 1),
+        ttft_s=_stat([statistics.mean(r.ttft) for r in runs], 3),
+        ttft_own_s=_stat([statistics.mean(r.ttft_own) for r in runs], 3),
+        itl_p50_ms=_stat([sc.percentile(r.itl, 50) * 1000 for r in runs], 2),
+        itl_p99_ms=_stat([sc.percentile(r.itl, 99) * 1000 for r in runs], 2),
     )
 
 
-async def _prefix_cache(engine: Engine) -> PrefixCache:
-    """A long shared prompt prefix: TTFT cold vs served from the slot's KV cache."""
-    cold, cached, last = [], [], None
-    for _ in range(_CACHE_ROUNDS):
-        nonce = uuid.uuid4().hex  # a prefix no slot has seen: the first request is cold
-        system = f"Session {nonce}. " + " ".join(
-            f"Rule {i}: keep notes short, cite files and lines, ask before risky steps." for i in range(40)
-        )
-        first = await engine.submit(
-            [{"role": "system", "content": system}, {"role": "user", "content": "Status?"}],
-            agent="bench-cache",
-            max_tokens=4,
-            ignore_eos=True,
-        )
-        second = await engine.submit(
-            [{"role": "system", "content": system}, {"role": "user", "content": "Next step?"}],
-            agent="bench-cache",
-            max_tokens=4,
-            ignore_eos=True,
-        )
-        cold.append(first.usage.ttft_s or 0.0)
-        cached.append(second.usage.ttft_s or 0.0)
-        last = second
-    assert last is not None
-    c, h = statistics.median(cold), statistics.median(cached)
+def _stall(stalls: list[sc.Stall]) -> PrefillStall:
+    def ms(pick: Callable[[sc.Stall], list[float]], q: float) -> Stat:
+        return _stat([sc.percentile(pick(s), q) * 1000 for s in stalls], 2)
+
+    return PrefillStall(
+        running=stalls[-1].running,
+        prompt_tokens=stalls[-1].prompt_tokens,
+        long_ttft_s=_stat([s.ttft for s in stalls], 3),
+        itl_before_p50_ms=ms(lambda s: s.before, 50),
+        itl_p50_ms=ms(lambda s: s.during, 50),
+        itl_p99_ms=ms(lambda s: s.during, 99),
+        itl_max_ms=ms(lambda s: s.during, 100),
+    )
+
+
+def _turns(rounds: list[list[sc.Turn]]) -> Turns:
+    first = len({t.agent for t in rounds[0]})  # each agent's first turn is cold
+    return Turns(
+        first_prompt_tokens=rounds[-1][0].prompt_tokens,
+        turns=[
+            TurnFigure(
+                turn=k + 1,
+                agent=rounds[-1][k].agent,
+                prompt_tokens=rounds[-1][k].prompt_tokens,
+                cached_prompt_tokens=_stat([rs[k].cached_prompt_tokens for rs in rounds], 0),
+                ttft_s=_stat([rs[k].ttft for rs in rounds], 3),
+            )
+            for k in range(len(rounds[0]))
+        ],
+        ttft_first_s=_stat([statistics.median(t.ttft for t in rs[:first]) for rs in rounds], 3),
+        ttft_later_s=_stat([statistics.median(t.ttft for t in rs[first:]) for rs in rounds], 3),
+        cached_later_min=_stat([min(t.cached_prompt_tokens for t in rs[first:]) for rs in rounds], 0),
+    )
+
+
+def _cache(pairs: list[tuple]) -> PrefixCache:
+    cold = [c.ttft_s or 0.0 for c, _ in pairs]
+    hot = [h.ttft_s or 0.0 for _, h in pairs]
     return PrefixCache(
-        prompt_tokens=last.usage.prompt_tokens,
-        cached_prompt_tokens=last.usage.cached_prompt_tokens,
-        ttft_cold_s=round(c, 4),
-        ttft_cached_s=round(h, 4),
-        speedup=round(c / h, 1) if h > 0 else 0.0,
+        prompt_tokens=pairs[-1][1].prompt_tokens,
+        cached_prompt_tokens=pairs[-1][1].cached_prompt_tokens,
+        ttft_cold_s=_stat(cold, 4),
+        ttft_cached_s=_stat(hot, 4),
+        speedup=_stat([c / h if h > 0 else 0.0 for c, h in zip(cold, hot, strict=True)], 2),
     )
 
 
-# --- presentation ------------------------------------------------------------------------
+# --- presentation ------------------------------------------------------------------------------
+
+
+def _med(s: Stat, scale: float = 1.0, digits: int = 1) -> str:
+    return f"{s.median * scale:.{digits}f}"
+
+
+def _rng(s: Stat, scale: float = 1.0, digits: int = 1) -> str:
+    return f"[dim]{s.min * scale:.{digits}f}–{s.max * scale:.{digits}f}[/]"
 
 
 def _print_table(r: Report, console: Console) -> None:
     console.print(
-        f"[bold]inference benchmark[/] · {r.model} · {r.device} · {r.threads} threads · "
-        f"{r.agents} requests × {r.tokens_per_request} tokens · model load {r.engine_load_s:.2f} s"
+        f"[bold]inference benchmark[/] · {r.model} · {r.device} · {r.threads} threads · {r.slots} slots · "
+        f"{r.agents} requests × {r.tokens_per_request} tokens · {r.rounds} rounds, interleaved · "
+        f"model load {r.engine_load_s:.2f} s"
     )
-    table = Table(caption="TTFT: mean time to first token, from when all were asked / when each was served")
-    table.add_column("path")
-    table.add_column("tokens", justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column("tokens/s", justify="right")
-    table.add_column("TTFT, all asked at once", justify="right")
-    table.add_column("TTFT, own start", justify="right")
-    for name, side in (
-        ("naive (Llama, in turn)", r.naive),
-        ("engine (batched)", r.engine),
-    ):
-        table.add_row(
-            name,
-            str(side.tokens),
-            f"{side.seconds:.2f}",
-            f"{side.tokens_per_s:.1f}",
-            f"{side.ttft_mean_s:.3f} s",
-            f"{side.ttft_own_mean_s:.3f} s",
-        )
+    # Each side: a row of medians over rounds, then a dim row of their ranges (min–max).
+    table = Table(caption="greedy, end-of-generation suppressed · TTFT: mean, from when all were asked")
+    for col in ("path", "tokens/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    for name, side in (("naive", r.naive), ("reference", r.reference), ("engine", r.engine)):
+        picks = ((side.tokens_per_s, 1, 1), (side.ttft_s, 1000, 0), (side.itl_p50_ms, 1, 1),
+                 (side.itl_p99_ms, 1, 1))
+        table.add_row(name, *(_med(s, k, d) for s, k, d in picks))
+        table.add_row("[dim]  min–max[/]", *(_rng(s, k, d) for s, k, d in picks))
     console.print(table)
-    console.print(f"engine / naive throughput: [bold]{r.speedup:.2f}×[/]")
-    pc = r.prefix_cache
-    console.print(
-        f"prefix cache: {pc.prompt_tokens}-token prompt, {pc.cached_prompt_tokens} reused · "
-        f"TTFT cold {pc.ttft_cold_s * 1000:.0f} ms → cached {pc.ttft_cached_s * 1000:.0f} ms "
-        f"([bold]{pc.speedup:.1f}×[/])"
-    )
+    console.print("naive: high-level Llama, one request after another · reference: low-level batch API, "
+                  "no scheduling · engine: all submitted at once")
+    ratios = (("engine ÷ naive", r.engine_over_naive), ("engine ÷ reference", r.engine_over_reference))
+    for label, s in ratios:
+        console.print(f"{label}: [bold]{_med(s, 1, 2)}×[/] ({_rng(s, 1, 2)})")
+
+    u, st, fp, t, pc = r.ttft_under_load, r.prefill_stall, r.fair_prefill, r.turn_taking, r.prefix_cache
+    more = Table(caption="median and min–max over rounds")
+    for col in ("scenario", "median", "min–max"):
+        more.add_column(col, justify="left" if col == "scenario" else "right")
+    ms, s1 = (1000.0, 0, " ms"), (1.0, 0, " ms")
+
+    def row(label: str, s: Stat, how: tuple[float, int, str] = ms) -> None:
+        scale, digits, unit = how
+        more.add_row(label, _med(s, scale, digits) + unit, _rng(s, scale, digits))
+
+    row(f"TTFT, priority-10 request beside {u.generations} long generations", u.ttft_s)
+    row("  of it, waiting for a slot", u.queue_wait_s)
+    row(f"ITL p50, {st.running} running, before a {st.prompt_tokens}-token prompt", st.itl_before_p50_ms, s1)
+    row("  while it is prefilled: p50", st.itl_p50_ms, s1)
+    row("  p99", st.itl_p99_ms, s1)
+    row("  max", st.itl_max_ms, s1)
+    row("  the long prompt's TTFT", st.long_ttft_s)
+    row(f"TTFT, {fp.prompts} × {fp.prompt_tokens}-token prompts at once: first", fp.ttft_first_s)
+    row("  median", fp.ttft_median_s)
+    row("  last", fp.ttft_last_s)
+    row(f"2 agents take turns ({t.first_prompt_tokens} tokens): TTFT 1st turn", t.ttft_first_s)
+    row("  TTFT later turns", t.ttft_later_s)
+    row("  fewest cached prompt tokens, later turns", t.cached_later_min, (1.0, 0, ""))
+    row(f"prefix cache, {pc.prompt_tokens}-token prompt: TTFT cold", pc.ttft_cold_s)
+    row(f"  {pc.cached_prompt_tokens} tokens cached", pc.ttft_cached_s)
+    row("  speedup", pc.speedup, (1.0, 1, "×"))
+    console.print(more)
+    turns = Table(title="turn taking, per turn (medians over rounds)")
+    for col in ("turn", "agent", "prompt tokens", "cached", "TTFT ms"):
+        turns.add_column(col, justify="left" if col == "agent" else "right")
+    for tf in t.turns:
+        turns.add_row(str(tf.turn), tf.agent, str(tf.prompt_tokens), _med(tf.cached_prompt_tokens, 1, 0),
+                      _med(tf.ttft_s, 1000, 0))
+    console.print(turns)
