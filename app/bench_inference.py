@@ -110,6 +110,7 @@ class Report(msgspec.Struct, kw_only=True):
     threads: int
     slots: int
     n_ctx: int
+    kv_layout: str  # "unified": one pool for all slots; "per-slot": n_ctx / slots each
     agents: int
     tokens_per_request: int
     rounds: int
@@ -165,14 +166,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _context(base: int, n: int, slots: int, tokens: int, long: int) -> int:
-    """KV cells for the largest scenario, so none of them runs short and pauses a sequence."""
-    need = max(
+    """KV cells for the largest scenario, so none of them runs short and pauses a sequence:
+    in one pool shared by the slots, or in each slot's n_ctx / slots (the layout is config)."""
+    fair, turn = round(long * sc.FAIR_SCALE) + 64, round(long * sc.TURN_SCALE) + sc.TURNS * 48 + 64
+    running = max(4 * tokens, 256) + 64  # a sequence generating beside the long prompt
+    pool = max(
         n * (4 * tokens + 160),  # the long generations under load, and the throughput sides
-        (slots - 1) * (max(4 * tokens, 256) + 64) + long + 64,  # the prefill stall
-        4 * (round(long * sc.FAIR_SCALE) + 64),
-        2 * (round(long * sc.TURN_SCALE) + sc.TURNS * (min(tokens, 16) + 32) + 64),
-        round(long * sc.CACHE_SCALE) + 128,
-    ) + 256
+        (slots - 1) * running + long + 64,  # the prefill stall
+        4 * fair,
+        2 * turn,
+        round(long * sc.CACHE_SCALE) + 128,  # the prefix cache
+    )
+    one = max(fair, turn, long + 64, running, 4 * tokens + 160)  # the longest single sequence
+    need = max(pool, slots * one) + 256
     return max(base, -(-need // 256) * 256)
 
 
@@ -240,6 +246,8 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
         threads=threads,
         slots=slots,
         n_ctx=n_ctx,
+        # Engines before the layout became a config switch always used one pool.
+        kv_layout="unified" if getattr(inf, "kv_unified", True) else "per-slot",
         agents=n,
         tokens_per_request=tokens,
         rounds=rounds,
@@ -359,6 +367,7 @@ def _rng(s: Stat, scale: float = 1.0, digits: int = 1) -> str:
 def _print_table(r: Report, console: Console) -> None:
     console.print(
         f"[bold]inference benchmark[/] · {r.model} · {r.device} · {r.threads} threads · {r.slots} slots · "
+        f"{r.n_ctx} KV cells ({r.kv_layout}) · "
         f"{r.agents} requests × {r.tokens_per_request} tokens · {r.rounds} rounds, interleaved · "
         f"model load {r.engine_load_s:.2f} s"
     )

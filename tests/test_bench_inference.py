@@ -57,7 +57,7 @@ def _stats(node: Any) -> Iterator[dict[str, Any]]:
 
 @pytest.mark.timeout(300)
 def test_every_side_makes_every_token_each_round_in_a_rotated_order(report: dict[str, Any]) -> None:
-    assert report["rounds"] == ROUNDS
+    assert report["rounds"] == ROUNDS and report["kv_layout"] in ("unified", "per-slot")
     for side in SIDES:
         assert report[side]["tokens"] == [AGENTS * TOKENS] * ROUNDS, side
         assert all(v > 0 for v in report[side]["tokens_per_s"]["rounds"]), side
@@ -134,3 +134,15 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path) -> None:
         proc = _bench(home, *args, timeout=50)
         assert proc.returncode != 0 and proc.stdout == "", proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.timeout(30)
+def test_context_fits_the_longest_sequence_in_either_kv_layout() -> None:
+    from app.bench_inference import _context
+    from app.bench_inference_scenarios import FAIR_SCALE
+
+    for agents, slots, tokens, long in ((5, 5, 128, 1800), (2, 5, 8, 200), (8, 8, 512, 4000), (1, 4, 1, 1)):
+        n_ctx = _context(8192, agents, slots, tokens, long)
+        longest = max(round(long * FAIR_SCALE), long, 4 * tokens + 40)
+        assert n_ctx // slots > longest  # per-slot layout: each slot holds n_ctx / slots cells
+        assert n_ctx >= 4 * round(long * FAIR_SCALE)  # unified: the 4 long prompts at once
