@@ -136,8 +136,9 @@ class Naive:
 
 
 class Reference:
-    """Own model and context (n_seq_max = N, unified KV, the engine's n_ctx, n_batch and
-    threads), loaded once in a worker thread; every call runs on that same thread pool."""
+    """Own model and context (n_seq_max = N, the engine's n_ctx, n_batch, threads and KV
+    layout), loaded once in a worker thread. The layout follows the engine's config so the
+    two attend over the same cells; engines before it was a switch always used one pool."""
 
     def __init__(self, path: Any, inf: InferenceConfig, n_seq: int) -> None:
         import llama_cpp as lib
@@ -154,7 +155,7 @@ class Reference:
         params.n_batch = params.n_ubatch = inf.n_batch
         params.n_seq_max = n_seq
         params.n_threads = params.n_threads_batch = inf.threads
-        params.kv_unified = True
+        params.kv_unified = bool(getattr(inf, "kv_unified", True))
         params.no_perf = True
         self.ctx = lib.llama_init_from_model(self.model, params)
         if not self.ctx:
