@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_crew,
         bench_inference,
         bench_policy,
+        bench_sampling,
         cmd_gate,
         cmd_log,
         cmd_messages,
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", None, "benchmarks: bus, inference, policy, crew, tui")
+    p = add("bench", None, "benchmarks: bus, inference, policy, sampling, crew, tui")
     bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
     b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
     b.set_defaults(handler=bench_bus.cmd_bench_bus)
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("policy", help="how long the permission gate takes to decide")
     b.set_defaults(handler=bench_policy.cmd_bench_policy)
     bench_policy.add_arguments(b, _at_least_one)
+    b = bench.add_parser("sampling", help="per-token sampler cost, plain and under a JSON schema")
+    b.set_defaults(handler=bench_sampling.cmd_bench_sampling)
+    bench_sampling.add_arguments(b, _at_least_one)
     b = bench.add_parser("tui", help="what the cockpit costs: loop lag, redraws, CPU, engine tokens/s")
     b.set_defaults(handler=_bench_tui)
     _add_bench_tui_arguments(b)
