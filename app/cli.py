@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_bus,
         bench_crew,
         bench_inference,
+        bench_kv,
         bench_policy,
         bench_sampling,
         cmd_gate,
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", None, "benchmarks: bus, inference, policy, sampling, crew, tui")
+    p = add("bench", None, "benchmarks: bus, inference, kv, policy, sampling, crew, tui")
     bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
     b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
     b.set_defaults(handler=bench_bus.cmd_bench_bus)
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("crew", help="how well the crew keeps the engine busy (real model)")
     b.set_defaults(handler=bench_crew.cmd_bench_crew)
     bench_crew.add_arguments(b, _at_least_one)
+    b = bench.add_parser("kv", help="what idle caches cost running sequences, per KV layout")
+    b.set_defaults(handler=_bench_kv)
+    bench_kv.add_arguments(b, _at_least_one)
     b = bench.add_parser("policy", help="how long the permission gate takes to decide")
     b.set_defaults(handler=bench_policy.cmd_bench_policy)
     bench_policy.add_arguments(b, _at_least_one)
@@ -265,6 +269,12 @@ def _bench_tui(ctx: object, args: argparse.Namespace) -> int:
     from app import bench_tui  # textual is imported only here
 
     return bench_tui.cmd_bench_tui(ctx, args)  # type: ignore[arg-type]
+
+
+def _bench_kv(ctx: object, args: argparse.Namespace) -> int:
+    from app import bench_kv
+
+    return bench_kv.run(args, ctx.config)  # type: ignore[attr-defined]
 
 
 def _bench_inference(ctx: object, args: argparse.Namespace) -> int:

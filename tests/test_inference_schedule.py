@@ -254,3 +254,20 @@ async def test_five_sequences_that_outgrow_a_unified_pool_all_finish() -> None:
         await eng.stop()
     assert all(r.usage.prompt_tokens > 60 for r in results)
     assert [(r.finish_reason, r.usage.completion_tokens) for r in results] == [("length", 250)] * 5
+
+
+@pytest.mark.timeout(300)
+def test_bench_kv_measures_both_layouts_with_and_without_idle_caches(home: Path) -> None:
+    import json
+
+    from test_cli import ok
+
+    out = ok(home, "bench", "kv", "--agents", "2", "--idle", "1", "--idle-tokens", "300", "--tokens", "12",
+             "--rounds", "2", "--json")
+    report = json.loads(out)
+    cells = {(c["layout"], c["idle_caches"]): c for c in report["cells"]}
+    assert set(cells) == {("unified", 0), ("unified", 1), ("split", 0), ("split", 1)}
+    for c in cells.values():
+        assert 0 < c["step_ms_min"] <= c["step_ms_median"] <= c["step_ms_max"]
+    assert all(cells[layout, 1]["idle_tokens_each"] > 200 for layout in ("unified", "split"))
+    assert set(report["slowdown"]) == {"unified", "split"} and all(v > 0 for v in report["slowdown"].values())
