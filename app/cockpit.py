@@ -125,6 +125,8 @@ class Cockpit(App[int]):
 
     def _main(self, selector: Any, kind: Any = None) -> Any:
         """A widget of the main screen, also while a modal is on top."""
+        if not self.screen_stack:  # torn down (exit) while a tick was reading
+            raise NoMatches(f"no screen for {selector}")
         screen = self.screen_stack[0]
         return screen.query_one(selector) if kind is None else screen.query_one(selector, kind)
 
