@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 from collections.abc import Callable
 
 import msgspec
@@ -32,6 +31,7 @@ from agents.errors import AgentdeckError, ModelError
 from agents.inference import Engine, resolve_model_path
 from app import bench_inference_scenarios as sc
 from app.progress import LoadProgress
+from app.render import print_json
 
 SIDES = ("naive", "reference", "engine")
 _MAX_CTX = 1 << 17  # KV cells; beyond this the figures asked for would not fit in memory
@@ -146,17 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    err = Console(stderr=True)
-    try:
-        report = asyncio.run(_bench(args, config, err))
-    except AgentdeckError as e:
-        print(f"agentdeck: {e}", file=sys.stderr)  # one line, never wrapped (as app.cli does)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """Errors and Ctrl-C go to the CLI's boundary: one line, the error's exit code."""
+    report = asyncio.run(_bench(args, config, Console(stderr=True)))
     if args.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        print_json(report)
     else:
         _print_table(report, Console())
     return 0

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import itertools
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from agents.config import Config, SamplingConfig
 from agents.errors import AgentdeckError
 from agents.inference import Engine, resolve_model_path
 from app.progress import LoadProgress
+from app.render import print_json
 
 _GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=900.0)
 _SKIP = 4  # the first gaps of a stream include admission and prefill
@@ -62,16 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) 
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    try:
-        report = asyncio.run(_bench(args, config, Console(stderr=True)))
-    except AgentdeckError as e:
-        print(f"agentdeck: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """Errors and Ctrl-C go to the CLI's boundary: one line, the error's exit code."""
+    report = asyncio.run(_bench(args, config, Console(stderr=True)))
     if args.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        print_json(report)
     else:
         _print(report, Console())
     return 0
