@@ -339,13 +339,10 @@ class Scheduler:
         if not running:
             return None
         victim = min(running, key=lambda s: (s.priority, -s.order))
-        if self.unified:  # with idle caches evicted, would the cells left be enough?
-            held = sum(s.seq.n_past for s in self.slots if s.seq is not None and s.seq is not victim)
-            if self.n_ctx - held < len(seq.tokens) + 1:
-                return None
-        elif len(seq.tokens) + 1 > self.seq_cells:
-            return None
-        return victim
+        room = self.seq_cells
+        if self.unified:  # the pool less what the others running hold (idle caches can go)
+            room = self.n_ctx - sum(s.seq.n_past for s in self.slots if s.seq not in (None, victim))
+        return victim if len(seq.tokens) + 1 <= room else None
 
     def _fits(self, slot: Slot, need: int) -> bool:
         if self.unified:  # cells other slots leave free
