@@ -22,7 +22,10 @@ class LiveView:
     last_tool_outcome: str = ""  # ok, error, denied, … ("" while it runs)
     tokens: int = 0  # pieces of the current call
     fed: int = 0  # characters of the current call so far (text keeps only the tail)
-    call_started: float = field(default_factory=time.monotonic)
+    call_started: float = field(default_factory=time.monotonic)  # also when the phase began
+    step: int = 0  # the act phase's step now (1-based), 0 outside it
+    max_steps: int = 0  # the most steps this task may take
+    note: str = ""  # what a person should know about the call now ("retrying: …"), else ""
     # Totals since start, for the orchestration overhead (work outside model and tools).
     work_s: float = 0.0  # tasks being worked (not waiting in a queue or blocked)
     model_s: float = 0.0
@@ -30,7 +33,7 @@ class LiveView:
     steps: int = 0
 
     def begin_call(self, phase: str) -> None:
-        self.phase, self.text, self.tokens, self.fed = phase, "", 0, 0
+        self.phase, self.text, self.tokens, self.fed, self.note = phase, "", 0, 0, ""
         self.call_started = time.monotonic()
 
     def feed(self, piece: str) -> None:
