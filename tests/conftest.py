@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from agents.config import DEFAULT_AGENTS
 from agents.store import Store
@@ -19,6 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 # every first command in a test home would rightly say it made them private. The tests
 # of that behaviour set loose modes themselves.
 os.umask(0o077)
+
+# Hypothesis: by default (CI, `make test`) every run draws the same examples, so a property
+# passes or fails by the code and never by the draw; a failure it finds is pinned with
+# @example. `make test-props` explores: HYPOTHESIS_PROFILE=deep, random, many more examples.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("deep", max_examples=5_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
+
+
+def examples(count: int) -> int:
+    """A property's example count: `count`, or the profile's when larger (deep)."""
+    return max(count, settings.default.max_examples)
 
 
 @pytest.fixture

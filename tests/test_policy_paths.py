@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from conftest import AGENTS, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +116,7 @@ COMPONENTS = st.lists(st.sampled_from(["src", "..", ".", "link-out", "link-in", 
                       min_size=1, max_size=7)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(COMPONENTS)
 def test_property_never_allow_a_path_whose_real_target_is_outside(world: dict[str, Path],
                                                                   parts: list[str]) -> None:

@@ -131,8 +131,51 @@ def _literal(node: object) -> str | None:
     return None
 
 
+def _blanks(gap: str) -> list[str] | None:
+    """The text tree-sitter skips between two words, split where bash splits it: it drops
+    `\\ ` and `\\<tab>` as if they were blanks, where bash passes an escaped space on as part
+    of a word (`git \\ status` runs `git ' status'`). The first piece belongs to the word
+    before, the last to the word after, any between stand alone; None: not just blanks."""
+    pieces = [""]
+    blank = False
+    i = 0
+    while i < len(gap):
+        if gap[i] == "\\" and i + 1 < len(gap):
+            if gap[i + 1] != "\n":  # backslash-newline is a line continuation: nothing
+                pieces[-1] += gap[i + 1]
+            blank = False
+            i += 2
+        elif gap[i] in " \t\n":
+            if not blank:
+                pieces.append("")
+            blank = True
+            i += 1
+        else:
+            return None
+    return pieces
+
+
+def _prev_end(node: object) -> int:
+    """Where the token before `node` ends (0: the start of the text)."""
+    while node is not None:
+        if node.prev_sibling is not None:  # type: ignore[attr-defined]
+            return node.prev_sibling.end_byte  # type: ignore[attr-defined]
+        node = node.parent  # type: ignore[attr-defined]
+    return 0
+
+
+def _next_start(node: object, end: int) -> int:
+    """Where the token after `node` starts (`end`: the end of the text)."""
+    while node is not None:
+        if node.next_sibling is not None:  # type: ignore[attr-defined]
+            return node.next_sibling.start_byte  # type: ignore[attr-defined]
+        node = node.parent  # type: ignore[attr-defined]
+    return end
+
+
 class _Walk:
-    def __init__(self) -> None:
+    def __init__(self, source: bytes) -> None:
+        self.source = source
         self.commands: list[list[str]] = []
         self.constructs: set[str] = set()
 
@@ -163,15 +206,18 @@ class _Walk:
         if any(not c.is_named for c in node.children):  # type: ignore[attr-defined]
             self.constructs.add("unusual syntax")  # a bare `$` between words, say
         words: list[str] = []
-        previous_end = None
+        open_word = False  # the last word may go on (nothing unescaped after it yet)
+        previous_end = _prev_end(node)
         for child in node.named_children:  # type: ignore[attr-defined]
-            if child.start_byte == previous_end:
+            if child.start_byte == previous_end and open_word:
                 # Two words with nothing between them are one word to bash (`""\;` is `;`);
                 # tree-sitter-bash sometimes splits them: never plain, so never allowed.
                 self.constructs.add("unusual syntax")
+            joins, prefix = self._gap(words, open_word, previous_end, child.start_byte)
             previous_end = child.end_byte
             if child.type == "variable_assignment":
                 self.constructs.add("assignment before the command")
+                open_word = False
                 continue
             is_name = child.type == "command_name" and child.named_children
             target = child.named_children[0] if is_name else child
@@ -179,10 +225,36 @@ class _Walk:
             if value is None:
                 value = target.text.decode("utf-8", "surrogateescape")
                 self.constructs.add("expansion" if "$" in value or "`" in value else "glob")
-            words.append(value)
+            if joins:
+                words[-1] += value
+            else:
+                words.append(prefix + value)
+            open_word = True
+        _, rest = self._gap(words, open_word, previous_end, _next_start(node, len(self.source)))
+        if rest:
+            words.append(rest)
         if words:
             self.commands.append(words)
             self._unwrap(words, depth)
+
+    def _gap(self, words: list[str], open_word: bool, start: int, end: int) -> tuple[bool, str]:
+        """Adds to `words` what bash makes of the escaped blanks in source[start:end];
+        returns (the next word continues the last one, text the next word starts with)."""
+        pieces = _blanks(self.source[start:end].decode("utf-8", "surrogateescape"))
+        if pieces is None:
+            self.constructs.add("unusual syntax")
+            return False, ""
+        if len(pieces) == 1:
+            if open_word:
+                words[-1] += pieces[0]
+                return True, ""
+            return False, pieces[0]
+        if open_word:
+            words[-1] += pieces[0]
+        elif pieces[0]:
+            words.append(pieces[0])
+        words.extend(p for p in pieces[1:-1] if p)
+        return False, pieces[-1]
 
     def _unwrap(self, words: list[str], depth: int) -> None:
         """The command a wrapper runs, and the script a shell's -c runs, for deny rules."""
@@ -231,11 +303,12 @@ def parse_command(text: str, *, _depth: int = 0) -> ParsedCommand:
                              constructs=["too long"])
     if _CONTROL.search(text):
         constructs.add("control or invisible characters")
-    tree = _parser().parse(text.encode("utf-8", "surrogateescape"))  # type: ignore[attr-defined]
+    source = text.encode("utf-8", "surrogateescape")
+    tree = _parser().parse(source)  # type: ignore[attr-defined]
     root = tree.root_node
     if root.has_error:
         constructs.add("does not parse")
-    walk = _Walk()
+    walk = _Walk(source)
     try:
         walk.visit(root, _depth)
     except RecursionError:  # $( $( $( ... nested thousands deep: ask, never crash
