@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -97,16 +98,49 @@ class Instance:
             log.warning("stdout was closed; no more event lines")
 
     async def run(self) -> int:
-        console = Console(stderr=True)
-        with LoadProgress(console, safe_text(f"loading {self.model.name}")) as progress:
+        loading = LoadProgress(Console(stderr=True), safe_text(f"loading {self.model.name}"))
+        with loading as progress:
             engine = Engine(self.config.inference, model_path=self.model, progress=progress)
             host = Host(self.ctx.db_path, self.config, backend=engine, crew=True,
                         approvals=self.approvals)  # type: ignore[arg-type]
-            async with host:
-                exit_code = await self._present(host, engine)
+            # Before the model loads: a signal in the first second stops cleanly too.
+            restore = self._handle_signals(host)
+            try:
+                await self.say(f"loading model {self.model.name}")
+                async with host:
+                    loading.finish()  # loaded: the bar leaves the screen
+                    exit_code = await self._present(host, engine)
+            finally:
+                restore()
         return exit_code
 
+    def _handle_signals(self, host: Host) -> Callable[[], None]:
+        """SIGINT, SIGTERM and SIGHUP (a closed terminal, `systemctl reload`) stop the host
+        and arm its exit watchdog. signal.signal, not the loop's handler: this runs even
+        while the loop is busy, and the watchdog then ends a stop that cannot finish."""
+        loop = asyncio.get_running_loop()
+
+        def on_signal(_signum: int, _frame: object) -> None:
+            host.exit_within()
+            loop.call_soon_threadsafe(host.stop)
+
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, on_signal) for sig in sigs}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
     async def _present(self, host: Host, engine: Engine) -> int:
+        if not host.stopping.is_set():  # stopped while the model loaded: just say so
+            await self._serve(host, engine)
+        host.exit_within()  # whatever stopped it, the shutdown that follows is bounded
+        await self.say("agentdeck stopped" if host.exit_code == 0 else "agentdeck stopped: claim lost")
+        return host.exit_code
+
+    async def _serve(self, host: Host, engine: Engine) -> None:
         snap = engine.snapshot()
         await self.say(
             f"model {self.model.name} loaded in {engine.load_time_s:.1f} s on "
@@ -115,10 +149,6 @@ class Instance:
         reporter = await host.subscribe()
         assert host.recovery is not None
         await self._report_recovery(host.recovery)
-        loop = asyncio.get_running_loop()
-        # SIGHUP too: a closed terminal or `systemctl reload` must release the row.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, host.stop)
         await self.say(
             f"agentdeck running (pid {host.pid}, home {self.ctx.home}, approvals: "
             f"{self.approvals}); Ctrl-C stops"
@@ -133,8 +163,6 @@ class Instance:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-        await self.say("agentdeck stopped" if host.exit_code == 0 else "agentdeck stopped: claim lost")
-        return host.exit_code
 
     async def _stop_when_idle(self, host: Host) -> None:
         assert host.crew is not None

@@ -29,5 +29,9 @@ class LoadProgress:
         # Rich's Progress is thread-safe: the engine thread may call this directly.
         return lambda value: self._progress.update(task, completed=value)
 
-    def __exit__(self, *exc: object) -> None:
+    def finish(self) -> None:
+        """Take the bar off the screen (loaded); safe to call again, and __exit__ does."""
         self._progress.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()

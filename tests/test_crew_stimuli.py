@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from agents.crew.budget import MESSAGE_OVERHEAD, TokenCounter
 from agents.errors import PermissionDenied, TooManySubtasks
 from agents.inference.scripted import ScriptedBackend, queued
 from agents.inference.types import ChatMessage
-from agents.protocol import OWNER
+from agents.protocol import OWNER, SYSTEM
 from agents.runtime import Host
 from agents.store import Store, queries
 from agents.store import reducers as r
@@ -294,3 +295,55 @@ async def test_waiting_tasks_run_by_priority_then_age(db_path: Path, ws: Path) -
         events = await host.store.read(queries.events_after, 0, 10_000)
     started = [e.payload.task_id for e in events if e.kind == "task.status" and e.payload.new == "active"]
     assert started == [high.id, middle.id, also_middle.id, low.id]
+
+
+# --- schedules do not pile up ---
+
+
+def due_again(store: Store, schedule_id: int) -> None:
+    store.conn.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 1, schedule_id))
+
+
+def test_a_schedule_queues_no_new_run_while_its_last_one_is_unfinished(store: Store) -> None:
+    """Issue 15: health checks piled up while ops was behind. A due schedule whose last
+    task is still queued or active is skipped, and its next run moves on."""
+    s = store.write(r.set_schedule, OWNER, "ops", "health", 60, first_run_at=time.time() - 1)
+    first = store.write(r.fire_schedule, SYSTEM, s.id)
+    assert first is not None
+    for status in (None, "active"):  # queued, then active: skipped both times
+        if status is not None:
+            store.write(r.set_task_status, "ops", first, status)
+        due_again(store, s.id)
+        assert store.write(r.fire_schedule, SYSTEM, s.id) is None
+        [after] = store.read(queries.schedules)
+        assert after.next_run_at > time.time()  # moved on: not retried every tick
+        assert [t.id for t in store.read(queries.tasks, owner="ops")] == [first]
+    store.write(r.set_task_status, "ops", first, "done", "all well")
+    due_again(store, s.id)
+    second = store.write(r.fire_schedule, SYSTEM, s.id)
+    assert second is not None and second != first
+    assert [t.status for t in store.read(queries.tasks, owner="ops")] == ["done", "queued"]
+
+
+async def test_the_host_fires_a_schedule_again_only_once_its_task_is_done(db_path: Path, ws: Path) -> None:
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n')
+    async with Host(db_path, config, backend=ScriptedBackend(queued({}))) as host:  # type: ignore[arg-type]
+        schedule = await host.store.write(r.set_schedule, OWNER, "ops", "tick", 1.0,
+                                          first_run_at=time.time() - 1)
+        moves: set[float] = set()
+
+        async def skipped_twice() -> bool:  # the next run moved on twice after the first
+            [s] = await host.store.read(queries.schedules)
+            moves.add(s.next_run_at)
+            return len(moves) >= 3
+
+        await until(skipped_twice)
+        tasks = await host.store.read(queries.tasks, owner="ops")
+        assert [t.title for t in tasks] == ["[tick] scheduled"]  # no crew: it stays queued
+        await host.store.write(r.set_task_status, "ops", tasks[0].id, "cancelled")
+
+        async def fired_again() -> bool:
+            return len(await host.store.read(queries.tasks, owner="ops")) == 2
+
+        await until(fired_again)
+        assert schedule.id == (await host.store.read(queries.schedules))[0].id

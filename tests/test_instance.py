@@ -8,13 +8,14 @@ import queue
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from conftest import AGENTS, REPO, agentdeck_cmd, subprocess_env
 from test_cli import ok
 
 from agents.protocol import SYSTEM
@@ -25,9 +26,9 @@ from agents.store import reducers as r
 class Running:
     """An instance whose stdout is read on a thread, so waits can time out."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, argv: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            agentdeck_cmd("run", "--headless", *args), env=subprocess_env(home),
+            argv or agentdeck_cmd("run", "--headless", *args), env=subprocess_env(home),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
@@ -165,6 +166,10 @@ def test_restart_after_kill_9_recovers(home: Path, db_path: Path, start: Callabl
     with Store.open(db_path, AGENTS) as store:
         task = store.write(r.create_task, "owner", "build", owner="dev")
         call = store.write(r.start_tool_call, "dev", "run_shell", {"cmd": "make"}, task_id=task.id)
+        # The instance's own call (recovery leaves a live process's calls alone).
+        import psutil
+        store.conn.execute("UPDATE tool_calls SET owner_pid = ?, owner_started = ? WHERE id = ?",
+                           (inst.proc.pid, psutil.Process(inst.proc.pid).create_time(), call.id))
         pending = store.write(r.request_approval, "dev", "run_shell", {"cmd": "make"}, "make", "b", timeout_s=600)
         store.write(r.set_schedule, "ops", "ops", "nightly", 3600, first_run_at=time.time() - 3 * 3600)
     os.kill(inst.proc.pid, signal.SIGKILL)
@@ -305,3 +310,49 @@ def test_the_reporter_prints_hostile_text_escaped(db_path: Path, start: Callable
     assert "\x1b" not in line and "\x9b" not in line and "\u202e" not in line
     # JSON already spells C0 controls as \u001b; the rest is escaped by safe_text.
     assert "\\u001b]0;owned\\u0007" in line and "\\x9b2J\\u202eevil" in line
+
+
+# --- stopping: always, and soon ---
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_ends_an_instance_whose_threads_are_stuck(home: Path) -> None:
+    """Issue 15: a phase stuck in a blocking call (a tokenizer thread, the engine thread)
+    kept the process alive for minutes after "agentdeck stopped". The shutdown steps are
+    bounded and the exit watchdog ends the process; the row is released."""
+    inst = Running(home, argv=[sys.executable, str(REPO / "tests" / "stuck_instance.py"),
+                               "run", "--headless"])
+    try:
+        inst.wait_for("agentdeck running", timeout=30)
+        ok(home, "send", "--to", "dev", "anything")
+        inst.wait_for("STUCK", timeout=30)  # a worker thread now blocks for good
+        started = time.monotonic()
+        inst.proc.send_signal(signal.SIGTERM)
+        assert inst.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 20
+        inst.wait_for("agentdeck stopped", timeout=5)
+        inst.wait_for("exiting now", timeout=5)  # the watchdog's one line
+        assert json.loads(ok(home, "status", "--json"))["instance"] is None
+    finally:
+        if inst.proc.poll() is None:
+            inst.proc.kill()
+            inst.proc.wait()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_the_model_loads_stops_cleanly(home: Path, db_path: Path) -> None:
+    """Issue 15: a SIGTERM before the model had loaded exited 143 with nothing said.
+    The handlers are installed first; the stop waits for the load, then says so."""
+    inst = Running(home)
+    try:
+        inst.wait_for("loading model", timeout=30)  # printed once the handlers are in
+        inst.proc.send_signal(signal.SIGTERM)
+        assert inst.proc.wait(timeout=30) == 0
+        inst.wait_for("agentdeck stopped", timeout=5)
+        assert not any("agentdeck running" in line for line in inst.lines)
+        with Store.open(db_path, AGENTS) as store:
+            assert store.read(queries.instance) is None
+    finally:
+        if inst.proc.poll() is None:
+            inst.proc.kill()
+            inst.proc.wait()

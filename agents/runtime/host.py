@@ -19,6 +19,8 @@ import contextlib
 import logging
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,6 +49,12 @@ TICK_S = 1.0
 # every second but add no event; a WAL that small is left alone.)
 CHECKPOINT_IDLE_S = 2.0
 CHECKPOINT_MIN_WAL = 1 << 20
+# Each shutdown step gets this long: a phase stuck in a blocking call must not keep the
+# instance (its row, its model) from stopping; the step is abandoned and the next runs.
+SHUTDOWN_STEP_S = 3.0
+# Once a stop is requested, the process ends within this long whatever still runs:
+# a thread stuck in a native call (tokenizing, the engine) cannot be interrupted.
+EXIT_GRACE_S = 10.0
 
 ApprovalPolicy = Literal["deny", "cli"]
 
@@ -103,6 +111,7 @@ class Host:
         self._backend_started = False
         self._last_event_seen = -1
         self._quiet_since = time.monotonic()
+        self._watchdog: threading.Thread | None = None
 
     # --- the context manager ---
 
@@ -122,6 +131,32 @@ class Host:
         if not self.stopping.is_set():
             self.exit_code = exit_code
         self.stopping.set()
+
+    def exit_within(self, grace_s: float = EXIT_GRACE_S) -> None:
+        """For a process that is this instance (the front ends, not tests): once called,
+        the process ends within `grace_s` even when a thread stuck in a blocking native
+        call would keep the interpreter alive (Python joins its worker threads at exit).
+        The instance row is released first. Safe to call from a signal handler, twice."""
+        if self._watchdog is not None:
+            return
+        self._watchdog = threading.Thread(target=self._exit_after, args=(grace_s,),
+                                          name="agentdeck-exit-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _exit_after(self, grace_s: float) -> None:
+        time.sleep(grace_s)
+        log.error("still stopping after %g s (a thread is stuck in a blocking call); exiting now",
+                  grace_s)
+        # r.release_instance's delete, on a connection of its own: the loop may be stuck.
+        with contextlib.suppress(Exception):
+            conn = sqlite3.connect(self.db_path, timeout=1.0)
+            with conn:
+                conn.execute("DELETE FROM instance WHERE id = 1 AND pid = ?", (self.pid,))
+            conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(self.exit_code)
 
     async def subscribe(self, name: str | None = None, flt: EventFilter | None = None,
                         start: int | str | None = None) -> Subscription:
@@ -145,7 +180,7 @@ class Host:
         policy = await self.bus.subscribe("instance:approvals", EventFilter(kinds=["approval.requested"]),
                                           start="now")
         self.recovery = await self._recover()
-        if self.run_crew:
+        if self.run_crew and not self.stopping.is_set():  # stopped while the model loaded
             gate = Gate(self.store, self.config, self.db_path.parent)
             self.crew = Crew(self.store, self.bus, self.backend, gate, self.config,  # type: ignore[arg-type]
                              harness=self.harness)
@@ -162,9 +197,8 @@ class Host:
         hold its row, its threads or the model."""
         for task in self._loops:
             task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=SHUTDOWN_STEP_S)
         self._loops.clear()
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if self.crew is not None:
@@ -178,10 +212,15 @@ class Host:
                           lambda: self.store.write(r.release_instance, SYSTEM, self.pid)))
         steps.append(("closing the store", self.store.close))
         for what, step in steps:
-            try:
-                await step()
-            except Exception as err:
-                log.warning("%s failed: %s", what, err)
+            # Not wait_for: it waits for the cancelled step to end, and a step that
+            # swallows cancellation (or waits on a stuck thread) would never end.
+            running = asyncio.ensure_future(step())
+            await asyncio.wait({running}, timeout=SHUTDOWN_STEP_S)
+            if not running.done():
+                running.cancel()
+                log.warning("%s took over %g s; going on without it", what, SHUTDOWN_STEP_S)
+            elif not running.cancelled() and running.exception() is not None:
+                log.warning("%s failed: %s", what, running.exception())
         self._backend_started = self._claimed = False
         self.bus = self.crew = None
 
@@ -258,7 +297,7 @@ class Host:
         fired = []
         for schedule in await self.store.read(queries.due_schedules, time.time()):
             try:
-                fired.append(await self.store.write(r.fire_schedule, SYSTEM, schedule.id))
+                task_id = await self.store.write(r.fire_schedule, SYSTEM, schedule.id)
             except InvalidTransition:
                 continue  # fired meanwhile by someone else
             except sqlite3.OperationalError:
@@ -268,6 +307,12 @@ class Host:
                 log.warning("schedule %d (%s %s) cannot fire: %s; disabled", schedule.id,
                             schedule.agent, schedule.name, reason)
                 await self.store.write(r.mark_schedule_failed, SYSTEM, schedule.id, reason)
+                continue
+            if task_id is None:
+                log.info("schedule %d (%s %s) skipped: its last run is not finished yet",
+                         schedule.id, schedule.agent, schedule.name)
+            else:
+                fired.append(task_id)
         return fired
 
     async def _checkpoint_when_idle(self) -> None:

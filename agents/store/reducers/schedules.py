@@ -8,10 +8,19 @@ from croniter import croniter
 
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
 from agents.limits import MAX_INTERVAL_S, MIN_INTERVAL_S, number_in, timestamp
-from agents.protocol import Schedule, ScheduleFailed, ScheduleFired, ScheduleRemoved, ScheduleSet
+from agents.protocol import (
+    Schedule,
+    ScheduleFailed,
+    ScheduleFired,
+    ScheduleRemoved,
+    ScheduleSet,
+    decode_payload,
+)
 from agents.store import rows
 from agents.store.reducers.tasks import create_task
 from agents.store.tx import Tx
+
+FINISHED = ("done", "failed", "cancelled")  # a schedule's next run waits for these
 
 
 def set_schedule(
@@ -61,9 +70,11 @@ def set_schedule(
     return schedule
 
 
-def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
+def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int | None:
     """Run a due schedule once: a task for its agent, and the next run after now (missed
-    runs while agentdeck was down collapse into this one)."""
+    runs while agentdeck was down collapse into this one). None: skipped, because the
+    task of its last run is not finished yet (an agent behind on its health checks must
+    not find a pile of them); the next run is still moved on."""
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not fire schedules")
     schedule = rows.schedule(tx.row("schedules", schedule_id))
@@ -71,15 +82,13 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
         raise InvalidArgument(f"schedule {schedule_id} is disabled")
     if schedule.next_run_at > tx.now:  # fired already (by another instance, say)
         raise InvalidTransition(f"schedule {schedule_id} is not due")
+    next_run = _next_run(tx, schedule)
+    if last_run_pending(tx, schedule) is not None:
+        tx.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (next_run, schedule_id))
+        return None
     task = create_task(
         tx, actor, f"[{schedule.name}] scheduled", body=schedule.body, owner=schedule.agent
     )
-    next_run = schedule.next_run_at
-    if schedule.cron is not None:  # missed runs collapse into this one
-        next_run = croniter(schedule.cron, tx.now).get_next(float)
-    elif next_run <= tx.now:
-        missed = math.floor((tx.now - next_run) / schedule.interval_s) + 1
-        next_run += missed * schedule.interval_s
     tx.execute(
         "UPDATE schedules SET last_run_at = ?, next_run_at = ? WHERE id = ?",
         (tx.now, next_run, schedule_id),
@@ -89,6 +98,33 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int:
         subject=f"schedule:{schedule_id}", recipient=schedule.agent,
     )
     return task.id
+
+
+def last_run_pending(tx: Tx, schedule: Schedule) -> int | None:
+    """The task of the schedule's last run, while it is not finished (else None)."""
+    fired = tx.one(
+        "SELECT id, payload FROM events WHERE kind = 'schedule.fired' AND subject = ? "
+        "ORDER BY id DESC LIMIT 1", (f"schedule:{schedule.id}",),
+    )
+    if fired is None:
+        return None
+    payload = decode_payload(fired["payload"], fired["id"])
+    assert isinstance(payload, ScheduleFired)
+    task = tx.one("SELECT owner, status FROM tasks WHERE id = ?", (payload.task_id,))
+    # The owner check: a removed schedule's id may be reused by a new one.
+    if task is None or task["owner"] != schedule.agent or task["status"] in FINISHED:
+        return None
+    return payload.task_id
+
+
+def _next_run(tx: Tx, schedule: Schedule) -> float:
+    next_run = schedule.next_run_at
+    if schedule.cron is not None:  # missed runs collapse into this one
+        next_run = croniter(schedule.cron, tx.now).get_next(float)
+    elif next_run <= tx.now:
+        missed = math.floor((tx.now - next_run) / schedule.interval_s) + 1
+        next_run += missed * schedule.interval_s
+    return next_run
 
 
 def remove_schedule(tx: Tx, actor: str, schedule_id: int) -> Schedule:
