@@ -141,6 +141,9 @@ class ToolCall(msgspec.Struct, kw_only=True):
     result: str | None
     started_at: float
     finished_at: float | None
+    # The process running it (pid, start time); None on calls recorded before owners were.
+    owner_pid: int | None = None
+    owner_started: float | None = None
 
 
 class AgentStatus(msgspec.Struct, kw_only=True):

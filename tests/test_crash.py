@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from agents.bus import Bus
 from agents.protocol import OWNER, SYSTEM, ToolFinished
 from agents.store import AsyncStore, Store, queries
 from agents.store.reducers import create_task, interrupt_running_tool_calls
-from tests.conftest import AGENTS, REPO, subprocess_env
+from tests.conftest import AGENTS, REPO, agentdeck_cmd, subprocess_env
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 READER = "crash-reader"
@@ -197,3 +198,83 @@ def test_a_kill_during_a_write_transaction_leaves_the_previous_state(db_path: Pa
         assert t.id >= 1
     finally:
         store.close()
+
+
+# --- whose calls recovery claims ---
+
+OWNED_CALL = (
+    "import os, sys\n"
+    "from agents.store import Store\n"
+    "from agents.store.reducers import start_tool_call\n"
+    "store = Store.open(sys.argv[1], ('lead', 'dev', 'review', 'ops', 'scribe'))\n"
+    "call = store.write(start_tool_call, 'ops', 'system_health', {})\n"
+    "os.write(1, f'CALL {call.id}\\n'.encode())\n"
+    "sys.stdin.read()\n"  # runs until killed
+)
+
+
+def _calls(db_path: Path) -> dict[int, str]:
+    with Store.open(db_path, AGENTS) as store:
+        return {c.id: c.status for c in store.read(queries.tool_calls)}
+
+
+def _wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+def test_recovery_interrupts_a_dead_process_s_call_and_leaves_a_live_tool_run_alone(
+        home: Path, db_path: Path, tmp_path: Path) -> None:
+    """An instance starting beside a running `agentdeck tool run` must not claim its call
+    (it used to: the command ran, then `tool run` failed "already interrupted" and its output
+    was lost); the call of a process killed with -9 is interrupted."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (home / "config.toml").write_text(f'workspace = "{ws}"\nsandbox = "off"\n')
+    gate = ws / "gate"
+    os.mkfifo(gate)  # `cat gate` blocks until the test writes: the call runs as long as we say
+    env = subprocess_env(home)
+    subprocess.run(agentdeck_cmd("rules", "add", "dev", "run_shell", "cat gate", "allow"), env=env,
+                   check=True, capture_output=True, timeout=WAIT_S)
+
+    dead = subprocess.Popen([sys.executable, "-c", OWNED_CALL, str(db_path)], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert dead.stdout is not None
+    dead_id = int(dead.stdout.readline().split()[1])
+    dead.kill()
+    dead.wait(timeout=WAIT_S)
+
+    tool_run = subprocess.Popen(agentdeck_cmd("tool", "run", "dev", "run_shell", '{"command": "cat gate"}'),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    instance = None
+    try:
+        _wait_until(lambda: len(_calls(db_path)) == 2 or tool_run.poll() is not None, "tool run's call")
+        [live_id] = set(_calls(db_path)) - {dead_id}
+        instance = subprocess.Popen(agentdeck_cmd("run", "--headless"), env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+        assert instance.stdout is not None
+        said: list[str] = []
+        for text in instance.stdout:  # recovery is over once it says it is running
+            said.append(text)
+            if "agentdeck running" in text:
+                break
+        assert any(f"tool call {dead_id} (ops system_health) was interrupted" in s for s in said), said
+        assert not any(f"tool call {live_id} " in s for s in said), said
+        assert tool_run.poll() is None  # still blocked in `cat`: recovery ran while it was running
+        assert _calls(db_path) == {dead_id: "interrupted", live_id: "running"}
+
+        fd = os.open(gate, os.O_WRONLY)  # cat has it open for reading
+        os.write(fd, b"finished after the instance started\n")
+        os.close(fd)
+        out, err = tool_run.communicate(timeout=WAIT_S)
+        assert tool_run.returncode == 0, err
+        assert "finished after the instance started" in out and "interrupted" not in out + err
+        assert _calls(db_path) == {dead_id: "interrupted", live_id: "ok"}
+    finally:
+        for proc in (tool_run, instance):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=WAIT_S)

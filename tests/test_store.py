@@ -1044,3 +1044,20 @@ def test_disabled_schedule_does_not_fire(store: Store) -> None:
     s = store.write(set_schedule, OWNER, "ops", "tick", 10, enabled=False, first_run_at=0)
     refused(store, InvalidArgument, fire_schedule, SYSTEM, s.id)
     refused(store, NotFound, fire_schedule, SYSTEM, 999)
+
+
+def test_recovery_claims_only_calls_whose_process_is_gone(store: Store) -> None:
+    import psutil
+
+    parent = psutil.Process(os.getppid())  # alive for the whole test, and not this process
+    live, reused, legacy, mine = (store.write(start_tool_call, "dev", "shell", {"i": i}) for i in range(4))
+    assert (mine.owner_pid, mine.owner_started) == (os.getpid(), psutil.Process().create_time())
+    owners = {live.id: (parent.pid, parent.create_time()),
+              reused.id: (parent.pid, parent.create_time() - 60),  # the pid now belongs to another
+              legacy.id: (None, None)}  # written before owners were recorded
+    for call_id, (pid, started) in owners.items():
+        store.conn.execute("UPDATE tool_calls SET owner_pid = ?, owner_started = ? WHERE id = ?",
+                           (pid, started, call_id))
+    interrupted = store.write(interrupt_running_tool_calls, SYSTEM)
+    assert [c.id for c in interrupted] == [reused.id, legacy.id, mine.id]
+    assert store.read(queries.tool_calls, status="running")[0].id == live.id

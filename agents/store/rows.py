@@ -81,6 +81,7 @@ def tool_call(r: sqlite3.Row) -> ToolCall:
         id=r["id"], agent=r["agent"], task_id=r["task_id"], tool=r["tool"],
         arguments=json.loads(r["arguments"]), status=r["status"], result=r["result"],
         started_at=r["started_at"], finished_at=r["finished_at"],
+        owner_pid=r["owner_pid"], owner_started=r["owner_started"],
     )
 
 

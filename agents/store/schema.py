@@ -221,5 +221,13 @@ ALTER TABLE tasks ADD COLUMN message_id INTEGER REFERENCES messages (id);
 CREATE UNIQUE INDEX tasks_by_message ON tasks (message_id) WHERE message_id IS NOT NULL;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
+# v6: the process that runs a tool call (pid, and its start time so that a reused pid is not
+# taken for it): recovery interrupts only calls whose process is gone, never another live
+# process's (`agentdeck tool run`). NULL on older rows: those are interrupted as before.
+_V6 = """
+ALTER TABLE tool_calls ADD COLUMN owner_pid INTEGER;
+ALTER TABLE tool_calls ADD COLUMN owner_started REAL;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
