@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("send", commands.cmd_send, "give the crew a task; prints its id")
     p.add_argument("--to", metavar="AGENT", help="assign it to this agent (default: the router)")
     p.add_argument("--priority", type=_priority, default=1, help="0..9, higher first (default 1)")
-    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the request; - reads it from stdin "
+                   "(the title is its first line)")
 
     p = add("tell", cmd_messages.cmd_tell, "send AGENT a direct message; it becomes work for that agent")
     p.add_argument("agent", metavar="AGENT")

@@ -31,14 +31,19 @@ def clean_argument(text: str) -> str:
 
 
 def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
-    text = clean_argument(" ".join(args.text)).strip()
-    if not text:
-        raise InvalidArgument("nothing to send: give the request as TEXT")
     agents = ctx.config.enabled_agents()
     if args.to is not None and args.to not in agents:
         known = ", ".join(agents)
         raise InvalidArgument(f"unknown agent {args.to!r} (agents: {known})", exit_code=2)
-    first_line = text.splitlines()[0]
+    if args.text == ["-"]:  # the convention: the request comes on stdin
+        text = sys.stdin.buffer.read().decode("utf-8", "replace").strip()
+        if not text:
+            raise InvalidArgument("nothing to send: stdin was empty (`send -` reads the request from it)")
+    else:
+        text = clean_argument(" ".join(args.text)).strip()
+        if not text:
+            raise InvalidArgument("nothing to send: give the request as TEXT")
+    first_line = " ".join(text.splitlines()[0].split())
     title = first_line if len(first_line) <= TITLE_WIDTH else first_line[: TITLE_WIDTH - 1] + "…"
     task = ctx.store.write(
         create_task, OWNER, title, body=text, owner=args.to, priority=args.priority

@@ -56,6 +56,24 @@ def test_send_prints_only_the_new_task_id(home: Path) -> None:
         assert t["created_by"] == "owner" and t["status"] == "queued"
 
 
+def test_send_dash_reads_the_request_from_stdin(home: Path) -> None:
+    """Issue 15: `send -` made a task titled "-". The body comes from stdin; the title is
+    its first line, shortened; empty stdin is a one-line error and writes nothing."""
+    body = "  the build fails on main\nsteps: make test\n\tsee the log\n"
+    task_id = int(run(home, "send", "--to", "dev", "-", stdin=body).stdout)
+    [task] = json.loads(ok(home, "tasks", "--json"))
+    assert (task["id"], task["title"], task["body"]) == (task_id, "the build fails on main", body.strip())
+    long = run(home, "send", "-", stdin="x" * 500 + "\nmore")
+    assert long.returncode == 0
+    titles = [t["title"] for t in json.loads(ok(home, "tasks", "--json"))]
+    assert len(titles[-1]) <= 120 and titles[-1].endswith("…")
+    for empty in ("", " \n\t\n"):
+        proc = run(home, "send", "--to", "dev", "-", stdin=empty)
+        assert proc.returncode != 0
+        assert "stdin was empty" in one_line_error(proc)
+    assert len(json.loads(ok(home, "tasks", "--json"))) == 2
+
+
 def test_send_to_unknown_agent_is_exit_2_and_writes_nothing(home: Path) -> None:
     proc = run(home, "send", "--to", "nobody", "hello")
     assert proc.returncode == 2
