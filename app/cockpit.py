@@ -29,11 +29,13 @@ from textual.widgets import Footer, Header, Input, ProgressBar, Static, TabbedCo
 from textual.worker import Worker, WorkerState
 
 from agents.errors import AgentdeckError
+from agents.home import write_private_text
 from agents.protocol import OWNER, Approval, to_builtins
 from agents.safe_text import safe_json, safe_text
-from agents.store import EventFilter, queries
+from agents.store import EventFilter, queries, rows
 from agents.store import reducers as r
 from app.connection import Connection
+from app.render import shorten
 from themes import AGENTDECK, STYLESHEET, THEMES
 from widgets.agent_pane import AgentPane
 from widgets.approval import GRACE_S, ApprovalModal
@@ -50,6 +52,8 @@ EVENT_QUEUE = 1024
 SHUTDOWN_S = 15.0  # the crew's ordered stop, at most
 UI_CPU_BUDGET = 0.2  # of one core, for the UI thread (drawing, reading the deck)
 MOST_SKIPPED = 3  # frames skipped per frame drawn, at most: a quarter of refresh_hz
+TAB_FOCUS = {"tasks": "#task-tree", "log": "#log-lines", "channels": "#channel-select",
+             "memory": "#memory-query"}  # each tab's main widget, focused when the tab is shown
 
 
 class Cockpit(App[int]):
@@ -57,13 +61,14 @@ class Cockpit(App[int]):
     CSS_PATH = STYLESHEET
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "quit", id="app.quit", priority=True),
-        Binding("f7", "next_approval", "approvals", id="approvals.next"),
-        Binding("f2", "maximize_pane", "maximize pane", id="pane.maximize"),
-        Binding("f8", "focus_composer", "compose", id="composer.focus"),
-        Binding("f3", "show_tab('tasks')", "tasks", id="tab.tasks"),
-        Binding("f4", "show_tab('log')", "log", id="tab.log"),
-        Binding("f5", "show_tab('channels')", "channels", id="tab.channels"),
-        Binding("f6", "show_tab('memory')", "memory", id="tab.memory"),
+        # Priority: the F-keys work whatever has focus (a tree or an input would eat them).
+        Binding("f7", "next_approval", "approvals", id="approvals.next", priority=True),
+        Binding("f2", "maximize_pane", "maximize pane", id="pane.maximize", priority=True),
+        Binding("f8", "focus_composer", "compose", id="composer.focus", priority=True),
+        Binding("f3", "show_tab('tasks')", "tasks", id="tab.tasks", priority=True),
+        Binding("f4", "show_tab('log')", "log", id="tab.log", priority=True),
+        Binding("f5", "show_tab('channels')", "channels", id="tab.channels", priority=True),
+        Binding("f6", "show_tab('memory')", "memory", id="tab.memory", priority=True),
     ]
 
     def __init__(self, connection: Connection, home: Path, *, grace_s: float = GRACE_S,
@@ -193,7 +198,12 @@ class Cockpit(App[int]):
             channels.show(await store.read(queries.direct_messages, OWNER))
         else:
             channels.show(await store.read(queries.messages, channels.selected))
-        self.pending = sorted(await store.read(queries.approvals, status="pending"), key=lambda a: a.id)
+        now = self.clock()
+        # One past its time is over: the instance marks it expired on its next pass.
+        self.pending = sorted((a for a in await store.read(queries.approvals, status="pending")
+                               if a.expires_at > now), key=lambda a: a.id)
+        if self.on_screen is not None and all(a.id != self.on_screen for a in self.pending):
+            await self._gone(self.on_screen)
         self._show_badge()
         self._next_modal()
 
@@ -233,8 +243,31 @@ class Cockpit(App[int]):
         self.push_screen(ApprovalModal(approval, grace_s=self.grace_s, clock=self.clock),
                          lambda answer, a=approval: self._answered(a, answer))
 
+    async def _gone(self, approval_id: int) -> None:
+        """The approval on screen was decided elsewhere (`agentdeck approve`) or ran out of
+        time: off the screen at once, so no key decides it again, and say what became of it."""
+        modal = self.screen
+        if not isinstance(modal, ApprovalModal) or modal.approval.id != approval_id:
+            return  # something is on top of it (the palette): the next refresh tries again
+        assert self.connection.store is not None
+        now = await self.connection.store.read(queries.approval, approval_id)
+        if now is None:
+            said = f"approval {approval_id} is gone"
+        elif now.status in ("pending", "expired"):
+            said = f"approval {approval_id} expired"
+        else:
+            where = " in another terminal" if now.decided_by == "user" else ""
+            by = f" by {now.decided_by}" if now.decided_by else ""
+            said = f"approval {approval_id} {now.status}{by}{where}"
+        if self.screen is modal:  # not answered by a key while the read was under way
+            modal.dismiss("gone")
+            self.notify(safe_text(said))
+
     def _answered(self, approval: Approval, answer: str | None) -> None:
         self.on_screen = None
+        if answer == "gone":  # decided elsewhere or expired: nothing left to decide
+            self._show_badge()
+            return
         if answer in (None, "later", "goto"):
             self.later.add(approval.id)
             if answer == "goto" and approval.agent in self.panes:
@@ -296,11 +329,20 @@ class Cockpit(App[int]):
             return
         self.notify(safe_text(f"task {task.id} sent to {owner or 'the router'}"))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The main screen's F-keys are priority bindings; while a modal (an approval, the
+        palette) is up they pass the key on to it instead."""
+        if action in ("show_tab", "maximize_pane", "focus_composer"):
+            return len(self.screen_stack) == 1
+        return True
+
     def action_focus_composer(self) -> None:
         self._main(Composer).focus()
 
     def action_show_tab(self, tab: str) -> None:
+        """Show the tab and focus what it is used through, so the keyboard alone reaches it."""
         self._main(TabbedContent).active = tab
+        self._main(TAB_FOCUS[tab]).focus()
 
     def action_maximize_pane(self) -> None:
         focused = self.focused
@@ -324,9 +366,9 @@ class Cockpit(App[int]):
         store = self.connection.store
         if store is None:
             return
-        detail = await store.read(task_detail, event.task_id)
+        text, steps = await store.read(task_detail, event.task_id)
         if self._selected_task == event.task_id:
-            self._main(TaskView).show_detail(detail)
+            self._main(TaskView).show_detail(text, steps)
 
     @on(MemoryBrowser.Search)
     async def _search_memory(self, event: MemoryBrowser.Search) -> None:
@@ -392,34 +434,61 @@ class Cockpit(App[int]):
         self.exit(0)
 
 
-def task_detail(conn, task_id: int) -> str:  # type: ignore[no-untyped-def]
+DETAIL_CHARS = 4000  # of a task's body, and of its result: a 1 MB result took seconds to draw
+DETAIL_STEPS = 200  # step events and tool calls listed, the latest
+
+
+def capped(text: str, limit: int = DETAIL_CHARS) -> str:
+    """The first `limit` characters, and how many more there are and where to read them."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… {len(text) - limit} more characters (agentdeck tasks --json)"
+
+
+def step_line(kind: str, body: dict[str, Any]) -> str:
+    """One phase event as a person reads it: what was decided or called, and how it went."""
+    if kind == "triage":
+        to = f" to {body['delegate_to']}" if body.get("delegate_to") else ""
+        by = " (by rule)" if body.get("by") == "rule" else ""
+        return f"triage: {body.get('action')}{to}{by}: {shorten(str(body.get('reason', '')), 100)}"
+    if kind == "step":
+        number, summary = body.get("step"), shorten(str(body.get("summary", "")), 100)
+        if body.get("tool") is None:
+            return f"step {number}: final answer: {summary}"
+        decision = f" ({body['decision']})" if body.get("decision") else ""
+        return f"step {number}: {body.get('tool')} {summary}{decision} → {body.get('status')}"
+    if kind == "reflect":
+        return (f"reflect: {body.get('outcome')}, importance {body.get('importance')}: "
+                f"{shorten(str(body.get('lesson', '')), 100)}")
+    return f"{kind}: {shorten(json.dumps(body, ensure_ascii=False), 100)}"
+
+
+def task_detail(conn, task_id: int) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """The task (body and result capped) and, drawn only when asked for, its steps and tool calls."""
     task = queries.task(conn, task_id)
     if task is None:
-        return f"task {task_id} is gone"
-    lines = [f"#{task.id} {task.title}",
-             f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
-             f" · priority {task.priority}",
-             "", task.body or "(no body)", "", f"result: {task.result or '-'}"]
-    steps = queries.recent_events(conn, 200, [f"task:{task_id}"])
-    phases = [e for e in steps if e.kind.startswith("agent.")]
-    if phases:
-        lines += ["", "steps:"]
-        for e in phases:
+        return f"task {task_id} is gone", []
+    text = "\n".join([f"#{task.id} {task.title}",
+                      f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
+                      f" · priority {task.priority}",
+                      "", capped(task.body or "(no body)"), "", f"result: {capped(task.result or '-')}"])
+    steps = []
+    for e in queries.recent_events(conn, DETAIL_STEPS, [f"task:{task_id}"]):
+        if e.kind.startswith("agent."):
             body = to_builtins(e.payload)
-            body.pop("type", None)  # type: ignore[union-attr]
-            body.pop("task_id", None)  # type: ignore[union-attr]
-            lines.append(f"  {e.kind.removeprefix('agent.')}: {json.dumps(body, ensure_ascii=False)}")
-    calls = [c for c in queries.tool_calls(conn) if c.task_id == task_id]
+            steps.append(step_line(e.kind.removeprefix("agent."), body if isinstance(body, dict) else {}))
+    calls = [rows.tool_call(row) for row in conn.execute(
+        "SELECT * FROM tool_calls WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, DETAIL_STEPS))]
     if calls:
-        lines += ["", "tool calls:"]
-        lines += [f"  #{c.id} {c.tool} {c.status}: {json.dumps(c.arguments, ensure_ascii=False)}"
-                  for c in calls]
-    return "\n".join(lines)
+        steps += ["", "tool calls:"]
+        steps += [f"  #{c.id} {c.tool} {shorten(json.dumps(c.arguments, ensure_ascii=False), 100)}"
+                  f" → {c.status}" for c in reversed(calls)]
+    return text, steps
 
 
 def _write_export(folder: Path, path: Path, text: str) -> None:
     folder.mkdir(mode=0o700, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_private_text(path, text)
 
 
 UI_STATE = "ui.json"
@@ -434,5 +503,5 @@ def remembered_theme(home: Path, configured: str) -> str:
 
 
 def remember_theme(home: Path, theme: str) -> None:
-    if theme in THEMES and home.is_dir():
-        (home / UI_STATE).write_text(json.dumps({"theme": theme}))
+    if theme in THEMES and home.is_dir():  # private like every file in the home (0600)
+        write_private_text(home / UI_STATE, json.dumps({"theme": theme}))

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import stat
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from conftest import AGENTS
 
@@ -209,3 +213,198 @@ async def test_the_theme_picked_is_remembered(home: Path, db_path: Path, ws: Pat
     again = make_app(Attached(db_path, config_for(ws)), home)
     assert again.theme == "textual-light"
     await asyncio.sleep(0)
+
+
+# --- approvals decided elsewhere, private ui state, the task detail, the keyboard ---
+
+
+def notes(app) -> list[str]:  # type: ignore[no-untyped-def]
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_an_approval_decided_in_another_terminal_leaves_the_screen_and_says_so(
+        home: Path, db_path: Path, ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        first = ask(store, "dev", "read_file", {"path": "a.txt"})
+    app = make_app(Attached(db_path, config_for(ws)), home, grace_s=0.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal))
+        with Store.open(db_path, AGENTS) as store:  # `agentdeck approve 1`, another process
+            store.write(r.decide_approval, OWNER, first, True)
+        await wait_for(pilot, lambda: not isinstance(app.screen, ApprovalModal), within=5)
+        await wait_for(pilot, lambda: f"approval {first} approved by user in another terminal" in notes(app))
+        await pilot.press("n")  # what would have denied it: now it decides nothing, and no error
+        await pilot.pause(1.3)  # a slow refresh came and went
+        assert not isinstance(app.screen, ApprovalModal)
+        assert not [n for n in app._notifications if n.severity == "error"], notes(app)
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.approval, first).status == "approved"
+
+
+async def test_an_approval_past_its_time_leaves_the_screen_as_expired(home: Path, db_path: Path,
+                                                                      ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        first = ask(store, "dev", "read_file", {"path": "a.txt"})
+        expires = store.read(queries.approval, first).expires_at
+    now = [expires - 300]
+    app = make_app(Attached(db_path, config_for(ws)), home, grace_s=0.0, clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal))
+        now[0] = expires + 1  # nobody has marked it expired yet: its time alone ends it
+        await wait_for(pilot, lambda: not isinstance(app.screen, ApprovalModal), within=5)
+        await wait_for(pilot, lambda: f"approval {first} expired" in notes(app))
+        assert "0 approval" not in str(app.query_one("#approval-badge").render())
+        assert not app.pending
+
+
+async def test_the_remembered_theme_file_is_private_whatever_the_umask(home: Path, db_path: Path,
+                                                                        ws: Path) -> None:
+    old = os.umask(0o022)  # a usual umask: a plain write would leave ui.json 0644
+    try:
+        app = make_app(Attached(db_path, config_for(ws)), home)
+        async with app.run_test(size=SIZE) as pilot:
+            app.theme = "textual-light"
+            await pilot.pause(0.1)
+    finally:
+        os.umask(old)
+    assert json.loads((home / "ui.json").read_text()) == {"theme": "textual-light"}
+    assert stat.S_IMODE((home / "ui.json").stat().st_mode) == 0o600
+
+
+def detail_text(app) -> str:  # type: ignore[no-untyped-def]
+    return str(app.query_one("#task-detail-text").render())
+
+
+async def test_a_task_with_a_megabyte_result_shows_a_capped_detail_and_steps_on_demand(
+        home: Path, db_path: Path, ws: Path) -> None:
+    from agents.protocol import AgentStepped
+    from app.cockpit import DETAIL_CHARS
+
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "dump everything", owner="dev")
+        store.write(r.set_task_status, "dev", task.id, "active")
+        for n in range(1, 4):
+            store.write(r.record_phase, "dev", AgentStepped(task_id=task.id, step=n, tool="read_file",
+                                                            decision="allow", status="ok",
+                                                            summary="x" * 100_000))
+        store.write(r.set_task_status, "dev", task.id, "done", "y" * 1_000_000)
+    app = make_app(Attached(db_path, config_for(ws)), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.connection.ready.is_set)
+        app.open_task(task.id)
+        await wait_for(pilot, lambda: "dump everything" in detail_text(app))
+        shown = detail_text(app)
+        assert len(shown) < DETAIL_CHARS + 1000
+        assert f"… {1_000_000 - DETAIL_CHARS} more characters (agentdeck tasks --json)" in shown
+        steps = app.query_one("#task-steps-text")
+        assert str(steps.render()) == ""  # not drawn until asked for
+        app.query_one("#task-steps").collapsed = False
+        await wait_for(pilot, lambda: "step 3: read_file" in str(steps.render()))
+        assert len(str(steps.render())) < 1000  # each line shortened
+
+
+def test_task_steps_read_as_lines_not_json(db_path: Path) -> None:
+    from agents.protocol import AgentReflected, AgentStepped, AgentTriaged
+    from app.cockpit import task_detail
+
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "check the disk", owner="ops")
+        store.write(r.set_task_status, "ops", task.id, "active")
+        store.write(r.record_phase, "ops", AgentTriaged(task_id=task.id, action="act", reason="mine"))
+        store.write(r.record_phase, "ops", AgentStepped(task_id=task.id, step=1, tool="run_shell",
+                                                        decision="ask", status="ok", summary="df -h /"))
+        store.write(r.record_phase, "ops", AgentStepped(task_id=task.id, step=2, tool=None, decision=None,
+                                                        status="final", summary="42% used"))
+        store.write(r.record_phase, "ops", AgentReflected(task_id=task.id, outcome="success",
+                                                          lesson="df answers it", importance=2,
+                                                          memory_id=None))
+        _, steps = store.read(task_detail, task.id)
+    assert steps == ["triage: act: mine", "step 1: run_shell df -h / (ask) → ok",
+                     "step 2: final answer: 42% used", "reflect: success, importance 2: df answers it"]
+
+
+async def test_f3_to_f6_show_and_focus_each_tab_and_the_tree_selects_by_keyboard(
+        home: Path, db_path: Path, ws: Path) -> None:
+    from textual.widgets import TabbedContent
+
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.create_task, OWNER, "first task", owner="dev")
+        store.write(r.create_task, OWNER, "second task", owner="ops")
+    app = make_app(Attached(db_path, config_for(ws)), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.query_one("#task-tree").root.children) == 2)
+        tabs = app.query_one(TabbedContent)
+        for key, tab, widget in (("f4", "log", "log-lines"), ("f5", "channels", "channel-select"),
+                                 ("f6", "memory", "memory-query"), ("f3", "tasks", "task-tree")):
+            await pilot.press(key)  # from whatever the last one focused (an input, a select, a log)
+            await wait_for(pilot, lambda t=tab, w=widget: tabs.active == t and app.focused is not None
+                           and app.focused.id == w, within=5)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "#1 first task" in detail_text(app), within=5)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "#2 second task" in detail_text(app), within=5)
+        await pilot.click("#task-tree")  # after a click, the F-keys still work
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: tabs.active == "log" and app.focused.id == "log-lines", within=5)
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: app.focused.id == "composer", within=5)
+
+
+def test_the_pane_head_shows_the_phase_once_its_age_and_the_step() -> None:
+    from agents.runtime.deck import AgentView
+    from widgets.agent_pane import head_text
+
+    base = {"name": "dev", "health": "green", "task_id": 1, "task_title": "t", "text": "", "call": "c",
+            "fed": 0, "last_tool": None, "last_tool_outcome": "", "tokens_per_s": 0.0, "detail": ""}
+    triage = AgentView(**base, state="triage", phase="triage", phase_started=100.0)
+    assert head_text(triage, 117.4).plain == "● dev  ◇ triage · 17s"
+    act = AgentView(**base, state="acting", phase="step 2", step=2, max_steps=8, phase_started=100.0)
+    assert head_text(act, 103.0).plain == "● dev  ▶ act · step 2/8 · 3s"
+    idle = AgentView(**base, state="idle", phase="")
+    assert head_text(idle, 103.0).plain == "● dev  ○ idle"
+
+
+async def test_the_deck_carries_step_note_and_phase_age_to_the_pane(db_path: Path) -> None:
+    from textual.app import App
+
+    from agents.crew.live import LiveView
+    from agents.runtime.deck import read_deck
+    from agents.store import AsyncStore
+
+    live = LiveView(agent="dev", state="acting", task_id=None)
+    live.begin_call("step 2")
+    live.step, live.max_steps, live.note = 2, 8, "retrying: the output did not parse \x1b[2J"
+    store = AsyncStore(db_path, list(AGENTS))
+    await store.open()
+    try:
+        deck = await read_deck(store, list(AGENTS), live={"dev": live})
+    finally:
+        await store.close()
+    view = next(v for v in deck.agents if v.name == "dev")
+    assert (view.step, view.max_steps, view.phase_started) == (2, 8, live.call_started)
+
+    class One(App[None]):
+        def compose(self):  # type: ignore[no-untyped-def]
+            yield AgentPane("dev")
+
+    app = One()
+    async with app.run_test() as pilot:
+        pane = app.query_one(AgentPane)
+        await pane.show(view, now=live.call_started + 17)
+        await pilot.pause()
+        head = str(pane.query_one(".pane-head").render())
+        tool = str(pane.query_one(".pane-tool").render())
+    assert "step 2/8 · 17s" in head
+    assert tool == "⟳ retrying: the output did not parse \\x1b[2J"
+
+
+def test_no_reason_given_shows_no_agent_says_line() -> None:
+    from agents.protocol import Approval
+    from agents.runtime.approval_text import approval_lines
+
+    a = Approval(id=1, agent="dev", task_id=None, tool_call_id=None, tool="read_file", arguments={},
+                 resolved="/x", reason="", status="pending", decided_by=None, scope=None, created_at=0.0,
+                 expires_at=60.0, decided_at=None)
+    assert not [line for line in approval_lines(a, 0.0) if "agent says" in line]
+    said = approval_lines(msgspec.structs.replace(a, reason="to read it"), 0.0)
+    assert "  agent says:  'to read it'  (the model's words)" in said

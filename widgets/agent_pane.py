@@ -11,6 +11,8 @@ inference a third of its speed (`agentdeck bench tui`).
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -35,15 +37,29 @@ PLAIN_TAIL = 2000  # characters of JSON output shown (the pane shows far fewer l
 HEALTH = {"green": ("●", "green"), "amber": ("▲", "yellow"), "red": ("✖", "red")}
 
 
-def head_text(view: AgentView) -> Text:
+def progress_text(view: AgentView, now: float) -> str:
+    """What the call adds to the state word, each thing once: `step 2/8 · 17s`, `17s`
+    (the time in the phase: a long prefill shows it is still going)."""
+    parts = []
+    if view.max_steps:
+        parts.append(f"step {view.step}/{view.max_steps}")
+    elif view.phase and view.phase not in STATES.get(view.state, ("", ""))[0]:
+        parts.append(safe_text(view.phase))  # a phase the state word does not already say
+    if view.phase and view.phase_started:
+        parts.append(f"{max(0, int(now - view.phase_started))}s")
+    return " · ".join(parts)
+
+
+def head_text(view: AgentView, now: float) -> Text:
     state, _ = STATES.get(view.state, (f"? {view.state}", ""))
     glyph, colour = HEALTH.get(view.health, ("?", "white"))
     text = Text()
     text.append(f"{glyph} ", style=colour)
     text.append(safe_text(view.name), style="bold")
     text.append(f"  {state}")
-    if view.phase:
-        text.append(f" · {safe_text(view.phase)}", style="dim")
+    progress = progress_text(view, now)
+    if progress:
+        text.append(f" · {progress}", style="dim")
     if view.tokens_per_s:
         text.append(f"  {view.tokens_per_s:.0f} tok/s", style="dim")
     return text
@@ -80,17 +96,20 @@ class AgentPane(Vertical):
             yield Markdown("")
         yield Static("", classes="pane-tool")
 
-    async def show(self, view: AgentView) -> None:
-        summary = (view.state, view.health, view.phase, round(view.tokens_per_s), view.task_id,
-                   view.task_title, view.last_tool, view.last_tool_outcome, view.detail)
+    async def show(self, view: AgentView, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        summary = (view.state, view.health, progress_text(view, now), round(view.tokens_per_s), view.task_id,
+                   view.task_title, view.last_tool, view.last_tool_outcome, view.detail, view.note)
         if summary != self._last:
             self._last = summary
             # One line each, fixed: no layout pass (a full reflow per tick cost the engine CPU).
-            self.query_one(".pane-head", Static).update(head_text(view), layout=False)
+            self.query_one(".pane-head", Static).update(head_text(view, now), layout=False)
             task = f"#{view.task_id} {view.task_title}" if view.task_id else "no task"
             self.query_one(".pane-task", Static).update(Text(safe_text(task)), layout=False)
             outcome = f" → {view.last_tool_outcome}" if view.last_tool_outcome else " (running)"
             tool = f"last tool: {view.last_tool}{outcome}" if view.last_tool else view.detail
+            if view.note:  # a retried parse says so while it lasts (the next call clears it)
+                tool = f"⟳ {view.note}"
             self.query_one(".pane-tool", Static).update(Text(safe_text(tool)), layout=False)
             for _, cls in STATES.values():
                 if cls:

@@ -1,5 +1,6 @@
-"""The task tree: parent links, status and owner; selecting a task shows its body,
-result, steps and tool calls (which the app loads and hands back)."""
+"""The task tree: parent links, status and owner; selecting a task (arrows or a click)
+shows its body and result, capped, and its steps and tool calls, drawn only when their
+section is opened (which the app loads and hands back)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Static, Tree
+from textual.widgets import Collapsible, Static, Tree
 
 from agents.protocol import Task
 from agents.safe_text import safe_text
@@ -30,6 +31,7 @@ class TaskView(Horizontal):
     def __init__(self) -> None:
         super().__init__(id="task-view")
         self._shape: tuple[object, ...] = ()
+        self._steps: list[str] = []  # the selected task's steps, drawn when their section opens
 
     def compose(self) -> ComposeResult:
         tree: Tree[int] = Tree("tasks", id="task-tree")
@@ -37,6 +39,11 @@ class TaskView(Horizontal):
         yield tree
         with VerticalScroll(id="task-detail"):
             yield Static("select a task to see its body, result, steps and tool calls", id="task-detail-text")
+            with Collapsible(title="steps and tool calls", collapsed=True, id="task-steps"):
+                yield Static("", id="task-steps-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#task-steps", Collapsible).display = False
 
     def show(self, tasks: list[Task]) -> None:
         """Rebuild the tree only when something in it changed."""
@@ -62,8 +69,25 @@ class TaskView(Horizontal):
         if selected in nodes:
             tree.move_cursor(nodes[selected])
 
-    def show_detail(self, text: str) -> None:
+    def show_detail(self, text: str, steps: list[str]) -> None:
         self.query_one("#task-detail-text", Static).update(Text(safe_text(text, keep_newlines=True)))
+        self._steps = steps
+        section = self.query_one("#task-steps", Collapsible)
+        section.display = bool(steps)
+        self._draw_steps()
+
+    def _draw_steps(self) -> None:
+        section = self.query_one("#task-steps", Collapsible)
+        text = "\n".join(safe_text(line) for line in self._steps) if not section.collapsed else ""
+        self.query_one("#task-steps-text", Static).update(Text(text))
+
+    def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
+        event.stop()
+        self._draw_steps()
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected[int]) -> None:
+        if event.node.data is not None:  # Enter on a task: the same as highlighting it
+            self.post_message(self.Selected(event.node.data))
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[int]) -> None:
         if event.node.data is not None:

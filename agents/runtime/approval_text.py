@@ -25,8 +25,8 @@ def approval_lines(a: Approval, now: float | None = None) -> list[str]:
     ]
     if a.ask_reason:
         lines.append(f"  why it asks: {a.ask_reason}")
-    lines.append(f"  agent says:  {a.reason!r}  (the model's words)" if a.reason else
-                 "  agent says:  (no reason given)")
+    if a.reason:  # only the model's own words; nothing stands in for a reason it did not give
+        lines.append(f"  agent says:  {a.reason!r}  (the model's words)")
     lines.append(f"  always:      saves `allow {a.agent} {a.tool} {a.always_rule!r}`" if a.always_rule
                  else "  always:      not offered (no rule can allow this call)")
     return lines

@@ -34,6 +34,10 @@ class AgentView(msgspec.Struct, kw_only=True):
     last_tool_outcome: str  # "" while it runs
     tokens_per_s: float
     detail: str
+    step: int = 0  # the act phase's step now, 0 outside it
+    max_steps: int = 0  # 0 outside the act phase
+    note: str = ""  # what a person should know about the call now ("retrying: …"), else ""
+    phase_started: float = 0.0  # time.monotonic() the phase began (0 when none): the pane shows its age
 
 
 class DeckView(msgspec.Struct, kw_only=True):
@@ -88,7 +92,9 @@ async def read_deck(store: AsyncStore, names: list[str], *, live: dict[str, Live
                      "call": f"{lv.task_id}:{lv.phase}:{lv.call_started}",
                      "last_tool": lv.last_tool, "last_tool_outcome": lv.last_tool_outcome,
                      "task_id": lv.task_id if lv.task_id is not None else agent.task_id,
-                     "tokens_per_s": lv.tokens_per_s if lv.phase else 0.0}
+                     "tokens_per_s": lv.tokens_per_s if lv.phase else 0.0,
+                     "step": lv.step, "max_steps": lv.max_steps, "note": lv.note,
+                     "phase_started": lv.call_started if lv.phase else 0.0}
         view["task_title"] = titles.get(view["task_id"] or 0, "")
         views.append(AgentView(**view))
     return DeckView(agents=views, meter=_meter(slots, backend))
