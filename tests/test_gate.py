@@ -233,6 +233,19 @@ async def test_a_cancelled_call_withdraws_its_approval(home: Path, db_path: Path
         await store.close()
 
 
+def test_a_huge_integer_is_a_bad_argument_fed_back_not_an_overflow(home: Path, db_path: Path, ws: Path) -> None:
+    """`limit: 10**30` from a model: refused by the tool's schema, with the field and its
+    range, like any bad argument; the intent row holds it as digits, nothing overflows."""
+    proc = run(home, "tool", "run", "ops", "list_processes", '{"limit": ' + str(10**30) + "}")
+    assert proc.returncode == 1
+    assert "denied: list_processes: bad arguments" in proc.stdout and "limit must be 1..200" in proc.stdout
+    assert "Overflow" not in proc.stdout + proc.stderr and "x0a" not in proc.stderr
+    [c] = tool_calls(db_path)
+    assert c.status == "denied" and "limit must be 1..200" in (c.result or "")
+    assert c.arguments == {"limit": str(10**30)}
+    assert "Overflow" not in json.dumps(c.arguments) + (c.result or "")
+
+
 # --- policy check, rules ---
 
 

@@ -181,3 +181,21 @@ def test_what_the_gate_shows_for_an_escaped_space_is_what_runs(policy: Policy) -
     d = decide(policy, "review", "run_shell", {"command": "git \\ status"})
     assert d.decision == "ask"  # review's `git status` rule does not match `git ' status'`
     assert d.resolved == "git ' status'"
+
+
+@pytest.mark.parametrize("bwrap", [True, False])
+def test_an_allow_rule_matches_an_interpreter_on_a_workspace_file_only_in_bwrap(policy: Policy,
+                                                                             bwrap: bool) -> None:
+    (policy.workspace / "x.py").write_text("print(1)\n")
+    (policy.workspace / "run.sh").write_text("echo hi\n")
+    rules = (*policy.rules, *(Rule(id=None, agent="dev", tool="run_shell", pattern=p, decision="allow",
+                                   source="config") for p in ("python3", "bash")))
+    p = Policy(workspace=policy.workspace, home=policy.home, allowlists=policy.allowlists, rules=rules,
+               shell_sandboxed=True, bwrap=bwrap)
+    for command in ("python3 x.py", "python3 ./x.py --flag", "bash run.sh"):
+        d = decide(p, "dev", "run_shell", {"command": command})
+        assert d.decision == ("allow" if bwrap else "ask"), command
+    for command in ("python3 -c 'import os'", "python3 -", "python3", "bash -c 'rm -rf ~'", "python3 /etc/x.py",
+                    "python3 ../x.py", "bash -s run.sh", "awk -f x.py"):
+        d = decide(p, "dev", "run_shell", {"command": command})
+        assert d.decision == "ask" and d.always_rule is None, command

@@ -1,27 +1,43 @@
 """run_shell in real bubblewrap: an approved command still cannot leave the workspace.
 
 Each test runs commands as if a person had said yes (the tool itself, after the gate).
-Skipped, with the reason shown, only where bwrap is truly absent or cannot run.
+Skipped, with the reason shown, only where bwrap is truly absent or cannot run; under CI
+(the CI variable set) a missing bwrap fails them instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from conftest import agentdeck_cmd, subprocess_env
 
 from agents.tools import TOOLS, invoke
 from agents.tools.base import SandboxSettings, ToolContext, ToolResult
-from agents.tools.shell import find_bwrap
+from agents.tools.shell import find_bwrap, sandbox_settings
 
 BWRAP = find_bwrap()
-needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap (bwrap) is not installed or cannot "
-                                 "create a sandbox here; `apt install bubblewrap`")
+MISSING = "bubblewrap (bwrap) is not installed or cannot create a sandbox here; `apt install bubblewrap`"
+CI = bool(os.environ.get("CI"))
+needs_bwrap = pytest.mark.skipif(BWRAP is None and not CI, reason=MISSING)
+
+
+def require_bwrap() -> None:
+    """Under CI a missing bwrap fails the test: a sandbox test must never pass unrun, nor
+    run its commands unsandboxed."""
+    if BWRAP is None:
+        pytest.fail(MISSING)
 
 
 @pytest.fixture
@@ -35,9 +51,12 @@ def places(tmp_path: Path) -> dict[str, Path]:
 
 
 def shell(places: dict[str, Path], command: str, *, network: bool = False, mode: str = "auto",
-          timeout_s: float | None = None, home: Path | None = None, env: dict[str, str] | None = None) -> ToolResult:
+          timeout_s: float | None = None, home: Path | None = None, env: dict[str, str] | None = None,
+          sandbox: SandboxSettings | None = None) -> ToolResult:
+    if mode != "off":
+        require_bwrap()
     ctx = ToolContext(agent="dev", workspace=places["ws"], home=home or places["home"], store=None,  # type: ignore[arg-type]
-                      env=env or {}, sandbox=SandboxSettings(mode=mode, bwrap=BWRAP, network=network))
+                      env=env or {}, sandbox=sandbox or SandboxSettings(mode=mode, bwrap=BWRAP, network=network))
     args: dict[str, object] = {"command": command}
     if timeout_s is not None:
         args["timeout_s"] = timeout_s
@@ -153,3 +172,87 @@ def test_output_is_capped_head_and_tail(places: dict[str, Path]) -> None:
     result = shell(places, "seq 1 200000", mode="off")
     assert result.truncated and result.text.startswith("1\n2\n")
     assert "characters omitted" in result.text and "200000" in result.text
+
+
+# --- homes hidden; interpreters allowed on workspace files ---
+
+
+@pytest.fixture
+def user_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The invoking user's home, outside the workspace, with what an agent must not read.
+    Not under /tmp, which the sandbox replaces anyway."""
+    top = Path(tempfile.mkdtemp(prefix="agentdeck-test-", dir="/var/tmp"))
+    home = top / "user"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE-KEY-BYTES")
+    (home / ".toolchain").mkdir()
+    (home / ".toolchain" / "VERSION").write_text("toolchain 1.0")
+    (top / "elsewhere").mkdir()
+    (top / "elsewhere" / "keep.txt").write_text("keep me")
+    monkeypatch.setenv("HOME", str(home))
+    yield home
+    shutil.rmtree(top)
+
+
+@needs_bwrap
+def test_home_directories_are_hidden_but_the_workspace_is_not(places: dict[str, Path], user_home: Path) -> None:
+    (places["ws"] / "notes.txt").write_text("workspace notes")
+    sandbox = sandbox_settings("auto", hide_homes=True, show=["~/.toolchain"])
+    assert str(user_home.resolve()) in sandbox.hide and "/root" in sandbox.hide
+    result = shell(places, f"cat notes.txt; cat {user_home}/.ssh/id_ed25519; ls -A {user_home}/.ssh | wc -l; "
+                   f"cat {user_home}/.toolchain/VERSION; ls -A /root | wc -l", sandbox=sandbox)
+    assert "workspace notes" in result.text and "toolchain 1.0" in result.text
+    assert "PRIVATE-KEY-BYTES" not in result.text
+    assert result.text.splitlines()[2] == "0"  # ~/.ssh is not there at all
+    # Off: the same home is readable (the file is really there to be hidden).
+    shown = shell(places, f"cat {user_home}/.ssh/id_ed25519", sandbox=sandbox_settings("auto", hide_homes=False))
+    assert "PRIVATE-KEY-BYTES" in shown.text
+
+
+@needs_bwrap
+def test_a_workspace_inside_a_hidden_home_stays_writable(places: dict[str, Path], user_home: Path) -> None:
+    ws = user_home / "project"
+    ws.mkdir()
+    inside = {**places, "ws": ws}
+    hidden = user_home.parent / "elsewhere"
+    sandbox = sandbox_settings("auto", hide=[str(hidden)])
+    result = shell(inside, f"echo made > made.txt; cat {user_home}/.ssh/id_ed25519; cat {hidden}/keep.txt; "
+                   "echo done", sandbox=sandbox)
+    assert "done" in result.text and (ws / "made.txt").read_text() == "made\n"
+    assert "PRIVATE-KEY-BYTES" not in result.text and "keep me" not in result.text
+
+
+def _check(home: Path, command: str) -> dict:
+    require_bwrap()
+    proc = subprocess.run(agentdeck_cmd("policy", "check", "dev", "run_shell", json.dumps({"command": command}),
+                                        "--json"), env=subprocess_env(home), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@needs_bwrap
+@pytest.mark.timeout(60)
+def test_an_interpreter_running_a_workspace_file_may_be_allowed_in_the_sandbox(places: dict[str, Path]) -> None:
+    home, ws = places["ws"].parent / "agentdeck-home", places["ws"]
+    home.mkdir()
+    (ws / "tools").mkdir()
+    (ws / "tools" / "x.py").write_text("print('hi')\n")
+    (places["outside"] / "y.py").write_text("print('out')\n")
+    rule = '[[rules]]\nagent = "dev"\ntool = "run_shell"\npattern = "python3"\ndecision = "allow"\n'
+    (home / "config.toml").write_text(f'workspace = "{ws}"\n{rule}')
+    allowed = _check(home, "python3 tools/x.py --fast")
+    assert allowed["decision"] == "allow" and "python3" in allowed["rule"]
+    for command in ("python3 -c 'print(1)'", "python3 -", "python3", f"python3 {places['outside']}/y.py",
+                    "python3 tools/missing.py"):
+        asked = _check(home, command)
+        assert asked["decision"] == "ask" and asked["always_rule"] is None, command
+    # No rule yet: it asks, and `always` offers the interpreter and the script.
+    (home / "config.toml").write_text(f'workspace = "{ws}"\n')
+    asked = _check(home, "python3 tools/x.py --fast")
+    assert asked["decision"] == "ask" and asked["always_rule"] == "python3 tools/x.py"
+    # Unsandboxed, the same rule never matches an interpreter.
+    (home / "config.toml").write_text(f'workspace = "{ws}"\nsandbox = "off"\n{rule}')
+    unsandboxed = _check(home, "python3 tools/x.py")
+    assert unsandboxed["decision"] == "ask" and "sandbox" in unsandboxed["reason"]
+    assert unsandboxed["always_rule"] is None

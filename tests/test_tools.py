@@ -138,3 +138,36 @@ async def test_run_shell_reports_the_exit_status_and_times_out(store: AsyncStore
     assert (await call(ctx, "run_shell", command="echo out; echo err >&2; exit 3")).text == "out\nerr\n[exit status 3]"
     slow = await call(ctx, "run_shell", command="sleep 30", timeout_s=1)
     assert slow.status == "timeout"
+
+
+def _numbers(schema: dict) -> list[tuple[str, dict]]:
+    """(field, its integer or number schema) for each numeric field of a tool's schema."""
+    found = []
+    for struct in schema.get("$defs", {}).values():
+        for name, field in struct.get("properties", {}).items():
+            for alternative in field.get("anyOf", [field]):
+                if alternative.get("type") in ("integer", "number"):
+                    found.append((f"{struct['title']}.{name}", alternative))
+    return found
+
+
+def test_every_number_a_tool_takes_has_a_range_in_its_schema() -> None:
+    """The bounds are in the JSON schema the step grammar is built from, and checked when
+    a call is parsed: a huge number is a bad argument, never an overflow later."""
+    found = [pair for tool in TOOLS.values() for pair in _numbers(tool.schema())]
+    assert {"ProcessArgs.limit", "ShellArgs.timeout_s", "ReadLogArgs.task"} <= {name for name, _ in found}
+    for name, field in found:
+        assert "minimum" in field and "maximum" in field, name
+
+
+@pytest.mark.parametrize(("tool", "arguments", "message"), [
+    ("list_processes", {"limit": 10**30}, "limit must be 1..200"),
+    ("read_log", {"task": -(10**30)}, "task must be 1..9223372036854775807"),
+    ("run_shell", {"command": "ls", "timeout_s": float("inf")}, "timeout_s must be 0..600"),
+    ("read_tasks", {"limit": 0}, "limit must be 1..200"),
+])
+async def test_out_of_range_numbers_are_bad_arguments_naming_field_and_range(
+        store: AsyncStore, ws: Path, tool: str, arguments: dict, message: str) -> None:
+    result, stored = await invoke(TOOLS[tool], context(store, ws, agent="ops"), arguments)
+    assert result.status == "error" and "bad arguments" in result.text and message in result.text
+    assert "Overflow" not in result.text and stored == result.text

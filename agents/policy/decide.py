@@ -4,14 +4,16 @@ the call resolves to. Pure: it reads rules and the filesystem's links, runs noth
 Order: a tool outside the agent's allowlist is denied; a path outside the workspace or in
 agentdeck's home is denied; then deny > ask > allow over the rules; anything unmatched
 asks. Some calls ask whatever an allow rule says: a shell command that is not plain, one
-with an option that writes or executes, any shell command while no sandbox is available
-(fail closed), and writes under `.git/`. `resolved` is computed here from the arguments,
+with an option that writes or executes, an interpreter (`python3`, `bash`, `node`, ...)
+unless it runs a workspace file inside bubblewrap, any shell command while no sandbox is
+available (fail closed), and writes under `.git/`. `resolved` is computed here from the arguments,
 never taken from the model.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Literal
 import msgspec
 
 from agents.errors import InvalidArgument
-from agents.policy.options import risky_option
+from agents.policy.options import interpreter_script, risky_option
 from agents.policy.paths import ResolvedPath, resolve_path
 from agents.policy.rules import (
     PATH_TOOLS,
@@ -52,6 +54,9 @@ class Policy:
     allowlists: Mapping[str, list[str]]  # agent -> its tools
     rules: tuple[Rule, ...]
     shell_sandboxed: bool  # False: no allow rule applies to run_shell
+    # bubblewrap really runs the commands (not sandbox = "off"): only then may an allow
+    # rule match an interpreter running a workspace file.
+    bwrap: bool = False
 
 
 def _target(tool: str, args: msgspec.Struct, policy: Policy) -> ResolvedPath | ParsedCommand | str:
@@ -80,13 +85,34 @@ def _forced_ask(tool: str, target: ResolvedPath | ParsedCommand | str, policy: P
         if not target.plain:
             return f"not a plain command ({', '.join(target.constructs)})"
         risky = risky_option(target.argv or [])
-        if risky:
+        if risky and not _workspace_script(target, policy):
+            if interpreter_script(target.argv or []) is not None:
+                return (f"{risky}; only a workspace file run inside the sandbox (bubblewrap) "
+                        "may be allowed")
             return f"{risky}: an option that writes files, runs programs or reads outside"
         if not policy.shell_sandboxed:
             return "no sandbox (bubblewrap) is available, so every command asks"
     if isinstance(target, ResolvedPath) and target.in_git and TOOLS[tool].effect == "write":
         return "writes under .git/ always ask: hooks and config there run code"
     return None
+
+
+def _workspace_script(target: ParsedCommand, policy: Policy) -> bool:
+    """`python3 tools/x.py ...` run in bubblewrap, the script a file in the workspace: no
+    more than `make test` running workspace code, so an allow rule may match it."""
+    script = interpreter_script(target.argv or [])
+    if script is None or not policy.bwrap:
+        return False
+    where = resolve_path(script, policy.workspace, policy.home)
+    return where.problem is None and where.relative is not None and Path(where.real).is_file()
+
+
+def _always(tool: str, target: ResolvedPath | ParsedCommand | str, policy: Policy) -> str | None:
+    """The rule an `always` saves: for a workspace script, the interpreter and the script
+    (its arguments are the script's business); else exactly what was asked."""
+    if isinstance(target, ParsedCommand) and target.argv and _workspace_script(target, policy):
+        return shlex.join(target.argv[:2])
+    return always_pattern(tool, target)
 
 
 def _resolved_text(target: ResolvedPath | ParsedCommand | str) -> str:
@@ -124,7 +150,7 @@ def decide(policy: Policy, agent: str, tool: str, arguments: object) -> Decision
                 return Decision(decision=verdict, rule=rule.describe(), reason=f"a rule says {verdict}",
                                 resolved=resolved, always_rule=None)
     forced = _forced_ask(tool, target, policy)
-    always = None if forced else always_pattern(tool, target)
+    always = None if forced else _always(tool, target, policy)
     for rule in _ordered(rules, "allow", agent):
         if _matches(rule, target, for_deny=False):
             if forced:

@@ -9,6 +9,8 @@ characters counts.
 
 from __future__ import annotations
 
+import re
+
 RISKY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # program: (long options, short options or exact words)
     "git": (
@@ -46,10 +48,27 @@ def _short_is_risky(program: str, token: str, risky_short: frozenset[str]) -> bo
     return program == "sed" and "i" in token[1:]  # combined flags: -ni
 
 
+# Interpreters that run a script file named as their first argument. In the sandbox an
+# allow rule may match `python3 tools/x.py` (a workspace file, like `make test` runs
+# workspace code); program text on the command line (-c, -e) or stdin always asks.
+INTERPRETERS = re.compile(r"(python[0-9.]*|node|nodejs|bash|sh|dash|zsh|perl|ruby)")
+# Take their program as an argument: never matched by an allow rule.
+PROGRAM_TEXT = frozenset({"awk", "gawk", "mawk", "nawk"})
+
+
+def interpreter_script(argv: list[str]) -> str | None:
+    """The script of a plain interpreter invocation (`python3 x.py ...`): the first
+    argument, when no option comes before it; None for anything else."""
+    program = argv[0].rsplit("/", 1)[-1] if argv else ""
+    if not INTERPRETERS.fullmatch(program) or len(argv) < 2 or argv[1].startswith("-"):
+        return None
+    return argv[1]
+
+
 def risky_option(argv: list[str]) -> str | None:
     """The first option in `argv` that writes, executes or escapes, for its program."""
     program = argv[0].rsplit("/", 1)[-1] if argv else ""
-    if program in ("awk", "gawk", "mawk", "nawk", "perl", "python", "python3", "ruby", "node"):
+    if program in PROGRAM_TEXT or INTERPRETERS.fullmatch(program):
         return f"{program} runs any program text it is given"
     if program not in RISKY:
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgspec
+import msgspec.inspect
 
 from agents.errors import AgentdeckError
 
@@ -33,6 +35,10 @@ T = TypeVar("T")
 
 MODEL_CAP = 8_000  # characters of output given back to the model
 STORED_CAP = 200_000  # characters kept with the tool_calls row
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+# Every number a tool takes has bounds (msgspec.Meta ge/le): checked when the call is
+# parsed, so a huge number is a bad argument and never an overflow later, and part of the
+# JSON schema the grammar is built from.
 
 
 class ToolError(Exception):
@@ -65,6 +71,8 @@ class SandboxSettings:
     mode: str  # "auto", "bwrap" or "off"
     bwrap: str | None  # path of the bwrap binary, when found and working
     network: bool = False  # may this agent's commands reach the network
+    hide: tuple[str, ...] = ()  # real paths under an empty tmpfs (homes, configured paths)
+    show: tuple[str, ...] = ()  # real paths inside those, bound back read-only
 
 
 @dataclass
@@ -98,7 +106,22 @@ class Tool:
         try:
             return msgspec.convert(arguments, self.args, strict=True)
         except msgspec.ValidationError as err:
-            raise ToolError(f"{self.name}: bad arguments: {err}") from None
+            raise ToolError(f"{self.name}: bad arguments: {err}{self._range(str(err))}") from None
+
+    def _range(self, error: str) -> str:
+        """`; limit must be 1..200` when the error is about a bounded field."""
+        at = re.search(r"at `\$\.([A-Za-z_]\w*)`$", error)
+        if at is None:
+            return ""
+        for f in msgspec.inspect.type_info(self.args).fields:  # type: ignore[attr-defined]
+            kinds = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+            for kind in kinds:
+                if f.encode_name == at.group(1) and isinstance(kind, (msgspec.inspect.IntType,
+                                                                      msgspec.inspect.FloatType)):
+                    if kind.ge is not None and kind.le is not None:
+                        low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in (kind.ge, kind.le))
+                        return f"; {f.encode_name} must be {low}..{high}"
+        return ""
 
 
 def cap_middle(text: str, limit: int) -> tuple[str, bool]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from agents.protocol import ChannelMessage, Event, Memory, Task, to_builtins
 from agents.store import queries
 from agents.store import reducers as r
-from agents.tools.base import Tool, ToolContext, ToolError
+from agents.tools.base import MAX_ID, Tool, ToolContext, ToolError
 
 LOG_LINE = 200  # characters of one event's payload in read_log
 
@@ -28,7 +28,7 @@ class SendArgs(msgspec.Struct, forbid_unknown_fields=True):
 
 class ReadMessagesArgs(msgspec.Struct, forbid_unknown_fields=True):
     channel: str = "general"
-    limit: int = 20
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 20
 
 
 class PostArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,18 +40,18 @@ class DelegateArgs(msgspec.Struct, forbid_unknown_fields=True):
     to: str
     title: str
     body: str = ""
-    priority: int = 1
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 1
 
 
 class ReadTasksArgs(msgspec.Struct, forbid_unknown_fields=True):
     status: str | None = None
     owner: str | None = None
-    limit: int = 30
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 30
 
 
 class MemorySearchArgs(msgspec.Struct, forbid_unknown_fields=True):
     query: str
-    limit: int = 8
+    limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 8
 
 
 class MemoryWriteArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,12 +59,12 @@ class MemoryWriteArgs(msgspec.Struct, forbid_unknown_fields=True):
     kind: Literal["reflection", "fact", "summary", "journal"] = "fact"
     scope: Literal["private", "shared"] = "private"
     tags: list[str] = msgspec.field(default_factory=list)
-    importance: int = 3
+    importance: Annotated[int, msgspec.Meta(ge=1, le=5)] = 3
 
 
 class ReadLogArgs(msgspec.Struct, forbid_unknown_fields=True):
-    task: int | None = None
-    last: int = 40
+    task: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
+    last: Annotated[int, msgspec.Meta(ge=1, le=200)] = 40
 
 
 def _limit(value: int, most: int) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import psutil
 
 from agents.inference.gpu import read_gpus
-from agents.tools.base import Tool, ToolContext, ToolError
+from agents.tools.base import Tool, ToolContext
 
 
 class NoArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -20,7 +20,7 @@ class NoArgs(msgspec.Struct, forbid_unknown_fields=True):
 
 class ProcessArgs(msgspec.Struct, forbid_unknown_fields=True):
     sort: Literal["cpu", "memory"] = "cpu"
-    limit: int = 15
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 15
 
 
 def _gib(n: float) -> str:
@@ -71,8 +71,6 @@ def _processes(sort: str, limit: int) -> str:
 
 
 async def list_processes(_ctx: ToolContext, args: ProcessArgs) -> str:
-    if not 1 <= args.limit <= 200:
-        raise ToolError(f"limit must be 1..200, got {args.limit}")
     return await asyncio.to_thread(_processes, args.sort, args.limit)
 
 

@@ -2,10 +2,11 @@
 
 Without a terminal (stdin is /dev/null), with a timeout that kills the whole process group
 and an output cap. Where bubblewrap is available every command runs inside it: the
-workspace read-write, the rest of the filesystem read-only, agentdeck's home hidden under
-an empty tmpfs, a private /tmp, no network unless the agent's config allows it, a fresh
-pid namespace (so killing the sandbox kills everything in it), and it dies with its
-parent. A person's yes approves a command, not an escape from the workspace.
+workspace read-write, the rest of the filesystem read-only, agentdeck's home and every
+home directory (other users', the person's own: ~/.ssh, ~/.aws, keyrings) hidden under an
+empty tmpfs unless the workspace lies there, a private /tmp, no network unless the
+agent's config allows it, a fresh pid namespace (so killing the sandbox kills everything
+in it), and it dies with its parent. A person's yes approves a command, not an escape from the workspace.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import asyncio
 import contextlib
 import functools
 import os
+import pwd
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -34,7 +37,7 @@ INSTALL_HINT = "install bubblewrap: `apt install bubblewrap` or `dnf install bub
 
 class ShellArgs(msgspec.Struct, forbid_unknown_fields=True):
     command: str
-    timeout_s: float | None = None
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_S)] | None = None  # 0: the default
 
 
 @functools.cache
@@ -55,8 +58,27 @@ def find_bwrap() -> str | None:
     return path if probe.returncode == 0 else None
 
 
-def sandbox_settings(mode: str, network: bool = False) -> SandboxSettings:
-    return SandboxSettings(mode=mode, bwrap=None if mode == "off" else find_bwrap(), network=network)
+def sandbox_settings(mode: str, network: bool = False, *, hide_homes: bool = True,
+                     hide: Iterable[str] = (), show: Iterable[str] = ()) -> SandboxSettings:
+    return SandboxSettings(mode=mode, bwrap=None if mode == "off" else find_bwrap(), network=network,
+                           hide=hidden_paths(hide_homes, hide), show=_real_dirs(show))
+
+
+def _real_dirs(paths: Iterable[str]) -> tuple[str, ...]:
+    """Existing paths, `~` expanded and links resolved (a tmpfs needs a real mount point)."""
+    found = {real_path(os.path.expanduser(p)) for p in paths}
+    return tuple(sorted(str(p) for p in found if p.exists() and p != Path("/")))
+
+
+def hidden_paths(hide_homes: bool, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """What the sandbox hides: with `hide_homes`, /home, /root, the person's own home and
+    every login user's home; plus the configured paths."""
+    paths = list(extra)
+    if hide_homes:
+        paths += ["/home", "/root", os.path.expanduser("~")]
+        # Login users only: system accounts have homes such as / or /bin.
+        paths += [u.pw_dir for u in pwd.getpwall() if u.pw_uid >= 1000 and u.pw_dir.count("/") >= 2]
+    return _real_dirs(paths)
 
 
 def tool_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -69,13 +91,20 @@ def tool_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool) -> list[str]:
+def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Iterable[str] = (),
+               show: Iterable[str] = ()) -> list[str]:
     """Mounts in order of depth, so a deeper one lies over a shallower one: the workspace
-    stays writable inside a hidden home, and a home inside the workspace stays hidden."""
+    stays writable inside a hidden home directory, and agentdeck's home stays hidden
+    wherever it lies (a shown path never uncovers it)."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    mounts = [(real_path(workspace), "--bind"), (real_path(home), "--tmpfs")]
-    for path, kind in sorted(mounts, key=lambda m: len(m[0].parts)):
-        argv += [kind, str(path)] + ([str(path)] if kind == "--bind" else [])
+    ws, own = real_path(workspace), real_path(home)
+    # (path, kind, rank): at equal depth a hide goes first and agentdeck's home last.
+    mounts = [(Path(p), "--tmpfs", 0) for p in hide if Path(p) != ws]
+    mounts += [(Path(p), "--ro-bind", 1) for p in show
+               if not Path(p).is_relative_to(ws) and not Path(p).is_relative_to(own)]
+    mounts += [(ws, "--bind", 2), (own, "--tmpfs", 3)]
+    for path, kind, _ in sorted(mounts, key=lambda m: (len(m[0].parts), m[2])):
+        argv += [kind, str(path)] + ([] if kind == "--tmpfs" else [str(path)])
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
         argv.append("--unshare-net")
@@ -120,7 +149,8 @@ async def run_shell(ctx: ToolContext, args: ShellArgs) -> str:
             if sandbox.mode == "bwrap":
                 raise ToolError(f"run_shell: sandbox = \"bwrap\" but bwrap cannot run here; {INSTALL_HINT}")
         else:
-            argv = bwrap_argv(sandbox.bwrap, ctx.workspace, ctx.home, sandbox.network) + argv
+            argv = bwrap_argv(sandbox.bwrap, ctx.workspace, ctx.home, sandbox.network, sandbox.hide,
+                              sandbox.show) + argv
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ctx.workspace, env=tool_environment(ctx.env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
