@@ -18,15 +18,22 @@ import msgspec
 import platformdirs
 from croniter import croniter
 
-from agents.errors import ConfigError
+from agents.errors import ConfigError, InvalidArgument
 from agents.home import FileTooLarge, NotARegularFile, read_regular_text
-from agents.limits import MAX_APPROVAL_TIMEOUT_S, MAX_INTERVAL_S, MIN_INTERVAL_S
+from agents.limits import MAX_APPROVAL_TIMEOUT_S, MAX_INTERVAL_S, MIN_INTERVAL_S, number_in, whole_in
 from agents.secrets import resolve as resolve_secret
 
 CONFIG_FILE = "config.toml"
 MAX_CONFIG_BYTES = 1 << 20
 DATABASE_FILE = "agentdeck.db"
 HOME_ENV = "AGENTDECK_HOME"
+
+# Ranges for the engine's numbers, checked before anything is allocated (llama.cpp takes
+# them as 32-bit C ints: n_ctx = 4294968320 once wrapped to 1024, threads = 100000 crashed).
+MAX_N_CTX = 1 << 20  # the model's trained context and the machine's memory narrow it at start
+MAX_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
+MAX_N_BATCH = 8192
+MAX_THREADS = 1024
 
 
 class SamplingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -296,7 +303,7 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
 def _parse(text: str, source: str) -> Config:
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except ValueError as err:  # TOMLDecodeError, or an integer of over 4300 digits
         raise ConfigError(f"{source}: not valid TOML: {err}") from None
     merged = _merge(msgspec.to_builtins(default_config()), raw)
     # Agents are decoded one by one so that an error names the agent, not `agents[...]`.
@@ -319,59 +326,65 @@ def _agent(name: str, raw: object, source: str) -> AgentConfig:
         raise ConfigError(f"{source}: {_explain(err, f'agents.{name}')}") from None
 
 
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
+def _whole(problems: list[str], key: str, value: int, low: int, high: int, note: str = "") -> None:
+    """`KEY must be LOW..HIGH, got VALUE`: the store's wording for its own range errors."""
+    try:
+        whole_in(value, key, low, high)
+    except InvalidArgument as err:
+        problems.append(f"{err}{note}")
+
+
+def _number(problems: list[str], key: str, value: float, low: float, high: float, *,
+            low_open: bool = True) -> None:
+    """A finite number in (low, high] ([low, high] unless `low_open`): nan and inf are
+    refused, as a timeout of inf is no timeout at all."""
+    try:
+        number_in(value, key, low, high, low_open=low_open)
+    except InvalidArgument as err:
+        problems.append(str(err))
 
 
 def _check_values(config: Config, source: str) -> None:
-    """Ranges msgspec's types cannot say. nan and inf are refused: a timeout of inf is no
-    timeout at all."""
-    from agents.tools import TOOLS  # here, not at the top: the tools import the store
+    """Ranges msgspec's types cannot say: every number gets one, so that a value that
+    validates cannot hang, crash or wrap later."""
+    from agents.store.reducers.tasks import MAX_PRIORITY  # here, not at the top: the
+    from agents.tools import TOOLS  # tools and the reducers import the store
 
     tool_names = list(TOOLS)
     problems: list[str] = []
-    if not 4 <= config.memory_compact_at <= 100_000:
-        problems.append("memory_compact_at: must be 4..100000")
-    if not (_positive(config.defer_s) and config.defer_s <= 7 * 86_400):
-        problems.append("defer_s: must be a number of seconds in (0, 604800]")
-    if not _positive(config.memory_half_life_days):
-        problems.append("memory_half_life_days: must be a number > 0")
-    if not _positive(config.approval_timeout_s) or config.approval_timeout_s > MAX_APPROVAL_TIMEOUT_S:
-        problems.append(f"approval_timeout_s: must be a number > 0 and <= {MAX_APPROVAL_TIMEOUT_S:g}")
-    if not (_positive(config.ui.refresh_hz) and config.ui.refresh_hz <= 60):
-        problems.append("ui.refresh_hz: must be a number in (0, 60]")
+    _whole(problems, "memory_compact_at", config.memory_compact_at, 4, 100_000)
+    _number(problems, "defer_s", config.defer_s, 0, 7 * 86_400)
+    _number(problems, "memory_half_life_days", config.memory_half_life_days, 0, 36_500)
+    _number(problems, "approval_timeout_s", config.approval_timeout_s, 0, MAX_APPROVAL_TIMEOUT_S)
+    _number(problems, "ui.refresh_hz", config.ui.refresh_hz, 0, 60)
     inf = config.inference
-    if inf.slots < 1:
-        problems.append("inference.slots: must be >= 1")
-    if inf.n_ctx < 256:
-        problems.append("inference.n_ctx: must be >= 256")
-    if inf.n_batch < 16:
-        problems.append("inference.n_batch: must be >= 16")
-    if inf.idle_cache_tokens < 0:
-        problems.append("inference.idle_cache_tokens: must be >= 0 (0: n_ctx / slots)")
-    if inf.prefill_budget < 0:
-        problems.append("inference.prefill_budget: must be >= 0 (0: automatic)")
-    if inf.n_gpu_layers < -1:
-        problems.append("inference.n_gpu_layers: must be >= -1 (-1: all layers)")
-    if inf.threads < 0:
-        problems.append("inference.threads: must be >= 0 (0: one per core)")
+    _whole(problems, "inference.n_ctx", inf.n_ctx, 256, MAX_N_CTX)
+    _whole(problems, "inference.slots", inf.slots, 1, MAX_SLOTS)
+    _whole(problems, "inference.n_batch", inf.n_batch, 16, MAX_N_BATCH)
+    _whole(problems, "inference.idle_cache_tokens", inf.idle_cache_tokens, 0, max(inf.n_ctx, 0),
+           " (0: n_ctx / slots)")
+    _whole(problems, "inference.prefill_budget", inf.prefill_budget, 0, max(inf.n_batch, 0),
+           " (0: automatic; at most n_batch)")
+    _whole(problems, "inference.n_gpu_layers", inf.n_gpu_layers, -1, 1024, " (-1: all layers)")
+    # More threads than cores only contend; 100000 made llama.cpp crash.
+    _whole(problems, "inference.threads", inf.threads, 0, min(4 * (os.cpu_count() or 1), MAX_THREADS),
+           " (0: one per core; at most 4 per core)")
+    _whole(problems, "inference.seed", inf.seed, 0, 0xFFFF_FFFF)
     for name, agent in config.agents.items():
         s = agent.inference
         if not re.fullmatch(r"[a-z][a-z0-9_\-]{0,31}", name):
             problems.append(f"agents.{name}: agent names are lowercase letters, digits, _ or -")
         if name in ("owner", "system"):
             problems.append(f"agents.{name}: '{name}' is reserved")
-        if s.max_tokens < 1:
-            problems.append(f"agents.{name}.inference.max_tokens: must be >= 1")
-        if not _positive(s.timeout_s):
-            problems.append(f"agents.{name}.inference.timeout_s: must be a number > 0")
-        for key in ("temperature", "top_p", "min_p", "repeat_penalty"):
-            if not math.isfinite(getattr(s, key)) or getattr(s, key) < 0:
-                problems.append(f"agents.{name}.inference.{key}: must be a number >= 0")
-        if agent.max_steps < 1:
-            problems.append(f"agents.{name}.max_steps: must be >= 1")
-        if not 1 <= agent.max_concurrent <= 16:
-            problems.append(f"agents.{name}.max_concurrent: must be 1..16")
+        at = f"agents.{name}"
+        _whole(problems, f"{at}.priority", agent.priority, 0, MAX_PRIORITY)
+        _whole(problems, f"{at}.max_steps", agent.max_steps, 1, 1000)
+        _whole(problems, f"{at}.max_concurrent", agent.max_concurrent, 1, 16)
+        _whole(problems, f"{at}.inference.max_tokens", s.max_tokens, 1, MAX_N_CTX)
+        _whole(problems, f"{at}.inference.top_k", s.top_k, 0, 1 << 20, " (0: off)")
+        _number(problems, f"{at}.inference.timeout_s", s.timeout_s, 0, 86_400)
+        for field, high in (("temperature", 10), ("top_p", 1), ("min_p", 1), ("repeat_penalty", 10)):
+            _number(problems, f"{at}.inference.{field}", getattr(s, field), 0, high, low_open=False)
         unknown = [t for t in agent.tools if t not in tool_names]
         if unknown:
             problems.append(f"agents.{name}.tools: unknown tool {unknown[0]!r} "

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+from conftest import agentdeck_cmd, subprocess_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.config import DEFAULT_AGENTS, default_config, home_dir, load_config, parse_config
+from agents.config import (
+    DEFAULT_AGENTS,
+    MAX_N_CTX,
+    MAX_SLOTS,
+    MAX_THREADS,
+    default_config,
+    home_dir,
+    load_config,
+    parse_config,
+)
 from agents.config_template import default_config_text
 from agents.errors import ConfigError
 
@@ -43,13 +59,13 @@ def test_a_new_agent_needs_its_required_fields() -> None:
         ("[agents.dev.inference]\ntemprature = 1.0\n", "unknown key agents.dev.inference.temprature"),
         ('approval_timeout_s = "ten"\n', "approval_timeout_s: expected `float`"),
         ('[agents.dev]\ntools = "all"\n', "agents.dev.tools: expected `array`"),
-        ("[inference]\nslots = 0\n", "inference.slots: must be >= 1"),
-        ("approval_timeout_s = -1\n", "approval_timeout_s: must be a number > 0"),
-        ("approval_timeout_s = nan\n", "approval_timeout_s: must be a number > 0"),
-        ("[agents.dev.inference]\ntimeout_s = inf\n", "agents.dev.inference.timeout_s: must be a number > 0"),
+        ("[inference]\nslots = 0\n", "inference.slots must be 1..256, got 0"),
+        ("approval_timeout_s = -1\n", "approval_timeout_s must be a finite number > 0"),
+        ("approval_timeout_s = nan\n", "approval_timeout_s must be a finite number > 0"),
+        ("[agents.dev.inference]\ntimeout_s = inf\n", "agents.dev.inference.timeout_s must be a finite number > 0"),
         ("[agents.dev.inference]\ntemperature = nan\n", "agents.dev.inference.temperature"),
-        ("[inference]\nthreads = -2\n", "inference.threads: must be >= 0"),
-        ("[inference]\nn_gpu_layers = -5\n", "inference.n_gpu_layers: must be >= -1"),
+        ("[inference]\nthreads = -2\n", "inference.threads must be 0.."),
+        ("[inference]\nn_gpu_layers = -5\n", "inference.n_gpu_layers must be -1..1024"),
         ('[agents.Owner]\nrole = "x"\nsystem_prompt = "x"\ntools = []\n', "agents.Owner"),
         ("not toml [", "not valid TOML"),
     ],
@@ -76,3 +92,94 @@ def test_home_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_load_config_missing_file_gives_defaults(tmp_path: Path) -> None:
     assert load_config(tmp_path) == default_config()
+
+
+# --- every number has a range, checked before anything is allocated ---
+
+# (config text, the one line's key and range). The first four are the audit's: a hang at
+# 19 GB, a segfault, a silent wrap to 1024, and "lower n_ctx" for too many slots.
+OUT_OF_RANGE = [
+    ("[inference]\nn_ctx = 100000000000000000000\n",
+     "inference.n_ctx must be 256..1048576, got 100000000000000000000"),
+    ("[inference]\nthreads = 100000\n", f"inference.threads must be 0..{min(4 * (os.cpu_count() or 1), 1024)}, got 100000"),
+    ("[inference]\nn_ctx = 4294968320\n", "inference.n_ctx must be 256..1048576, got 4294968320"),
+    ("[inference]\nslots = 1000000\n", "inference.slots must be 1..256, got 1000000"),
+    ("[inference]\nn_batch = 4294967312\n", "inference.n_batch must be 16..8192"),
+    ("[inference]\nn_gpu_layers = 4294967296\n", "inference.n_gpu_layers must be -1..1024"),
+    ("[inference]\nseed = -1\n", "inference.seed must be 0..4294967295"),
+    ("[inference]\nidle_cache_tokens = 9000\n", "inference.idle_cache_tokens must be 0..8192"),
+    ("[inference]\nprefill_budget = 100000\n", "inference.prefill_budget must be 0..512"),
+    ("[ui]\nrefresh_hz = 1e308\n", "ui.refresh_hz must be a finite number > 0 and <= 60"),
+    ("[agents.dev]\nmax_steps = 1000000000\n", "agents.dev.max_steps must be 1..1000"),
+    ("[agents.dev]\npriority = 10\n", "agents.dev.priority must be 0..9"),
+    ("[agents.dev]\nmax_concurrent = 0\n", "agents.dev.max_concurrent must be 1..16"),
+    ("[agents.dev.inference]\nmax_tokens = 0\n", "agents.dev.inference.max_tokens must be 1..1048576"),
+    ("[agents.dev.inference]\ntop_k = 4294967296\n", "agents.dev.inference.top_k must be 0..1048576"),
+    ("[agents.dev.inference]\ntimeout_s = 1e12\n", "agents.dev.inference.timeout_s must be a finite number > 0 and <= 86400"),
+    ("[agents.dev.inference]\ntop_p = 1.5\n", "agents.dev.inference.top_p must be a finite number >= 0 and <= 1"),
+    ("defer_s = 1e300\n", "defer_s must be a finite number > 0 and <= 604800"),
+    ("memory_half_life_days = 0\n", "memory_half_life_days must be a finite number > 0 and <= 36500"),
+    ("memory_compact_at = 3\n", "memory_compact_at must be 4..100000"),
+    ("approval_timeout_s = 1e9\n", "approval_timeout_s must be a finite number > 0 and <= 86400"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), OUT_OF_RANGE)
+def test_every_number_out_of_range_names_its_key_and_range(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "config.toml")
+    assert str(err.value).startswith(f"config.toml: {message}")  # then a note, if any
+    assert "\n" not in str(err.value) and "lower" not in str(err.value)
+
+
+def _cli(home: Path, *args: str) -> tuple[int, str, int]:
+    """Run the real CLI: (exit code, stderr, the child's peak RSS in bytes). Killed after
+    20 s, so a hang fails the test instead of eating it."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(agentdeck_cmd("--home", str(home), *args), env=subprocess_env(home),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        timer = threading.Timer(20, proc.kill)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(), usage.ru_maxrss * 1024
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("text", "message"), OUT_OF_RANGE[:4])
+@pytest.mark.parametrize("command", [("status",), ("run", "--headless", "--until-idle")])
+def test_the_cli_refuses_them_in_one_line_without_allocating(
+    tmp_path: Path, text: str, message: str, command: tuple[str, ...],
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    config = home / "config.toml"
+    config.write_text(text)
+    config.chmod(0o600)
+    code, stderr, peak_rss = _cli(home, *command)
+    assert code == 2, stderr  # killed (a hang) would be -9; a segfault -11
+    [line] = stderr.splitlines()
+    assert line.startswith(f"agentdeck: {config}: {message}")
+    assert peak_rss < 1 << 30  # the n_ctx of 1e20 once took 19 GB
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["n_ctx", "threads", "slots"]),
+       value=st.integers() | st.integers(min_value=-(2**80), max_value=2**80))
+def test_inference_numbers_are_in_range_or_a_one_line_config_error(key: str, value: int) -> None:
+    """Property: whatever validates is within the range llama.cpp can take; anything else
+    is the one-line ConfigError naming the key, never another exception."""
+    low, high = {"n_ctx": (256, MAX_N_CTX), "slots": (1, MAX_SLOTS),
+                 "threads": (0, min(4 * (os.cpu_count() or 1), MAX_THREADS))}[key]
+    try:
+        config = parse_config(f"[inference]\n{key} = {value}\n", "config.toml")
+    except ConfigError as err:
+        line = f"config.toml: inference.{key} must be {low}..{high}, got {value}"
+        assert str(err) == line or str(err).startswith(line + " (")  # then a note, if any
+        assert not low <= value <= high
+        return
+    assert low <= getattr(config.inference, key) == value <= high

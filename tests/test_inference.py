@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import msgspec
@@ -18,6 +20,8 @@ from agents.errors import ModelError
 from agents.inference import Engine, Generation, Result, resolve_model_path
 from agents.inference import engine as engine_mod
 from agents.inference import generation as generation_mod
+from agents.inference import scheduler as scheduler_mod
+from agents.inference.model import read_shape
 from agents.inference.scheduler import Scheduler
 
 GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=60.0)
@@ -613,3 +617,51 @@ async def test_agents_taking_turns_keep_their_own_slots_and_caches(engine: Engin
         assert later.slot == results[agent, 0].slot
         assert later.usage.prompt_tokens > 400
         assert later.usage.cached_prompt_tokens >= 0.9 * later.usage.prompt_tokens, later.usage
+
+
+# --- n_ctx against the model's trained context and the machine's memory ---
+
+
+def test_the_kv_estimate_is_what_llama_cpp_allocates(caplog: pytest.LogCaptureFixture) -> None:
+    """The refusal below is only as good as the estimate: it must match llama.cpp's own."""
+    caplog.set_level(logging.DEBUG, logger="agents.inference.llama")
+    eng = Engine(InferenceConfig(n_ctx=4096, slots=2, n_batch=64))
+    eng.start_sync()
+    eng.stop_sync()
+    shape = read_shape(eng.model_path)
+    assert shape is not None and shape.n_ctx_train == 8192  # SmolLM2-135M
+    allocated = re.search(r"llama_kv_cache: size = +([\d.]+) MiB", caplog.text)
+    assert allocated is not None
+    assert shape.kv_bytes(4096) == round(float(allocated[1]) * (1 << 20))
+
+
+def test_n_ctx_past_what_the_slots_can_use_is_clamped_with_one_notice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    eng = Engine(InferenceConfig(n_ctx=65536, slots=2, n_batch=64))
+    eng.start_sync()
+    try:
+        assert eng.snapshot().kv_total == 2 * 8192  # two sequences of the trained context
+        assert eng.config.n_ctx == 2 * 8192
+    finally:
+        eng.stop_sync()
+    notices = [r.getMessage() for r in caplog.records if "inference.n_ctx" in r.getMessage()]
+    assert notices == ["inference.n_ctx 65536 is more than 2 slot(s) can use (the model was "
+                       "trained on 8192 tokens a sequence); using 16384"]
+
+
+def test_a_kv_cache_larger_than_memory_is_refused_before_the_weights_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(engine_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=100 << 20))
+    monkeypatch.setattr(scheduler_mod, "LlamaModel", never)
+    eng = Engine(InferenceConfig(n_ctx=8192, slots=5, n_gpu_layers=0))  # KV: 180 MiB
+    with pytest.raises(ModelError) as err:
+        eng.start_sync()
+    assert str(err.value) == (
+        "inference.n_ctx = 8192 needs ~0.2 GiB for the KV cache, the machine has 0.1 GiB "
+        "available; lower inference.n_ctx"
+    )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import ModelError
@@ -37,7 +38,14 @@ from agents.inference.generation import Generation
 from agents.inference.gpu import GpuInfo, read_gpu
 from agents.inference.grammar import schema_to_gbnf
 from agents.inference.meter import EngineSnapshot, MeterSnapshot
-from agents.inference.model import LlamaModel, ProgressFn, resolve_model_path
+from agents.inference.model import (
+    LlamaModel,
+    ProgressFn,
+    fit_n_ctx,
+    offloads_to_gpu,
+    read_shape,
+    resolve_model_path,
+)
 from agents.inference.scheduler import Scheduler, Seq
 from agents.inference.types import Result, Usage
 
@@ -254,6 +262,7 @@ class Engine:
         # NVML's first call (library load, init) can take a while: pay it here, off the loop.
         self._refresh_gpu()
         try:
+            self.config = self._fit_context()
             sched = Scheduler(
                 self.config,
                 self.model_path,
@@ -292,6 +301,24 @@ class Engine:
                 with contextlib.suppress(Exception):
                     sched.close()
                 self._reject_late_submits()
+
+    def _fit_context(self) -> InferenceConfig:
+        """Engine thread, before the weights load: n_ctx within what the model's trained
+        context lets the slots use, and its KV cache within memory (an n_ctx the config
+        allowed once took 19 GB and hung). ModelError when it cannot fit."""
+        cfg = self.config
+        shape = read_shape(self.model_path)
+        if shape is None:  # no metadata to go by: the load itself reports a bad file
+            return cfg
+        gpu = self._gpu_cache[1]
+        if gpu is not None and offloads_to_gpu(cfg.n_gpu_layers) and (
+                cfg.n_gpu_layers < 0 or cfg.n_gpu_layers >= shape.n_layer):
+            # Every layer, and so the whole KV cache, on the GPU.
+            room, where = gpu.vram_total_bytes - gpu.vram_used_bytes, f"the GPU ({gpu.name})"
+        else:
+            room, where = psutil.virtual_memory().available, "the machine"
+        n_ctx = fit_n_ctx(cfg.n_ctx, self.n_slots, shape, room, where)
+        return cfg if n_ctx == cfg.n_ctx else msgspec.structs.replace(cfg, n_ctx=n_ctx)
 
     def _publish(self, snap: EngineSnapshot) -> None:
         """Called by the scheduler after every step and idle tick (at least once a second)."""

@@ -11,9 +11,13 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from agents.errors import ModelError
 
@@ -113,6 +117,103 @@ def init_backend() -> None:
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _backend_ready = True
+
+
+# --- the model's shape, before loading it ------------------------------------------------
+
+GIB = 1 << 30
+_KV_TYPE_BYTES = 2  # llama.cpp's default KV cache type, f16
+
+
+class ModelShape(msgspec.Struct, frozen=True, kw_only=True):
+    """What sizes a context, from the GGUF metadata."""
+
+    n_ctx_train: int  # 0: the file does not say
+    n_layer: int
+    kv_bytes_per_cell: int  # K and V over all layers for one token
+
+    def kv_bytes(self, n_ctx: int) -> int:
+        return n_ctx * self.kv_bytes_per_cell
+
+
+def _meta_ints(lib: Any, ptr: Any, key: str) -> list[int]:
+    """A metadata value as integers (a per-layer array gives one per layer); [] if absent."""
+    buf = ctypes.create_string_buffer(256)
+    n = lib.llama_model_meta_val_str(ptr, key.encode(), buf, len(buf))
+    if n >= len(buf):  # a long per-layer array: n is the length it needs
+        buf = ctypes.create_string_buffer(n + 1)
+        n = lib.llama_model_meta_val_str(ptr, key.encode(), buf, len(buf))
+    if n < 0:
+        return []
+    return [int(v) for v in re.findall(r"-?\d+", buf.value.decode("ascii", "replace"))]
+
+
+def read_shape(path: Path) -> ModelShape | None:
+    """The trained context and KV bytes per token of the model at `path`, read from its
+    metadata with the vocabulary alone loaded (no weights, no context: ~0.2 s). None when
+    the metadata does not say (the full load then reports what is wrong with the file).
+    llama.cpp's own hparams getters abort the process on a vocab_only model, so the GGUF
+    keys are read as text instead."""
+    import llama_cpp
+
+    init_backend()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not ptr:
+        return None
+    try:
+        buf = ctypes.create_string_buffer(64)
+        if llama_cpp.llama_model_meta_val_str(ptr, b"general.architecture", buf, len(buf)) <= 0:
+            return None
+        arch = buf.value.decode("ascii", "replace")
+
+        def one(key: str) -> int:
+            found = _meta_ints(llama_cpp, ptr, f"{arch}.{key}")
+            return max(found) if found else 0
+
+        n_layer, n_embd, n_head = one("block_count"), one("embedding_length"), one("attention.head_count")
+        if n_layer <= 0 or n_embd <= 0 or n_head <= 0:
+            return None
+        # Grouped-query attention keeps fewer K/V heads than query heads, per layer in some
+        # models (0 for a layer without attention).
+        heads_kv = _meta_ints(llama_cpp, ptr, f"{arch}.attention.head_count_kv") or [n_head]
+        kv_heads = sum(heads_kv) if len(heads_kv) == n_layer else n_layer * max(heads_kv)
+        k_len = one("attention.key_length") or n_embd // n_head
+        v_len = one("attention.value_length") or n_embd // n_head
+        return ModelShape(n_ctx_train=one("context_length"), n_layer=n_layer,
+                          kv_bytes_per_cell=kv_heads * (k_len + v_len) * _KV_TYPE_BYTES)
+    finally:
+        llama_cpp.llama_model_free(ptr)
+
+
+def fit_n_ctx(n_ctx: int, n_slots: int, shape: ModelShape, available: int, where: str) -> int:
+    """The n_ctx to create the context with, or ModelError if its KV cache cannot fit.
+
+    Past the trained context it is clamped, not refused: with `n_slots` sequences in one
+    pool n_ctx may well exceed one sequence's trained context, but the scheduler caps each
+    sequence there (max_seq_tokens), so cells past n_slots x n_ctx_train could never be
+    used; dropping them loses nothing, and one config keeps working across models.
+    """
+    if shape.n_ctx_train > 0 and n_ctx > n_slots * shape.n_ctx_train:
+        usable = max(256, n_slots * shape.n_ctx_train)
+        log.warning("inference.n_ctx %d is more than %d slot(s) can use (the model was trained "
+                    "on %d tokens a sequence); using %d", n_ctx, n_slots, shape.n_ctx_train, usable)
+        n_ctx = usable
+    need = shape.kv_bytes(n_ctx)
+    if need > available:
+        raise ModelError(
+            f"inference.n_ctx = {n_ctx} needs ~{need / GIB:.1f} GiB for the KV cache, {where} has "
+            f"{available / GIB:.1f} GiB available; lower inference.n_ctx"
+        )
+    return n_ctx
+
+
+def offloads_to_gpu(n_gpu_layers: int) -> bool:
+    """Whether this llama.cpp build puts layers (and their KV cache) on a GPU."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload()) and n_gpu_layers != 0
 
 
 # --- the loaded model --------------------------------------------------------------------
