@@ -317,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_error(str(err))
             return err.exit_code
         except sqlite3.Error as err:  # locked past the busy timeout, disk full, I/O error
-            _print_error(f"database {ctx.db_path}: {err}")
+            from agents.store.database import disk_full
+
+            _print_error(str(disk_full(ctx.db_path, err) or f"database {ctx.db_path}: {err}"))
             return 1
     except KeyboardInterrupt:
         return 130

@@ -13,12 +13,13 @@ from agents.config import CONFIG_FILE
 from agents.errors import AgentdeckError
 from agents.home import loose_permissions
 from agents.secrets import backend_name, keyring_usable
-from agents.store.database import check_file
+from agents.store.database import check_file, disk_full, room_error
 from agents.store.schema import SCHEMA_VERSION
 from app.context import Context
 from app.render import line, print_json
 
 QUICK_CHECK_LINES = 5
+FULL_BELOW = 1 << 20  # free bytes under which agentdeck's writes are about to fail
 
 
 class Check(msgspec.Struct):
@@ -40,20 +41,66 @@ DAMAGED_HINT = (
 )
 
 
-def _quick_check(db: Path) -> list[str]:
+# SQLite's result codes for a damaged file; any other failure (a full disk, a lock, I/O)
+# says nothing about the file, so it never earns the advice to replace it.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def _damage(err: Exception) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, UnicodeDecodeError) or (isinstance(code, int) and code & 0xFF in (
+        SQLITE_CORRUPT, SQLITE_NOTADB))
+
+
+def _quick_check(db: Path, params: str = "mode=ro") -> list[str]:
     """PRAGMA quick_check's first lines, also when the schema itself is damaged (then
-    SQLite cannot parse it, and its error message may not even be UTF-8)."""
+    SQLite cannot parse it, and its error message may not even be UTF-8). Raises
+    sqlite3.OperationalError when it cannot look at the file at all."""
     for writable_schema in (False, True):
-        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{db.as_uri()}?{params}", uri=True)
         try:
             if writable_schema:  # read past a schema that does not parse
                 conn.execute("PRAGMA writable_schema = ON")
             return [row[0] for row in conn.execute(f"PRAGMA quick_check({QUICK_CHECK_LINES})")]
         except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
+            if not _damage(err):
+                raise
             problem = _sqlite_message(err)
         finally:
             conn.close()
     return [problem]
+
+
+def _inspect(db: Path) -> tuple[list[str], int, int]:
+    """quick_check's problems (none: sound), the schema version and the event count."""
+    try:
+        return _inspect_with(db, "mode=ro")
+    except sqlite3.OperationalError:
+        if _size(Path(f"{db}-wal")):
+            raise
+        # An empty WAL (a failed open leaves one behind), so the file alone is the database:
+        # read it without the shared-memory file SQLite could not grow (a full disk).
+        return _inspect_with(db, "mode=ro&immutable=1")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _inspect_with(db: Path, params: str) -> tuple[list[str], int, int]:
+    problems = [line for line in _quick_check(db, params) if line != "ok"]
+    if problems:
+        return problems, 0, 0
+    conn = sqlite3.connect(f"{db.as_uri()}?{params}", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] if version else 0
+    finally:
+        conn.close()
+    return problems, version, events
 
 
 def _sqlite_message(err: Exception) -> str:
@@ -63,25 +110,33 @@ def _sqlite_message(err: Exception) -> str:
 
 
 def _database(ctx: Context) -> Check:
-    """Read-only: doctor never creates, migrates or writes the database."""
-    if not ctx.db_path.exists():
-        return Check("database", "ok", f"{ctx.db_path} will be created on first use")
-    check_file(ctx.db_path)  # not a database at all: StoreOpenError, file untouched
-    problems = [line for line in _quick_check(ctx.db_path) if line != "ok"]
-    if problems:
-        return Check("database", "fail", f"{ctx.db_path} is damaged: {'; '.join(problems)}. "
-                     f"What to do: {DAMAGED_HINT}")
-    conn = sqlite3.connect(f"{ctx.db_path.as_uri()}?mode=ro", uri=True)
+    """Read-only: doctor never creates, migrates or writes the database. Only a failed
+    quick_check calls it damaged: a full disk or a lock is no reason to replace it."""
+    db = ctx.db_path
+    if not db.exists():
+        return Check("database", "ok", f"{db} will be created on first use")
+    check_file(db)  # not a database at all: StoreOpenError, file untouched
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] if version else 0
-    finally:
-        conn.close()
+        problems, version, events = _inspect(db)
+    except sqlite3.OperationalError as err:
+        full = disk_full(db, err)
+        if full is not None:
+            return Check("database", "fail", f"{full} (quick_check cannot run until there is room; "
+                         "nothing says the database is damaged)")
+        return Check("database", "fail", f"{db}: cannot check it right now ({err}); not a sign "
+                     "of damage")
+    if problems:
+        return Check("database", "fail", f"{db} is damaged: {'; '.join(problems)}. "
+                     f"What to do: {DAMAGED_HINT}")
     if version > SCHEMA_VERSION:
-        return Check("database", "fail", f"{ctx.db_path}: schema {version} is newer than this "
+        return Check("database", "fail", f"{db}: schema {version} is newer than this "
                      f"agentdeck ({SCHEMA_VERSION}); upgrade agentdeck")
+    low = room_error(db)
+    if low is not None:  # short of the room asked for; a fail once even small writes cannot fit
+        status = "fail" if room_error(db, need=FULL_BELOW) else "warn"
+        return Check("database", status, f"{low} (the database passes quick_check: keep it)")
     note = "" if version == SCHEMA_VERSION else f"; will be migrated to schema {SCHEMA_VERSION}"
-    return Check("database", "ok", f"{ctx.db_path} (schema {version}, {events} events{note})")
+    return Check("database", "ok", f"{db} (schema {version}, {events} events{note})")
 
 
 def _model(ctx: Context) -> Check:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -134,3 +138,88 @@ def test_backups_taken_under_concurrent_writes_are_consistent(home: Path, db_pat
     finally:
         writer.kill()
         writer.wait()
+
+
+# --- a full disk is not a damaged database ---
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs, filled up by `fill()`: a real ENOSPC, no simulation."""
+    ci = os.environ.get("CI") == "true"
+    if os.geteuid() != 0 and not ci:
+        pytest.skip("mounting a small tmpfs needs root (CI runs this test as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        message = f"cannot mount a tmpfs here: {proc.stderr.strip()}"
+        pytest.fail(message) if ci else pytest.skip(message)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def fill(mnt: Path) -> Path:
+    """Write until the filesystem says ENOSPC; the file is what to delete to make room."""
+    filler = mnt / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_is_reported_as_such_and_never_as_damage(full_disk: Path, tmp_path: Path) -> None:
+    home = full_disk / "home"
+    home.mkdir(mode=0o700)
+    ok(home, "send", "--to", "dev", "written before the disk filled")
+    filler = fill(full_disk)
+    assert shutil.disk_usage(full_disk).free == 0
+
+    proc = run(home, "doctor")
+    [database] = [text for text in proc.stdout.splitlines() if " database " in text]
+    assert proc.returncode == 1 and database.startswith("fail")
+    assert f"disk full: {home} has 0 bytes free; free at least 4.0 MiB" in database, database
+    assert "passes quick_check" in database
+    assert not {"move", "restore", "damaged", "recover"} & set(database.lower().split()), database
+
+    for command in ("tasks", "log", "status"):
+        proc = run(home, command)
+        assert proc.returncode != 0 and proc.stdout == ""
+        assert one_line_error(proc) == f"agentdeck: disk full: {home} has 0 bytes free; free at least 4.0 MiB"
+
+    # A backup onto the full disk names the disk and how much the copy needs; no partial file.
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir(mode=0o700)
+    ok(elsewhere, "send", "to back up")
+    proc = run(elsewhere, "backup", str(full_disk / "copy.db"))
+    assert proc.returncode != 0
+    assert one_line_error(proc).startswith(f"agentdeck: disk full: {full_disk} has 0 bytes free; free at least ")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler", "home"]
+
+    filler.unlink()  # room again: everything is still there
+    assert "written before the disk filled" in ok(home, "tasks")
+    assert run(home, "doctor").stdout.count("ok    database") == 1
+
+
+def test_only_a_disk_short_of_room_turns_an_io_error_into_disk_full(db_path: Path) -> None:
+    from agents.store.database import disk_full
+
+    def sqlite_error(code: int) -> sqlite3.OperationalError:
+        err = sqlite3.OperationalError("disk I/O error" if code == 10 else "database or disk is full")
+        err.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return err
+
+    assert disk_full(db_path, sqlite_error(10)) is None  # plenty of room: a real I/O error
+    assert disk_full(db_path, sqlite_error(5)) is None  # busy
+    assert disk_full(db_path, sqlite_error(10), need=1 << 50) is not None
+    for err in (sqlite_error(13), OSError(errno.ENOSPC, "No space left on device")):
+        full = disk_full(db_path, err, need=1 << 50)
+        assert full is not None and str(full).startswith(f"disk full: {db_path.parent} has ")
+        assert str(full).endswith("free at least 1073741824.0 MiB")

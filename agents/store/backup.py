@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from agents.home import create_private_file
-from agents.store.database import open_database
+from agents.store.database import disk_full, open_database
 
 COUNTED_TABLES = ("events", "tasks", "approvals", "tool_calls", "memory", "messages")
 
@@ -29,8 +29,8 @@ def backup_database(db: Path, dest: Path) -> BackupResult:
     """
     source = open_database(db, create=False)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    create_private_file(partial)
     try:
+        create_private_file(partial)
         copy = sqlite3.connect(partial)
         try:
             source.backup(copy)  # pages=-1: all at once, one snapshot
@@ -40,9 +40,20 @@ def backup_database(db: Path, dest: Path) -> BackupResult:
         finally:
             copy.close()
         os.replace(partial, dest)
+    except (sqlite3.Error, OSError) as err:
+        partial.unlink(missing_ok=True)
+        # The copy needs about as much room as the database and its WAL.
+        raise disk_full(dest, err, need=_size(db) + _size(Path(f"{db}-wal"))) or err from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     finally:
         source.close()
     return BackupResult(path=str(dest), bytes=dest.stat().st_size, integrity=integrity, counts=counts)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

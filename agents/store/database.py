@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,49 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 # After a checkpoint the WAL is truncated to this size, not left at its high-water mark.
 JOURNAL_SIZE_LIMIT = 64 << 20
+# Room asked for on a full disk beyond the WAL: its SHM, a few transactions, a checkpoint.
+DISK_ROOM = 4 << 20
+SQLITE_IOERR, SQLITE_FULL = 10, 13  # primary result codes (the low byte of extended ones)
+
+
+class DiskFullError(StoreOpenError):
+    """The disk is full: the database may be perfectly sound, and must not be replaced."""
+
+    exit_code = 1
+
+
+def room_error(path: Path, need: int | None = None) -> DiskFullError | None:
+    """A disk-full error when the filesystem holding `path` has less than `need` bytes free
+    (default: the database's WAL plus DISK_ROOM), else None."""
+    where = path if path.is_dir() else path.parent
+    if need is None:
+        try:
+            need = os.stat(f"{path}-wal").st_size + DISK_ROOM
+        except OSError:
+            need = DISK_ROOM
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    if free >= need:
+        return None
+    return DiskFullError(f"disk full: {where} has {free:,} bytes free; free at least "
+                         f"{need / 2**20:.1f} MiB")
+
+
+def disk_full(path: Path, err: BaseException, need: int | None = None) -> DiskFullError | None:
+    """`err` as a disk-full error when that is what it is: ENOSPC, SQLITE_FULL, or the
+    "disk I/O error" SQLite gives when its WAL or SHM cannot grow (told by the free space)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if isinstance(err, OSError):
+        full, maybe = err.errno in (errno.ENOSPC, errno.EDQUOT), False
+    elif isinstance(code, int):
+        full, maybe = code & 0xFF == SQLITE_FULL, code & 0xFF == SQLITE_IOERR
+    else:
+        return None
+    if full:
+        return room_error(path, need) or DiskFullError(f"disk full: {path}: {err}")
+    return room_error(path, need) if maybe else None
 
 
 def check_file(path: Path) -> None:
@@ -62,11 +107,14 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
     if not in_memory and not path.exists():
         if not create:
             raise StoreOpenError(f"database {path}: does not exist")
-        create_private_file(path)  # 0600; SQLite gives its WAL and SHM the same mode
+        try:
+            create_private_file(path)  # 0600; SQLite gives its WAL and SHM the same mode
+        except OSError as err:
+            raise disk_full(path, err) or err from None
     try:
         conn = _connect(path)
     except sqlite3.Error as err:
-        raise StoreOpenError(f"database {path}: cannot open ({err})") from None
+        raise disk_full(path, err) or StoreOpenError(f"database {path}: cannot open ({err})") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # One statement, one snapshot: another process may be migrating right now.
@@ -97,7 +145,8 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # Locked by another process past the busy timeout, disk I/O, read-only media: the
         # file may be perfectly healthy, so don't call it damaged.
         conn.close()
-        raise StoreOpenError(f"database {path}: cannot use it right now ({err})") from None
+        raise disk_full(path, err) or StoreOpenError(
+            f"database {path}: cannot use it right now ({err})") from None
     except sqlite3.DatabaseError as err:
         conn.close()
         raise StoreOpenError(
