@@ -171,3 +171,19 @@ async def test_out_of_range_numbers_are_bad_arguments_naming_field_and_range(
     result, stored = await invoke(TOOLS[tool], context(store, ws, agent="ops"), arguments)
     assert result.status == "error" and "bad arguments" in result.text and message in result.text
     assert "Overflow" not in result.text and stored == result.text
+
+
+def test_a_logged_traceback_keeps_its_lines_and_the_message_stays_one_line() -> None:
+    import logging
+    import sys
+
+    from app.logs import SafeFormatter
+
+    try:
+        raise OverflowError("can't serialize\nints")
+    except OverflowError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "tool %s failed", ("a\nb",), sys.exc_info())
+    lines = SafeFormatter("agentdeck: %(message)s").format(record).splitlines()
+    assert lines[0] == "agentdeck: tool a\\x0ab failed"
+    assert len(lines) > 3 and all(line.startswith("  ") for line in lines[1:])
+    assert lines[1].strip() == "Traceback (most recent call last):" and "\\x0a" not in lines[1]
