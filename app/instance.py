@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,14 +24,19 @@ from rich.console import Console
 from agents.bus import Subscription
 from agents.config import Config
 from agents.inference import Engine, resolve_model_path
+from agents.protocol import Event, TaskCreated
 from agents.runtime import Host, Recovery
-from agents.runtime.event_text import event_text
+from agents.runtime.event_text import event_line, task_of
 from agents.safe_text import safe_text
+from agents.store import queries
 from app.cmd_log import event_json
 from app.context import Context
 from app.progress import LoadProgress
 
 log = logging.getLogger(__name__)
+
+LINE_WIDTH = 100  # an event line's width when stdout is not a terminal (and no $COLUMNS)
+TITLES_KEPT = 1000  # task titles remembered for event lines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +96,7 @@ class Instance:
         self.approvals = approvals
         self.as_json = as_json
         self.reporting = True  # until stdout's reader goes away
+        self._titles: OrderedDict[int, str] = OrderedDict()  # task id -> title, for event lines
 
     async def say(self, line: str) -> None:
         """A line on stdout, written off the loop: a stalled pipe (a paused pager) must
@@ -153,7 +161,7 @@ class Instance:
             f"agentdeck running (pid {host.pid}, home {self.ctx.home}, approvals: "
             f"{self.approvals}); Ctrl-C stops"
         )
-        printer = asyncio.create_task(self._print_events(reporter))
+        printer = asyncio.create_task(self._print_events(reporter, host))
         watcher = asyncio.create_task(self._stop_when_idle(host)) if self.until_idle else None
         try:
             await host.stopping.wait()
@@ -181,9 +189,27 @@ class Instance:
         if recovery.pending:
             await self.say(f"{len(recovery.pending)} approval(s) pending: `agentdeck approvals` lists them")
 
-    async def _print_events(self, sub: Subscription) -> None:
+    async def _print_events(self, sub: Subscription, host: Host) -> None:
         async for event in sub:
             try:
-                await self.say(event_json(event) if self.as_json else event_text(event))
+                await self.say(event_json(event) if self.as_json else await self._line(event, host))
             except Exception as err:  # one event that cannot be shown must not stop the rest
                 log.warning("reporting event %d failed: %s", event.id, err)
+
+    async def _line(self, event: Event, host: Host) -> str:
+        """The event in words, with its task's title (remembered, else read once)."""
+        task_id = task_of(event)
+        if isinstance(event.payload, TaskCreated):
+            self._remember(event.payload.task.id, event.payload.task.title)
+        elif task_id is not None and task_id not in self._titles:
+            task = await host.store.read(queries.task, task_id)
+            self._remember(task_id, task.title if task is not None else "")
+        title = self._titles.get(task_id) if task_id is not None else None
+        width = shutil.get_terminal_size((LINE_WIDTH, 24)).columns
+        return event_line(event, title=title, width=width, approve_hint=self.approvals == "cli")
+
+    def _remember(self, task_id: int, title: str) -> None:
+        self._titles[task_id] = title
+        self._titles.move_to_end(task_id)
+        if len(self._titles) > TITLES_KEPT:
+            self._titles.popitem(last=False)

@@ -20,6 +20,9 @@ class LoadProgress:
             console=console,
             transient=True,
             disable=not console.is_terminal,
+            # Lines printed meanwhile go where they were sent: stdout may be a pipe.
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self._label = label
 

@@ -243,7 +243,7 @@ def test_end_to_end_with_the_real_model(home: Path, ws: Path) -> None:
     if task["status"] == "done":
         assert "agent.reflect" in story
         assert any(e["kind"] == "memory.written" and e["actor"] == "ops" for e in events)
-    assert "agent.triage" in proc.stdout and "agentdeck stopped" in proc.stdout
+    assert " triage: " in proc.stdout and "agentdeck stopped" in proc.stdout  # said in words
 
 
 # --- memory ---

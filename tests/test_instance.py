@@ -26,10 +26,11 @@ from agents.store import reducers as r
 class Running:
     """An instance whose stdout is read on a thread, so waits can time out."""
 
-    def __init__(self, home: Path, *args: str, argv: list[str] | None = None) -> None:
+    def __init__(self, home: Path, *args: str, argv: list[str] | None = None,
+                 stderr: int = subprocess.STDOUT, **env: str) -> None:
         self.proc = subprocess.Popen(
-            argv or agentdeck_cmd("run", "--headless", *args), env=subprocess_env(home),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            argv or agentdeck_cmd("run", "--headless", *args), env=subprocess_env(home, **env),
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue(maxsize=10_000)
@@ -65,8 +66,8 @@ class Running:
 def start(home: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def _start(*args: str) -> Running:
-        inst = Running(home, *args)
+    def _start(*args: str, **env: str) -> Running:
+        inst = Running(home, *args, **env)
         started.append(inst)
         inst.wait_for("agentdeck running")
         return inst
@@ -269,7 +270,7 @@ def test_a_schedule_that_cannot_fire_is_marked_and_the_instance_runs(
         good = store.write(r.set_schedule, "owner", "ops", "good", 3600, first_run_at=time.time() - 10)
         store.conn.execute("UPDATE schedules SET interval_s = 5e-324 WHERE id = ?", (bad.id,))
     inst = start()
-    inst.wait_for("schedule.failed")
+    inst.wait_for("disabled: OverflowError")
     listed = {s["name"]: s for s in json.loads(ok(home, "schedules", "--json"))}
     assert listed["bad"]["enabled"] is False and "OverflowError" in listed["bad"]["last_error"]
     assert listed["good"]["last_run_at"] is not None
@@ -306,10 +307,29 @@ def test_the_reporter_prints_hostile_text_escaped(db_path: Path, start: Callable
     inst = start()
     with Store.open(db_path, AGENTS) as store:
         store.write(r.create_task, "owner", "x\x1b]0;owned\x07 \x9b2J\u202eevil")
-    line = inst.wait_for("task.created")
+    line = inst.wait_for("new task")
     assert "\x1b" not in line and "\x9b" not in line and "\u202e" not in line
-    # JSON already spells C0 controls as \u001b; the rest is escaped by safe_text.
-    assert "\\u001b]0;owned\\u0007" in line and "\\x9b2J\\u202eevil" in line
+    assert "\\x1b]0;owned\\x07 \\x9b2J\\u202eevil" in line  # shown as escapes
+
+
+def test_headless_lines_read_as_words_within_the_width(db_path: Path, start: Callable[..., Running]) -> None:
+    """Issue 15: the default output was raw JSON with epoch floats, wrapping, and an
+    approval under --approvals cli was cut JSON with no hint. Now: one line per event,
+    time, agent, what happened, the task; the commands that answer an approval."""
+    inst = start("--approvals", "cli", COLUMNS="100")
+    title = "rebuild the search index after the schema change " * 4
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, "owner", title, owner="dev")
+        approval = store.write(r.request_approval, "dev", "run_shell", {"cmd": "make index"},
+                               "make index", "rebuild", timeout_s=600, task_id=task.id)
+    created = inst.wait_for(f"#{task.id} rebuild the search index")
+    asked = inst.wait_for(f"agentdeck approve {approval.id} / agentdeck deny {approval.id}")
+    assert created.startswith(time.strftime("%H:%M:%S", time.localtime(task.created_at)) + " owner")
+    assert "new task for dev" in created and created.rstrip("\n").endswith("…")
+    assert " dev " in asked and "asks to run run_shell: make index" in asked and f"#{task.id} " in asked
+    for line in (created, asked):
+        assert len(line.rstrip("\n")) <= 100 and "{" not in line
+    assert inst.stop() == 0
 
 
 # --- stopping: always, and soon ---
@@ -353,6 +373,42 @@ def test_sigterm_while_the_model_loads_stops_cleanly(home: Path, db_path: Path) 
         with Store.open(db_path, AGENTS) as store:
             assert store.read(queries.instance) is None
     finally:
+        if inst.proc.poll() is None:
+            inst.proc.kill()
+            inst.proc.wait()
+
+
+@pytest.mark.timeout(60)
+def test_the_loading_bar_leaves_the_screen_once_the_model_has_loaded(home: Path) -> None:
+    """Issue 15: the model-loading bar stayed on the terminal for the whole headless run.
+    stderr on a pseudo-terminal (the bar is drawn only there); once the instance says it
+    is running, what the terminal shows holds no bar."""
+    import pty
+    import select
+
+    import pyte
+
+    master, slave = pty.openpty()
+    inst = Running(home, stderr=slave, TERM="xterm-256color", COLUMNS="100")
+    os.close(slave)
+    try:
+        inst.wait_for("agentdeck running", timeout=30)
+        drawn = b""
+        while select.select([master], [], [], 0)[0]:  # all the bar wrote so far
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert b"loading" in drawn  # it was drawn while the model loaded
+        screen = pyte.Screen(100, 30)
+        pyte.ByteStream(screen).feed(drawn.replace(b"\n", b"\r\n"))
+        assert not any("loading" in row for row in screen.display), screen.display
+        assert inst.stop() == 0
+    finally:
+        os.close(master)
         if inst.proc.poll() is None:
             inst.proc.kill()
             inst.proc.wait()

@@ -1,12 +1,32 @@
-"""An event as one terminal-safe line: the headless reporter, `agentdeck log` and the
-TUI's log all show events this way."""
+"""An event as one terminal-safe line: `event_text` (id, date, kind, the payload as JSON)
+for `agentdeck log` and the cockpit's log; `event_line` (time, who, what happened in
+words, the task) for the headless reporter, fitted to a terminal's width."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from agents.protocol import Event, to_builtins
+from agents.protocol import (
+    AgentReflected,
+    AgentStatusChanged,
+    AgentStepped,
+    AgentTriaged,
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    MessagePosted,
+    ScheduleFailed,
+    ScheduleFired,
+    ScheduleSet,
+    TaskAssigned,
+    TaskCreated,
+    TaskStatusChanged,
+    ToolFinished,
+    ToolStarted,
+    UsageRecorded,
+    to_builtins,
+)
 from agents.safe_text import safe_text
 
 
@@ -26,3 +46,119 @@ def event_text(event: Event) -> str:
     return safe_text(
         f"{event.id:>6} {when(event.ts)} {event.kind:<18} {event.actor}{to} {event.subject} {detail}"
     )
+
+
+def task_of(event: Event) -> int | None:
+    """The task an event is about, if any."""
+    p = event.payload
+    for holder in (p, getattr(p, "approval", None), getattr(p, "call", None),
+                   getattr(p, "message", None), getattr(p, "status", None), getattr(p, "usage", None)):
+        task_id = getattr(holder, "task_id", None)
+        if isinstance(task_id, int):
+            return task_id
+    return p.task.id if isinstance(p, TaskCreated) else None
+
+
+def event_line(event: Event, *, title: str | None = None, width: int = 100,
+               approve_hint: bool = False) -> str:
+    """`HH:MM:SS agent what happened: detail · #id title`, terminal-safe, shortened to fit
+    `width` where it can be (the detail first, then the title). `approve_hint`: spell out
+    the commands that answer an approval (someone is expected to)."""
+    what, detail, tail = _describe(event, approve_hint)
+    task_id = task_of(event)
+    if title is None and isinstance(event.payload, TaskCreated):
+        title = event.payload.task.title
+    # An agent's status is written by agentdeck (system), but it is the agent's news.
+    who = event.payload.status.agent if isinstance(event.payload, AgentStatusChanged) else event.actor
+    head = safe_text(f"{time.strftime('%H:%M:%S', time.localtime(event.ts))} {who:<6} {what}")
+    detail, title = _flat(detail), _flat(title or "")
+    ref = "" if task_id is None else f"#{task_id}"
+
+    def compose() -> str:
+        ref_text = f"{ref} {title}".rstrip()
+        return (head + (f": {detail}" if detail else "") + (f" · {ref_text}" if ref_text else "")
+                + (f" · {tail}" if tail else ""))
+
+    line = compose()
+    # What an approval would run matters more than the task's title; elsewhere the
+    # detail is the extra, and goes first.
+    order = ((("title", 16), ("detail", 24), ("title", 0), ("detail", 8))
+             if isinstance(event.payload, ApprovalRequested)
+             else (("detail", 24), ("title", 16), ("detail", 8), ("title", 0)))
+    for shrink, floor in order:
+        over = len(line) - width
+        if over <= 0:
+            break
+        if shrink == "detail" and len(detail) > floor:
+            detail = _cut(detail, max(floor, len(detail) - over))
+        elif shrink == "title" and len(title) > floor:
+            title = _cut(title, max(floor, len(title) - over))
+        line = compose()
+    return line
+
+
+def _flat(text: str) -> str:
+    """One line, whitespace collapsed, terminal-safe; capped early (tool output can be
+    megabytes, and only a line's worth is ever shown)."""
+    return safe_text(" ".join(text[:2000].split()))
+
+
+def _cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + "…" if width > 0 else ""
+
+
+def _describe(event: Event, approve_hint: bool) -> tuple[str, str, str]:
+    """(what happened, a detail that may be shortened, a tail that may not)."""
+    p = event.payload
+    if isinstance(p, TaskCreated):
+        return (f"new task for {p.task.owner}" if p.task.owner else "new task (for the router)"), "", ""
+    if isinstance(p, TaskAssigned):
+        return f"assigned it to {p.owner or 'nobody'}", "", ""
+    if isinstance(p, TaskStatusChanged):
+        return f"task {p.old} → {p.new}", (p.result or "") if p.new != "active" else "", ""
+    if isinstance(p, MessagePosted):
+        m = p.message
+        to = f"message to {m.recipient}" if m.recipient else f"message in channel {m.channel_id}"
+        return to, m.body, ""
+    if isinstance(p, ApprovalRequested):
+        a = p.approval
+        hint = (f"agentdeck approve {a.id} / agentdeck deny {a.id}" if approve_hint
+                else f"approval {a.id}")
+        return f"asks to run {a.tool}", a.resolved, hint
+    if isinstance(p, ApprovalDecided):
+        by = f" by {p.decided_by}" if p.decided_by else ""
+        return f"approval {p.approval_id} {p.status}{by}", "", ""
+    if isinstance(p, ToolStarted):
+        args = json.dumps(p.call.arguments, ensure_ascii=False, sort_keys=True)
+        return f"runs {p.call.tool}", args, ""
+    if isinstance(p, ToolFinished):
+        return f"tool call {p.call_id} {p.status}", p.result or "", ""
+    if isinstance(p, AgentStatusChanged):
+        return f"is {p.status.state}", p.status.detail, ""
+    if isinstance(p, AgentTriaged):
+        to = f" to {p.delegate_to}" if p.delegate_to else ""
+        return f"triage: {p.action}{to}", p.reason, ""
+    if isinstance(p, AgentStepped):
+        decision = f" ({p.decision})" if p.decision else ""
+        return f"step {p.step}: {p.tool or 'answer'}{decision} {p.status}", p.summary, ""
+    if isinstance(p, AgentReflected):
+        return f"reflected: {p.outcome}", p.lesson, ""
+    if isinstance(p, ScheduleSet):
+        s = p.schedule
+        how = f"on {s.cron}" if s.cron else f"every {s.interval_s:g} s"
+        return f"schedule {s.id} ({s.agent} {s.name}) set, {how}", "", ""
+    if isinstance(p, ScheduleFired):
+        return f"schedule {p.schedule_id} fired", "", ""
+    if isinstance(p, ScheduleFailed):
+        return f"schedule {p.schedule_id} disabled", p.error, ""
+    if isinstance(p, UsageRecorded):
+        u = p.usage
+        return (f"used {u.prompt_tokens} prompt + {u.completion_tokens} tokens "
+                f"in {u.decode_s:.1f} s"), "", ""
+    # Anything else: its kind and its fields, as compact JSON.
+    fields = to_builtins(p)
+    assert isinstance(fields, dict)
+    fields.pop("type", None)
+    return event.kind, json.dumps(fields, ensure_ascii=False, separators=(",", ":")), ""
