@@ -23,7 +23,9 @@ def cmd_tell(ctx: Context, args: argparse.Namespace) -> int:
     if args.agent not in agents:
         raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {', '.join(agents)})", exit_code=2)
     msg = ctx.store.write(send_direct, OWNER, args.agent, text)
-    line(msg.id)
+    # Said in words: a bare number would read as a task id.
+    line(f"message {msg.id} sent to {args.agent}; it becomes {args.agent}'s work, and the reply "
+         "comes back as a message: `agentdeck messages`")
     return 0
 
 

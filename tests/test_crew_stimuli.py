@@ -49,7 +49,9 @@ async def test_a_message_to_an_agent_becomes_its_task_and_the_reply_comes_back(d
                        reflect("owner asks about tests")]}
     async with host_for(db_path, ws, outputs) as host:
         said = await asyncio.to_thread(ok, home, "tell", "dev", "do the tests pass?")
-        message_id = int(said.strip())
+        match = re.fullmatch(r"message (\d+) sent to dev; .*`agentdeck messages`\n", said)
+        assert match is not None, said  # says what the number is: not a task id
+        message_id = int(match[1])
 
         async def has_task() -> bool:
             return any(t.message_id == message_id for t in await host.store.read(queries.tasks))
