@@ -62,3 +62,7 @@ class DelegationTooDeep(InvalidArgument):
 
 class TooManySubtasks(InvalidArgument):
     """A task already has MAX_SUBTASKS subtasks: an agent delegating in a loop stops here."""
+
+
+class TaskTreeTooLarge(InvalidArgument):
+    """A task tree has MAX_LIVE_SUBTASKS unfinished subtasks: runaway delegation stops here."""

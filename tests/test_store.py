@@ -22,6 +22,7 @@ from agents.errors import (
     ProtocolError,
     ReducerError,
     StoreOpenError,
+    TaskTreeTooLarge,
 )
 from agents.protocol import (
     OWNER,
@@ -71,10 +72,17 @@ from agents.store.reducers import (
     set_schedule,
     set_task_status,
     start_tool_call,
+    stop_runaway_tree,
     update_task,
     write_memory,
 )
-from agents.store.reducers.tasks import TRANSITIONS
+from agents.store.reducers.tasks import (
+    MAX_BODY,
+    MAX_DELEGATIONS,
+    MAX_LIVE_SUBTASKS,
+    MAX_TITLE,
+    TRANSITIONS,
+)
 from agents.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import AGENTS
 
@@ -1061,3 +1069,71 @@ def test_recovery_claims_only_calls_whose_process_is_gone(store: Store) -> None:
     interrupted = store.write(interrupt_running_tool_calls, SYSTEM)
     assert [c.id for c in interrupted] == [reused.id, legacy.id, mine.id]
     assert store.read(queries.tool_calls, status="running")[0].id == live.id
+
+
+# --- caps on tasks: size, runaway trees, delegation rate ---
+
+
+def test_a_task_body_and_title_are_capped_on_every_path(store: Store) -> None:
+    at_cap = store.write(create_task, OWNER, "a long paste", body="x" * MAX_BODY, owner="dev")
+    assert len(at_cap.body) == MAX_BODY
+    err = refused(store, InvalidArgument, create_task, OWNER, "a longer paste", body="x" * (MAX_BODY + 1))
+    assert str(err) == f"task body longer than {MAX_BODY} characters"
+    err = refused(store, InvalidArgument, create_task, OWNER, "t" * (MAX_TITLE + 1))
+    assert str(err) == f"title longer than {MAX_TITLE} characters"
+    # The delegate tool and triage create subtasks through the same reducer.
+    root = store.write(create_task, OWNER, "plan", owner="lead")
+    refused(store, InvalidArgument, create_task, "lead", "part", body="y" * (MAX_BODY + 1), owner="dev",
+            parent_id=root.id)
+
+
+def _wide_tree(store: Store, live: int) -> tuple[int, list[int]]:
+    """A root for lead and `live` unfinished subtasks under it, made by the person (no rate cap)."""
+    root = store.write(create_task, OWNER, "plan", owner="lead")
+    parents = [store.write(create_task, OWNER, f"part {i}", owner="dev", parent_id=root.id).id for i in range(8)]
+    for i in range(live - len(parents)):
+        store.write(create_task, OWNER, f"piece {i}", owner="review", parent_id=parents[i % len(parents)])
+    return root.id, parents
+
+
+def test_a_task_tree_holds_at_most_max_live_subtasks_and_a_runaway_one_is_stopped(store: Store) -> None:
+    root, parents = _wide_tree(store, MAX_LIVE_SUBTASKS)
+    err = refused(store, TaskTreeTooLarge, create_task, "dev", "one more", owner="ops", parent_id=parents[0])
+    assert str(err) == f"task {root}'s tree already has {MAX_LIVE_SUBTASKS} unfinished subtasks; no more"
+    # Finished subtasks make room again.
+    store.write(set_task_status, "dev", parents[1], "active")
+    store.write(set_task_status, "dev", parents[1], "done", "ok")
+    extra = store.write(create_task, "dev", "one more", owner="ops", parent_id=parents[0])
+    # Only the owner of a task in the tree may ask to stop it, and only at the cap.
+    refused(store, PermissionDenied, stop_runaway_tree, "ops", parents[0])
+    small = store.write(create_task, OWNER, "small job", owner="lead")
+    store.write(create_task, OWNER, "one part", owner="dev", parent_id=small.id)
+    err = refused(store, InvalidArgument, stop_runaway_tree, "lead", small.id)
+    assert "under the cap" in str(err)
+    store.write(set_task_status, "lead", root, "active")
+    ended = store.write(stop_runaway_tree, "dev", parents[0])
+    tasks = {t.id: t for t in store.read(queries.tasks)}
+    assert tasks[root].status == "failed"
+    assert tasks[root].result == (f"stopped by agentdeck: runaway delegation (task {root}'s tree reached "
+                                  f"{MAX_LIVE_SUBTASKS} unfinished subtasks)")
+    tree = [t for t in tasks.values() if t.job_id == root and t.id != root]
+    assert {t.status for t in tree if t.id != parents[1]} == {"cancelled"} and extra.id in ended
+    assert tasks[parents[1]].status == "done"  # finished work stays as it was
+    assert tasks[small.id].status == "queued"  # other trees are untouched
+    # A dead tree grows no more.
+    err = refused(store, InvalidTransition, create_task, OWNER, "late", owner="dev", parent_id=parents[0])
+    assert str(err) == f"task {parents[0]} is cancelled; no new subtasks under it"
+
+
+def test_an_agent_delegates_at_most_max_delegations_a_minute_even_across_restarts(db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        roots = [store.write(create_task, OWNER, f"job {i}", owner="lead").id for i in range(4)]
+        for i in range(MAX_DELEGATIONS):
+            store.write(create_task, "lead", f"part {i}", owner="dev", parent_id=roots[i % 4])
+    with Store.open(db_path, AGENTS) as store:  # counted from the table: a restart resets nothing
+        err = refused(store, InvalidArgument, create_task, "lead", "one more", owner="dev", parent_id=roots[0])
+        assert str(err) == (f"lead already delegated {MAX_DELEGATIONS} tasks in the last 60 s; "
+                            "wait before delegating more")
+        store.write(create_task, OWNER, "the person is not limited", owner="dev", parent_id=roots[0])
+        store.conn.execute("UPDATE tasks SET created_at = created_at - 61")  # a minute later
+        store.write(create_task, "lead", "one more", owner="dev", parent_id=roots[1])

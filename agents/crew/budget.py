@@ -3,7 +3,9 @@
 The backend counts (`count_tokens`, off the event loop); counts of recent texts are
 remembered, so an agent's system prompt is counted once, not at every step. What does
 not fit goes oldest first: whole step turns (a model step and its result), marked as
-left out; a task text too long on its own is cut in the middle, marked.
+left out; a task text too long on its own is cut in the middle, marked. Before any
+counting, a text is cut to CHARS_PER_TOKEN characters per token of the budget: a
+tokenizer fed megabytes took minutes (a 10 MB task never reached triage).
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from agents.inference.types import ChatMessage
 
 MESSAGE_OVERHEAD = 8  # tokens the chat template adds around each message (role markers)
 REMEMBERED = 512  # texts whose counts are kept
+CHARS_PER_TOKEN = 16  # a token is rarely longer: text past budget × this cannot fit anyway
+
+
+def clip(text: str, keep: int) -> str:
+    """`text` with at most `keep` of its characters, head and tail, the middle marked."""
+    if len(text) <= keep:
+        return text
+    half = max(keep, 0) // 2
+    mark = f"[… {len(text) - 2 * half} characters left out for room …]"
+    return f"{text[:half]}\n{mark}\n{text[len(text) - half:]}" if half else mark
 
 
 class Counts(Protocol):
@@ -42,6 +54,9 @@ class TokenCounter:
     async def fit(self, head: list[ChatMessage], turns: list[ChatMessage], budget: int) -> list[ChatMessage]:
         """head (kept whole unless it alone is too long: then cut, its last message first)
         + as many of the newest turns (pairs) as fit in `budget` tokens."""
+        most = max(budget, 1) * CHARS_PER_TOKEN
+        turns = [m if len(m.content) <= most else ChatMessage(role=m.role, content=clip(m.content, most))
+                 for m in turns]
         head = await self._cut(head, budget)
         room = budget - await self.size(head)
         dropped = 0
@@ -54,18 +69,22 @@ class TokenCounter:
         return head + turns
 
     async def _cut(self, head: list[ChatMessage], budget: int) -> list[ChatMessage]:
+        texts = [m.content for m in head]
+        # Characters kept of each text: bounded before any counting, so the tokenizer
+        # never sees more than the budget could hold.
+        keep = [min(len(t), max(budget, 1) * CHARS_PER_TOKEN) for t in texts]
+
+        def shown() -> list[ChatMessage]:
+            return [m if keep[i] == len(texts[i]) else ChatMessage(role=m.role, content=clip(t, keep[i]))
+                    for i, (m, t) in enumerate(zip(head, texts, strict=True))]
+
         for _ in range(6):  # each cut is proportional; a few rounds converge
-            over = await self.size(head) - budget
+            now = shown()
+            over = await self.size(now) - budget
             if over <= 0 or not head:
-                return head
-            sizes = [await self.count(m.content) for m in head]
+                return now
+            sizes = [await self.count(m.content) for m in now]
             # The last message (the task) gives way first; the system prompt only when it must.
             i = len(head) - 1 if sizes[-1] > over + 16 else max(range(len(head)), key=sizes.__getitem__)
-            text = head[i].content
-            tokens = max(sizes[i], 1)
-            keep = max(int(len(text) * (1 - (over + 16) / tokens)), 0)
-            half = keep // 2
-            mark = f"[… {len(text) - keep} characters left out for room …]"
-            cut = f"{text[:half]}\n{mark}\n{text[len(text) - half:]}" if keep else mark
-            head = [*head[:i], ChatMessage(role=head[i].role, content=cut), *head[i + 1:]]
-        return head
+            keep[i] = max(int(keep[i] * (1 - (over + 16) / max(sizes[i], 1))), 0)
+        return shown()

@@ -27,7 +27,7 @@ from collections import deque
 
 from agents.bus import Bus
 from agents.config import Config
-from agents.crew.budget import TokenCounter
+from agents.crew.budget import TokenCounter, clip
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
 from agents.crew.runner import ModelBackend, TaskRunner
@@ -58,6 +58,7 @@ CRASH_WINDOW_S = 300.0
 BACKOFF_S = (0.5, 30.0)  # first delay, most
 FINISHED = ("done", "failed", "cancelled")
 UNFINISHED = ("queued", "active", "blocked", "waiting_approval")
+ROUTE_CHARS = 4000  # of a task's body shown to the router: its gist, never megabytes to tokenise
 MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
 
 
@@ -81,7 +82,8 @@ async def choose_agent(backend: ModelBackend, config: Config, title: str, body: 
     roles = "\n".join(f"- {name}: {a.role}" for name, a in agents.items())
     intro = "You route tasks to the agent whose role fits best."
     messages = [ChatMessage(role="system", content=f"{intro}\n{roles}"),
-                ChatMessage(role="user", content=f"Task: {title}\n{body}\nAnswer {{\"agent\": name}}.")]
+                ChatMessage(role="user", content=f"Task: {title}\n{clip(body, ROUTE_CHARS)}\n"
+                                                 'Answer {"agent": name}.')]
     schema = {"type": "object", "properties": {"agent": {"enum": list(agents)}}, "required": ["agent"],
               "additionalProperties": False}
     gen = backend.submit(messages, agent="router", schema=schema, priority=9, max_tokens=24, timeout_s=60)

@@ -16,6 +16,8 @@ from agents.protocol import Memory
 from agents.store import queries
 
 CANDIDATES = 50
+QUERY_WORDS = 128  # the task's first distinct words asked of the index (a 10 MB body made a million)
+QUERY_CHARS = 8000  # read for them, at most
 
 
 def score(relevance: float, age_s: float, importance: int, half_life_s: float) -> float:
@@ -28,7 +30,9 @@ def recall(conn: sqlite3.Connection, text: str, agent: str, *, half_life_days: f
     """The `limit` best entries the agent may see, best first."""
     now = time.time() if now is None else now
     half_life_s = half_life_days * 86_400
-    found = queries.memory_matches(conn, text, agent=agent, limit=CANDIDATES)
+    words = dict.fromkeys("".join(c if c.isalnum() else " " for c in text[:QUERY_CHARS]).split())
+    query = " ".join(list(words)[:QUERY_WORDS])
+    found = queries.memory_matches(conn, query, agent=agent, limit=CANDIDATES)
     ranked = sorted(found, key=lambda mr: score(mr[1], now - mr[0].created_at, mr[0].importance, half_life_s),
                     reverse=True)
     return [memory for memory, _ in ranked[:limit]]

@@ -6,7 +6,8 @@
 - Act: at most `max_steps` model steps; each step is constrained by a grammar built from
   the agent's own tools' argument schemas, or is the final answer. Tool calls go through
   the gate (and may wait for approval while the other agents carry on); their result,
-  capped, is fed back. A step whose output does not parse is retried once, then fails.
+  capped, is fed back. A step whose output does not parse is retried once (the live
+  view says so), then fails.
 - Reflect: a schema-constrained reflection becomes a memory entry. The task ends done or
   failed, its result stored, a line posted to #agent-logs, and the asking agent told.
 
@@ -45,7 +46,7 @@ from agents.crew.schemas import (
     step_schema,
     triage_schema,
 )
-from agents.errors import AgentdeckError
+from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
 from agents.inference.types import ChatMessage, Result
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
@@ -64,6 +65,7 @@ MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processe
 MEMORY_TOKENS = 300  # of recalled memories in a prompt
 RECENT_MESSAGES = 3  # direct messages to the agent shown with each task
 DEFERRED = "deferred:"  # how a deferred task's result starts; it is not deferred twice
+ATTEMPTS = 2  # of a phase whose output does not parse
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 
 
@@ -139,8 +141,14 @@ class TaskRunner:
             await self.store.write(r.set_task_status, task.id, "deferred", f"{DEFERRED} {triage.reason}")
         elif triage.action == "delegate" and triage.delegate_to and triage.delegate_to != self.name:
             to = triage.delegate_to
-            child = await self.store.write(r.create_task, task.title, body=task.body, owner=to,
-                                           parent_id=task.id, priority=task.priority)
+            try:
+                child = await self.store.write(r.create_task, task.title, body=task.body, owner=to,
+                                               parent_id=task.id, priority=task.priority)
+            except TaskTreeTooLarge:
+                await self.store.write(r.stop_runaway_tree, task.id)  # this task ends with its tree
+                return
+            except InvalidArgument as err:
+                raise PhaseFailed(f"could not delegate to {to}: {err}") from None
             await self.store.write(r.set_task_status, task.id, "blocked",
                                    f"delegated to {triage.delegate_to} as task {child.id}")
         else:
@@ -205,32 +213,50 @@ class TaskRunner:
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
-        tools = list(self.agent.tools)
         steps: list[tuple[str, str]] = []
         first = self._first_step(task)
-        for number in range(1, self.agent.max_steps + 1):
-            if first is not None and number == 1:
-                step, said = first, json.dumps({"tool": first.tool, "arguments": first.arguments})
-            else:
-                # The last step, or a step after the model repeated itself, may only answer:
-                # a loop of identical calls would otherwise run out the steps.
-                repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
-                offered = [] if number == self.agent.max_steps or repeated else tools
-                head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples)
-                turns = prompts.step_turns(steps, self.harness.result_chars)
-                messages = await self.counter.fit(head, turns, self._prompt_budget())
-                step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
-                                              functools.partial(parse_step, tools=offered))
-                said = msgspec.json.encode(step).decode()
-            self.live.steps += 1
-            if isinstance(step, FinalStep):
-                await self.store.write(r.record_phase, AgentStepped(
-                    task_id=task.id, step=number, tool=None, decision=None, status="final",
-                    summary=shorten(step.final)))
-                return step.final, steps
-            result = await self._call_tool(task, number, step)
-            steps.append((said, result))
-        raise PhaseFailed(f"no final answer within {self.agent.max_steps} steps")
+        most = self.agent.max_steps
+        self.live.max_steps = most
+        try:
+            for number in range(1, most + 1):
+                self.live.step = number
+                if first is not None and number == 1:
+                    step, said = first, json.dumps({"tool": first.tool, "arguments": first.arguments})
+                else:
+                    step, said = await self._step(task, context, number, steps)
+                self.live.steps += 1
+                if isinstance(step, FinalStep):
+                    await self.store.write(r.record_phase, AgentStepped(
+                        task_id=task.id, step=number, tool=None, decision=None, status="final",
+                        summary=shorten(step.final)))
+                    return step.final, steps
+                result = await self._call_tool(task, number, step)
+                steps.append((said, result))
+                now = await self.store.read(queries.task, task.id)
+                if now is None or now.status in ("done", "failed", "cancelled"):
+                    # Ended elsewhere (a runaway tree stopped): no more steps for it.
+                    raise PhaseFailed(f"task {task.id} ended while it ran")
+        finally:
+            self.live.step = self.live.max_steps = 0
+        raise PhaseFailed(f"no final answer within {most} steps")
+
+    async def _step(self, task: Task, context: str, number: int,
+                    steps: list[tuple[str, str]]) -> tuple[ToolStep | FinalStep, str]:
+        """The model's step `number`: the step and its JSON as fed back."""
+        most = self.agent.max_steps
+        # The last step, or a step after the model repeated itself, may only answer:
+        # a loop of identical calls would otherwise run out the steps.
+        repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
+        offered = [] if number == most or repeated else list(self.agent.tools)
+        only_final = f"step {number} of {most} allows only a final answer" if not offered else ""
+        if repeated and number < most:
+            only_final += " (the step before repeated the same call)"
+        head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples)
+        turns = prompts.step_turns(steps, self.harness.result_chars)
+        messages = await self.counter.fit(head, turns, self._prompt_budget())
+        step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
+                                      functools.partial(parse_step, tools=offered, only_final=only_final))
+        return step, msgspec.json.encode(step).decode()
 
     def _prompt_budget(self) -> int:
         """Tokens a prompt may take (counted by the model's tokenizer): this slot's share
@@ -262,7 +288,7 @@ class TaskRunner:
         started = time.monotonic()
         try:
             outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
-                                           reason=f"step {number} of task {task.id}: {task.title}")
+                                           reason=step.reason or "")  # the model's words, or none
         finally:
             self.live.tool_s += time.monotonic() - started
         await self._state("acting", task.id)
@@ -350,10 +376,12 @@ class TaskRunner:
 
     async def _structured(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
                           task_id: int, parse: Any) -> Any:
-        """A schema-constrained call; output that does not parse is retried once."""
+        """A schema-constrained call; output that does not parse is retried (the live view
+        says so, for the panes), up to ATTEMPTS calls."""
         problem = ""
-        for _attempt in range(2):
-            text = await self._model(phase, messages, schema, task_id)
+        for attempt in range(1, ATTEMPTS + 1):
+            retry = f"retrying: the output did not parse (attempt {attempt} of {ATTEMPTS})"
+            text = await self._model(phase, messages, schema, task_id, retry if attempt > 1 else "")
             try:
                 return parse(text)
             except ValueError as err:
@@ -361,9 +389,10 @@ class TaskRunner:
         raise PhaseFailed(f"{phase}: the model's output did not parse twice ({problem})")
 
     async def _model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
-                     task_id: int) -> str:
+                     task_id: int, note: str = "") -> str:
         messages = await self.counter.fit(messages, [], self._prompt_budget())  # a long task text is cut
         self.live.begin_call(phase)
+        self.live.note = note
         try:
             return await self._call_model(phase, messages, schema, task_id)
         finally:

@@ -2,7 +2,9 @@
 model cannot say anything else) and as msgspec Structs to decode it strictly.
 
 A step is either a tool call — one of the agent's own tools, with arguments that follow
-that tool's schema — or a final answer. A model cannot name a tool it does not have.
+that tool's schema, and optionally the model's own short reason for it (what a person
+deciding an approval reads as "agent says") — or a final answer. A model cannot name a
+tool it does not have.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ class Reflection(msgspec.Struct, forbid_unknown_fields=True):
     tags: list[str] = msgspec.field(default_factory=list)
 
 
-class ToolStep(msgspec.Struct, forbid_unknown_fields=True):
+class ToolStep(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     tool: str
     arguments: dict[str, Any]
+    reason: str | None = None  # the model's words, if it gave any
 
 
 class FinalStep(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,7 +88,9 @@ def step_schema(tools: list[str]) -> dict[str, Any]:
         defs.update(schema.get("$defs", {}))
         options.append({
             "type": "object",
-            "properties": {"tool": {"const": name}, "arguments": {"$ref": schema["$ref"]}},
+            # reason is optional and last: a model may skip it and nothing waits on it.
+            "properties": {"tool": {"const": name}, "arguments": {"$ref": schema["$ref"]},
+                           "reason": _text()},
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         })
@@ -94,8 +99,9 @@ def step_schema(tools: list[str]) -> dict[str, Any]:
     return {"anyOf": options, "$defs": defs}
 
 
-def parse_step(text: str, tools: list[str]) -> Step:
-    """Strict: raises ValueError naming what is wrong (the caller retries once)."""
+def parse_step(text: str, tools: list[str], only_final: str = "") -> Step:
+    """Strict: raises ValueError naming what is wrong (the caller retries once).
+    only_final: why this step offers no tools, said when the model names one anyway."""
     try:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as err:
@@ -108,6 +114,8 @@ def parse_step(text: str, tools: list[str]) -> Step:
     except msgspec.ValidationError as err:
         raise ValueError(f"not a step: {err}") from None
     if isinstance(step, ToolStep) and step.tool not in tools:
+        if only_final:
+            raise ValueError(f"{only_final}; the model asked for {step.tool}")
         raise ValueError(f"{step.tool!r} is not one of this agent's tools")
     return step
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agents.errors import TaskTreeTooLarge
 from agents.protocol import ChannelMessage, Event, Memory, Task, to_builtins
 from agents.store import queries
 from agents.store import reducers as r
@@ -104,8 +105,15 @@ async def post_channel(ctx: ToolContext, args: PostArgs) -> str:
 async def delegate(ctx: ToolContext, args: DelegateArgs) -> str:
     if ctx.task_id is None:
         raise ToolError("delegate: there is no current task to delegate from")
-    task: Task = await ctx.store.write(r.create_task, args.title, body=args.body, owner=args.to,
-                                       parent_id=ctx.task_id, priority=args.priority)
+    if args.to == ctx.agent:  # as triage refuses: a task delegated to oneself is a loop, not help
+        raise ToolError(f"delegate: {ctx.agent} cannot delegate to itself; do it, or pick another agent")
+    try:
+        task: Task = await ctx.store.write(r.create_task, args.title, body=args.body, owner=args.to,
+                                           parent_id=ctx.task_id, priority=args.priority)
+    except TaskTreeTooLarge as err:
+        # Runaway fan-out: the whole tree ends here, its root failed with the reason.
+        await ctx.store.write(r.stop_runaway_tree, ctx.task_id)
+        raise ToolError(f"delegate: {err}; the task tree was stopped") from None
     return f"task {task.id} created for {args.to} (subtask of {ctx.task_id})"
 
 

@@ -42,6 +42,7 @@ from agents.store.reducers.tasks import (
     cancel_task,
     create_task,
     set_task_status,
+    stop_runaway_tree,
     task_from_message,
     update_task,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "set_schedule",
     "set_task_status",
     "start_tool_call",
+    "stop_runaway_tree",
     "task_from_message",
     "update_task",
     "write_memory",

@@ -7,10 +7,12 @@ from agents.errors import (
     InvalidArgument,
     InvalidTransition,
     PermissionDenied,
+    TaskTreeTooLarge,
     TooManySubtasks,
 )
 from agents.limits import timestamp, whole_in
 from agents.protocol import (
+    SYSTEM,
     TASK_STATUSES,
     ApprovalDecided,
     Task,
@@ -38,11 +40,22 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 MAX_TITLE = 500
+# Characters of a task's body (a message's cap is 20,000; a task may carry a pasted file).
+# Every path that creates a task (CLI, cockpit, delegate, schedules) meets it here.
+MAX_BODY = 100_000
 MAX_PRIORITY = 9
 # Deepest task tree: a root is depth 1. Agents delegating in a loop hit this, not the stack.
 MAX_TASK_DEPTH = 32
 # Most subtasks one task may have (fan-out), finished ones included.
 MAX_SUBTASKS = 12
+# Most unfinished subtasks in one task tree: depth and width caps alone still allow
+# 12**32, and a crew delegating 3 per task made 15,213 tasks in 240 s without it.
+MAX_LIVE_SUBTASKS = 64
+# Most subtasks one agent may create per DELEGATION_WINDOW_S, counted from the tasks
+# table so that a restart does not reset it.
+MAX_DELEGATIONS = 30
+DELEGATION_WINDOW_S = 60.0
+LIVE = ("queued", "active", "waiting_approval", "blocked", "deferred")
 
 
 def _depth(tx: Tx, task_id: int) -> int:
@@ -56,6 +69,15 @@ def _depth(tx: Tx, task_id: int) -> int:
         (task_id, MAX_TASK_DEPTH),
     )
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _live_below(tx: Tx, root_id: int) -> list[int]:
+    """The unfinished tasks of `root_id`'s tree, the root left out (job_id is the root)."""
+    found = tx.execute(
+        f"SELECT id FROM tasks WHERE job_id = ? AND id != job_id AND status IN ({', '.join('?' * len(LIVE))})"
+        " ORDER BY id", (root_id, *LIVE),
+    ).fetchall()
+    return [row[0] for row in found]
 
 
 def _check_priority(priority: int) -> None:
@@ -94,6 +116,8 @@ def create_task(
         raise InvalidArgument("a task needs a title")
     if len(title) > MAX_TITLE:
         raise InvalidArgument(f"title longer than {MAX_TITLE} characters")
+    if len(body) > MAX_BODY:
+        raise InvalidArgument(f"task body longer than {MAX_BODY} characters")
     _check_priority(priority)
     if deadline is not None:
         deadline = timestamp(deadline, "deadline", tx.now)
@@ -105,6 +129,8 @@ def create_task(
         # An agent delegates only from a task it owns.
         if not tx.privileged(actor) and parent.owner != actor:
             raise PermissionDenied(f"{actor} may not add subtasks to task {parent_id}")
+        if parent.status in ("done", "failed", "cancelled"):
+            raise InvalidTransition(f"task {parent_id} is {parent.status}; no new subtasks under it")
         if _depth(tx, parent_id) >= MAX_TASK_DEPTH:
             raise DelegationTooDeep(
                 f"task {parent_id} is already {MAX_TASK_DEPTH} levels deep; no further subtasks"
@@ -112,6 +138,15 @@ def create_task(
         children = tx.one("SELECT COUNT(*) FROM tasks WHERE parent_id = ?", (parent_id,))
         if children and children[0] >= MAX_SUBTASKS:
             raise TooManySubtasks(f"task {parent_id} already has {MAX_SUBTASKS} subtasks; no more")
+        if len(_live_below(tx, parent.job_id)) >= MAX_LIVE_SUBTASKS:
+            raise TaskTreeTooLarge(f"task {parent.job_id}'s tree already has {MAX_LIVE_SUBTASKS} "
+                                   "unfinished subtasks; no more")
+        if not tx.privileged(actor):
+            recent = tx.one("SELECT COUNT(*) FROM tasks WHERE created_by = ? AND parent_id IS NOT NULL"
+                            " AND created_at > ?", (actor, tx.now - DELEGATION_WINDOW_S))
+            if recent and recent[0] >= MAX_DELEGATIONS:
+                raise InvalidArgument(f"{actor} already delegated {MAX_DELEGATIONS} tasks in the last "
+                                      f"{DELEGATION_WINDOW_S:g} s; wait before delegating more")
         job_id = parent.job_id
     return _insert(tx, actor, title, body, owner, parent_id, job_id, priority, deadline, None)
 
@@ -266,3 +301,33 @@ def cancel_task(tx: Tx, actor: str, task_id: int) -> list[int]:
             set_task_status(tx, actor, tid, "cancelled", "cancelled by the person")
             cancelled.append(tid)
     return cancelled
+
+
+def stop_runaway_tree(tx: Tx, actor: str, task_id: int) -> list[int]:
+    """Runaway delegation: the tree of task `task_id` holds MAX_LIVE_SUBTASKS unfinished
+    subtasks. Its root fails (or, if it cannot, is cancelled), saying so, and every
+    unfinished task in it is cancelled, their approvals with them. The owner of a task in
+    the tree may ask, but only while the tree really is at the cap. Returns the ids ended."""
+    tx.check_actor(actor)
+    task = rows.task(tx.row("tasks", task_id))
+    _may_change(tx, actor, task)
+    root_id = task.job_id
+    live = _live_below(tx, root_id)
+    if len(live) < MAX_LIVE_SUBTASKS:
+        raise InvalidArgument(f"task {root_id}'s tree has {len(live)} unfinished subtasks, "
+                              f"under the cap of {MAX_LIVE_SUBTASKS}")
+    why = (f"stopped by agentdeck: runaway delegation (task {root_id}'s tree reached "
+           f"{MAX_LIVE_SUBTASKS} unfinished subtasks)")
+    root = rows.task(tx.row("tasks", root_id))
+    ended = []
+    if "failed" in TRANSITIONS[root.status]:
+        set_task_status(tx, SYSTEM, root_id, "failed", why)
+        _cancel_pending_approvals(tx, SYSTEM, root_id)  # nobody waits for them any more
+        ended.append(root_id)
+    elif "cancelled" in TRANSITIONS[root.status]:  # deferred: it cannot fail from there
+        set_task_status(tx, SYSTEM, root_id, "cancelled", why)
+        ended.append(root_id)
+    for tid in live:
+        set_task_status(tx, SYSTEM, tid, "cancelled", why)
+        ended.append(tid)
+    return ended
