@@ -67,8 +67,15 @@ def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
     config = ctx.config
     check_ui_config(config)
     ctx.ensure_home()
-    app = make_app(embedded(ctx, config, model=getattr(args, "model", None)), ctx.home)
-    return app.run() or 0
+    connection = embedded(ctx, config, model=getattr(args, "model", None))
+    app = make_app(connection, ctx.home)
+    try:
+        return app.run() or 0
+    finally:
+        # The terminal is restored by now; a thread stuck in a native call (a tokenizer
+        # on a huge text) must not keep the interpreter from exiting (it joins them).
+        if connection.host is not None:
+            connection.host.exit_within()
 
 
 def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:
