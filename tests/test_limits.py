@@ -149,8 +149,8 @@ def test_schedules_remove_unknown_and_add_for_unknown_agent(home: Path) -> None:
 
 def test_delegation_deeper_than_the_cap_is_a_typed_error(store: Store) -> None:
     parent = store.write(r.create_task, OWNER, "root", owner="lead")
-    for depth in range(2, MAX_TASK_DEPTH + 1):
-        parent = store.write(r.create_task, "lead", f"level {depth}", owner="lead", parent_id=parent.id)
+    for depth in range(2, MAX_TASK_DEPTH + 1):  # as the person: an agent would meet its rate cap first
+        parent = store.write(r.create_task, OWNER, f"level {depth}", owner="lead", parent_id=parent.id)
     with pytest.raises(DelegationTooDeep, match=f"{MAX_TASK_DEPTH} levels deep"):
         store.write(r.create_task, "lead", "one too deep", owner="lead", parent_id=parent.id)
     assert store.read(queries.tasks)[-1].title == f"level {MAX_TASK_DEPTH}"
