@@ -412,3 +412,21 @@ def test_the_loading_bar_leaves_the_screen_once_the_model_has_loaded(home: Path)
         if inst.proc.poll() is None:
             inst.proc.kill()
             inst.proc.wait()
+
+
+def test_memory_rule_and_channel_events_read_as_words_not_json(db_path: Path) -> None:
+    """The headless line for what agents remember, rules and channels: words, not a
+    JSON dump of the payload (the audit's first run printed memory.written as JSON)."""
+    from agents.runtime.event_text import event_line
+
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.write_memory, "ops", "the disk is 41% full", kind="fact", importance=4)
+        store.write(r.add_rule, "owner", "dev", "run_shell", "make test", "allow")
+        store.write(r.create_channel, "owner", "deploys")
+        events = store.read(queries.events_after, 0, 1000)
+    lines = {e.kind: event_line(e, width=200) for e in events}
+    assert "remembered (private fact, importance 4): the disk is 41% full" in lines["memory.written"]
+    assert "added: allow dev run_shell: make test" in lines["rule.added"]
+    assert "channel #deploys created" in lines["channel.created"]
+    for line in lines.values():
+        assert "{" not in line, line

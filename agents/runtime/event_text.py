@@ -14,14 +14,24 @@ from agents.protocol import (
     AgentTriaged,
     ApprovalDecided,
     ApprovalRequested,
+    ChannelCreated,
     Event,
+    MemberChanged,
+    MemoryCompacted,
+    MemoryDeleted,
+    MemoryWritten,
+    MessageDeleted,
     MessagePosted,
+    RuleAdded,
+    RuleRemoved,
     ScheduleFailed,
     ScheduleFired,
+    ScheduleRemoved,
     ScheduleSet,
     TaskAssigned,
     TaskCreated,
     TaskStatusChanged,
+    TaskUpdated,
     ToolFinished,
     ToolStarted,
     UsageRecorded,
@@ -153,6 +163,31 @@ def _describe(event: Event, approve_hint: bool) -> tuple[str, str, str]:
         return f"schedule {p.schedule_id} fired", "", ""
     if isinstance(p, ScheduleFailed):
         return f"schedule {p.schedule_id} disabled", p.error, ""
+    if isinstance(p, MemoryWritten):
+        m = p.memory
+        return f"remembered ({m.scope} {m.kind}, importance {m.importance})", m.content, ""
+    if isinstance(p, MemoryCompacted):
+        return f"compacted {len(p.compacted)} memories into memory {p.summary_id}", "", ""
+    if isinstance(p, RuleAdded):
+        rule = p.rule
+        return f"rule {rule.id} added: {rule.decision} {rule.agent} {rule.tool}", rule.pattern, ""
+    if isinstance(p, RuleRemoved):
+        return f"rule {p.rule_id} removed", "", ""
+    if isinstance(p, ChannelCreated):
+        return f"channel #{p.channel.name} created", "", ""
+    if isinstance(p, MemberChanged):
+        return (f"{p.member} left channel {p.channel_id}" if p.role is None
+                else f"{p.member} joined channel {p.channel_id} as {p.role}"), "", ""
+    if isinstance(p, MessageDeleted):
+        return f"message {p.message_id} deleted", "", ""
+    if isinstance(p, MemoryDeleted):
+        return f"memory {p.memory_id} deleted", "", ""
+    if isinstance(p, TaskUpdated):
+        changes = [f"priority {p.priority}" if p.priority is not None else "",
+                   f"deadline {when(p.deadline)}" if p.deadline is not None else ""]
+        return "task changed", ", ".join(c for c in changes if c), ""
+    if isinstance(p, ScheduleRemoved):
+        return f"schedule {p.schedule_id} ({p.agent} {p.name}) removed", "", ""
     if isinstance(p, UsageRecorded):
         u = p.usage
         return (f"used {u.prompt_tokens} prompt + {u.completion_tokens} tokens "
