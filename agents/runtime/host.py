@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import msgspec
-import psutil
 
 from agents.bus import Bus, Subscription
 from agents.config import Config
@@ -36,6 +35,7 @@ from agents.crew.harness import DEFAULT as DEFAULT_HARNESS
 from agents.crew.harness import Harness
 from agents.errors import InvalidTransition
 from agents.gate import Gate
+from agents.processes import process_alive
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
@@ -75,17 +75,6 @@ class Recovery(msgspec.Struct, kw_only=True):
     pending: list[Approval]  # approvals still waiting for an answer
     denied_by_policy: list[int]  # of those, denied now by the headless policy
     schedules_fired: list[int]  # tasks created by missed schedules (once each)
-
-
-def process_alive(pid: int) -> bool:
-    """Is a process with this pid running on this machine? A zombie (killed, not yet
-    reaped by its parent) is not: it will never heartbeat again."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # exists, owned by someone else
-        return True
 
 
 class Host:

@@ -7,43 +7,16 @@ Each row names the process that runs it (pid and start time): another live proce
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
-import psutil
-
 from agents.errors import InvalidArgument, InvalidTransition, PermissionDenied
+from agents.processes import process_alive, this_process
 from agents.protocol import SYSTEM, ToolCall, ToolCallStatus, ToolFinished, ToolStarted
 from agents.store import rows
 from agents.store.tx import Tx
 
 FINAL_STATUSES = ("ok", "error", "timeout", "denied")
 EVENT_PREVIEW = 2_000  # characters of a result carried by its event; the row keeps the rest
-# Start times are in clock ticks (1/100 s on Linux): the same process reads the same value.
-START_TIME_SLACK_S = 0.02
-
-_this_process: tuple[int, float] | None = None
-
-
-def this_process() -> tuple[int, float]:
-    """(pid, start time) of the running process; read again after a fork."""
-    global _this_process
-    if _this_process is None or _this_process[0] != os.getpid():
-        _this_process = (os.getpid(), psutil.Process().create_time())
-    return _this_process
-
-
-def owner_alive(pid: int, started: float) -> bool:
-    """Is the process that started a call still running? A zombie (killed, not yet reaped)
-    is not, nor a new process that got the same pid (another start time)."""
-    try:
-        proc = psutil.Process(pid)
-        return (abs(proc.create_time() - started) <= START_TIME_SLACK_S
-                and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # exists, owned by another user: cannot say, so leave it
-        return True
 
 
 def start_tool_call(
@@ -98,7 +71,7 @@ def _orphaned(call: ToolCall) -> bool:
         return True
     if (call.owner_pid, call.owner_started) == this_process():
         return True
-    return not owner_alive(call.owner_pid, call.owner_started)
+    return not process_alive(call.owner_pid, call.owner_started)
 
 
 def interrupt_running_tool_calls(tx: Tx, actor: str = SYSTEM) -> list[ToolCall]:
