@@ -234,7 +234,8 @@ async def test_an_approval_decided_in_another_terminal_leaves_the_screen_and_say
         await wait_for(pilot, lambda: not isinstance(app.screen, ApprovalModal), within=5)
         await wait_for(pilot, lambda: f"approval {first} approved by user in another terminal" in notes(app))
         await pilot.press("n")  # what would have denied it: now it decides nothing, and no error
-        await pilot.pause(1.3)  # a slow refresh came and went
+        mark = app._last_slow
+        await wait_for(pilot, lambda: app._last_slow > mark, within=5)  # a slow refresh came and went
         assert not isinstance(app.screen, ApprovalModal)
         assert not [n for n in app._notifications if n.severity == "error"], notes(app)
     with Store.open(db_path, AGENTS) as store:
