@@ -27,6 +27,7 @@ from agents.policy.decide import Decision, Policy, decide
 from agents.policy.rules import Rule
 from agents.protocol import SYSTEM, Approval, PermissionRule
 from agents.redact import Redactor, redactor_for
+from agents.safe_text import shorten
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS, ToolResult, invoke
@@ -34,6 +35,7 @@ from agents.tools.base import MAX_ID, AgentStore, ToolContext
 from agents.tools.shell import find_bwrap, sandbox_settings
 
 APPROVAL_POLL_S = 0.2
+REASON_CHARS = 200  # of the model's reason on an approval: a line a person reads
 
 AskHandler = Callable[[Approval], Awaitable[None]]
 
@@ -117,7 +119,7 @@ class Gate:
                     f"denied: {decision.reason}{by}")), decision, None)
             if decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants:
                 approval = await as_agent.write(
-                    r.request_approval, tool, arguments, decision.resolved, reason,
+                    r.request_approval, tool, arguments, decision.resolved, shorten(reason, REASON_CHARS),
                     timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,
                     always_rule=decision.always_rule, ask_reason=decision.reason,
                 )

@@ -80,3 +80,9 @@ def safe_json(obj: Any) -> str:
     except ValueError:  # a non-finite float somewhere: rare, so only then walk the data
         text = json.dumps(_finite(builtins), ensure_ascii=False, allow_nan=False)
     return text.translate(_JSON_TABLE)
+
+
+def shorten(text: str, width: int = 200) -> str:
+    """One line of at most `width` characters (runs of whitespace become one space)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

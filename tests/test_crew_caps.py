@@ -16,12 +16,15 @@ from test_cli import one_line_error, run
 from test_crew import finished, reflect, until
 from test_tools import call, context
 
-from agents.config import parse_config
+from agents.config import AgentConfig, parse_config
+from agents.crew import prompts
 from agents.crew.budget import CHARS_PER_TOKEN
 from agents.crew.crew import ROUTE_CHARS
 from agents.crew.harness import Harness
+from agents.crew.schemas import ToolStep, parse_step
+from agents.gate import REASON_CHARS, Gate
 from agents.inference.scripted import Script, ScriptedBackend, ScriptRequest, queued
-from agents.protocol import OWNER
+from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, Store, queries
 from agents.store import reducers as r
@@ -218,3 +221,36 @@ async def test_an_approval_carries_the_models_reason_or_none(db_path: Path, ws: 
         await finished(host, task.id)
     assert not reasons[0]  # agentdeck puts no words of its own in the model's mouth
     assert reasons[1] == "the person asked for b.txt"
+
+
+def test_the_examples_of_tools_that_ask_a_person_carry_a_reason() -> None:
+    tools = ["run_shell", "write_file", "edit_file", "read_file"]
+    [head, _] = prompts.step_head("dev", AgentConfig(role="dev", system_prompt="You write code.", tools=tools), "Task #1: look")
+    examples = {line.split(":", 1)[0][2:]: line.split(" Example: ", 1)[1]
+                for line in head.content.splitlines() if " Example: " in line}
+    for tool in ("run_shell", "write_file", "edit_file"):
+        step = parse_step(examples[tool], tools)  # the example is a step the grammar allows
+        assert isinstance(step, ToolStep) and step.reason, tool
+    assert "reason" not in json.loads(examples["read_file"])  # never asks: no tokens spent on one
+
+
+async def test_a_long_reason_reaches_the_approval_capped(tmp_path: Path, ws: Path) -> None:
+    # The step phase's token cap bounds what a model says, but not every caller's reason.
+    store = await AsyncStore(tmp_path / "agentdeck.db", AGENTS).open()
+    asked: list[Approval] = []
+
+    async def deny(approval: Approval) -> None:
+        asked.append(approval)
+        await store.write(r.decide_approval, OWNER, approval.id, False)
+
+    try:
+        gate = Gate(store, parse_config(f'workspace = "{ws}"\nsandbox = "off"\n'), tmp_path / "home")
+        outcome = await gate.call("dev", "write_file", {"path": "a.txt", "content": "a"},
+                                  reason="because " * 625, on_ask=deny)
+        assert outcome.result.status == "denied"
+        [stored] = await store.read(queries.approvals, status=None)
+    finally:
+        await store.close()
+    for approval in (asked[0], stored):
+        assert len(approval.reason or "") == REASON_CHARS
+        assert (approval.reason or "").startswith("because because") and (approval.reason or "").endswith("…")

@@ -44,11 +44,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "system_health": {},
     "list_processes": {"sort": "memory"},
 }
+# The tools that may ask a person show a short reason: the approval shows it as
+# "agent says". Only these, since every word here is in every agent's prompt.
+EXAMPLE_REASONS: dict[str, str] = {
+    "run_shell": "see what is in the folder",
+    "write_file": "keep the shopping list",
+    "edit_file": "we have milk; bread is missing",
+}
 
 
 def _example(tool: str) -> str:
     if tool in EXAMPLES:
-        return json.dumps({"tool": tool, "arguments": EXAMPLES[tool]})
+        reason = {"reason": EXAMPLE_REASONS[tool]} if tool in EXAMPLE_REASONS else {}
+        return json.dumps({"tool": tool, "arguments": EXAMPLES[tool], **reason})
     schema = msgspec.json.schema(TOOLS[tool].args)
     props = next(iter(schema["$defs"].values())) if "$defs" in schema else {}
     args: dict[str, Any] = {}

@@ -50,6 +50,7 @@ from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
 from agents.inference.types import ChatMessage, Result
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
+from agents.safe_text import shorten
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools.base import AgentStore
@@ -77,11 +78,6 @@ class ModelBackend(Protocol):
 
 class PhaseFailed(AgentdeckError):
     """A phase could not complete (model error, output that never parsed, no steps left)."""
-
-
-def shorten(text: str, width: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def health_is_normal() -> tuple[bool, str]:
