@@ -1127,7 +1127,8 @@ def test_a_task_tree_holds_at_most_max_live_subtasks_and_a_runaway_one_is_stoppe
 
 def test_an_agent_delegates_at_most_max_delegations_a_minute_even_across_restarts(db_path: Path) -> None:
     with Store.open(db_path, AGENTS) as store:
-        roots = [store.write(create_task, OWNER, f"job {i}", owner="lead").id for i in range(4)]
+        # Tasks an agent created (ops asked lead): fan-out under them is what the cap is for.
+        roots = [store.write(create_task, "ops", f"job {i}", owner="lead").id for i in range(4)]
         for i in range(MAX_DELEGATIONS):
             store.write(create_task, "lead", f"part {i}", owner="dev", parent_id=roots[i % 4])
     with Store.open(db_path, AGENTS) as store:  # counted from the table: a restart resets nothing
@@ -1137,3 +1138,21 @@ def test_an_agent_delegates_at_most_max_delegations_a_minute_even_across_restart
         store.write(create_task, OWNER, "the person is not limited", owner="dev", parent_id=roots[0])
         store.conn.execute("UPDATE tasks SET created_at = created_at - 61")  # a minute later
         store.write(create_task, "lead", "one more", owner="dev", parent_id=roots[1])
+
+
+def test_handing_off_the_persons_own_tasks_is_not_rate_capped(db_path: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        # The person sends 40 tasks to lead within the minute and lead's triage hands each on.
+        roots = [store.write(create_task, OWNER, f"job {i}", owner="lead").id for i in range(40)]
+        handed = [store.write(create_task, "lead", f"job {i} for dev", owner="dev", parent_id=root).id
+                  for i, root in enumerate(roots)]
+        assert len(handed) == 40 > MAX_DELEGATIONS
+        # What lead's hand-offs created is agents' work: delegating under it is still capped.
+        for i in range(MAX_DELEGATIONS):
+            store.write(create_task, "dev", f"part {i}", owner="review", parent_id=handed[i % 10])
+        err = refused(store, InvalidArgument, create_task, "dev", "one more", owner="review", parent_id=handed[0])
+        assert str(err) == (f"dev already delegated {MAX_DELEGATIONS} tasks in the last 60 s; "
+                            "wait before delegating more")
+        # Past its cap, dev still hands on a task the person gave it.
+        mine = store.write(create_task, OWNER, "the person's own", owner="dev")
+        store.write(create_task, "dev", "handed on", owner="review", parent_id=mine.id)

@@ -12,6 +12,7 @@ from agents.errors import (
 )
 from agents.limits import timestamp, whole_in
 from agents.protocol import (
+    OWNER,
     SYSTEM,
     TASK_STATUSES,
     ApprovalDecided,
@@ -51,8 +52,9 @@ MAX_SUBTASKS = 12
 # Most unfinished subtasks in one task tree: depth and width caps alone still allow
 # 12**32, and a crew delegating 3 per task made 15,213 tasks in 240 s without it.
 MAX_LIVE_SUBTASKS = 64
-# Most subtasks one agent may create per DELEGATION_WINDOW_S, counted from the tasks
-# table so that a restart does not reset it.
+# Most subtasks one agent may create per DELEGATION_WINDOW_S under tasks that agents
+# created (runaway fan-out; a hand-off of the person's own task is not), counted from
+# the tasks table so that a restart does not reset it.
 MAX_DELEGATIONS = 30
 DELEGATION_WINDOW_S = 60.0
 LIVE = ("queued", "active", "waiting_approval", "blocked", "deferred")
@@ -141,9 +143,10 @@ def create_task(
         if len(_live_below(tx, parent.job_id)) >= MAX_LIVE_SUBTASKS:
             raise TaskTreeTooLarge(f"task {parent.job_id}'s tree already has {MAX_LIVE_SUBTASKS} "
                                    "unfinished subtasks; no more")
-        if not tx.privileged(actor):
-            recent = tx.one("SELECT COUNT(*) FROM tasks WHERE created_by = ? AND parent_id IS NOT NULL"
-                            " AND created_at > ?", (actor, tx.now - DELEGATION_WINDOW_S))
+        if not tx.privileged(actor) and not tx.privileged(parent.created_by):
+            recent = tx.one("SELECT COUNT(*) FROM tasks t JOIN tasks p ON p.id = t.parent_id"
+                            " WHERE t.created_by = ? AND t.created_at > ? AND p.created_by NOT IN (?, ?)",
+                            (actor, tx.now - DELEGATION_WINDOW_S, OWNER, SYSTEM))
             if recent and recent[0] >= MAX_DELEGATIONS:
                 raise InvalidArgument(f"{actor} already delegated {MAX_DELEGATIONS} tasks in the last "
                                       f"{DELEGATION_WINDOW_S:g} s; wait before delegating more")
