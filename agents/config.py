@@ -130,7 +130,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # under ~, say). Top-level keys: `sandbox` above is a string, so not a [sandbox] table.
     sandbox_hide_homes: bool = True
     sandbox_hide: list[str] = msgspec.field(default_factory=list)
-    sandbox_show: list[str] = msgspec.field(default_factory=list)
+    # Shown by default: toolchains commands run (a pyenv or uv Python, cargo, node), none
+    # holding credentials; missing ones are dropped. Never ~/.ssh, ~/.aws, ~/.config...
+    sandbox_show: list[str] = msgspec.field(default_factory=lambda: [
+        "~/.pyenv/versions", "~/.local/bin", "~/.local/lib", "~/.cargo/bin", "~/.rustup",
+        "~/.nvm/versions", "~/go/bin"])
     inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
@@ -349,6 +353,7 @@ def _check_values(config: Config, source: str) -> None:
     validates cannot hang, crash or wrap later."""
     from agents.store.reducers.tasks import MAX_PRIORITY  # here, not at the top: the
     from agents.tools import TOOLS  # tools and the reducers import the store
+    from agents.tools.shell import secret_in
 
     tool_names = list(TOOLS)
     problems: list[str] = []
@@ -400,6 +405,9 @@ def _check_values(config: Config, source: str) -> None:
         for i, path in enumerate(getattr(config, key)):
             if not os.path.isabs(os.path.expanduser(path)) or os.path.normpath(path) == "/":
                 problems.append(f"{key}[{i}]: {path!r} is not an absolute path (or ~/...) below /")
+            elif key == "sandbox_show" and (secret := secret_in(path)):
+                problems.append(f"{key}[{i}]: {path!r} would show {secret} to commands; "
+                                "name a toolchain directory inside it instead")
     for i, sched in enumerate(config.schedules):
         where = f"schedules[{i}]"
         if sched.agent not in config.agents:

@@ -74,7 +74,9 @@ sandbox = {_q(c.sandbox)}
 sandbox_hide_homes = {str(c.sandbox_hide_homes).lower()}
 # More paths to hide (absolute or ~/...), e.g. ["/srv/secrets"].
 sandbox_hide = [{_list(c.sandbox_hide)}]
-# Paths inside a hidden one that commands may read, e.g. ["~/.pyenv", "~/.cargo"].
+# Paths inside a hidden one that commands may read: toolchains, never a secret (~/.ssh,
+# ~/.aws, ~/.gnupg, ~/.config, keyrings, ~/.cargo/credentials: a config error). agentdeck's
+# own Python and a workspace .venv's base Python are shown without being listed.
 sandbox_show = [{_list(c.sandbox_show)}]
 
 [inference]

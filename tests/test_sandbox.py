@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,9 +25,12 @@ import psutil
 import pytest
 from conftest import agentdeck_cmd, subprocess_env
 
+from agents.config import default_config, parse_config
+from agents.errors import ConfigError
 from agents.tools import TOOLS, invoke
+from agents.tools import shell as shell_module
 from agents.tools.base import SandboxSettings, ToolContext, ToolResult
-from agents.tools.shell import find_bwrap, sandbox_settings
+from agents.tools.shell import bwrap_argv, find_bwrap, hidden_paths, sandbox_settings, workspace_interpreters
 
 BWRAP = find_bwrap()
 MISSING = "bubblewrap (bwrap) is not installed or cannot create a sandbox here; `apt install bubblewrap`"
@@ -256,3 +261,78 @@ def test_an_interpreter_running_a_workspace_file_may_be_allowed_in_the_sandbox(p
     unsandboxed = _check(home, "python3 tools/x.py")
     assert unsandboxed["decision"] == "ask" and "sandbox" in unsandboxed["reason"]
     assert unsandboxed["always_rule"] is None
+
+
+# --- toolchains under a hidden home still run; secrets beside them stay hidden ---
+
+
+@needs_bwrap
+@pytest.mark.timeout(120)
+def test_a_workspace_virtualenv_runs_inside_the_sandbox(places: dict[str, Path]) -> None:
+    """`.venv/bin/python` links to a base Python that may live under a home (pyenv, uv):
+    hiding homes must not break `make test` in such a workspace."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(places["ws"] / ".venv")],
+                   check=True, timeout=60, capture_output=True)
+    program = ".venv/bin/python -c 'print(6*7)'"
+    # As the gate builds it: agentdeck's own interpreter shown, and the venv's base.
+    assert shell(places, program, sandbox=sandbox_settings("auto")).text == "42\n[exit status 0]"
+    # From pyvenv.cfg alone, with nothing configured shown.
+    bare = SandboxSettings(mode="auto", bwrap=BWRAP, hide=hidden_paths(True))
+    assert shell(places, program, sandbox=bare).text == "42\n[exit status 0]"
+    base = Path(os.path.realpath(sys.executable)).parent.parent
+    assert workspace_interpreters(places["ws"]) == (str(base),)
+
+
+@needs_bwrap
+def test_the_default_toolchain_dirs_show_but_secrets_beside_them_do_not(places: dict[str, Path],
+                                                                         user_home: Path) -> None:
+    (user_home / ".ssh" / "id_test").write_text("TEST-KEY-BYTES")
+    tool = user_home / ".pyenv" / "versions" / "9.9" / "bin"
+    tool.mkdir(parents=True)
+    (tool / "VERSION").write_text("pyenv 9.9")
+    # Shown paths that would uncover the secrets, handed past the config check: dropped.
+    sandbox = sandbox_settings("auto", show=[*default_config().sandbox_show, "~/.ssh", "~"])
+    argv = bwrap_argv("bwrap", places["ws"], places["home"], False, sandbox.hide, sandbox.show)
+    bound = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"}
+    real = user_home.resolve()
+    assert str(real / ".pyenv" / "versions") in bound
+    assert str(real) not in bound and str(real / ".ssh") not in bound
+    result = shell(places, f"cat {tool}/VERSION; cat {user_home}/.ssh/id_test; ls -A {user_home}/.ssh | wc -l; "
+                   f"ls -A {user_home}", sandbox=sandbox)
+    assert "pyenv 9.9" in result.text
+    assert "TEST-KEY-BYTES" not in result.text and "PRIVATE-KEY-BYTES" not in result.text
+    assert result.text.splitlines()[2] == "0"  # ~/.ssh is not there at all
+    assert result.text.splitlines()[3:-1] == [".pyenv"]  # nothing of the home but the toolchain
+
+
+@pytest.mark.parametrize("path", ["~/.ssh", "~", "~/.config/gh", "~/.cargo", "~/.local"])
+def test_showing_a_secret_is_a_config_error(path: str) -> None:
+    with pytest.raises(ConfigError, match=r"sandbox_show\[0\]: .* would show .* to commands") as err:
+        parse_config(f'sandbox_show = ["{path}"]\n')
+    assert "\n" not in str(err.value)
+    assert parse_config('sandbox_show = ["~/.cargo/bin", "~/.local/bin"]\n').sandbox_show == ["~/.cargo/bin",
+                                                                                             "~/.local/bin"]
+
+
+def test_a_secret_show_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "agentdeck-home"
+    home.mkdir()
+    (home / "config.toml").write_text('sandbox_show = ["~/.ssh"]\n')
+    proc = subprocess.run(agentdeck_cmd("policy", "check", "dev", "run_shell", '{"command": "true"}'),
+                          env=subprocess_env(home), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "sandbox_show[0]: '~/.ssh' would show" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_login_homes_are_read_once_not_on_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = pwd.getpwall
+    monkeypatch.setattr(pwd, "getpwall", lambda: calls.append(1) or real())
+    shell_module._login_homes.cache_clear()
+    try:
+        for _ in range(3):
+            hidden_paths(True)
+            sandbox_settings("off")
+        assert len(calls) == 1
+    finally:
+        shell_module._login_homes.cache_clear()

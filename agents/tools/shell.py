@@ -4,7 +4,8 @@ Without a terminal (stdin is /dev/null), with a timeout that kills the whole pro
 and an output cap. Where bubblewrap is available every command runs inside it: the
 workspace read-write, the rest of the filesystem read-only, agentdeck's home and every
 home directory (other users', the person's own: ~/.ssh, ~/.aws, keyrings) hidden under an
-empty tmpfs unless the workspace lies there, a private /tmp, no network unless the
+empty tmpfs unless the workspace lies there (toolchains in them, such as a pyenv Python,
+shown back read-only; secrets never), a private /tmp, no network unless the
 agent's config allows it, a fresh pid namespace (so killing the sandbox kills everything
 in it), and it dies with its parent. A person's yes approves a command, not an escape from the workspace.
 """
@@ -19,6 +20,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -58,10 +60,18 @@ def find_bwrap() -> str | None:
     return path if probe.returncode == 0 else None
 
 
+# Under a home, what no command may read even where a toolchain directory is shown:
+# keys, cloud and registry credentials, keyrings, per-user config.
+SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".config", ".local/share/keyrings", ".password-store",
+               ".cargo/credentials", ".cargo/credentials.toml", ".docker", ".kube", ".netrc",
+               ".git-credentials", ".pypirc", ".npmrc")
+VENV_DIRS = (".venv", "venv")
+
+
 def sandbox_settings(mode: str, network: bool = False, *, hide_homes: bool = True,
                      hide: Iterable[str] = (), show: Iterable[str] = ()) -> SandboxSettings:
     return SandboxSettings(mode=mode, bwrap=None if mode == "off" else find_bwrap(), network=network,
-                           hide=hidden_paths(hide_homes, hide), show=_real_dirs(show))
+                           hide=hidden_paths(hide_homes, hide), show=_real_dirs([*show, *_own_interpreter()]))
 
 
 def _real_dirs(paths: Iterable[str]) -> tuple[str, ...]:
@@ -70,15 +80,67 @@ def _real_dirs(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in found if p.exists() and p != Path("/")))
 
 
+@functools.cache
+def _login_homes() -> tuple[str, ...]:
+    """Every login user's home (system accounts have homes such as / or /bin). Cached:
+    getpwall reads the whole user database, and this runs on every tool call."""
+    return _real_dirs(u.pw_dir for u in pwd.getpwall() if u.pw_uid >= 1000 and u.pw_dir.count("/") >= 2)
+
+
 def hidden_paths(hide_homes: bool, extra: Iterable[str] = ()) -> tuple[str, ...]:
     """What the sandbox hides: with `hide_homes`, /home, /root, the person's own home and
     every login user's home; plus the configured paths."""
     paths = list(extra)
     if hide_homes:
-        paths += ["/home", "/root", os.path.expanduser("~")]
-        # Login users only: system accounts have homes such as / or /bin.
-        paths += [u.pw_dir for u in pwd.getpwall() if u.pw_uid >= 1000 and u.pw_dir.count("/") >= 2]
+        paths += ["/home", "/root", os.path.expanduser("~"), *_login_homes()]
     return _real_dirs(paths)
+
+
+def secret_in(path: str | os.PathLike[str]) -> str | None:
+    """The secret a shown `path` would uncover: a whole home directory it is or contains,
+    or a SECRET_DIRS entry it is, lies in or contains. None where it is safe to show."""
+    p = real_path(os.path.expanduser(path))
+    for home in ("/home", "/root", os.path.expanduser("~"), *_login_homes()):
+        if real_path(home).is_relative_to(p):
+            return str(real_path(home))
+    for i in range(1, len(p.parts) + 1):
+        top = Path(*p.parts[:i])
+        for secret in SECRET_DIRS:
+            under = top / secret
+            # In one, or containing one: below an ancestor always; below `path` itself
+            # only where it is there (an unknown home, say).
+            if p.is_relative_to(under) or (under.is_relative_to(p) and (top != p or under.exists())):
+                return str(under)
+    return None
+
+
+def _prefix(interpreter: Path) -> Path:
+    """The installation an interpreter belongs to: /x/versions/3.11.7 for .../bin/python3."""
+    found = real_path(interpreter)
+    return found.parent.parent if found.parent.name == "bin" else found.parent
+
+
+@functools.cache
+def _own_interpreter() -> tuple[str, ...]:
+    """agentdeck's own base Python (a pyenv one under /root, say): what `python3 -m
+    venv` from it, and a venv made so, need inside the sandbox."""
+    return _real_dirs([sys.base_prefix])
+
+
+def workspace_interpreters(workspace: Path) -> tuple[str, ...]:
+    """The base installation of each virtualenv in the workspace (from the `home = `
+    line of its pyvenv.cfg): `.venv/bin/python` is a link into it."""
+    found = []
+    for name in VENV_DIRS:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            cfg = (workspace / name / "pyvenv.cfg").read_text()[:65536]
+            homes = [v.strip() for k, _, v in (line.partition("=") for line in cfg.splitlines())
+                     if k.strip() == "home" and v.strip()]
+            if homes and os.path.isabs(homes[0]):
+                bin_dir = Path(homes[0])
+                exe = next((bin_dir / n for n in ("python3", "python") if (bin_dir / n).exists()), None)
+                found.append(str(_prefix(exe) if exe else real_path(bin_dir).parent))
+    return _real_dirs(found)
 
 
 def tool_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -95,13 +157,16 @@ def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Ite
                show: Iterable[str] = ()) -> list[str]:
     """Mounts in order of depth, so a deeper one lies over a shallower one: the workspace
     stays writable inside a hidden home directory, and agentdeck's home stays hidden
-    wherever it lies (a shown path never uncovers it)."""
+    wherever it lies (a shown path never uncovers it). A shown path is bound only where
+    it lies in a hidden one and uncovers no secret (`secret_in`)."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     ws, own = real_path(workspace), real_path(home)
     # (path, kind, rank): at equal depth a hide goes first and agentdeck's home last.
     mounts = [(Path(p), "--tmpfs", 0) for p in hide if Path(p) != ws]
-    mounts += [(Path(p), "--ro-bind", 1) for p in show
-               if not Path(p).is_relative_to(ws) and not Path(p).is_relative_to(own)]
+    hidden = [Path(h) for h in hide]
+    mounts += [(Path(p), "--ro-bind", 1) for p in dict.fromkeys(show)
+               if not Path(p).is_relative_to(ws) and not Path(p).is_relative_to(own)
+               and any(Path(p).is_relative_to(h) for h in hidden) and secret_in(p) is None]
     mounts += [(ws, "--bind", 2), (own, "--tmpfs", 3)]
     for path, kind, _ in sorted(mounts, key=lambda m: (len(m[0].parts), m[2])):
         argv += [kind, str(path)] + ([] if kind == "--tmpfs" else [str(path)])
@@ -110,6 +175,11 @@ def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Ite
         argv.append("--unshare-net")
     argv += ["--die-with-parent", "--new-session", "--chdir", str(real_path(workspace)), "--"]
     return argv
+
+
+def _sandbox_argv(bwrap: str, ctx: ToolContext) -> list[str]:
+    show = [*ctx.sandbox.show, *workspace_interpreters(ctx.workspace)]
+    return bwrap_argv(bwrap, ctx.workspace, ctx.home, ctx.sandbox.network, ctx.sandbox.hide, show)
 
 
 async def _read_capped(stream: asyncio.StreamReader) -> tuple[bytes, int]:
@@ -149,8 +219,9 @@ async def run_shell(ctx: ToolContext, args: ShellArgs) -> str:
             if sandbox.mode == "bwrap":
                 raise ToolError(f"run_shell: sandbox = \"bwrap\" but bwrap cannot run here; {INSTALL_HINT}")
         else:
-            argv = bwrap_argv(sandbox.bwrap, ctx.workspace, ctx.home, sandbox.network, sandbox.hide,
-                              sandbox.show) + argv
+            # Off the loop: it reads the workspace's pyvenv.cfg (a venv made during the
+            # session counts too) and checks each shown path for secrets.
+            argv = await asyncio.to_thread(_sandbox_argv, sandbox.bwrap, ctx) + argv
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ctx.workspace, env=tool_environment(ctx.env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
