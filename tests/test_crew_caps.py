@@ -22,6 +22,7 @@ from agents.crew.budget import CHARS_PER_TOKEN
 from agents.crew.crew import ROUTE_CHARS
 from agents.crew.harness import Harness
 from agents.crew.schemas import ToolStep, parse_step
+from agents.errors import TaskTreeTooLarge
 from agents.gate import REASON_CHARS, Gate
 from agents.inference.scripted import Script, ScriptedBackend, ScriptRequest, queued
 from agents.protocol import OWNER, Approval
@@ -30,6 +31,7 @@ from agents.store import AsyncStore, Store, queries
 from agents.store import reducers as r
 from agents.store.reducers import tasks as tasks_module
 from agents.store.reducers.tasks import MAX_BODY, MAX_LIVE_SUBTASKS
+from agents.tools.base import AgentStore
 
 
 @pytest.fixture
@@ -254,3 +256,60 @@ async def test_a_long_reason_reaches_the_approval_capped(tmp_path: Path, ws: Pat
     for approval in (asked[0], stored):
         assert len(approval.reason or "") == REASON_CHARS
         assert (approval.reason or "").startswith("because because") and (approval.reason or "").endswith("…")
+
+
+class RacingStore(AgentStore):
+    """A sibling finishes between the refused create and the stop: the tree is under the
+    cap again when the stop looks."""
+
+    def __init__(self, store: AsyncStore, agent: str, finish: int) -> None:
+        super().__init__(store, agent)
+        self.finish = finish
+
+    async def write(self, reducer: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().write(reducer, *args, **kwargs)
+        except TaskTreeTooLarge:
+            await self._store.write(r.set_task_status, OWNER, self.finish, "cancelled", "not needed")
+            raise
+
+
+async def test_a_tree_that_shrank_before_the_stop_is_a_tool_error_not_an_internal_one(
+        tmp_path: Path, ws: Path) -> None:
+    store = await AsyncStore(tmp_path / "agentdeck.db", AGENTS).open()
+    try:
+        root = await store.write(r.create_task, OWNER, "plan", owner="lead")
+        parts = [(await store.write(r.create_task, OWNER, f"part {i}", owner="dev", parent_id=root.id)).id
+                 for i in range(8)]
+        for i in range(MAX_LIVE_SUBTASKS - len(parts)):
+            await store.write(r.create_task, OWNER, f"piece {i}", owner="review", parent_id=parts[i % 8])
+        dev = context(store, ws, "dev", task_id=parts[0])
+        dev.store = RacingStore(store, "dev", finish=parts[7])
+        refused = await call(dev, "delegate", to="ops", title="one more")
+        assert (refused.status, refused.text) == ("error", (
+            f"delegate: not created: the task tree was full a moment ago, and is not now (task {root.id}'s "
+            f"tree has {MAX_LIVE_SUBTASKS - 1} unfinished subtasks, under the cap of {MAX_LIVE_SUBTASKS}); "
+            "try again"))
+        tasks = await store.read(queries.tasks)
+        assert len(tasks) == 1 + MAX_LIVE_SUBTASKS  # nothing created, nothing stopped
+        assert [t.status for t in tasks if t.id == root.id] == ["queued"]
+    finally:
+        await store.close()
+
+
+async def test_triage_delegating_into_a_tree_that_shrank_fails_the_task_saying_why(
+        db_path: Path, ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        task = store.write(r.create_task, OWNER, "plan the release", owner="lead")
+
+    def full_a_moment_ago(tx: Any, actor: str, title: str, **kwargs: Any) -> Any:
+        raise TaskTreeTooLarge(f"task {task.id}'s tree already has {MAX_LIVE_SUBTASKS} unfinished subtasks")
+
+    monkeypatch.setattr(r, "create_task", full_a_moment_ago)
+    outputs = {"lead": ['{"action": "delegate", "reason": "dev builds", "delegate_to": "dev"}']}
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n')
+    async with Host(db_path, config, backend=ScriptedBackend(queued(outputs)), crew=True) as host:  # type: ignore[arg-type]
+        done = await finished(host, task.id)
+    assert (done.status, done.result) == ("failed", (
+        f"could not delegate to dev: the task tree was full a moment ago, and is not now (task {task.id}'s "
+        f"tree has 0 unfinished subtasks, under the cap of {MAX_LIVE_SUBTASKS}); try again"))

@@ -141,7 +141,11 @@ class TaskRunner:
                 child = await self.store.write(r.create_task, task.title, body=task.body, owner=to,
                                                parent_id=task.id, priority=task.priority)
             except TaskTreeTooLarge:
-                await self.store.write(r.stop_runaway_tree, task.id)  # this task ends with its tree
+                try:
+                    await self.store.write(r.stop_runaway_tree, task.id)  # this task ends with its tree
+                except InvalidArgument as under:  # a subtask finished in between: nothing to stop
+                    raise PhaseFailed(f"could not delegate to {to}: the task tree was full a moment ago, "
+                                      f"and is not now ({under}); try again") from None
                 return
             except InvalidArgument as err:
                 raise PhaseFailed(f"could not delegate to {to}: {err}") from None

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from agents.errors import TaskTreeTooLarge
+from agents.errors import InvalidArgument, TaskTreeTooLarge
 from agents.protocol import ChannelMessage, Event, Memory, Task, to_builtins
 from agents.store import queries
 from agents.store import reducers as r
@@ -112,7 +112,11 @@ async def delegate(ctx: ToolContext, args: DelegateArgs) -> str:
                                            parent_id=ctx.task_id, priority=args.priority)
     except TaskTreeTooLarge as err:
         # Runaway fan-out: the whole tree ends here, its root failed with the reason.
-        await ctx.store.write(r.stop_runaway_tree, ctx.task_id)
+        try:
+            await ctx.store.write(r.stop_runaway_tree, ctx.task_id)
+        except InvalidArgument as under:  # a subtask finished in between: nothing to stop
+            raise ToolError(f"delegate: not created: the task tree was full a moment ago, and is not now "
+                            f"({under}); try again") from None
         raise ToolError(f"delegate: {err}; the task tree was stopped") from None
     return f"task {task.id} created for {args.to} (subtask of {ctx.task_id})"
 
