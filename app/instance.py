@@ -124,9 +124,11 @@ class Instance:
 
     def _handle_signals(self, host: Host) -> Callable[[], None]:
         """SIGINT, SIGTERM and SIGHUP (a closed terminal, `systemctl reload`) stop the host
-        and arm its exit watchdog. signal.signal, not the loop's handler: this runs even
-        while the loop is busy, and the watchdog then ends a stop that cannot finish."""
+        and wake its exit watchdog. signal.signal, not the loop's handler: this runs even
+        while the loop is busy, and the watchdog then ends a stop that cannot finish. The
+        watchdog's thread starts here, before the handlers: a handler only wakes it."""
         loop = asyncio.get_running_loop()
+        host.arm_exit_watchdog()
 
         def on_signal(_signum: int, _frame: object) -> None:
             host.exit_within()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -430,3 +431,49 @@ def test_memory_rule_and_channel_events_read_as_words_not_json(db_path: Path) ->
     assert "channel #deploys created" in lines["channel.created"]
     for line in lines.values():
         assert "{" not in line, line
+
+
+@pytest.mark.timeout(90)
+def test_the_exit_watchdog_ends_a_process_whose_output_pipe_stalled(home: Path, db_path: Path) -> None:
+    """Issue 15: `agentdeck run 2>&1 | less`, paused. The thread writing event lines
+    blocks on the full pipe; the watchdog's log line then blocked on it too (logging to
+    stderr and flushing Python's streams), so the process never ended and kept its row.
+    It releases the row first and gives its line one second on fd 2 now."""
+    import fcntl
+
+    def blocked_writing_a_pipe(pid: int) -> bool:  # a thread of it, as the kernel says
+        return any(wchan.read_text().endswith("pipe_write")
+                   for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"))
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: quick to fill
+    proc = subprocess.Popen(agentdeck_cmd("run", "--headless", "--json"), env=subprocess_env(home),
+                            stdout=write_end, stderr=write_end)
+    os.close(write_end)
+    reader = os.fdopen(read_end)
+    try:
+        for line in reader:  # read until it runs, then never again
+            if "agentdeck running" in line:
+                break
+        with Store.open(db_path, AGENTS) as store:  # far more event lines than the pipe holds
+            for _ in range(30):
+                store.write(r.request_approval, "dev", "run_shell", {}, "make", "x" * 4000, timeout_s=600)
+        wait_until(lambda: blocked_writing_a_pipe(proc.pid), timeout=15)
+        # Top the pipe up to the last byte (a line shorter than the blocked one would
+        # still fit), through a file description of our own, non-blocking.
+        topper = os.open(f"/proc/self/fd/{read_end}", os.O_WRONLY | os.O_NONBLOCK)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(topper, b"-")
+        os.close(topper)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+        assert time.monotonic() - started < 25
+        with Store.open(db_path, AGENTS) as store:
+            assert store.read(queries.instance) is None  # the watchdog released the row
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.close()

@@ -4,6 +4,8 @@ model; here a backend stand-in that only records start and stop keeps it fast.)"
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -84,3 +86,38 @@ async def test_shutdown_finishes_every_step_when_one_fails(db_path: Path) -> Non
     with Store.open(db_path, AGENTS) as store:
         assert store.read(queries.instance) is None  # released although stop() failed
         store.write(r.claim_instance, SYSTEM, 4242)  # and the home is free to claim
+
+
+async def test_shutdown_ends_within_one_deadline_however_many_steps_stall(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: each step had 3 s of its own (18 s in all) while the exit watchdog gave
+    10 s, so a slow but healthy stop was killed part-way. One deadline now bounds the
+    whole shutdown, the cheap last steps (the row, the store) still get their slice, and
+    the watchdog's grace is longer than all of it. (Shortened here to run fast.)"""
+    from agents.runtime import host as host_module
+
+    assert host_module.SHUTDOWN_S + 2 * host_module.LAST_STEP_S < host_module.EXIT_GRACE_S
+    monkeypatch.setattr(host_module, "SHUTDOWN_S", 1.0)
+    monkeypatch.setattr(host_module, "SHUTDOWN_STEP_S", 0.6)
+    release = asyncio.Event()
+
+    async def stall() -> None:  # swallows cancellation until the test ends
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    backend = RecordingBackend()
+    backend.stop = stall  # type: ignore[method-assign]
+    host = Host(db_path, default_config(), backend=backend)
+    await host.__aenter__()
+    host._loops.append(asyncio.create_task(stall()))  # a loop that will not end
+    assert host.bus is not None
+    host.bus.close = stall  # type: ignore[method-assign]
+    started = time.monotonic()
+    await host.__aexit__(None, None, None)
+    took = time.monotonic() - started
+    release.set()
+    await asyncio.sleep(0.05)  # the stalled steps end
+    assert took < 1.0 + 0.3  # three stalled steps of 0.6 s each took 1.8 s before
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.instance) is None  # released all the same

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -49,12 +48,18 @@ TICK_S = 1.0
 # every second but add no event; a WAL that small is left alone.)
 CHECKPOINT_IDLE_S = 2.0
 CHECKPOINT_MIN_WAL = 1 << 20
-# Each shutdown step gets this long: a phase stuck in a blocking call must not keep the
-# instance (its row, its model) from stopping; the step is abandoned and the next runs.
+# The whole shutdown ends within SHUTDOWN_S (plus LAST_STEP_S for each of its two cheap
+# last steps): a phase stuck in a blocking call must not keep the instance (its row, its
+# model) from stopping. Each step gets at most SHUTDOWN_STEP_S of what is left; one that
+# takes longer is abandoned and the next runs. Releasing the row and closing the store
+# always get at least LAST_STEP_S, however long the steps before them took.
+SHUTDOWN_S = 8.0
 SHUTDOWN_STEP_S = 3.0
-# Once a stop is requested, the process ends within this long whatever still runs:
-# a thread stuck in a native call (tokenizing, the engine) cannot be interrupted.
-EXIT_GRACE_S = 10.0
+LAST_STEP_S = 1.0
+# Once a stop is requested, the process ends within this long whatever still runs: a
+# thread stuck in a native call (tokenizing, the engine) cannot be interrupted. Longer
+# than the longest shutdown, so that a slow but healthy stop is never cut short.
+EXIT_GRACE_S = 12.0
 
 ApprovalPolicy = Literal["deny", "cli"]
 
@@ -75,6 +80,11 @@ class Recovery(msgspec.Struct, kw_only=True):
     pending: list[Approval]  # approvals still waiting for an answer
     denied_by_policy: list[int]  # of those, denied now by the headless policy
     schedules_fired: list[int]  # tasks created by missed schedules (once each)
+
+
+def _write_stderr(data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, data)
 
 
 class Host:
@@ -101,6 +111,9 @@ class Host:
         self._last_event_seen = -1
         self._quiet_since = time.monotonic()
         self._watchdog: threading.Thread | None = None
+        self._exit_requested = False
+        self._exit_grace_s = EXIT_GRACE_S
+        self._wake_r = self._wake_w = -1  # the watchdog's wake-up pipe, once armed
 
     # --- the context manager ---
 
@@ -121,30 +134,51 @@ class Host:
             self.exit_code = exit_code
         self.stopping.set()
 
+    def arm_exit_watchdog(self) -> None:
+        """Start the exit watchdog's thread now, idle until exit_within. A front end whose
+        signal handlers call exit_within arms it before installing them: a handler must
+        not start a thread, nor take any lock (a signal landing while the main thread is
+        inside Thread.start or Event.set would deadlock on it). The thread waits on a pipe,
+        which the handler wakes with one os.write."""
+        if self._watchdog is None:
+            self._wake_r, self._wake_w = os.pipe()
+            self._watchdog = threading.Thread(target=self._exit_after, daemon=True,
+                                              name="agentdeck-exit-watchdog")
+            self._watchdog.start()
+
     def exit_within(self, grace_s: float = EXIT_GRACE_S) -> None:
         """For a process that is this instance (the front ends, not tests): once called,
         the process ends within `grace_s` even when a thread stuck in a blocking native
         call would keep the interpreter alive (Python joins its worker threads at exit).
-        The instance row is released first. Safe to call from a signal handler, twice."""
-        if self._watchdog is not None:
+        The instance row is released first. Safe to call twice, and from a signal handler
+        once the watchdog is armed (arm_exit_watchdog)."""
+        if self._exit_requested:
             return
-        self._watchdog = threading.Thread(target=self._exit_after, args=(grace_s,),
-                                          name="agentdeck-exit-watchdog", daemon=True)
-        self._watchdog.start()
+        self._exit_requested = True
+        self._exit_grace_s = grace_s
+        self.arm_exit_watchdog()  # armed already where a signal handler calls this
+        os.write(self._wake_w, b"x")
 
-    def _exit_after(self, grace_s: float) -> None:
-        time.sleep(grace_s)
-        log.error("still stopping after %g s (a thread is stuck in a blocking call); exiting now",
-                  grace_s)
-        # r.release_instance's delete, on a connection of its own: the loop may be stuck.
+    def _exit_after(self) -> None:
+        os.read(self._wake_r, 1)
+        time.sleep(self._exit_grace_s)
+        # release_instance's DELETE as raw SQL on a connection of its own: the loop and
+        # the store's thread may be the very things stuck, and a fresh Store would run its
+        # open checks and migrations first. The busy timeout bounds a locked database.
         with contextlib.suppress(Exception):
             conn = sqlite3.connect(self.db_path, timeout=1.0)
             with conn:
                 conn.execute("DELETE FROM instance WHERE id = 1 AND pid = ?", (self.pid,))
             conn.close()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        # One os.write to fd 2, not logging or sys.stderr, and no flush of Python's
+        # streams: a thread writing to a stalled stdout (a paused pager) holds that
+        # stream's lock for good. The write itself may block on a stalled stderr pipe
+        # (`2>&1 | less`), so it gets its own thread and a second at most.
+        line = (f"agentdeck: still stopping after {self._exit_grace_s:g} s (a thread is stuck "
+                "in a blocking call); exiting now\n").encode()
+        writer = threading.Thread(target=_write_stderr, args=(line,), daemon=True)
+        writer.start()
+        writer.join(1.0)
         os._exit(self.exit_code)
 
     async def subscribe(self, name: str | None = None, flt: EventFilter | None = None,
@@ -182,32 +216,39 @@ class Host:
         ]
 
     async def _shut_down(self) -> None:
-        """Every step runs even when one before it fails: a half-stopped instance would
-        hold its row, its threads or the model."""
+        """Every step runs even when one before it fails or overruns: a half-stopped
+        instance would hold its row, its threads or the model. All of it ends within
+        SHUTDOWN_S (+ LAST_STEP_S for each cheap last step), well inside EXIT_GRACE_S."""
+        deadline = time.monotonic() + SHUTDOWN_S
+
+        def budget(floor: float = 0.0) -> float:
+            return max(floor, min(SHUTDOWN_STEP_S, deadline - time.monotonic()))
+
         for task in self._loops:
             task.cancel()
         if self._loops:
-            await asyncio.wait(self._loops, timeout=SHUTDOWN_STEP_S)
+            await asyncio.wait(self._loops, timeout=budget())
         self._loops.clear()
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        steps: list[tuple[str, Callable[[], Awaitable[object]], float]] = []
         if self.crew is not None:
-            steps.append(("stopping the crew", self.crew.stop))
+            steps.append(("stopping the crew", self.crew.stop, 0.0))
         if self._backend_started:
-            steps.append(("stopping the inference backend", self.backend.stop))
+            steps.append(("stopping the inference backend", self.backend.stop, 0.0))
         if self.bus is not None:
-            steps.append(("closing the bus", self.bus.close))
+            steps.append(("closing the bus", self.bus.close, 0.0))
         if self._claimed:
             steps.append(("releasing the instance row",
-                          lambda: self.store.write(r.release_instance, SYSTEM, self.pid)))
-        steps.append(("closing the store", self.store.close))
-        for what, step in steps:
+                          lambda: self.store.write(r.release_instance, SYSTEM, self.pid), LAST_STEP_S))
+        steps.append(("closing the store", self.store.close, LAST_STEP_S))
+        for what, step, floor in steps:
+            timeout = budget(floor)
             # Not wait_for: it waits for the cancelled step to end, and a step that
             # swallows cancellation (or waits on a stuck thread) would never end.
             running = asyncio.ensure_future(step())
-            await asyncio.wait({running}, timeout=SHUTDOWN_STEP_S)
+            await asyncio.wait({running}, timeout=timeout)
             if not running.done():
                 running.cancel()
-                log.warning("%s took over %g s; going on without it", what, SHUTDOWN_STEP_S)
+                log.warning("%s took over %.1f s; going on without it", what, timeout)
             elif not running.cancelled() and running.exception() is not None:
                 log.warning("%s failed: %s", what, running.exception())
         self._backend_started = self._claimed = False
