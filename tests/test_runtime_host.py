@@ -121,3 +121,53 @@ async def test_shutdown_ends_within_one_deadline_however_many_steps_stall(
     assert took < 1.0 + 0.3  # three stalled steps of 0.6 s each took 1.8 s before
     with Store.open(db_path, AGENTS) as store:
         assert store.read(queries.instance) is None  # released all the same
+
+
+async def test_a_full_disk_is_said_once_not_every_tick(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15: on a full disk every loop logged the raw "disk I/O error; retrying" every
+    second. It is told as a full disk, once, and once more when writes succeed again."""
+    import logging
+    import shutil
+    import sqlite3
+
+    from agents.runtime import host as host_module
+
+    monkeypatch.setattr(host_module, "TICK_S", 0.02)
+    failed: list[str] = []
+    ten_ticks, beat_again = asyncio.Event(), asyncio.Event()
+
+    async def full_disk(reducer: object, *args: object, **kwargs: object) -> object:
+        failed.append(getattr(reducer, "__name__", "?"))
+        if failed.count("instance_heartbeat") >= 10:  # ten ticks, every loop failing
+            ten_ticks.set()
+        err = sqlite3.OperationalError("disk I/O error")  # a WAL that cannot grow
+        err.sqlite_errorcode = 10  # type: ignore[attr-defined]
+        raise err
+
+    caplog.set_level(logging.INFO, logger="agents.runtime.host")
+    async with Host(db_path, default_config(), backend=RecordingBackend()) as host:
+        writes = host.store.write
+
+        async def room_again(reducer: object, *args: object, **kwargs: object) -> object:
+            result = await writes(reducer, *args, **kwargs)  # type: ignore[arg-type]
+            if reducer is r.instance_heartbeat:
+                beat_again.set()
+            return result
+
+        with monkeypatch.context() as patched:
+            patched.setattr(shutil, "disk_usage",
+                            lambda _path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 512))  # type: ignore[attr-defined]
+            patched.setattr(host.store, "write", full_disk)
+            await ten_ticks.wait()
+        host.store.write = room_again  # type: ignore[method-assign]
+        await beat_again.wait()
+        await asyncio.sleep(0)  # the heartbeat's task logs right after its write
+        host.store.write = writes  # type: ignore[method-assign]
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    [warning] = warnings  # one, not one per tick and loop
+    assert warning.startswith(f"disk full: {db_path.parent} has 512 bytes free; free at least ")
+    assert warning.endswith(" MiB; waiting")
+    assert "expire_approvals" in failed  # the other loops failed too, unsaid
+    assert "the disk has room again: writes succeed" in caplog.text
+    assert "disk I/O error" not in caplog.text

@@ -38,7 +38,7 @@ from agents.processes import process_alive
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
-from agents.store.database import checkpoint, wal_bytes
+from agents.store.database import checkpoint, disk_full, wal_bytes
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Host:
         self._last_event_seen = -1
         self._quiet_since = time.monotonic()
         self._watchdog: threading.Thread | None = None
+        self._disk_was_full = False  # said once, until writes succeed again
         self._exit_requested = False
         self._exit_grace_s = EXIT_GRACE_S
         self._wake_r = self._wake_w = -1  # the watchdog's wake-up pipe, once armed
@@ -295,8 +296,20 @@ class Host:
             try:
                 await job()
             except Exception as err:
-                log.warning("%s failed: %s; retrying", job.__name__.lstrip("_"), err)
+                if not self._disk_full(err):
+                    log.warning("%s failed: %s; retrying", job.__name__.lstrip("_"), err)
             await asyncio.sleep(TICK_S)
+
+    def _disk_full(self, err: Exception) -> bool:
+        """Is `err` a full disk? Said once when it starts (every loop fails every tick
+        meanwhile), not once a tick; the heartbeat says when writes succeed again."""
+        full = disk_full(self.db_path, err)
+        if full is None:
+            return False
+        if not self._disk_was_full:
+            self._disk_was_full = True
+            log.warning("%s; waiting", full)
+        return True
 
     async def _each(self, sub: Subscription, handle: Callable[[Event], Awaitable[None]]) -> None:
         """Handle each event of `sub`; one failing event is logged, not fatal."""
@@ -304,7 +317,8 @@ class Host:
             try:
                 await handle(event)
             except Exception as err:
-                log.warning("handling event %d failed: %s", event.id, err)
+                if not self._disk_full(err):
+                    log.warning("handling event %d failed: %s", event.id, err)
 
     async def _heartbeat(self) -> None:
         # The meter rides along, for `agentdeck status --json` in other terminals.
@@ -313,6 +327,9 @@ class Host:
             # Our row is gone or another instance holds it: two instances must not run.
             log.error("another process took over this home's instance row; stopping")
             self.stop(exit_code=1)
+        elif self._disk_was_full:
+            self._disk_was_full = False
+            log.info("the disk has room again: writes succeed")
 
     def _backend_ready(self) -> bool:
         return self.bus is not None  # the backend started before the bus opened
