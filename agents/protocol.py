@@ -283,6 +283,14 @@ class ScheduleFired(msgspec.Struct, tag="schedule.fired", kw_only=True):
     next_run_at: float
 
 
+class ScheduleSkipped(msgspec.Struct, tag="schedule.skipped", kw_only=True):
+    """A due run queued no task: the task of the schedule's last run is not finished."""
+
+    schedule_id: int
+    pending_task_id: int
+    next_run_at: float
+
+
 class AgentTriaged(msgspec.Struct, tag="agent.triage", kw_only=True):
     """An agent decided what to do with a task: by a cheap rule or by a model call."""
 
@@ -334,7 +342,8 @@ Payload = (
     | MemoryWritten | MemoryCompacted | MemoryDeleted
     | ApprovalRequested | ApprovalDecided | RuleAdded | RuleRemoved
     | ToolStarted | ToolFinished | AgentStatusChanged
-    | ScheduleSet | ScheduleFired | ScheduleRemoved | ScheduleFailed | UsageRecorded
+    | ScheduleSet | ScheduleFired | ScheduleSkipped | ScheduleRemoved | ScheduleFailed
+    | UsageRecorded
     | AgentTriaged | AgentStepped | AgentReflected
 )  # fmt: skip
 

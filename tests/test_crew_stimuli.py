@@ -23,6 +23,7 @@ from agents.inference.scripted import ScriptedBackend, queued
 from agents.inference.types import ChatMessage
 from agents.protocol import OWNER, SYSTEM
 from agents.runtime import Host
+from agents.runtime.event_text import event_line
 from agents.store import Store, queries
 from agents.store import reducers as r
 from agents.store.reducers.tasks import MAX_SUBTASKS
@@ -308,7 +309,8 @@ def due_again(store: Store, schedule_id: int) -> None:
 
 def test_a_schedule_queues_no_new_run_while_its_last_one_is_unfinished(store: Store) -> None:
     """Issue 15: health checks piled up while ops was behind. A due schedule whose last
-    task is still queued or active is skipped, and its next run moves on."""
+    task is still queued or active is skipped, and its next run moves on; the skip is an
+    event, as every change is."""
     s = store.write(r.set_schedule, OWNER, "ops", "health", 60, first_run_at=time.time() - 1)
     first = store.write(r.fire_schedule, SYSTEM, s.id)
     assert first is not None
@@ -319,6 +321,10 @@ def test_a_schedule_queues_no_new_run_while_its_last_one_is_unfinished(store: St
         assert store.write(r.fire_schedule, SYSTEM, s.id) is None
         [after] = store.read(queries.schedules)
         assert after.next_run_at > time.time()  # moved on: not retried every tick
+        last = store.read(queries.events_after, 0, 10_000)[-1]  # and an event says so
+        assert last.kind == "schedule.skipped" and last.subject == f"schedule:{s.id}"
+        assert (last.payload.pending_task_id, last.payload.next_run_at) == (first, after.next_run_at)
+        assert f"schedule {s.id} skipped: task {first} not finished" in event_line(last)
         assert [t.id for t in store.read(queries.tasks, owner="ops")] == [first]
     store.write(r.set_task_status, "ops", first, "done", "all well")
     due_again(store, s.id)
@@ -327,19 +333,24 @@ def test_a_schedule_queues_no_new_run_while_its_last_one_is_unfinished(store: St
     assert [t.status for t in store.read(queries.tasks, owner="ops")] == ["done", "queued"]
 
 
-async def test_the_host_fires_a_schedule_again_only_once_its_task_is_done(db_path: Path, ws: Path) -> None:
+async def test_the_host_fires_a_schedule_again_only_once_its_task_is_done(
+        db_path: Path, ws: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Skipped three times in a row (its last run may be stuck), it is warned about once."""
     config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n')
     async with Host(db_path, config, backend=ScriptedBackend(queued({}))) as host:  # type: ignore[arg-type]
         schedule = await host.store.write(r.set_schedule, OWNER, "ops", "tick", 1.0,
                                           first_run_at=time.time() - 1)
         moves: set[float] = set()
 
-        async def skipped_twice() -> bool:  # the next run moved on twice after the first
+        async def skipped_four_times() -> bool:  # the next run moved on 4 times after the first
             [s] = await host.store.read(queries.schedules)
             moves.add(s.next_run_at)
-            return len(moves) >= 3
+            return len(moves) >= 5
 
-        await until(skipped_twice)
+        await until(skipped_four_times)
+        warned = [rec.getMessage() for rec in caplog.records if "in a row" in rec.getMessage()]
+        assert warned == [f"schedule {schedule.id} (ops tick) skipped 3 times in a row: the task "
+                          "of its last run is not finished"]
         tasks = await host.store.read(queries.tasks, owner="ops")
         assert [t.title for t in tasks] == ["[tick] scheduled"]  # no crew: it stays queued
         await host.store.write(r.set_task_status, "ops", tasks[0].id, "cancelled")

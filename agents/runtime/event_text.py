@@ -28,6 +28,7 @@ from agents.protocol import (
     ScheduleFired,
     ScheduleRemoved,
     ScheduleSet,
+    ScheduleSkipped,
     TaskAssigned,
     TaskCreated,
     TaskStatusChanged,
@@ -161,6 +162,8 @@ def _describe(event: Event, approve_hint: bool) -> tuple[str, str, str]:
         return f"schedule {s.id} ({s.agent} {s.name}) set, {how}", "", ""
     if isinstance(p, ScheduleFired):
         return f"schedule {p.schedule_id} fired", "", ""
+    if isinstance(p, ScheduleSkipped):
+        return f"schedule {p.schedule_id} skipped: task {p.pending_task_id} not finished", "", ""
     if isinstance(p, ScheduleFailed):
         return f"schedule {p.schedule_id} disabled", p.error, ""
     if isinstance(p, MemoryWritten):

@@ -61,6 +61,9 @@ LAST_STEP_S = 1.0
 # than the longest shutdown, so that a slow but healthy stop is never cut short.
 EXIT_GRACE_S = 12.0
 
+# A schedule skipped this many times in a row (its last run unfinished) is warned about.
+SKIPS_WARNED = 3
+
 ApprovalPolicy = Literal["deny", "cli"]
 
 
@@ -112,6 +115,7 @@ class Host:
         self._quiet_since = time.monotonic()
         self._watchdog: threading.Thread | None = None
         self._disk_was_full = False  # said once, until writes succeed again
+        self._skips_in_a_row: dict[int, int] = {}  # schedule id -> runs skipped since it last fired
         self._exit_requested = False
         self._exit_grace_s = EXIT_GRACE_S
         self._wake_r = self._wake_w = -1  # the watchdog's wake-up pipe, once armed
@@ -356,9 +360,13 @@ class Host:
                 await self.store.write(r.mark_schedule_failed, SYSTEM, schedule.id, reason)
                 continue
             if task_id is None:
-                log.info("schedule %d (%s %s) skipped: its last run is not finished yet",
-                         schedule.id, schedule.agent, schedule.name)
+                skips = self._skips_in_a_row[schedule.id] = self._skips_in_a_row.get(schedule.id, 0) + 1
+                if skips == SKIPS_WARNED:  # its last run may be stuck (blocked, say): say so once
+                    log.warning("schedule %d (%s %s) skipped %d times in a row: the task of its "
+                                "last run is not finished", schedule.id, schedule.agent,
+                                schedule.name, skips)
             else:
+                self._skips_in_a_row.pop(schedule.id, None)
                 fired.append(task_id)
         return fired
 

@@ -14,6 +14,7 @@ from agents.protocol import (
     ScheduleFired,
     ScheduleRemoved,
     ScheduleSet,
+    ScheduleSkipped,
     decode_payload,
 )
 from agents.store import rows
@@ -74,7 +75,8 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int | None:
     """Run a due schedule once: a task for its agent, and the next run after now (missed
     runs while agentdeck was down collapse into this one). None: skipped, because the
     task of its last run is not finished yet (an agent behind on its health checks must
-    not find a pile of them); the next run is still moved on."""
+    not find a pile of them); the next run is still moved on, and a schedule.skipped
+    event says so."""
     if not tx.privileged(actor):
         raise PermissionDenied(f"{actor} may not fire schedules")
     schedule = rows.schedule(tx.row("schedules", schedule_id))
@@ -83,8 +85,13 @@ def fire_schedule(tx: Tx, actor: str, schedule_id: int) -> int | None:
     if schedule.next_run_at > tx.now:  # fired already (by another instance, say)
         raise InvalidTransition(f"schedule {schedule_id} is not due")
     next_run = _next_run(tx, schedule)
-    if last_run_pending(tx, schedule) is not None:
+    pending = last_run_pending(tx, schedule)
+    if pending is not None:
         tx.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (next_run, schedule_id))
+        tx.emit(  # like every change, the skip (and the moved next run) is an event
+            actor, ScheduleSkipped(schedule_id=schedule_id, pending_task_id=pending, next_run_at=next_run),
+            subject=f"schedule:{schedule_id}", recipient=schedule.agent,
+        )
         return None
     task = create_task(
         tx, actor, f"[{schedule.name}] scheduled", body=schedule.body, owner=schedule.agent
