@@ -7,6 +7,12 @@ thread would be.
 The real CLI and the real engine (the model loads), except: counting tokens blocks its
 worker thread forever (after printing STUCK on stderr), and stopping the engine never
 ends. Only the exit watchdog can end such a process.
+
+    python tests/stuck_instance.py --hold-load run --headless ...
+
+The real CLI and engine, except that the model load is held open (after printing
+LOADING on stderr) until a stop is requested: a signal then certainly lands during the
+load, however fast the model would load.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import sys
 import threading
 
 from agents.inference import Engine
+from agents.runtime import Host
 from app import cli, instance
 
 FOREVER = threading.Event()  # never set
+STOP_REQUESTED = threading.Event()
 
 
 class StuckEngine(Engine):
@@ -32,6 +40,25 @@ class StuckEngine(Engine):
         await asyncio.to_thread(FOREVER.wait)
 
 
+class HeldLoadEngine(Engine):
+    async def start(self) -> None:
+        sys.stderr.write("LOADING\n")
+        sys.stderr.flush()
+        await asyncio.to_thread(STOP_REQUESTED.wait)
+        await super().start()
+
+
+def _stop_and_release(host: Host, exit_code: int = 0, *, _stop=Host.stop) -> None:  # type: ignore[no-untyped-def]
+    STOP_REQUESTED.set()
+    _stop(host, exit_code)
+
+
 if __name__ == "__main__":
-    instance.Engine = StuckEngine  # type: ignore[misc]
-    sys.exit(cli.main(sys.argv[1:]))
+    args = sys.argv[1:]
+    if args[:1] == ["--hold-load"]:
+        args = args[1:]
+        instance.Engine = HeldLoadEngine  # type: ignore[misc]
+        Host.stop = _stop_and_release  # type: ignore[method-assign]
+    else:
+        instance.Engine = StuckEngine  # type: ignore[misc]
+    sys.exit(cli.main(args))

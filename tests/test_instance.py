@@ -363,14 +363,18 @@ def test_sigterm_ends_an_instance_whose_threads_are_stuck(home: Path) -> None:
 @pytest.mark.timeout(60)
 def test_sigterm_while_the_model_loads_stops_cleanly(home: Path, db_path: Path) -> None:
     """Issue 15: a SIGTERM before the model had loaded exited 143 with nothing said.
-    The handlers are installed first; the stop waits for the load, then says so."""
-    inst = Running(home)
+    The handlers are installed first; the stop waits for the load, then says so. The
+    load is held open until the stop is requested: the signal certainly lands during it."""
+    inst = Running(home, argv=[sys.executable, str(REPO / "tests" / "stuck_instance.py"),
+                               "--hold-load", "run", "--headless"])
     try:
         inst.wait_for("loading model", timeout=30)  # printed once the handlers are in
+        inst.wait_for("LOADING", timeout=30)  # the load has begun, and waits for the stop
         inst.proc.send_signal(signal.SIGTERM)
         assert inst.proc.wait(timeout=30) == 0
         inst.wait_for("agentdeck stopped", timeout=5)
         assert not any("agentdeck running" in line for line in inst.lines)
+        assert not any("exiting now" in line for line in inst.lines)  # stopped, not cut short
         with Store.open(db_path, AGENTS) as store:
             assert store.read(queries.instance) is None
     finally:
