@@ -171,3 +171,23 @@ async def test_a_full_disk_is_said_once_not_every_tick(
     assert "expire_approvals" in failed  # the other loops failed too, unsaid
     assert "the disk has room again: writes succeed" in caplog.text
     assert "disk I/O error" not in caplog.text
+
+
+@pytest.mark.timeout(120)
+async def test_the_crew_budgets_prompts_from_the_context_the_engine_really_has(db_path: Path) -> None:
+    """The engine lowers an n_ctx past what its slots can use at the model's trained
+    context (8192 for SmolLM2); the crew's prompt budget must follow it, or prompts
+    sized for the config's n_ctx are refused by the engine as too long."""
+    import msgspec
+
+    from agents.inference import Engine
+
+    config = default_config()
+    config = msgspec.structs.replace(config, inference=msgspec.structs.replace(
+        config.inference, n_ctx=65536, slots=2, n_batch=64))
+    engine = Engine(config.inference)
+    with Store.open(db_path, AGENTS):
+        pass
+    async with Host(db_path, config, backend=engine, crew=True) as host:
+        assert engine.config.n_ctx == 2 * 8192
+        assert host.crew is not None and host.crew.config.inference.n_ctx == 2 * 8192

@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from agents.bus import Bus, Subscription
-from agents.config import Config
+from agents.config import Config, InferenceConfig
 from agents.crew import Crew
 from agents.crew.harness import DEFAULT as DEFAULT_HARNESS
 from agents.crew.harness import Harness
@@ -202,6 +202,11 @@ class Host:
         self._loops.append(asyncio.create_task(self._every(self._heartbeat)))
         self._backend_started = True  # stop() is safe on an engine that failed to start
         await self.backend.start()
+        # The engine may lower n_ctx to what the model can use (read from the file):
+        # the crew budgets prompts from what the backend really has, not the config.
+        effective = getattr(self.backend, "config", None)
+        if isinstance(effective, InferenceConfig) and effective != self.config.inference:
+            self.config = msgspec.structs.replace(self.config, inference=effective)
         self.bus = await Bus(store).start()
         self.first_event_id = await store.read(queries.last_event_id)
         await self._sync_schedules()
