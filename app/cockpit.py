@@ -32,7 +32,7 @@ from agents.errors import AgentdeckError
 from agents.home import write_private_text
 from agents.protocol import OWNER, Approval, to_builtins
 from agents.safe_text import safe_json, safe_text
-from agents.store import EventFilter, queries, rows
+from agents.store import EventFilter, queries
 from agents.store import reducers as r
 from app.connection import Connection
 from app.render import shorten
@@ -477,12 +477,11 @@ def task_detail(conn, task_id: int) -> tuple[str, list[str]]:  # type: ignore[no
         if e.kind.startswith("agent."):
             body = to_builtins(e.payload)
             steps.append(step_line(e.kind.removeprefix("agent."), body if isinstance(body, dict) else {}))
-    calls = [rows.tool_call(row) for row in conn.execute(
-        "SELECT * FROM tool_calls WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, DETAIL_STEPS))]
+    calls = queries.task_tool_calls(conn, task_id, DETAIL_STEPS)
     if calls:
         steps += ["", "tool calls:"]
         steps += [f"  #{c.id} {c.tool} {shorten(json.dumps(c.arguments, ensure_ascii=False), 100)}"
-                  f" → {c.status}" for c in reversed(calls)]
+                  f" → {c.status}" for c in calls]
     return text, steps
 
 

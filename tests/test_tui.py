@@ -134,7 +134,8 @@ async def test_escape_leaves_it_pending_with_a_badge_and_a_new_one_never_replace
         await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal))
         with Store.open(db_path, AGENTS) as store:
             second = ask(store, "review", "read_file", {"path": "b.txt"})
-        await pilot.pause(1.3)  # a refresh of approvals came and went
+        mark = app._last_slow
+        await wait_for(pilot, lambda: app._last_slow > mark, within=5)  # a refresh of approvals came and went
         assert app.screen.approval.id == first  # type: ignore[attr-defined]
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal)

@@ -194,6 +194,13 @@ def tool_calls(conn: sqlite3.Connection, *, status: str | None = None) -> list[T
     return [rows.tool_call(r) for r in cur.fetchall()]
 
 
+def task_tool_calls(conn: sqlite3.Connection, task_id: int, limit: int = 200) -> list[ToolCall]:
+    """A task's latest `limit` tool calls, oldest first."""
+    cur = conn.execute("SELECT * FROM tool_calls WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+                       (task_id, limit))
+    return [rows.tool_call(r) for r in reversed(cur.fetchall())]
+
+
 def messages(conn: sqlite3.Connection, channel: str, limit: int = 50) -> list[ChannelMessage]:
     cur = conn.execute(
         "SELECT m.* FROM messages m JOIN channels c ON c.id = m.channel_id "
