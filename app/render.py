@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.cells import cell_len
+
 from agents.runtime.event_text import when as event_time
 from agents.safe_text import safe_json, safe_text
 
@@ -42,15 +44,20 @@ def ago(ts: float | None, now: float | None = None) -> str:
     return f"{seconds // 86400}d ago"
 
 
+def _pad(text: str, width: int) -> str:
+    """`text` padded to `width` terminal cells (a CJK character or an emoji takes two)."""
+    return text + " " * (width - cell_len(text))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     text_rows = [[("" if c is None else safe_text(c)) for c in r] for r in rows]
-    widths = [len(h) for h in headers]
+    widths = [cell_len(h) for h in headers]
     for r in text_rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+        widths = [max(w, cell_len(c)) for w, c in zip(widths, r, strict=True)]
+    header = "  ".join(_pad(h, w) for h, w in zip(headers, widths, strict=True))
     sys.stdout.write(header.rstrip() + "\n")
     for r in text_rows:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+        sys.stdout.write("  ".join(_pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def shorten(text: str, width: int = 60) -> str:
