@@ -81,7 +81,8 @@ class PhaseFailed(AgentdeckError):
 
 
 def health_is_normal() -> tuple[bool, str]:
-    """Rules first: psutil against thresholds, no model needed when all is well."""
+    """Rules first: psutil against thresholds, no model needed when all is well. Blocks
+    for 0.2 s (the CPU is measured over an interval): call it off the event loop."""
     figures = {"cpu": psutil.cpu_percent(interval=0.2), "memory": psutil.virtual_memory().percent,
                "disk": psutil.disk_usage("/").percent}
     text = ", ".join(f"{k} {v:.0f}%" for k, v in figures.items())
@@ -176,7 +177,7 @@ class TaskRunner:
 
     async def _triage(self, task: Task, context: str) -> Triage:
         await self._state("triage", task.id)
-        rule = self._triage_rule(task)
+        rule = await self._triage_rule(task)
         if rule is not None:
             await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=rule.action,
                                                                  reason=rule.reason, by="rule"))
@@ -193,11 +194,12 @@ class TaskRunner:
                                                              delegate_to=triage.delegate_to))
         return triage
 
-    def _triage_rule(self, task: Task) -> Triage | None:
+    async def _triage_rule(self, task: Task) -> Triage | None:
         if not self.harness.rules_first:
             return None
         if task.title.startswith("[health]") and "system_health" in self.agent.tools:
-            normal, figures = health_is_normal()
+            # psutil measures the CPU over 0.2 s, sleeping: in a thread, or the loop stalls.
+            normal, figures = await asyncio.to_thread(health_is_normal)
             if normal:
                 return Triage(action="ignore", reason=f"health check: all normal ({figures})")
             return Triage(action="act", reason=f"health check: something is abnormal ({figures})")
