@@ -83,6 +83,9 @@ def safe_json(obj: Any) -> str:
 
 
 def shorten(text: str, width: int = 200) -> str:
-    """One line of at most `width` characters (runs of whitespace become one space)."""
+    """One line of at most `width` characters (runs of whitespace become one space), an
+    ellipsis marking a cut: the one truncating helper for titles, summaries and lines."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + "…" if width > 0 else ""

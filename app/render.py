@@ -16,6 +16,7 @@ from rich.cells import cell_len
 
 from agents.runtime.event_text import when as event_time
 from agents.safe_text import safe_json, safe_text
+from agents.safe_text import shorten as safe_shorten
 
 
 def print_json(obj: Any) -> None:
@@ -62,8 +63,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
 
 def shorten(text: str, width: int = 60) -> str:
     """Terminal-safe, whitespace collapsed, at most `width` characters."""
-    text = " ".join(safe_text(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return safe_shorten(safe_text(text), width)
 
 
 def listing(items: Sequence[Any], as_json: bool, empty: str, headers: Sequence[str],

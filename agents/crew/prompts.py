@@ -18,6 +18,7 @@ import msgspec
 from agents.config import AgentConfig
 from agents.inference.types import ChatMessage
 from agents.protocol import ChannelMessage, Memory, Task
+from agents.safe_text import shorten
 from agents.tools import TOOLS
 
 RESULT_CHARS = 1200  # of a tool result fed back to the model
@@ -88,13 +89,8 @@ def task_text(task: Task, parents: list[Task], memories: list[Memory],
         lines += [f"- {m.content}" for m in memories]
     if messages:
         lines.append("Recent messages to you:")
-        lines += [f"- from {m.sender}: {_one_line(m.body, MESSAGE_CHARS)}" for m in messages]
+        lines += [f"- from {m.sender}: {shorten(m.body, MESSAGE_CHARS)}" for m in messages]
     return "\n".join(lines)
-
-
-def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list[str]) -> list[ChatMessage]:

@@ -38,7 +38,7 @@ from agents.protocol import (
     UsageRecorded,
     to_builtins,
 )
-from agents.safe_text import safe_text
+from agents.safe_text import safe_text, shorten
 
 
 def when(ts: float) -> str:
@@ -101,9 +101,9 @@ def event_line(event: Event, *, title: str | None = None, width: int = 100,
         if over <= 0:
             break
         if shrink == "detail" and len(detail) > floor:
-            detail = _cut(detail, max(floor, len(detail) - over))
+            detail = shorten(detail, max(floor, len(detail) - over))
         elif shrink == "title" and len(title) > floor:
-            title = _cut(title, max(floor, len(title) - over))
+            title = shorten(title, max(floor, len(title) - over))
         line = compose()
     return line
 
@@ -112,12 +112,6 @@ def _flat(text: str) -> str:
     """One line, whitespace collapsed, terminal-safe; capped early (tool output can be
     megabytes, and only a line's worth is ever shown)."""
     return safe_text(" ".join(text[:2000].split()))
-
-
-def _cut(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    return text[: width - 1] + "…" if width > 0 else ""
 
 
 def _describe(event: Event, approve_hint: bool) -> tuple[str, str, str]:

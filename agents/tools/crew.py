@@ -15,6 +15,7 @@ import msgspec
 
 from agents.errors import InvalidArgument, TaskTreeTooLarge
 from agents.protocol import ChannelMessage, Event, Memory, Task, to_builtins
+from agents.safe_text import shorten
 from agents.store import queries
 from agents.store import reducers as r
 from agents.tools.base import MAX_ID, Tool, ToolContext, ToolError
@@ -151,7 +152,7 @@ def _event_line(event: Event) -> str:
         if event.kind == "task.created":
             body = {"title": event.payload.task.title, "owner": event.payload.task.owner}  # type: ignore[union-attr]
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    text = text if len(text) <= LOG_LINE else text[: LOG_LINE - 1] + "…"
+    text = shorten(text, LOG_LINE)
     stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
     return f"{stamp} {event.kind} {event.actor} {event.subject or ''} {text}"
 
