@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from agents.errors import AgentdeckError
 from agents.home import write_private_text
+from agents.intake import read_request
 from agents.protocol import OWNER, Approval, to_builtins
 from agents.safe_text import safe_json, safe_text
 from agents.store import EventFilter, queries
@@ -47,7 +48,6 @@ from widgets.meter import SlotMeter
 from widgets.tasks import TaskView
 
 SLOW_EVERY_S = 1.0  # tasks, channels and approvals are read at most this often
-TITLE_WIDTH = 120
 EVENT_QUEUE = 1024
 SHUTDOWN_S = 15.0  # the crew's ordered stop, at most
 UI_CPU_BUDGET = 0.2  # of one core, for the UI thread (drawing, reading the deck)
@@ -310,24 +310,14 @@ class Cockpit(App[int]):
         composer = self._main(Composer)
         composer.remember(text)
         composer.value = ""
-        owner = None
-        first_word = text.split()[0]
-        if first_word.startswith("@"):
-            owner = first_word[1:]
-            if owner not in self.agents:
-                self.notify(safe_text(f"no agent {owner!r} (agents: {', '.join(self.agents)})"),
-                            severity="error")
-                return
-        title = text.splitlines()[0]
-        if owner is not None:
-            title = title[len(first_word):].strip() or title
-        title = title if len(title) <= TITLE_WIDTH else title[: TITLE_WIDTH - 1] + "…"
         try:
-            task = await self.connection.store.write(r.create_task, OWNER, title, body=text, owner=owner)
+            request = read_request(text, self.agents)
+            task = await self.connection.store.write(r.create_task, OWNER, request.title,
+                                                     body=request.body, owner=request.owner)
         except AgentdeckError as err:
             self.notify(safe_text(str(err)), severity="error")
             return
-        self.notify(safe_text(f"task {task.id} sent to {owner or 'the router'}"))
+        self.notify(safe_text(f"task {task.id} sent to {request.owner or 'the router'}"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The main screen's F-keys are priority bindings; while a modal (an approval, the

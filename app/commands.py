@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.errors import InvalidArgument
 from agents.health import status_report
+from agents.intake import read_request
 from agents.protocol import OWNER, Schedule, Task, to_builtins
 from agents.runtime.approval_text import approval_lines
 from agents.safe_text import safe_json
@@ -21,8 +22,6 @@ from agents.store import queries
 from agents.store.reducers import cancel_task, create_task, decide_approval, remove_schedule, set_schedule
 from app.context import Context
 from app.render import ago, line, listing, print_json, shorten, table, when
-
-TITLE_WIDTH = 120
 
 
 def clean_argument(text: str) -> str:
@@ -32,7 +31,7 @@ def clean_argument(text: str) -> str:
 
 def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
     agents = ctx.config.enabled_agents()
-    if args.to is not None and args.to not in agents:
+    if args.to is not None and args.to not in agents:  # before stdin is read
         known = ", ".join(agents)
         raise InvalidArgument(f"unknown agent {args.to!r} (agents: {known})", exit_code=2)
     if args.text == ["-"]:  # the convention: the request comes on stdin
@@ -43,10 +42,9 @@ def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
         text = clean_argument(" ".join(args.text)).strip()
         if not text:
             raise InvalidArgument("nothing to send: give the request as TEXT")
-    first_line = " ".join(text.splitlines()[0].split())
-    title = first_line if len(first_line) <= TITLE_WIDTH else first_line[: TITLE_WIDTH - 1] + "…"
+    request = read_request(text, agents, to=args.to)
     task = ctx.store.write(
-        create_task, OWNER, title, body=text, owner=args.to, priority=args.priority
+        create_task, OWNER, request.title, body=request.body, owner=request.owner, priority=args.priority
     )
     line(task.id)
     return 0

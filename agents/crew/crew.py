@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections import deque
 
@@ -34,6 +33,7 @@ from agents.crew.runner import ModelBackend, TaskRunner
 from agents.errors import AgentdeckError, InvalidArgument, InvalidTransition
 from agents.gate import Gate
 from agents.inference.types import ChatMessage
+from agents.intake import mentioned, route
 from agents.protocol import (
     OWNER,
     SYSTEM,
@@ -59,20 +59,6 @@ BACKOFF_S = (0.5, 30.0)  # first delay, most
 FINISHED = ("done", "failed", "cancelled")
 UNFINISHED = ("queued", "active", "blocked", "waiting_approval")
 ROUTE_CHARS = 4000  # of a task's body shown to the router: its gist, never megabytes to tokenise
-MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
-
-
-def mentioned(title: str, body: str, agents: list[str]) -> str | None:
-    for name in MENTION.findall(f"{title}\n{body}"):
-        if name in agents:
-            return name
-    return None
-
-
-def route(title: str, body: str, agents: list[str]) -> str:
-    """Who gets an unassigned task without asking a model: the first `@agent`
-    mentioned, else lead (else the first agent)."""
-    return mentioned(title, body, agents) or ("lead" if "lead" in agents else agents[0])
 
 
 async def choose_agent(backend: ModelBackend, config: Config, title: str, body: str) -> str | None:

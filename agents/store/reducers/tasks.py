@@ -10,6 +10,7 @@ from agents.errors import (
     TaskTreeTooLarge,
     TooManySubtasks,
 )
+from agents.intake import title_of
 from agents.limits import timestamp, whole_in
 from agents.protocol import (
     OWNER,
@@ -182,8 +183,7 @@ def task_from_message(tx: Tx, actor: str, message_id: int) -> Task | None:
     existing = tx.one("SELECT * FROM tasks WHERE message_id = ?", (message_id,))
     if existing is not None:
         return rows.task(existing)
-    first_line = msg.body.strip().splitlines()[0] if msg.body.strip() else "(empty message)"
-    title = first_line if len(first_line) <= 120 else first_line[:119] + "…"
+    title = title_of(msg.body) or "(empty message)"
     return _insert(tx, msg.sender, f"message from {msg.sender}: {title}", msg.body, msg.recipient, None,
                    None, 1, None, message_id)
 
