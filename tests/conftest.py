@@ -1,20 +1,19 @@
-"""Shared fixtures: a real agentdeck home and database in a temp dir."""
+"""Shared fixtures: a real agentdeck home and database in a temp dir. Plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Re-exported for files that still import these from conftest (test_hygiene.py); new code
+# imports them from helpers.
+from helpers import AGENTS, REPO, agentdeck_cmd, examples, subprocess_env  # noqa: F401
 from hypothesis import settings
 
-from agents.config import DEFAULT_AGENTS
 from agents.store import Store
-
-AGENTS = tuple(DEFAULT_AGENTS)  # lead, dev, review, ops, scribe
-REPO = Path(__file__).resolve().parent.parent
 
 # Files the tests write (configs, homes) are private, as agentdeck makes them; otherwise
 # every first command in a test home would rightly say it made them private. The tests
@@ -27,11 +26,6 @@ os.umask(0o077)
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("deep", max_examples=5_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
-
-
-def examples(count: int) -> int:
-    """A property's example count: `count`, or the profile's when larger (deep)."""
-    return max(count, settings.default.max_examples)
 
 
 @pytest.fixture
@@ -55,14 +49,19 @@ def store(db_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def agentdeck_cmd(*args: str) -> list[str]:
-    """argv for running the real CLI in a subprocess."""
-    return [sys.executable, "-m", "app.cli", *args]
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    """An empty workspace directory beside the home."""
+    w = tmp_path / "ws"
+    w.mkdir()
+    return w
 
 
-def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["AGENTDECK_HOME"] = str(home)
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
+@pytest.fixture
+def keyring_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a subprocess whose keyring is a real file-backed backend (keyring_backend.py)."""
+    return {
+        "PYTHON_KEYRING_BACKEND": "keyring_backend.FileKeyring",
+        "AGENTDECK_TEST_KEYRING": str(tmp_path / "keyring.json"),
+        "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
+from helpers import agentdeck_cmd, subprocess_env
 
 AGENTS, TOKENS, ROUNDS = 2, 8, 2
 SIDES = ("naive", "reference", "engine")

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS
 
 from agents.bus import Bus
 from agents.errors import PermissionDenied, StoreOpenError

@@ -8,34 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from helpers import AGENTS, agentdeck_cmd, ok, one_line_error, run, subprocess_env
 
 from agents.config import parse_config
 from agents.store import Store, queries
 from agents.store import reducers as r
 from agents.store.schema import SCHEMA_VERSION
-
-
-def run(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        agentdeck_cmd(*args), env=subprocess_env(home, **env), input=stdin,
-        capture_output=True, text=True, timeout=60,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def ok(home: Path, *args: str, **env: str) -> str:
-    proc = run(home, *args, **env)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
 
 # --- send / tasks ---
 

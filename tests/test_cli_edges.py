@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
-from test_cli import ok, run
+from helpers import agentdeck_cmd, ok, run, subprocess_env
 
 
 @pytest.mark.timeout(120)

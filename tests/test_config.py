@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
+from helpers import agentdeck_cmd, subprocess_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

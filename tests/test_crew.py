@@ -11,31 +11,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
-from test_cli import ok
+from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env, until
 
 from agents.config import parse_config
 from agents.crew import crew as crew_module
 from agents.crew import route
 from agents.inference.scripted import ScriptedBackend, queued
-from agents.protocol import OWNER, Task, to_builtins
+from agents.protocol import OWNER, to_builtins
 from agents.runtime import Host
 from agents.store import Store, queries, rows
 from agents.store import reducers as r
 
 REFLECT = json.dumps({"outcome": "success", "lesson": "check the disk with system_health", "importance": 3,
                       "tags": ["disk"]})
-
-
-def reflect(lesson: str) -> str:
-    return json.dumps({"outcome": "success", "lesson": lesson, "importance": 2, "tags": []})
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
 
 
 @pytest.fixture
@@ -48,25 +36,6 @@ def running(db_path: Path, ws: Path) -> Callable[..., AsyncIterator[Host]]:
         return Host(db_path, config, backend=backend, approvals=approvals, crew=True)  # type: ignore[arg-type]
 
     return start  # type: ignore[return-value]
-
-
-async def until(check: Callable[[], object], within: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():  # type: ignore[misc]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def finished(host: Host, task_id: int) -> Task:
-    async def done() -> bool:
-        task = await host.store.read(queries.task, task_id)
-        return task is not None and task.status in ("done", "failed")
-
-    await until(done)
-    task = await host.store.read(queries.task, task_id)
-    assert task is not None
-    return task
 
 
 async def kinds_for(host: Host, task_id: int) -> list[tuple[str, dict]]:
@@ -377,7 +346,7 @@ def test_kill_9_while_a_tool_runs_then_the_task_continues(db_path: Path, ws: Pat
     import time
 
     import psutil
-    from conftest import REPO
+    from helpers import REPO
 
     marker = "765.375"
     with Store.open(db_path, AGENTS) as store:

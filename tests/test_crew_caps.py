@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AGENTS
-from test_cli import one_line_error, run
-from test_crew import finished, reflect, until
-from test_tools import call, context
+from helpers import AGENTS, call, context, finished, one_line_error, reflect, run, until
 
 from agents.config import AgentConfig, parse_config
 from agents.crew import prompts
@@ -32,14 +29,6 @@ from agents.store import reducers as r
 from agents.store.reducers import tasks as tasks_module
 from agents.store.reducers.tasks import MAX_BODY, MAX_LIVE_SUBTASKS
 from agents.tools.base import AgentStore
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
-
 
 # --- size and fan-out caps ---
 

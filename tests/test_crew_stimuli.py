@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS, finished, ok, one_line_error, reflect, run, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import ok, one_line_error, run
-from test_crew import finished, reflect, until
 
 from agents.config import parse_config
 from agents.crew.budget import MESSAGE_OVERHEAD, TokenCounter
@@ -32,13 +30,6 @@ from agents.store.reducers.tasks import MAX_SUBTASKS
 def host_for(db_path: Path, ws: Path, outputs: dict[str, list[str]], extra: str = "") -> Host:
     config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n{extra}')
     return Host(db_path, config, backend=ScriptedBackend(queued(outputs)), crew=True)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
 
 
 # --- direct messages are stimuli ---

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from helpers import AGENTS, agentdeck_cmd, subprocess_env
 
 from agents.bus import Bus
 from agents.protocol import TaskCreated

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, REPO, agentdeck_cmd, subprocess_env
-from test_cli import ok, one_line_error, run
+from helpers import AGENTS, REPO, agentdeck_cmd, ok, one_line_error, run, subprocess_env
 
 from agents.store import Store
 from agents.store import reducers as r

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
-from test_cli import ok, one_line_error, run
-from test_secrets import keyring_env  # noqa: F401  (fixture)
+from helpers import AGENTS, agentdeck_cmd, ok, one_line_error, run, subprocess_env
 
 from agents.config import parse_config
 from agents.gate import Gate
@@ -27,11 +25,10 @@ from agents.store import reducers as r
 
 
 @pytest.fixture
-def ws(home: Path, tmp_path: Path) -> Path:
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    (home / "config.toml").write_text(f'workspace = "{workspace}"\n')
-    return workspace
+def ws(home: Path, ws: Path) -> Path:
+    """conftest's workspace, made the home's configured workspace."""
+    (home / "config.toml").write_text(f'workspace = "{ws}"\n')
+    return ws
 
 
 class Terminal:
@@ -290,7 +287,7 @@ def test_rules_add_list_remove(home: Path) -> None:
 
 
 def test_secret_values_never_appear_anywhere(home: Path, db_path: Path, ws: Path,
-                                             keyring_env: dict[str, str]) -> None:  # noqa: F811
+                                             keyring_env: dict[str, str]) -> None:
     keyring_value = "kr-9f8e7d6c5b4a"
     env_value = "env-1a2b3c4d5e6f"
     run(home, "secret", "set", "tok", stdin=keyring_value + "\n", **keyring_env)

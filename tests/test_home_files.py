@@ -9,9 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
-from test_cli import ok, one_line_error, run
-from test_secrets import keyring_env  # noqa: F401  (fixture)
+from helpers import agentdeck_cmd, ok, one_line_error, run, subprocess_env
 
 from agents.home import read_regular_text
 
@@ -103,7 +101,7 @@ def test_read_regular_text_checks_the_opened_file(tmp_path: Path) -> None:
     assert read_regular_text(tmp_path / "f", 100) == "hello"
 
 
-def test_concurrent_secret_set_keeps_every_name(home: Path, keyring_env: dict[str, str]) -> None:  # noqa: F811
+def test_concurrent_secret_set_keeps_every_name(home: Path, keyring_env: dict[str, str]) -> None:
     names = [f"TOKEN_{i}" for i in range(24)]
     procs = [
         subprocess.Popen(agentdeck_cmd("secret", "set", name), env=subprocess_env(home, **keyring_env),

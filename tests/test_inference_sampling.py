@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
+from helpers import agentdeck_cmd, subprocess_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

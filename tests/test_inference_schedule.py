@@ -260,7 +260,7 @@ async def test_five_sequences_that_outgrow_a_unified_pool_all_finish() -> None:
 def test_bench_kv_measures_both_layouts_with_and_without_idle_caches(home: Path) -> None:
     import json
 
-    from test_cli import ok
+    from helpers import ok
 
     out = ok(home, "bench", "kv", "--agents", "2", "--idle", "1", "--idle-tokens", "300", "--tokens", "12",
              "--rounds", "2", "--json")

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, REPO, agentdeck_cmd, subprocess_env
-from test_cli import ok
+from helpers import AGENTS, REPO, agentdeck_cmd, ok, subprocess_env
 
 from agents.protocol import SYSTEM
 from agents.store import Store, queries

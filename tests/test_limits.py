@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS, ok, one_line_error, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import ok, one_line_error, run
 
 from agents.errors import DelegationTooDeep, InvalidArgument
 from agents.limits import MAX_APPROVAL_TIMEOUT_S

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, examples
+from helpers import AGENTS, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

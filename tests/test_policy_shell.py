@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import examples
+from helpers import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

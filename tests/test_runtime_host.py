@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS
 
 from agents.config import default_config
 from agents.errors import InvalidArgument

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import agentdeck_cmd, subprocess_env
+from helpers import agentdeck_cmd, subprocess_env
 
 from agents.config import default_config, parse_config
 from agents.errors import ConfigError

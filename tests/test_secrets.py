@@ -6,23 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_cli import ok, one_line_error, run
+from helpers import ok, one_line_error, run
 
 from agents.config import parse_config
 from agents.errors import ConfigError
 
-FILE_BACKEND = "keyring_backend.FileKeyring"
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
-
-
-@pytest.fixture
-def keyring_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PYTHON_KEYRING_BACKEND": FILE_BACKEND,
-        "AGENTDECK_TEST_KEYRING": str(tmp_path / "keyring.json"),
-        "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
-    }
 
 
 def test_set_list_delete_through_the_keyring(home: Path, keyring_env: dict[str, str]) -> None:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pyte
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from helpers import AGENTS, agentdeck_cmd, one_line_error, run, subprocess_env
 from hostile import HOSTILE
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import one_line_error, run
 
 from agents.safe_text import is_unsafe, safe_json, safe_text
 from agents.store import Store

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS, call, context
 
 from agents.protocol import OWNER
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
-from agents.tools import TOOLS, ToolResult, invoke
-from agents.tools.base import MODEL_CAP, AgentStore, SandboxSettings, ToolContext
+from agents.tools import TOOLS, invoke
+from agents.tools.base import MODEL_CAP
 
 
 @pytest.fixture
@@ -23,23 +23,6 @@ async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
     s = await AsyncStore(tmp_path / "agentdeck.db", AGENTS).open()
     yield s
     await s.close()
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
-
-
-def context(store: AsyncStore, ws: Path, agent: str = "dev", task_id: int | None = None) -> ToolContext:
-    return ToolContext(agent=agent, workspace=ws, home=ws.parent / "home", store=AgentStore(store, agent),
-                       sandbox=SandboxSettings(mode="off", bwrap=None), task_id=task_id)
-
-
-async def call(ctx: ToolContext, tool: str, **args: object) -> ToolResult:
-    result, _ = await invoke(TOOLS[tool], ctx, args)
-    return result
 
 
 async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:

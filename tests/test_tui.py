@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import AGENTS
+from helpers import AGENTS
 
 from agents.config import parse_config
 from agents.inference.scripted import ScriptedBackend, queued
@@ -31,13 +31,6 @@ HOSTILE = "rm -rf ~ \x1b[2J\x1b]0;pwned\x07 \u202egnp.exe"
 
 def config_for(ws: Path):  # type: ignore[no-untyped-def]
     return parse_config(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n')
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
 
 
 async def wait_for(pilot, check, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]

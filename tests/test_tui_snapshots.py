@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from conftest import AGENTS
+from helpers import AGENTS
 
 from agents.config import parse_config
 from agents.protocol import OWNER
@@ -32,13 +31,6 @@ def prepared(db_path: Path, ws: Path, *, approval: bool = False):  # type: ignor
                         ask_reason="no rule allows it")
     config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
     return config
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    w = tmp_path / "ws"
-    w.mkdir()
-    return w
 
 
 def app_for(db_path: Path, home: Path, ws: Path, *, approval: bool = False):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, agentdeck_cmd, subprocess_env
+from helpers import AGENTS, agentdeck_cmd, subprocess_env
 
 from agents.config import parse_config
 from agents.protocol import OWNER

@@ -1,0 +1,109 @@
+"""Helpers the test files share: plain functions and constants (fixtures live in conftest.py).
+
+Imported as `from helpers import ...` (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import settings
+
+from agents.config import DEFAULT_AGENTS
+from agents.protocol import Task
+from agents.runtime import Host
+from agents.store import AsyncStore, queries
+from agents.tools import TOOLS, ToolResult, invoke
+from agents.tools.base import AgentStore, SandboxSettings, ToolContext
+
+AGENTS = tuple(DEFAULT_AGENTS)  # lead, dev, review, ops, scribe
+REPO = Path(__file__).resolve().parent.parent
+
+
+def examples(count: int) -> int:
+    """A property's example count: `count`, or the profile's when larger (deep)."""
+    return max(count, settings.default.max_examples)
+
+
+# --- the real CLI in a subprocess ---
+
+
+def agentdeck_cmd(*args: str) -> list[str]:
+    """argv for running the real CLI in a subprocess."""
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["AGENTDECK_HOME"] = str(home)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def run(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        agentdeck_cmd(*args), env=subprocess_env(home, **env), input=stdin,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def ok(home: Path, *args: str, **env: str) -> str:
+    proc = run(home, *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# --- the crew in-process ---
+
+
+def reflect(lesson: str) -> str:
+    """A scripted reflection output that passes the reflection schema."""
+    return json.dumps({"outcome": "success", "lesson": lesson, "importance": 2, "tags": []})
+
+
+async def until(check: Callable[[], object], within: float = 20.0) -> None:
+    """Await the async `check` until it is true, failing after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():  # type: ignore[misc]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def finished(host: Host, task_id: int) -> Task:
+    """Wait for the task to end (done or failed) and return it."""
+    async def done() -> bool:
+        task = await host.store.read(queries.task, task_id)
+        return task is not None and task.status in ("done", "failed")
+
+    await until(done)
+    task = await host.store.read(queries.task, task_id)
+    assert task is not None
+    return task
+
+
+# --- tools ---
+
+
+def context(store: AsyncStore, ws: Path, agent: str = "dev", task_id: int | None = None) -> ToolContext:
+    return ToolContext(agent=agent, workspace=ws, home=ws.parent / "home", store=AgentStore(store, agent),
+                       sandbox=SandboxSettings(mode="off", bwrap=None), task_id=task_id)
+
+
+async def call(ctx: ToolContext, tool: str, **args: object) -> ToolResult:
+    result, _ = await invoke(TOOLS[tool], ctx, args)
+    return result
