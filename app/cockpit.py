@@ -32,11 +32,11 @@ from agents.errors import AgentdeckError
 from agents.home import write_private_text
 from agents.intake import read_request
 from agents.protocol import OWNER, Approval, to_builtins
+from agents.runtime.task_detail import task_detail
 from agents.safe_text import safe_json, safe_text
 from agents.store import EventFilter, queries
 from agents.store import reducers as r
 from app.connection import Connection
-from app.render import shorten
 from themes import AGENTDECK, STYLESHEET, THEMES
 from widgets.agent_pane import AgentPane
 from widgets.approval import GRACE_S, ApprovalModal
@@ -422,57 +422,6 @@ class Cockpit(App[int]):
             self.notify("stopping the crew…")
             await self._let_go()  # while the screen still shows it
         self.exit(0)
-
-
-DETAIL_CHARS = 4000  # of a task's body, and of its result: a 1 MB result took seconds to draw
-DETAIL_STEPS = 200  # step events and tool calls listed, the latest
-
-
-def capped(text: str, limit: int = DETAIL_CHARS) -> str:
-    """The first `limit` characters, and how many more there are and where to read them."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}\n… {len(text) - limit} more characters (agentdeck tasks --json)"
-
-
-def step_line(kind: str, body: dict[str, Any]) -> str:
-    """One phase event as a person reads it: what was decided or called, and how it went."""
-    if kind == "triage":
-        to = f" to {body['delegate_to']}" if body.get("delegate_to") else ""
-        by = " (by rule)" if body.get("by") == "rule" else ""
-        return f"triage: {body.get('action')}{to}{by}: {shorten(str(body.get('reason', '')), 100)}"
-    if kind == "step":
-        number, summary = body.get("step"), shorten(str(body.get("summary", "")), 100)
-        if body.get("tool") is None:
-            return f"step {number}: final answer: {summary}"
-        decision = f" ({body['decision']})" if body.get("decision") else ""
-        return f"step {number}: {body.get('tool')} {summary}{decision} → {body.get('status')}"
-    if kind == "reflect":
-        return (f"reflect: {body.get('outcome')}, importance {body.get('importance')}: "
-                f"{shorten(str(body.get('lesson', '')), 100)}")
-    return f"{kind}: {shorten(json.dumps(body, ensure_ascii=False), 100)}"
-
-
-def task_detail(conn, task_id: int) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
-    """The task (body and result capped) and, drawn only when asked for, its steps and tool calls."""
-    task = queries.task(conn, task_id)
-    if task is None:
-        return f"task {task_id} is gone", []
-    text = "\n".join([f"#{task.id} {task.title}",
-                      f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
-                      f" · priority {task.priority}",
-                      "", capped(task.body or "(no body)"), "", f"result: {capped(task.result or '-')}"])
-    steps = []
-    for e in queries.recent_events(conn, DETAIL_STEPS, [f"task:{task_id}"]):
-        if e.kind.startswith("agent."):
-            body = to_builtins(e.payload)
-            steps.append(step_line(e.kind.removeprefix("agent."), body if isinstance(body, dict) else {}))
-    calls = queries.task_tool_calls(conn, task_id, DETAIL_STEPS)
-    if calls:
-        steps += ["", "tool calls:"]
-        steps += [f"  #{c.id} {c.tool} {shorten(json.dumps(c.arguments, ensure_ascii=False), 100)}"
-                  f" → {c.status}" for c in calls]
-    return text, steps
 
 
 def _write_export(folder: Path, path: Path, text: str) -> None:

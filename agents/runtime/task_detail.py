@@ -1,0 +1,68 @@
+"""A task as a person reads it in the cockpit's detail view: the task with its body and
+result capped, and its steps and tool calls as lines (drawn only when asked for). Read
+in one call on the store's thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from agents.protocol import to_builtins
+from agents.safe_text import safe_text, shorten
+from agents.store import queries
+
+
+def _short(text: str, width: int) -> str:
+    return shorten(safe_text(text), width)
+
+
+DETAIL_CHARS = 4000  # of a task's body, and of its result: a 1 MB result took seconds to draw
+DETAIL_STEPS = 200  # step events and tool calls listed, the latest
+
+
+def capped(text: str, limit: int = DETAIL_CHARS) -> str:
+    """The first `limit` characters, and how many more there are and where to read them."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… {len(text) - limit} more characters (agentdeck tasks --json)"
+
+
+def step_line(kind: str, body: dict[str, Any]) -> str:
+    """One phase event as a person reads it: what was decided or called, and how it went."""
+    if kind == "triage":
+        to = f" to {body['delegate_to']}" if body.get("delegate_to") else ""
+        by = " (by rule)" if body.get("by") == "rule" else ""
+        return f"triage: {body.get('action')}{to}{by}: {_short(str(body.get('reason', '')), 100)}"
+    if kind == "step":
+        number, summary = body.get("step"), _short(str(body.get("summary", "")), 100)
+        if body.get("tool") is None:
+            return f"step {number}: final answer: {summary}"
+        decision = f" ({body['decision']})" if body.get("decision") else ""
+        return f"step {number}: {body.get('tool')} {summary}{decision} → {body.get('status')}"
+    if kind == "reflect":
+        return (f"reflect: {body.get('outcome')}, importance {body.get('importance')}: "
+                f"{_short(str(body.get('lesson', '')), 100)}")
+    return f"{kind}: {_short(json.dumps(body, ensure_ascii=False), 100)}"
+
+
+def task_detail(conn: sqlite3.Connection, task_id: int) -> tuple[str, list[str]]:
+    """The task (body and result capped) and, drawn only when asked for, its steps and tool calls."""
+    task = queries.task(conn, task_id)
+    if task is None:
+        return f"task {task_id} is gone", []
+    text = "\n".join([f"#{task.id} {task.title}",
+                      f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
+                      f" · priority {task.priority}",
+                      "", capped(task.body or "(no body)"), "", f"result: {capped(task.result or '-')}"])
+    steps = []
+    for e in queries.recent_events(conn, DETAIL_STEPS, [f"task:{task_id}"]):
+        if e.kind.startswith("agent."):
+            body = to_builtins(e.payload)
+            steps.append(step_line(e.kind.removeprefix("agent."), body if isinstance(body, dict) else {}))
+    calls = queries.task_tool_calls(conn, task_id, DETAIL_STEPS)
+    if calls:
+        steps += ["", "tool calls:"]
+        steps += [f"  #{c.id} {c.tool} {_short(json.dumps(c.arguments, ensure_ascii=False), 100)}"
+                  f" → {c.status}" for c in calls]
+    return text, steps
