@@ -309,9 +309,9 @@ def test_cron_schedules_fire_on_their_times_and_collapse_missed_runs(store: Stor
 
 async def test_the_default_health_check_needs_no_model_when_all_is_well(running, db_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents.crew import runner
+    from agents.crew import rules
 
-    monkeypatch.setattr(runner, "health_is_normal", lambda: (True, "cpu 3%, memory 40%, disk 50%"))
+    monkeypatch.setattr(rules, "health_is_normal", lambda: (True, "cpu 3%, memory 40%, disk 50%"))
     async with running({}) as host:  # no scripted output: any model call would fail the task
         [schedule] = await host.store.read(queries.schedules)
         assert (schedule.agent, schedule.name, schedule.interval_s) == ("ops", "health", 300)

@@ -12,18 +12,29 @@ from pathlib import Path
 import pytest
 
 from agents.config import parse_config
-from agents.crew import runner
+from agents.crew import rules
+from agents.crew.harness import DEFAULT, Harness
+from agents.crew.schemas import ToolStep, Triage
 from agents.inference.scripted import ScriptedBackend, queued
-from agents.protocol import OWNER
+from agents.protocol import OWNER, AgentStepped, AgentTriaged, Task
 from agents.runtime import Host
+from agents.store import queries
 from agents.store import reducers as r
 
 
-def host_for(db_path: Path, tmp_path: Path, outputs: dict[str, list[str]] | None = None) -> Host:
+def host_for(db_path: Path, tmp_path: Path, outputs: dict[str, list[str]] | None = None,
+             harness: Harness = DEFAULT) -> Host:
     ws = tmp_path / "ws"
     ws.mkdir(exist_ok=True)
     config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n')
-    return Host(db_path, config, backend=ScriptedBackend(queued(outputs or {})), crew=True)  # type: ignore[arg-type]
+    backend = ScriptedBackend(queued(outputs or {}))
+    return Host(db_path, config, backend=backend, crew=True, harness=harness)  # type: ignore[arg-type]
+
+
+def task(title: str, body: str = "", *, parent_id: int | None = None, created_by: str = OWNER) -> Task:
+    return Task(id=7, parent_id=parent_id, job_id=7, owner="ops", created_by=created_by, title=title,
+                body=body, status="active", priority=1, result=None, attempts=0, deadline=None,
+                created_at=0.0, updated_at=0.0)
 
 
 async def wait_for(check: Callable[[], object], within: float = 20.0) -> None:
@@ -40,7 +51,7 @@ async def wait_for(check: Callable[[], object], within: float = 20.0) -> None:
 async def test_the_health_rule_does_not_block_the_event_loop(db_path: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """psutil's cpu_percent(interval=0.2) sleeps 0.2 s: the loop must keep ticking meanwhile."""
-    real = runner.health_is_normal
+    real = rules.health_is_normal
     spans: list[tuple[float, float]] = []
 
     def measured() -> tuple[bool, str]:
@@ -50,7 +61,7 @@ async def test_the_health_rule_does_not_block_the_event_loop(db_path: Path, tmp_
         finally:
             spans.append((started, time.monotonic()))
 
-    monkeypatch.setattr(runner, "health_is_normal", measured)
+    monkeypatch.setattr(rules, "health_is_normal", measured)
     ticks: list[float] = []
 
     async def probe() -> None:
@@ -71,3 +82,57 @@ async def test_the_health_rule_does_not_block_the_event_loop(db_path: Path, tmp_
     around = [t for t in ticks if t <= start][-1:] + during + [t for t in ticks if t >= end][:1]
     longest = max(b - a for a, b in itertools.pairwise(around))
     assert len(during) >= 3 and longest < 0.12, (len(during), longest)
+
+
+# --- the rules-first checks, as plain functions ---
+
+OPS = ["system_health", "read_log"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("title, tools, step", [
+    ("report disk usage", OPS, ToolStep(tool="system_health", arguments={})),
+    ("what happened to task #12?", OPS, ToolStep(tool="read_log", arguments={"task": 12})),
+    ("what went wrong overnight", ["read_log"], ToolStep(tool="read_log", arguments={"last": 40})),
+    ("report disk usage", ["read_log"], None),  # cannot look at the machine: the model decides
+    ("write a haiku", OPS, None),
+])
+def test_the_first_step_by_rules(title: str, tools: list[str], step: ToolStep | None) -> None:
+    assert rules.first_step(task(title), tools) == step
+
+
+@pytest.mark.timeout(10)
+def test_triage_by_rules() -> None:
+    delegated = rules.triage_rule(task("write a haiku", parent_id=3, created_by="lead"), [])
+    assert delegated is not None and (delegated.action, delegated.reason) == ("act", "a subtask delegated to me")
+    assert rules.triage_rule(task("write a haiku", parent_id=3), OPS) is None  # the person's own subtask
+    machine = rules.triage_rule(task("is swap full?"), OPS)
+    assert machine is not None and "this machine" in machine.reason
+    assert rules.triage_rule(task("is swap full?"), ["read_log"]) is None
+    assert rules.is_health_check(task("[health] every 5 min"), OPS)
+    assert not rules.is_health_check(task("[health] every 5 min"), ["read_log"])
+    assert not rules.is_health_check(task("health [health]"), OPS)
+    assert rules.health_triage(False, "disk 97%") == Triage(
+        action="act", reason="health check: something is abnormal (disk 97%)")
+    assert rules.health_triage(True, "disk 9%").action == "ignore"
+
+
+@pytest.mark.timeout(60)
+async def test_without_rules_first_the_model_triages_and_takes_the_first_step(db_path: Path,
+                                                                            tmp_path: Path) -> None:
+    """The ablation switch still holds: a machine question goes to the model, not the rules."""
+    outputs = {"ops": ['{"action": "act", "reason": "the model says so"}', '{"final": "looked"}',
+                       '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}']}
+    async with host_for(db_path, tmp_path, outputs, Harness(rules_first=False)) as host:
+        t = await host.store.write(r.create_task, OWNER, "report disk usage", owner="ops")
+
+        async def ended() -> bool:
+            now = await host.store.read(queries.task, t.id)
+            return now is not None and now.status in ("done", "failed")
+
+        await wait_for(ended)
+        events = await host.store.read(queries.events_after, 0, 10_000)
+    [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
+    steps = [e.payload for e in events if isinstance(e.payload, AgentStepped)]
+    assert (triaged.by, triaged.reason) == ("model", "the model says so")
+    assert [(s.tool, s.status, s.summary) for s in steps] == [(None, "final", "looked")]

@@ -1,7 +1,7 @@
 """One task through one agent: triage → act → reflect, every phase recorded as an event.
 
-- Triage: cheap rules first (a subtask delegated to this agent is acted on; ops acts on
-  machine questions; a scheduled health check with nothing abnormal needs no model),
+- Triage: cheap rules first (`rules`: a subtask delegated to this agent is acted on; ops
+  acts on machine questions; a scheduled health check with nothing abnormal needs no model),
   then a schema-constrained model call: act / delegate / defer / ignore.
 - Act: at most `max_steps` model steps; each step is constrained by a grammar built from
   the agent's own tools' argument schemas, or is the final answer. Tool calls go through
@@ -21,15 +21,13 @@ import asyncio
 import functools
 import json
 import logging
-import re
 import time
 from typing import Any, Protocol
 
 import msgspec
-import psutil
 
 from agents.config import AgentConfig, Config
-from agents.crew import prompts
+from agents.crew import prompts, rules
 from agents.crew.budget import TokenCounter
 from agents.crew.compact import compact_if_needed
 from agents.crew.harness import DEFAULT, Harness
@@ -60,14 +58,10 @@ log = logging.getLogger(__name__)
 # Tokens a phase may generate at most (never more than the agent's max_tokens): a tiny
 # model that rambles inside a JSON string would otherwise run to the agent's limit, twice.
 PHASE_TOKENS = {"triage": 96, "reflect": 160, "step": 384, "combine": 384}
-WHAT_HAPPENED = re.compile(r"\bwhat (happened|did|has happened|went)\b|\bhistory\b|\bjournal\b", re.I)
-TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
-MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
 MEMORY_TOKENS = 300  # of recalled memories in a prompt
 RECENT_MESSAGES = 3  # direct messages to the agent shown with each task
 DEFERRED = "deferred:"  # how a deferred task's result starts; it is not deferred twice
 ATTEMPTS = 2  # of a phase whose output does not parse
-HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 
 
 class ModelBackend(Protocol):
@@ -78,15 +72,6 @@ class ModelBackend(Protocol):
 
 class PhaseFailed(AgentdeckError):
     """A phase could not complete (model error, output that never parsed, no steps left)."""
-
-
-def health_is_normal() -> tuple[bool, str]:
-    """Rules first: psutil against thresholds, no model needed when all is well. Blocks
-    for 0.2 s (the CPU is measured over an interval): call it off the event loop."""
-    figures = {"cpu": psutil.cpu_percent(interval=0.2), "memory": psutil.virtual_memory().percent,
-               "disk": psutil.disk_usage("/").percent}
-    text = ", ".join(f"{k} {v:.0f}%" for k, v in figures.items())
-    return all(figures[k] < HEALTH_LIMITS[k] for k in figures), text
 
 
 class TaskRunner:
@@ -197,26 +182,18 @@ class TaskRunner:
     async def _triage_rule(self, task: Task) -> Triage | None:
         if not self.harness.rules_first:
             return None
-        if task.title.startswith("[health]") and "system_health" in self.agent.tools:
+        if rules.is_health_check(task, self.agent.tools):
             # psutil measures the CPU over 0.2 s, sleeping: in a thread, or the loop stalls.
-            normal, figures = await asyncio.to_thread(health_is_normal)
-            if normal:
-                return Triage(action="ignore", reason=f"health check: all normal ({figures})")
-            return Triage(action="act", reason=f"health check: something is abnormal ({figures})")
-        if task.parent_id is not None and task.created_by != "owner":
-            return Triage(action="act", reason="a subtask delegated to me")
-        if "system_health" in self.agent.tools and MACHINE_WORDS.search(f"{task.title} {task.body}"):
-            return Triage(action="act", reason="a question about this machine, which I watch")
-        if "read_log" in self.agent.tools and WHAT_HAPPENED.search(f"{task.title} {task.body}"):
-            return Triage(action="act", reason="a question about what happened, which the log answers")
-        return None
+            normal, figures = await asyncio.to_thread(rules.health_is_normal)
+            return rules.health_triage(normal, figures)
+        return rules.triage_rule(task, self.agent.tools)
 
     # --- act ---
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
         steps: list[tuple[str, str]] = []
-        first = self._first_step(task)
+        first = rules.first_step(task, self.agent.tools) if self.harness.rules_first else None
         most = self.agent.max_steps
         self.live.max_steps = most
         try:
@@ -267,20 +244,6 @@ class TaskRunner:
         inference = self.config.inference
         share = inference.n_ctx // max(inference.slots, 1) - max(PHASE_TOKENS.values())
         return max(share, 256)
-
-    def _first_step(self, task: Task) -> ToolStep | None:
-        """Rules first: a question about the machine starts with a look at it; one about
-        what happened, with the log (of the task it names, if it names one)."""
-        text = f"{task.title} {task.body}"
-        if not self.harness.rules_first:
-            return None
-        if "system_health" in self.agent.tools and MACHINE_WORDS.search(text):
-            return ToolStep(tool="system_health", arguments={})
-        if "read_log" in self.agent.tools and WHAT_HAPPENED.search(text):
-            ref = TASK_REFERENCE.search(text)
-            named = int(ref.group(1) or ref.group(2)) if ref else None
-            return ToolStep(tool="read_log", arguments={"task": named} if named else {"last": 40})
-        return None
 
     async def _call_tool(self, task: Task, number: int, step: ToolStep) -> str:
         decision = await self.gate.check(self.name, step.tool, step.arguments)

@@ -1,0 +1,71 @@
+"""Rules first: cheap checks that answer before any model call (a small model is slow and
+sometimes wrong where a regular expression is neither). Plain functions of the task and
+the agent's tools; the runner applies them when `harness.rules_first` is on.
+
+- Triage: a scheduled health check with nothing abnormal needs no model (psutil against
+  HEALTH_LIMITS); a subtask delegated to the agent is acted on; an agent that watches the
+  machine acts on questions about it; one that reads the log acts on what happened.
+- First step: a question about the machine starts with a look at it; one about what
+  happened, with the log (of the task it names, if it names one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+import psutil
+
+from agents.crew.schemas import ToolStep, Triage
+from agents.protocol import Task
+
+WHAT_HAPPENED = re.compile(r"\bwhat (happened|did|has happened|went)\b|\bhistory\b|\bjournal\b", re.I)
+TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
+MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
+HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
+HEALTH_CHECK = "[health]"  # how a scheduled health check's title starts
+
+
+def health_is_normal() -> tuple[bool, str]:
+    """psutil against HEALTH_LIMITS: whether all is normal, and the figures as text.
+    Blocks for 0.2 s (the CPU is measured over an interval): call it off the event loop."""
+    figures = {"cpu": psutil.cpu_percent(interval=0.2), "memory": psutil.virtual_memory().percent,
+               "disk": psutil.disk_usage("/").percent}
+    text = ", ".join(f"{k} {v:.0f}%" for k, v in figures.items())
+    return all(figures[k] < HEALTH_LIMITS[k] for k in figures), text
+
+
+def is_health_check(task: Task, tools: Collection[str]) -> bool:
+    """A scheduled health check, for an agent that can look at the machine."""
+    return task.title.startswith(HEALTH_CHECK) and "system_health" in tools
+
+
+def health_triage(normal: bool, figures: str) -> Triage:
+    """A health check's triage from health_is_normal's answer: nothing to do when all is well."""
+    if normal:
+        return Triage(action="ignore", reason=f"health check: all normal ({figures})")
+    return Triage(action="act", reason=f"health check: something is abnormal ({figures})")
+
+
+def triage_rule(task: Task, tools: Collection[str]) -> Triage | None:
+    """The triage the rules give a task that is not a health check; None: ask the model."""
+    text = f"{task.title} {task.body}"
+    if task.parent_id is not None and task.created_by != "owner":
+        return Triage(action="act", reason="a subtask delegated to me")
+    if "system_health" in tools and MACHINE_WORDS.search(text):
+        return Triage(action="act", reason="a question about this machine, which I watch")
+    if "read_log" in tools and WHAT_HAPPENED.search(text):
+        return Triage(action="act", reason="a question about what happened, which the log answers")
+    return None
+
+
+def first_step(task: Task, tools: Collection[str]) -> ToolStep | None:
+    """The act phase's first step when the rules know it; None: ask the model."""
+    text = f"{task.title} {task.body}"
+    if "system_health" in tools and MACHINE_WORDS.search(text):
+        return ToolStep(tool="system_health", arguments={})
+    if "read_log" in tools and WHAT_HAPPENED.search(text):
+        ref = TASK_REFERENCE.search(text)
+        named = int(ref.group(1) or ref.group(2)) if ref else None
+        return ToolStep(tool="read_log", arguments={"task": named} if named else {"last": 40})
+    return None
