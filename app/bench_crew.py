@@ -24,7 +24,7 @@ import msgspec
 from rich.console import Console
 
 from agents.config import Config, parse_config
-from agents.inference import Engine, resolve_model_path
+from agents.inference import Backend, build_backend, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
 from agents.store import queries
@@ -102,7 +102,7 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
         config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
         config.inference = base.inference
         with LoadProgress(err, f"loading {model.name}") as progress:
-            engine = Engine(config.inference, model_path=model, progress=progress)
+            engine = build_backend(config.inference, model=model, progress=progress)
             async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
                 for agent, text in TASKS.items():
                     await host.store.write(r.create_task, OWNER, text, owner=agent)
@@ -123,7 +123,7 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
     )
 
 
-async def _run_until_idle(host: Host, engine: Engine, deadline_s: float = DEADLINE_S) -> list[int]:
+async def _run_until_idle(host: Host, engine: Backend, deadline_s: float = DEADLINE_S) -> list[int]:
     """Until the crew is idle, or the deadline (then the figures say what is unfinished);
     returns the number of generating slots, sampled every 0.1 s meanwhile."""
     assert host.crew is not None
@@ -182,7 +182,7 @@ async def _crew_figures(host: Host, wall: float) -> dict:
     }
 
 
-async def _engine_alone(engine: Engine, sizes: list[tuple[int, int]]) -> float:
+async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
     """The same sizes, straight to the engine at once: each agent's longest prompt and all
     its generated tokens as one request."""
     if not sizes:

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from agents.config import Config
 from agents.errors import AgentdeckError, ModelError
-from agents.inference import Engine, resolve_model_path
+from agents.inference import build_backend, resolve_model_path
 from app import bench_inference_scenarios as sc
 from app.progress import LoadProgress
 from app.render import print_json
@@ -190,7 +190,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
     inf = msgspec.structs.replace(inf, slots=slots, n_ctx=n_ctx, threads=threads)
 
     with LoadProgress(err, f"loading {path.name}") as progress:
-        engine = Engine(inf, model_path=path, sampling=sc.greedy(), progress=progress)
+        engine = build_backend(inf, model=path, sampling=sc.greedy(), progress=progress)
         await engine.start()
     naive: sc.Naive | None = None
     reference: sc.Reference | None = None

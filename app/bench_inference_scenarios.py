@@ -24,7 +24,7 @@ import numpy as np
 
 from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import AgentdeckError, ModelError
-from agents.inference import Engine
+from agents.inference import Backend
 from agents.inference.chat import ChatTemplate
 from agents.inference.model import init_backend
 
@@ -270,7 +270,7 @@ def _check(result: Any, what: str, ok: tuple[str, ...] = ("length",)) -> None:
         raise AgentdeckError(f"{what}: engine request ended {result.finish_reason}: {result.error}")
 
 
-async def engine_side(engine: Engine, batch: list[Messages], tokens: int) -> SideRun:
+async def engine_side(engine: Backend, batch: list[Messages], tokens: int) -> SideRun:
     t0 = time.perf_counter()
     streams = [
         Stream(engine.submit(m, agent=f"bench{i}", max_tokens=tokens, ignore_eos=True)).start()
@@ -291,7 +291,7 @@ async def engine_side(engine: Engine, batch: list[Messages], tokens: int) -> Sid
     )
 
 
-async def filler(engine: Engine, target: int) -> str:
+async def filler(engine: Backend, target: int) -> str:
     """A fresh system prompt of about `target` tokens (a new nonce: cold in every cache)."""
     head = f"Session {uuid.uuid4().hex}."
 
@@ -312,7 +312,7 @@ async def _cancel_all(streams: list[Stream]) -> None:
         _check(await s.result(), "background generation", ("length", "cancelled"))
 
 
-async def ttft_under_load(engine: Engine, n: int, tokens: int, tag: str) -> tuple[float, float]:
+async def ttft_under_load(engine: Backend, n: int, tokens: int, tag: str) -> tuple[float, float]:
     """(TTFT, queue wait) of a priority-10 request once N long generations are streaming."""
     streams = [
         Stream(engine.submit(m, agent=f"load{i}", max_tokens=4 * tokens, ignore_eos=True),
@@ -339,7 +339,7 @@ class Stall:
     before: list[float]  # their gaps before it arrived
 
 
-async def prefill_stall(engine: Engine, running: int, tokens: int, long_prompt: int, tag: str) -> Stall:
+async def prefill_stall(engine: Backend, running: int, tokens: int, long_prompt: int, tag: str) -> Stall:
     """Inter-token gaps of `running` generating sequences while a long prompt is prefilled."""
     settle = 8  # pieces each must have streamed first: past their own prefill
     system = await filler(engine, long_prompt)
@@ -371,7 +371,7 @@ async def prefill_stall(engine: Engine, running: int, tokens: int, long_prompt: 
     return Stall(running, result.usage.prompt_tokens, result.usage.ttft_s or 0.0, during, before)
 
 
-async def fair_prefill(engine: Engine, long_prompt: int) -> tuple[int, list[float]]:
+async def fair_prefill(engine: Backend, long_prompt: int) -> tuple[int, list[float]]:
     """(prompt tokens, sorted TTFTs) of 4 long prompts submitted at once."""
     systems = [await filler(engine, round(long_prompt * FAIR_SCALE)) for _ in range(4)]
     gens = [
@@ -393,7 +393,7 @@ class Turn:
     ttft: float
 
 
-async def turns(engine: Engine, long_prompt: int, tokens: int) -> list[Turn]:
+async def turns(engine: Backend, long_prompt: int, tokens: int) -> list[Turn]:
     """Two agents with long system prompts take turns; each turn extends its own chat."""
     chats = {
         a: [{"role": "system", "content": await filler(engine, round(long_prompt * TURN_SCALE))}]
@@ -411,7 +411,7 @@ async def turns(engine: Engine, long_prompt: int, tokens: int) -> list[Turn]:
     return out
 
 
-async def prefix_cache(engine: Engine, long_prompt: int) -> tuple[Any, Any]:
+async def prefix_cache(engine: Backend, long_prompt: int) -> tuple[Any, Any]:
     """Usage of a cold long-prompt request and of a second sharing its prefix."""
     system = await filler(engine, round(long_prompt * CACHE_SCALE))
     first = await engine.submit(

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from agents.config import Config, SamplingConfig
 from agents.errors import AgentdeckError
-from agents.inference import Engine, resolve_model_path
+from agents.inference import Backend, build_backend, resolve_model_path
 from app.progress import LoadProgress
 from app.render import print_json
 
@@ -77,7 +77,7 @@ def _idle_prompt(agent: str, tokens: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": f"You are {agent}. {rules}"}, {"role": "user", "content": "ok?"}]
 
 
-async def _step_ms(engine: Engine, agents: int, tokens: int, tag: str) -> float:
+async def _step_ms(engine: Backend, agents: int, tokens: int, tag: str) -> float:
     async def one(i: int) -> list[float]:
         gen = engine.submit(
             [{"role": "user", "content": f"Write a long story, number {i} ({tag})."}],
@@ -95,7 +95,7 @@ async def _step_ms(engine: Engine, agents: int, tokens: int, tag: str) -> float:
     return statistics.median(g for each in gaps for g in each) * 1000
 
 
-async def _set_idle(engine: Engine, n: int, tokens: int, big: bool) -> int:
+async def _set_idle(engine: Backend, n: int, tokens: int, big: bool) -> int:
     """Leave n idle slots holding a long prompt (big) or next to nothing."""
     held = 0
     for i in range(n):
@@ -112,7 +112,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
     slots = args.agents + args.idle
     per_slot = -(-(args.idle_tokens + 256) // 256) * 256  # whole pages, room for the prompt
     n_ctx = slots * per_slot
-    engines: dict[str, Engine] = {}
+    engines: dict[str, Backend] = {}
     try:
         for layout in ("unified", "split"):
             inf = msgspec.structs.replace(
@@ -123,7 +123,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
                 idle_cache_tokens=per_slot,
             )
             with LoadProgress(err, f"loading {path.name} ({layout} KV)") as progress:
-                engines[layout] = Engine(inf, model_path=path, sampling=_GREEDY, progress=progress)
+                engines[layout] = build_backend(inf, model=path, sampling=_GREEDY, progress=progress)
                 await engines[layout].start()
         figures: dict[tuple[str, bool], list[float]] = {}
         held: dict[str, int] = {}

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from agents.config import Config, RuleConfig, parse_config
 from agents.crew.harness import ABLATIONS, DEFAULT, Harness
-from agents.inference import Engine, resolve_model_path
+from agents.inference import build_backend, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
 from agents.store import queries
@@ -110,7 +110,7 @@ async def _one_pass(base: Config, model: Path, harness: Harness, tmp: Path,
         config.rules = [*config.rules, writes]  # the suite measures the agents, not the gate
         config.inference = base.inference
         with LoadProgress(err, f"{agent}: {text}") as progress:
-            engine = Engine(config.inference, model_path=model, progress=progress)
+            engine = build_backend(config.inference, model=model, progress=progress)
             host = Host(home / "agentdeck.db", config, backend=engine, crew=True, harness=harness)
             async with host:
                 task = await host.store.write(r.create_task, OWNER, text, owner=agent)

@@ -25,9 +25,8 @@ from rich.console import Console
 
 from agents.config import Config, parse_config
 from agents.crew.live import LiveView
-from agents.inference import Engine, resolve_model_path
+from agents.inference import Backend, build_backend, resolve_model_path
 from agents.inference.meter import MeterSnapshot, SlotInfo
-from agents.runtime.deck import Metered
 from agents.store import Store
 from app.connection import Attached
 from app.context import Context
@@ -58,16 +57,16 @@ class TuiFigures(msgspec.Struct, kw_only=True):
 class Synthetic(Attached):
     """A store in a temporary home, with live views fed by the bench and a meter."""
 
-    def __init__(self, db_path: Path, config: Config, live: dict[str, LiveView], metered: Metered) -> None:
+    def __init__(self, db_path: Path, config: Config, live: dict[str, LiveView], meter: FakeMeter) -> None:
         super().__init__(db_path, config)
         self.live = live
-        self.metered = metered
+        self.meter = meter
 
     def _live(self) -> dict[str, LiveView] | None:
         return self.live
 
-    def _metered(self) -> Metered | None:
-        return self.metered
+    def _meter(self) -> MeterSnapshot | None:
+        return self.meter.snapshot()
 
 
 class FakeMeter:
@@ -114,7 +113,7 @@ async def _bench(base: Config, args: argparse.Namespace, err: Console) -> TuiFig
         pilot_figures = await _synthetic(home, config, agents, float(args.seconds))
         model = resolve_model_path(args.model, base.inference.model)
         with LoadProgress(err, f"loading {model.name}") as progress:
-            engine = Engine(config.inference, model_path=model, progress=progress)
+            engine = build_backend(config.inference, model=model, progress=progress)
             await engine.start()
         try:
             headless, with_tui = [], []
@@ -195,7 +194,7 @@ async def _synthetic(home: Path, config: Config, agents: list[str], seconds: flo
             "redraws_per_s": round(redraws / wall, 1), "process_cpu_percent": round(cpu, 1)}
 
 
-async def _engine_run(engine: Engine, tokens: int, live: dict[str, LiveView] | None) -> float:
+async def _engine_run(engine: Backend, tokens: int, live: dict[str, LiveView] | None) -> float:
     started = time.monotonic()
     gens = [engine.submit([{"role": "user", "content": f"Tell a long story, part {i}."}], max_tokens=tokens,
                           ignore_eos=True, agent=f"bench{i}") for i in range(STREAMS)]
@@ -214,7 +213,7 @@ async def _engine_run(engine: Engine, tokens: int, live: dict[str, LiveView] | N
     return sum(counts) / (time.monotonic() - started)
 
 
-async def _engine_with_tui(home: Path, config: Config, agents: list[str], engine: Engine,
+async def _engine_with_tui(home: Path, config: Config, agents: list[str], engine: Backend,
                            tokens: int) -> float:
     from app.tui import make_app
 

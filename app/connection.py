@@ -10,9 +10,9 @@ from pathlib import Path
 from agents.bus import Bus
 from agents.config import Config
 from agents.crew.live import LiveView
+from agents.inference import Backend, MeterSnapshot
 from agents.runtime import Host
-from agents.runtime.deck import DeckView, Metered, read_deck
-from agents.runtime.host import Backend
+from agents.runtime.deck import DeckView, read_deck
 from agents.store import AsyncStore
 
 
@@ -37,12 +37,13 @@ class Connection:
 
     async def deck(self) -> DeckView:
         assert self.store is not None
-        return await read_deck(self.store, self.agents, live=self._live(), backend=self._metered())
+        return await read_deck(self.store, self.agents, live=self._live(), meter=self._meter())
 
     def _live(self) -> dict[str, LiveView] | None:
         return None
 
-    def _metered(self) -> Metered | None:
+    def _meter(self) -> MeterSnapshot | None:
+        """The meter in hand (embedded: the backend's); None: the heartbeat's."""
         return None
 
 
@@ -75,8 +76,8 @@ class Embedded(Connection):
         crew = self.host.crew if self.host is not None else None
         return {name: crew.live(name) for name in crew.agents} if crew is not None else None
 
-    def _metered(self) -> Metered | None:
-        return self.backend  # type: ignore[return-value]
+    def _meter(self) -> MeterSnapshot | None:
+        return self.backend.snapshot()
 
 
 class Attached(Connection):

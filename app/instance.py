@@ -23,7 +23,7 @@ from rich.console import Console
 
 from agents.bus import Subscription
 from agents.config import Config
-from agents.inference import Engine, resolve_model_path
+from agents.inference import Backend, build_backend, resolve_model_path
 from agents.protocol import Event, TaskCreated
 from agents.runtime import Host, Recovery
 from agents.runtime.event_text import event_line, task_of
@@ -108,7 +108,7 @@ class Instance:
     async def run(self) -> int:
         loading = LoadProgress(Console(stderr=True), safe_text(f"loading {self.model.name}"))
         with loading as progress:
-            engine = Engine(self.config.inference, model_path=self.model, progress=progress)
+            engine = build_backend(self.config.inference, model=self.model, progress=progress)
             host = Host(self.ctx.db_path, self.config, backend=engine, crew=True,
                         approvals=self.approvals)  # type: ignore[arg-type]
             # Before the model loads: a signal in the first second stops cleanly too.
@@ -143,14 +143,14 @@ class Instance:
 
         return restore
 
-    async def _present(self, host: Host, engine: Engine) -> int:
+    async def _present(self, host: Host, engine: Backend) -> int:
         if not host.stopping.is_set():  # stopped while the model loaded: just say so
             await self._serve(host, engine)
         host.exit_within()  # whatever stopped it, the shutdown that follows is bounded
         await self.say("agentdeck stopped" if host.exit_code == 0 else "agentdeck stopped: claim lost")
         return host.exit_code
 
-    async def _serve(self, host: Host, engine: Engine) -> None:
+    async def _serve(self, host: Host, engine: Backend) -> None:
         snap = engine.snapshot()
         await self.say(
             f"model {self.model.name} loaded in {engine.load_time_s:.1f} s on "

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class LoadProgress:
-    """`with LoadProgress(console, "loading x") as progress: Engine(..., progress=progress)`.
+    """`with LoadProgress(console, "loading x") as progress: build_backend(..., progress=progress)`.
     Silent when stderr is not a terminal."""
 
     def __init__(self, console: Console, label: str) -> None:

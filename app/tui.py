@@ -11,8 +11,7 @@ from pathlib import Path
 
 from agents.config import Config
 from agents.errors import ConfigError
-from agents.inference import Engine, resolve_model_path
-from agents.runtime.host import Backend
+from agents.inference import Backend, build_backend, resolve_model_path
 from app.cockpit import Cockpit
 from app.connection import Attached, Connection, Embedded
 from app.context import Context
@@ -57,7 +56,7 @@ def embedded(ctx: Context, config: Config, backend: Backend | None = None,
             if connection is not None:
                 connection.progress = fraction
 
-        backend = Engine(config.inference, model_path=path, progress=progress)
+        backend = build_backend(config.inference, model=path, progress=progress)
         connection = Embedded(ctx.db_path, config, backend)
         return connection
     return Embedded(ctx.db_path, config, backend)

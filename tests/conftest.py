@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pytest_timeout
 
 # Re-exported for files that still import these from conftest (test_hygiene.py); new code
 # imports them from helpers.
-from helpers import AGENTS, REPO, agentdeck_cmd, examples, subprocess_env  # noqa: F401
+from helpers import AGENTS, REPO, agentdeck_cmd, examples, start_test_clock, subprocess_env  # noqa: F401
 from hypothesis import settings
 
 from agents.store import Store
@@ -26,6 +27,19 @@ os.umask(0o077)
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("deep", max_examples=5_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
+
+
+@pytest.fixture(autouse=True)
+def _test_clock(request: pytest.FixtureRequest) -> None:
+    """Starts helpers.time_left()'s clock with this test's own timeout: its
+    @pytest.mark.timeout, else --timeout / PYTEST_TIMEOUT / the ini's `timeout`."""
+    marker = request.node.get_closest_marker("timeout")
+    timeout: float | None = None
+    if marker is not None:
+        timeout = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    if timeout is None:
+        timeout = pytest_timeout.get_env_settings(request.config).timeout
+    start_test_clock(float(timeout) if timeout else None)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,29 @@ def examples(count: int) -> int:
     return max(count, settings.default.max_examples)
 
 
+# --- time: one budget per test, from its own @pytest.mark.timeout ---
+
+# When the running test times out (monotonic clock); conftest's autouse fixture sets it from
+# the test's mark, else --timeout / the ini default. None: the test has no timeout.
+_test_deadline: float | None = None
+
+
+def start_test_clock(timeout_s: float | None) -> None:
+    """Called by conftest as each test starts."""
+    global _test_deadline
+    _test_deadline = time.monotonic() + timeout_s if timeout_s else None
+
+
+def time_left(margin: float = 0.1) -> float | None:
+    """Seconds a subprocess may take: what is left of the running test's timeout, less a
+    margin (a fraction of what is left, at least 3 s) so the subprocess is stopped, with its
+    output in the failure, before pytest-timeout kills the whole test. None: no limit."""
+    if _test_deadline is None:
+        return None
+    left = _test_deadline - time.monotonic()
+    return max(1.0, left - max(3.0, left * margin))
+
+
 # --- the real CLI in a subprocess ---
 
 
@@ -49,7 +73,7 @@ def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
 def run(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         agentdeck_cmd(*args), env=subprocess_env(home, **env), input=stdin,
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=time_left(),
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc

@@ -48,6 +48,13 @@ class HeldLoadEngine(Engine):
         await super().start()
 
 
+def _building(engine_class: type[Engine]):  # type: ignore[no-untyped-def]
+    """app.instance's build_backend, building this stuck engine instead."""
+    def build(inference, *, model=None, progress=None, sampling=None):  # type: ignore[no-untyped-def]
+        return engine_class(inference, model_path=model, progress=progress, sampling=sampling)
+    return build
+
+
 def _stop_and_release(host: Host, exit_code: int = 0, *, _stop=Host.stop) -> None:  # type: ignore[no-untyped-def]
     STOP_REQUESTED.set()
     _stop(host, exit_code)
@@ -57,8 +64,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--hold-load"]:
         args = args[1:]
-        instance.Engine = HeldLoadEngine  # type: ignore[misc]
+        instance.build_backend = _building(HeldLoadEngine)
         Host.stop = _stop_and_release  # type: ignore[method-assign]
     else:
-        instance.Engine = StuckEngine  # type: ignore[misc]
+        instance.build_backend = _building(StuckEngine)
     sys.exit(cli.main(args))

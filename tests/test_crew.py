@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env, until
+from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env, time_left, until
 
 from agents.config import parse_config
 from agents.crew import crew as crew_module
@@ -200,7 +200,7 @@ def test_end_to_end_with_the_real_model(home: Path, ws: Path) -> None:
     (home / "config.toml").write_text(f'workspace = "{ws}"\n')
     task_id = int(ok(home, "send", "--to", "ops", "report disk usage").strip())
     proc = subprocess.run(agentdeck_cmd("run", "--headless", "--until-idle"), env=subprocess_env(home),
-                          capture_output=True, text=True, timeout=280)
+                          capture_output=True, text=True, timeout=time_left())
     assert proc.returncode == 0, proc.stderr[-2000:]
     task = next(t for t in json.loads(ok(home, "tasks", "--json")) if t["id"] == task_id)
     assert task["status"] in ("done", "failed")  # a 135M model may fail; the pipeline may not hang

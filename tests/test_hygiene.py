@@ -95,3 +95,38 @@ def test_the_layer_check_catches_a_widget_importing_app(tmp_path: Path) -> None:
     (tmp_path / "widgets" / "bad.py").write_text("from app.cockpit import Cockpit\n")
     (tmp_path / "themes" / "worse.py").write_text("import agents.config\n")
     assert layer_violations(tmp_path) == ["widgets/bad.py imports app", "themes/worse.py imports agents"]
+
+
+# Front ends and benches build their backend with agents.inference.build_backend, the one
+# place that decides what to build; none constructs the llama engine itself.
+BUILT_BY_THE_FACTORY = {"Engine"}
+
+
+def direct_engine_calls(root: Path, dirs: tuple[str, ...] = ("app", "screenshots")) -> list[str]:
+    found = []
+    for d in dirs:
+        for path in sorted((root / d).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                if name in BUILT_BY_THE_FACTORY:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_front_end_or_bench_constructs_the_engine() -> None:
+    assert list((REPO / "app").rglob("bench_*.py"))  # the scan really reads the benches
+    assert direct_engine_calls(REPO) == []
+
+
+def test_the_engine_check_catches_a_direct_construction(tmp_path: Path) -> None:
+    for d in ("app", "screenshots"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "app" / "bad.py").write_text(
+        "from agents.inference import Engine, build_backend\n"
+        "a = build_backend(cfg)\n"
+        "e = Engine(cfg, model_path=p)\n")
+    (tmp_path / "screenshots" / "worse.py").write_text("import agents.inference as i\ne = i.Engine(cfg)\n")
+    assert direct_engine_calls(tmp_path) == ["app/bad.py:3", "screenshots/worse.py:2"]

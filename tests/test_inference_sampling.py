@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from helpers import agentdeck_cmd, subprocess_env
+from helpers import agentdeck_cmd, subprocess_env, time_left
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -241,7 +241,7 @@ def test_candidates_load_puts_back_what_a_sampler_reordered() -> None:
 @pytest.mark.timeout(600)
 def test_bench_sampling_json_has_plausible_figures(home: Path) -> None:
     proc = subprocess.run(agentdeck_cmd("bench", "sampling", "--tokens", "16", "--rounds", "1", "--json"),
-                          env=subprocess_env(home), capture_output=True, text=True, timeout=580)
+                          env=subprocess_env(home), capture_output=True, text=True, timeout=time_left())
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["tokens"] == 16 and report["rounds"] == 1 and report["n_vocab"] > 0

@@ -21,6 +21,8 @@ from agents.store import reducers as r
 
 
 class RecordingBackend:
+    config = None  # no inference config of its own: the host keeps the one it was given
+
     def __init__(self, fail_stop: bool = False) -> None:
         self.calls: list[str] = []
         self.fail_stop = fail_stop

@@ -29,9 +29,10 @@ from agents.config import Config
 from agents.crew.budget import TokenCounter, clip
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
-from agents.crew.runner import ModelBackend, TaskRunner
+from agents.crew.runner import TaskRunner
 from agents.errors import AgentdeckError, InvalidArgument, InvalidTransition
 from agents.gate import Gate
+from agents.inference.backend import Backend
 from agents.inference.types import ChatMessage
 from agents.intake import mentioned, route
 from agents.protocol import (
@@ -61,7 +62,7 @@ UNFINISHED = ("queued", "active", "blocked", "waiting_approval")
 ROUTE_CHARS = 4000  # of a task's body shown to the router: its gist, never megabytes to tokenise
 
 
-async def choose_agent(backend: ModelBackend, config: Config, title: str, body: str) -> str | None:
+async def choose_agent(backend: Backend, config: Config, title: str, body: str) -> str | None:
     """A constrained model choice among the enabled agents, by their role descriptions;
     None when the call fails (the caller falls back to lead)."""
     agents = config.enabled_agents()
@@ -84,7 +85,7 @@ async def choose_agent(backend: ModelBackend, config: Config, title: str, body: 
 
 
 class AgentLoop:
-    def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend,
+    def __init__(self, name: str, config: Config, store: AsyncStore, backend: Backend,
                  gate: Gate, harness: Harness = DEFAULT) -> None:
         self.name = name
         self.config = config
@@ -193,7 +194,7 @@ class AgentLoop:
 
 
 class Crew:
-    def __init__(self, store: AsyncStore, bus: Bus, backend: ModelBackend, gate: Gate,
+    def __init__(self, store: AsyncStore, bus: Bus, backend: Backend, gate: Gate,
                  config: Config, *, harness: Harness = DEFAULT) -> None:
         self.store = store
         self.bus = bus

@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -46,6 +46,7 @@ from agents.crew.schemas import (
 )
 from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
+from agents.inference.backend import Backend
 from agents.inference.types import ChatMessage, Result
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
 from agents.safe_text import shorten
@@ -64,18 +65,12 @@ DEFERRED = "deferred:"  # how a deferred task's result starts; it is not deferre
 ATTEMPTS = 2  # of a phase whose output does not parse
 
 
-class ModelBackend(Protocol):
-    def submit(self, messages: list[ChatMessage], **kwargs: Any) -> Any: ...
-
-    async def count_tokens(self, text: str) -> int: ...
-
-
 class PhaseFailed(AgentdeckError):
     """A phase could not complete (model error, output that never parsed, no steps left)."""
 
 
 class TaskRunner:
-    def __init__(self, name: str, config: Config, store: AsyncStore, backend: ModelBackend, gate: Gate,
+    def __init__(self, name: str, config: Config, store: AsyncStore, backend: Backend, gate: Gate,
                  live: LiveView, counter: TokenCounter, harness: Harness = DEFAULT) -> None:
         self.name = name
         self.config = config

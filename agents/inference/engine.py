@@ -72,7 +72,7 @@ class Engine:
         progress: ProgressFn | None = None,
         max_pending: int = 256,
     ) -> None:
-        self.config = config
+        self.config: InferenceConfig = config  # the effective one once started (n_ctx fitted)
         self.model_path: Path = resolve_model_path(model_path, config.model)
         self.default_sampling = sampling or SamplingConfig()
         self.n_slots = max(1, config.slots)

@@ -23,7 +23,8 @@ from typing import Any
 import jsonschema
 import msgspec
 
-from agents.config import SamplingConfig
+from agents.config import InferenceConfig, SamplingConfig
+from agents.inference.chat import MessageLike
 from agents.inference.generation import Generation, deliver
 from agents.inference.meter import MeterSnapshot, SlotInfo
 from agents.inference.types import ChatMessage, Result, Usage
@@ -55,11 +56,16 @@ def queued(outputs: Mapping[str, Sequence[str]]) -> Script:
 
 
 class ScriptedBackend:
-    def __init__(self, script: Script, *, slots: int = 5, step_s: float = 0.0) -> None:
+    """Meets `agents.inference.backend.Backend`, as the engine does."""
+
+    def __init__(self, script: Script, *, slots: int = 5, step_s: float = 0.0,
+                 config: InferenceConfig | None = None) -> None:
         self.script = script
         self.step_s = step_s  # pause between pieces: lets tests see several requests at once
         self.slots = slots
-        self.load_time_s = 0.0
+        # None: the host keeps its own; a test may give one to act as an engine that lowered n_ctx.
+        self.config: InferenceConfig | None = config
+        self.load_time_s: float | None = 0.0
         self.requests: list[ScriptRequest] = []  # everything asked, for assertions
         self._active: dict[int, str] = {}  # request number -> agent, for the meter
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,7 +96,7 @@ class ScriptedBackend:
         """A scripted model's tokens: words and punctuation marks (deterministic for tests)."""
         return len(re.findall(r"\w+|[^\w\s]", text))
 
-    def submit(self, messages: Sequence[ChatMessage | Mapping[str, str]], *, agent: str = "",
+    def submit(self, messages: Sequence[MessageLike], *, agent: str = "",
                sampling: SamplingConfig | None = None, schema: dict[str, Any] | None = None,
                max_tokens: int | None = None, stop: Sequence[str] = (), priority: int = 0,
                timeout_s: float | None = None, deadline: float | None = None,

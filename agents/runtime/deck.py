@@ -1,7 +1,7 @@
 """What a front end shows of the running crew, read at the front end's own pace.
 
 Embedded (the TUI runs the host in its own process), each agent's state, streaming text
-and last tool come from its live view and the meter from the engine itself; attached
+and last tool come from its live view and the meter from the backend's own snapshot; attached
 (the TUI on the home of an instance running headless), they come from the store: the
 agent_status rows and the meter the instance publishes with its heartbeat. Either way a
 front end calls `read_deck` on a timer; nothing is pushed at it.
@@ -10,7 +10,7 @@ front end calls `read_deck` on a timer; nothing is pushed at it.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -45,10 +45,6 @@ class DeckView(msgspec.Struct, kw_only=True):
     meter: MeterSnapshot | None
 
 
-class Metered(Protocol):
-    def snapshot(self) -> MeterSnapshot: ...
-
-
 Rows = tuple[list[AgentHealth], dict[str, object] | None, dict[int, str]]
 
 
@@ -64,9 +60,9 @@ def _rows(conn: sqlite3.Connection, names: list[str], live_task_ids: list[int]) 
     return agents, slots, titles
 
 
-def _meter(slots: dict[str, object] | None, backend: Metered | None) -> MeterSnapshot | None:
-    if backend is not None:
-        return backend.snapshot()
+def _meter(slots: dict[str, object] | None, meter: MeterSnapshot | None) -> MeterSnapshot | None:
+    if meter is not None:
+        return meter
     if slots is None:
         return None
     try:
@@ -76,7 +72,9 @@ def _meter(slots: dict[str, object] | None, backend: Metered | None) -> MeterSna
 
 
 async def read_deck(store: AsyncStore, names: list[str], *, live: dict[str, LiveView] | None = None,
-                    backend: Metered | None = None) -> DeckView:
+                    meter: MeterSnapshot | None = None) -> DeckView:
+    """`meter`: the backend's own snapshot when it runs in this process; else the one the
+    instance publishes with its heartbeat."""
     live = live or {}
     live_ids = [lv.task_id for lv in live.values() if lv.task_id is not None]
     agents, slots, titles = await store.read(_rows, names, live_ids)
@@ -97,4 +95,4 @@ async def read_deck(store: AsyncStore, names: list[str], *, live: dict[str, Live
                      "phase_started": lv.call_started if lv.phase else 0.0}
         view["task_title"] = titles.get(view["task_id"] or 0, "")
         views.append(AgentView(**view))
-    return DeckView(agents=views, meter=_meter(slots, backend))
+    return DeckView(agents=views, meter=_meter(slots, meter))

@@ -23,17 +23,18 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import msgspec
 
 from agents.bus import Bus, Subscription
-from agents.config import Config, InferenceConfig
+from agents.config import Config
 from agents.crew import Crew
 from agents.crew.harness import DEFAULT as DEFAULT_HARNESS
 from agents.crew.harness import Harness
 from agents.errors import InvalidTransition
 from agents.gate import Gate
+from agents.inference.backend import Backend
 from agents.processes import process_alive
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
@@ -65,14 +66,6 @@ EXIT_GRACE_S = 12.0
 SKIPS_WARNED = 3
 
 ApprovalPolicy = Literal["deny", "cli"]
-
-
-class Backend(Protocol):
-    """What the host needs of the inference backend (the llama engine, or a scripted one)."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def snapshot(self) -> object: ...
 
 
 class Recovery(msgspec.Struct, kw_only=True):
@@ -204,8 +197,8 @@ class Host:
         await self.backend.start()
         # The engine may lower n_ctx to what the model can use (read from the file):
         # the crew budgets prompts from what the backend really has, not the config.
-        effective = getattr(self.backend, "config", None)
-        if isinstance(effective, InferenceConfig) and effective != self.config.inference:
+        effective = self.backend.config
+        if effective is not None and effective != self.config.inference:
             self.config = msgspec.structs.replace(self.config, inference=effective)
         self.bus = await Bus(store).start()
         self.first_event_id = await store.read(queries.last_event_id)
@@ -215,8 +208,7 @@ class Host:
         self.recovery = await self._recover()
         if self.run_crew and not self.stopping.is_set():  # stopped while the model loaded
             gate = Gate(self.store, self.config, self.db_path.parent)
-            self.crew = Crew(self.store, self.bus, self.backend, gate, self.config,  # type: ignore[arg-type]
-                             harness=self.harness)
+            self.crew = Crew(self.store, self.bus, self.backend, gate, self.config, harness=self.harness)
             await self.crew.start(self.first_event_id)
         self._loops += [
             asyncio.create_task(self._every(self._expire)),
