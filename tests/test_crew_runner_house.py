@@ -136,3 +136,39 @@ async def test_without_rules_first_the_model_triages_and_takes_the_first_step(db
     steps = [e.payload for e in events if isinstance(e.payload, AgentStepped)]
     assert (triaged.by, triaged.reason) == ("model", "the model says so")
     assert [(s.tool, s.status, s.summary) for s in steps] == [(None, "final", "looked")]
+
+
+# --- working a task: the first run and the combine share one frame ---
+
+
+@pytest.mark.timeout(60)
+async def test_a_combine_that_fails_fails_the_parent_and_leaves_the_agent_idle(db_path: Path,
+                                                                                tmp_path: Path) -> None:
+    """The combine's model call errors (lead's script ran out): the parent fails saying
+    why, the child's work stands, and lead is idle with the time counted."""
+    outputs = {"lead": ['{"action": "delegate", "reason": "dev edits files", "delegate_to": "dev"}'],
+               "dev": ['{"final": "wrote the entry"}',
+                       '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}']}
+    async with host_for(db_path, tmp_path, outputs) as host:
+        root = await host.store.write(r.create_task, OWNER, "add a changelog entry", owner="lead")
+
+        async def parent_ended() -> bool:
+            now = await host.store.read(queries.task, root.id)
+            return now is not None and now.status in ("done", "failed")
+
+        await wait_for(parent_ended)
+        parent = await host.store.read(queries.task, root.id)
+        [child] = [t for t in await host.store.read(queries.tasks) if t.parent_id == root.id]
+        assert host.crew is not None
+        lead = host.crew.live("lead")
+
+        async def lead_idle() -> bool:
+            status = (await host.store.read(queries.agent_statuses)).get("lead")
+            return status is not None and status.state == "idle"
+
+        await wait_for(lead_idle)
+    assert parent is not None and parent.status == "failed"
+    assert (parent.result or "").startswith("combine: the model call ended with error"), parent.result
+    assert (child.status, child.result) == ("done", "wrote the entry")
+    assert (lead.state, lead.task_id, lead.phase) == ("idle", None, "")
+    assert lead.work_s > 0

@@ -18,10 +18,12 @@ phase fails the task with the reason, never the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -95,11 +97,19 @@ class TaskRunner:
             return
         if task.status != "queued":
             return  # already being worked, or finished (at-least-once delivery)
+        async with self._working(task):
+            await self._work(task)
+
+    @contextlib.asynccontextmanager
+    async def _working(self, task: Task) -> AsyncIterator[None]:
+        """What working a task means, for its first run and for combining its subtasks:
+        the task active and on the live view, a failed phase failing the task (not the
+        agent), then the agent idle again and the time counted as work."""
         started = time.monotonic()
         await self.store.write(r.set_task_status, task.id, "active")
         self.live.task_id = task.id
         try:
-            await self._work(task)
+            yield
         except PhaseFailed as err:
             await self._end(task, "failed", str(err))
         finally:
@@ -265,10 +275,7 @@ class TaskRunner:
         children = [t for t in await self.store.read(queries.tasks) if t.parent_id == task.id]
         if any(c.status not in ("done", "failed", "cancelled") for c in children):
             return  # not yet
-        started = time.monotonic()
-        await self.store.write(r.set_task_status, task.id, "active")
-        self.live.task_id = task.id
-        try:
+        async with self._working(task):
             context = await self._context(task)
             results = "\n".join(f"- task {c.id} ({c.owner}, {c.status}): {c.result or ''}" for c in children)
             messages = [prompts.system_message(self.name, self.agent), ChatMessage(role="user", content=(
@@ -278,12 +285,6 @@ class TaskRunner:
                                           lambda text: parse_step(text, []))
             answer = step.final if isinstance(step, FinalStep) else ""
             await self._finish(task, context, answer, [(f"subtask {c.id}", c.result or "") for c in children])
-        except PhaseFailed as err:
-            await self._end(task, "failed", str(err))
-        finally:
-            self.live.task_id = None
-            await self._state("idle", None)
-            self.live.work_s += time.monotonic() - started
 
     # --- reflect and end ---
 
