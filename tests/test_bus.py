@@ -192,7 +192,11 @@ async def test_filtered_subscriptions_get_exactly_the_matching_events(astore: As
         await mixed_traffic(astore)
         everything = await all_events(astore, start)
         await asyncio.wait_for(_until(lambda: len(got["all"]) >= len(everything)), WAIT_S)
-        await asyncio.sleep(0.2)  # let the filtered readers finish too
+        # The filtered readers are done once each has scanned past the last event and its
+        # consumer has taken everything it was given (the append follows the get in one step).
+        last = everything[-1].id
+        await asyncio.wait_for(_until(lambda: all(s.position >= last and s.queue.empty()
+                                                  for s in subs.values())), WAIT_S)
         for name, flt in FILTERS.items():
             expected = [e.id for e in everything if flt.matches(e)]
             assert [e.id for e in got[name]] == expected, name
