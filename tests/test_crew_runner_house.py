@@ -172,3 +172,40 @@ async def test_a_combine_that_fails_fails_the_parent_and_leaves_the_agent_idle(d
     assert (child.status, child.result) == ("done", "wrote the entry")
     assert (lead.state, lead.task_id, lead.phase) == ("idle", None, "")
     assert lead.work_s > 0
+
+
+# --- the crew lets finished routing jobs go ---
+
+
+def held_jobs(crew: object) -> list[asyncio.Task]:
+    """Every asyncio task the crew keeps, whatever the collection is called."""
+    held: list[asyncio.Task] = []
+    for value in vars(crew).values():
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list | set | tuple):
+            held += [job for job in value if isinstance(job, asyncio.Task)]
+    return held
+
+
+@pytest.mark.timeout(60)
+async def test_the_crew_keeps_no_finished_routing_job(db_path: Path, tmp_path: Path) -> None:
+    async with host_for(db_path, tmp_path) as host:
+        crew = host.crew
+        assert crew is not None
+        for loop in crew.loops.values():
+            loop.pause(True)  # the routed tasks wait: this test is about routing only
+        held_before = len(held_jobs(crew))
+        ids = [(await host.store.write(r.create_task, OWNER, f"@dev job {i}")).id for i in range(20)]
+
+        async def all_routed() -> bool:
+            tasks = [await host.store.read(queries.task, i) for i in ids]
+            return all(t is not None and t.owner == "dev" for t in tasks)
+
+        await wait_for(all_routed)
+
+        async def let_go() -> bool:
+            return not [job for job in held_jobs(crew) if job.done()]
+
+        await wait_for(let_go, within=5)
+        assert len(held_jobs(crew)) == held_before  # the supervisors, the dispatcher, the deferred waker

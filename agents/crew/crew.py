@@ -202,8 +202,10 @@ class Crew:
         self.agents = list(config.enabled_agents())
         self.loops = {name: AgentLoop(name, config, store, backend, gate, harness) for name in self.agents}
         self.backend = backend
-        self._tasks: list[asyncio.Task[None]] = []
-        self._routing: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []  # for as long as the crew runs
+        # Task id -> the job routing it, until that job ends (one per unassigned task: kept
+        # after it ended, a busy day's jobs would pile up for as long as the crew runs).
+        self._routing: dict[int, asyncio.Task[None]] = {}
 
     def live(self, name: str) -> LiveView:
         return self.loops[name].live
@@ -218,9 +220,10 @@ class Crew:
         self._tasks.append(asyncio.create_task(self._wake_deferred(), name="crew:deferred"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        jobs = [*self._tasks, *self._routing.values()]
+        for task in jobs:
             task.cancel()
-        for task in self._tasks:
+        for task in jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
@@ -291,9 +294,9 @@ class Crew:
             return
         if task.owner is None:
             if task_id not in self._routing:  # the model call runs beside the dispatcher
-                self._routing.add(task_id)
-                job = asyncio.create_task(self._route(task))
-                self._tasks.append(job)
+                job = asyncio.create_task(self._route(task), name=f"crew:route:{task_id}")
+                self._routing[task_id] = job
+                job.add_done_callback(lambda _job, tid=task_id: self._routing.pop(tid, None))
             return
         if task.owner in self.loops:
             await self.loops[task.owner].offer(task)
@@ -309,8 +312,6 @@ class Crew:
             log.warning("routing task %d failed: %s; giving it to lead", task.id, err)
             with contextlib.suppress(AgentdeckError):
                 await self.store.write(r.assign_task, SYSTEM, task.id, route("", "", self.agents))
-        finally:
-            self._routing.discard(task.id)
 
     async def _task_from_message(self, message_id: int) -> None:
         with contextlib.suppress(InvalidArgument, InvalidTransition):
