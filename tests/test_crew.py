@@ -165,6 +165,27 @@ async def test_agents_work_at_the_same_time(running, db_path: Path) -> None:
     assert len(overlapping) >= 3, spans
 
 
+class FailingHeartbeats:
+    """An agent loop's store whose next `left` heartbeat writes fail (as a full or broken
+    disk would fail them): an error the loop does not handle, so the loop crashes."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.left = 0
+        self.beats = 0  # heartbeats written since the last failure
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def write(self, reducer: object, *args: object, **kwargs: object) -> object:
+        if reducer is r.heartbeat:
+            if self.left:
+                self.left, self.beats = self.left - 1, 0
+                raise RuntimeError("disk I/O error (injected)")
+            self.beats += 1
+        return await self._store.write(reducer, *args, **kwargs)  # type: ignore[attr-defined]
+
+
 async def test_the_supervisor_restarts_a_crashed_loop_and_stops_it_after_five(running, db_path: Path,
                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(crew_module, "BACKOFF_S", (0.01, 0.02))
@@ -172,15 +193,16 @@ async def test_the_supervisor_restarts_a_crashed_loop_and_stops_it_after_five(ru
     async with running({"ops": ['{"final": "fine"}', reflect("ok")]}) as host:
         crew = host.crew
         assert crew is not None
-        crew.loops["dev"].fault = RuntimeError("injected once")
+        dev = crew.loops["dev"]
+        failing = FailingHeartbeats(dev.store)
+        monkeypatch.setattr(dev, "store", failing)
+        failing.left = 1
 
-        async def restarted() -> bool:
-            return len(crew.loops["dev"].crashes) == 1 and crew.loops["dev"].fault is None
+        async def restarted() -> bool:  # crashed once, and beats again
+            return len(dev.crashes) == 1 and failing.beats > 0
 
         await until(restarted)
-        for i in range(4):
-            crew.loops["dev"].fault = RuntimeError(f"injected {i}")
-            await until(lambda: asyncio.sleep(0.05, result=crew.loops["dev"].fault is None))
+        failing.left = 4  # four more in a row: five within the window
 
         async def stopped() -> bool:
             status = (await host.store.read(queries.agent_statuses)).get("dev")

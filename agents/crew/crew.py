@@ -100,7 +100,6 @@ class AgentLoop:
         self.live = LiveView(agent=name)
         self.counter = TokenCounter(backend)  # one per agent: its system prompt is counted once
         self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
-        self.fault: Exception | None = None  # tests inject one to exercise the supervisor
         self.paused = False
         self._resumed = asyncio.Event()
         self._resumed.set()
@@ -125,9 +124,6 @@ class AgentLoop:
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                if self.fault is not None:
-                    fault, self.fault = self.fault, None
-                    raise fault
                 if self.paused:
                     await self._wait_resumed()
                 try:
