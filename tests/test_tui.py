@@ -273,7 +273,7 @@ def detail_text(app) -> str:  # type: ignore[no-untyped-def]
 async def test_a_task_with_a_megabyte_result_shows_a_capped_detail_and_steps_on_demand(
         home: Path, db_path: Path, ws: Path) -> None:
     from agents.protocol import AgentStepped
-    from app.cockpit import DETAIL_CHARS
+    from agents.runtime.task_detail import DETAIL_CHARS
 
     with Store.open(db_path, AGENTS) as store:
         task = store.write(r.create_task, OWNER, "dump everything", owner="dev")
@@ -300,7 +300,7 @@ async def test_a_task_with_a_megabyte_result_shows_a_capped_detail_and_steps_on_
 
 def test_task_steps_read_as_lines_not_json(db_path: Path) -> None:
     from agents.protocol import AgentReflected, AgentStepped, AgentTriaged
-    from app.cockpit import task_detail
+    from agents.runtime.task_detail import task_detail
 
     with Store.open(db_path, AGENTS) as store:
         task = store.write(r.create_task, OWNER, "check the disk", owner="ops")
