@@ -261,7 +261,11 @@ async def test_a_paused_agent_takes_no_new_task_until_resumed(db_path: Path, ws:
         assert host.crew is not None
         loop = await paused(host, "dev")
         task = await host.store.write(r.create_task, OWNER, "tidy up", owner="dev")
-        await asyncio.sleep(1.5)
+
+        async def delivered() -> bool:  # in dev's queue: only the paused loop could start it
+            return task.id in loop.pending
+
+        await until(delivered)
         assert (await host.store.read(queries.task, task.id)).status == "queued"  # type: ignore[union-attr]
         loop.pause(False)
         done = await finished(host, task.id)

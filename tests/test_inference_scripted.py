@@ -61,9 +61,15 @@ async def test_the_meter_shows_concurrent_requests() -> None:
     backend = ScriptedBackend(lambda request: "x" * 200, step_s=0.01)
     await backend.start()
     gens = [backend.submit([{"role": "user", "content": "x"}], agent=a) for a in ("lead", "dev", "ops")]
-    await asyncio.sleep(0.05)
-    busy = {s.agent for s in backend.snapshot().slots if s.state == "generating"}
-    assert busy == {"lead", "dev", "ops"}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.5  # each request takes 2 s: all three run at once meanwhile
+
+    def busy() -> set[str]:
+        return {s.agent for s in backend.snapshot().slots if s.state == "generating"}
+
+    while busy() != {"lead", "dev", "ops"} and loop.time() < deadline:  # noqa: ASYNC110 (polling a meter)
+        await asyncio.sleep(0.005)
+    assert busy() == {"lead", "dev", "ops"}
     await asyncio.gather(*gens)
     assert all(s.state == "idle" for s in backend.snapshot().slots)
     await backend.stop()

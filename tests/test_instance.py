@@ -144,7 +144,9 @@ def test_headless_cli_policy_waits_for_agentdeck_approve(
 ) -> None:
     inst = start("--approvals", "cli")
     approval_id = ask(db_path)
-    time.sleep(1.5)  # give the instance every chance to (wrongly) decide it
+    # The instance has read the request (it reports it, with the commands that answer it):
+    # its policy had the same event, and under cli it must leave it to the person.
+    inst.wait_for(f"agentdeck approve {approval_id} / agentdeck deny {approval_id}", timeout=10)
     assert approval_status(db_path, approval_id) == ("pending", None)
     ok(home, "approve", str(approval_id))
     assert approval_status(db_path, approval_id) == ("approved", "user")

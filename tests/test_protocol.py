@@ -7,7 +7,6 @@ import pytest
 
 from agents.errors import ProtocolError
 from agents.protocol import (
-    EVENT_KINDS,
     PROTOCOL_VERSION,
     ApprovalDecided,
     MemoryCompacted,
@@ -58,7 +57,7 @@ def test_envelope_carries_the_current_protocol_version() -> None:
 
 def test_every_payload_kind_is_distinct_and_dotted() -> None:
     kinds = [t.__struct_config__.tag for t in Payload.__args__]  # type: ignore[attr-defined]
-    assert len(kinds) == len(set(kinds)) == len(EVENT_KINDS)
+    assert len(kinds) == len(set(kinds))  # two payloads with one tag would decode as one
     assert all("." in k for k in kinds)
 
 

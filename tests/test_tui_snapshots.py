@@ -3,6 +3,7 @@ deterministic data: an attached cockpit on a prepared store, a fixed clock."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from helpers import AGENTS
@@ -44,7 +45,12 @@ def app_for(db_path: Path, home: Path, ws: Path, *, approval: bool = False):  # 
 
 async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
     pilot.app.screen_stack[0].query_one("#composer").cursor_blink = False  # a blink is not a change
-    await pilot.pause(1.6)  # the first slow refresh (tasks, approvals) has been drawn
+    app = pilot.app
+    deadline = asyncio.get_running_loop().time() + 10
+    while not app._last_slow and asyncio.get_running_loop().time() < deadline:
+        await pilot.pause(0.05)
+    assert app._last_slow, "the first slow refresh (tasks, approvals) never came"
+    await pilot.pause(0.2)  # what it read is drawn on the frames that follow it
     await pilot.wait_for_scheduled_animations()
 
 
