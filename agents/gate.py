@@ -1,11 +1,14 @@
 """The gate every tool call passes: decide, ask the person when needed, run, record.
 
-1. `decide()` says allow, ask or deny, and what the call resolves to.
+1. `decide()` says allow, ask or deny, and what the call resolves to: once per call, and
+   that one decision is carried through the intent row, the approval and the run.
 2. The intent is written (a `running` tool_calls row) before anything runs.
 3. deny: the call ends `denied`. ask: an approval row shows the agent, the exact
    arguments, the resolved path or command, the agent's stated reason and the rule an
    `always` would save; the call waits (without blocking anything else) until the person
    answers once / session / always / deny, or the approval expires (denied, `timeout`).
+   The wait follows the approval's `approval.decided` event on the bus; the row stays
+   the source of truth and is read when that event comes (and once before waiting).
 4. The tool runs with a context bound to the agent; its output, with every secret value
    redacted, is capped for the model and stored (with a larger cap) on the row.
 """
@@ -16,11 +19,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.bus import Bus
 from agents.config import Config
 from agents.errors import InvalidTransition
 from agents.policy.decide import Decision, Policy, decide
@@ -28,16 +32,16 @@ from agents.policy.rules import Rule
 from agents.protocol import SYSTEM, Approval, PermissionRule
 from agents.redact import Redactor, redactor_for
 from agents.safe_text import shorten
-from agents.store import AsyncStore, queries
+from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS, ToolResult, invoke
 from agents.tools.base import MAX_ID, AgentStore, ToolContext
 from agents.tools.shell import find_bwrap, sandbox_settings
 
-APPROVAL_POLL_S = 0.2
 REASON_CHARS = 200  # of the model's reason on an approval: a line a person reads
 
 AskHandler = Callable[[Approval], Awaitable[None]]
+WaitingHandler = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -87,8 +91,9 @@ def make_policy(config: Config, home: Path, rules: list[Rule]) -> Policy:
 
 class Gate:
     def __init__(self, store: AsyncStore, config: Config, home: Path,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, *, bus: Bus | None = None) -> None:
         self.store = store
+        self.bus = bus  # the host's; without one, a wait for an approval starts its own
         self.config = config
         self.home = home
         self.redact = redactor or redactor_for(home, config)
@@ -100,14 +105,17 @@ class Gate:
         found = await self.store.read(queries.rules)
         return make_policy(self.config, self.home, [*config_rules(self.config), *stored_rules(found)])
 
-    async def check(self, agent: str, tool: str, arguments: Any) -> Decision:
-        return decide(await self.policy(), agent, tool, arguments)
-
     async def call(self, agent: str, tool: str, arguments: Any, *, reason: str = "",
-                   task_id: int | None = None, on_ask: AskHandler | None = None) -> GateOutcome:
+                   task_id: int | None = None, on_ask: AskHandler | None = None,
+                   on_waiting: WaitingHandler | None = None) -> GateOutcome:
         """Run one tool call through the gate. Raises InvalidArgument only for an unknown
-        agent or tool; every other outcome is a result."""
-        decision = await self.check(agent, tool, arguments)
+        agent or tool; every other outcome is a result. `on_waiting` is awaited when the
+        call is about to ask a person, before the question is written: whoever sees the
+        question also sees the caller waiting."""
+        decision = decide(await self.policy(), agent, tool, arguments)
+        asks = decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants
+        if asks and on_waiting is not None:
+            await on_waiting()
         as_agent = AgentStore(self.store, agent)
         call = await as_agent.write(r.start_tool_call, tool, recordable(
             arguments if isinstance(arguments, dict) else {"arguments": arguments}), task_id=task_id)
@@ -117,7 +125,7 @@ class Gate:
                 by = f" ({decision.rule})" if decision.rule else ""
                 return await self._finish(call.id, agent, ToolResult(status="denied", text=(
                     f"denied: {decision.reason}{by}")), decision, None)
-            if decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants:
+            if asks:
                 approval = await as_agent.write(
                     r.request_approval, tool, arguments, decision.resolved, shorten(reason, REASON_CHARS),
                     timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,
@@ -161,16 +169,46 @@ class Gate:
                     await asker
 
     async def _wait(self, approval: Approval) -> Approval:
-        """Poll the row: the answer may come from this process, another terminal or a TUI."""
-        while True:
-            current = await self.store.read(queries.approval, approval.id)
-            assert current is not None
-            if current.status != "pending":
-                return current
-            if time.time() >= current.expires_at:
-                await self.store.write(r.expire_approvals, SYSTEM)
-                continue
-            await asyncio.sleep(APPROVAL_POLL_S)
+        """The row once it is no longer pending. The answer may come from this process,
+        another terminal or a TUI; each is an `approval.decided` event. The subscription
+        starts before the first read, so a decision made before it is in that read and one
+        made after it is an event: none is missed. Expiry is this call's own deadline."""
+        subject = f"approval:{approval.id}"
+        async with self._bus() as bus:
+            sub = await bus.subscribe(None, EventFilter(kinds=["approval.decided"], subject_prefix=subject),
+                                      start="now")
+            try:
+                while True:
+                    current = await self.store.read(queries.approval, approval.id)
+                    assert current is not None
+                    if current.status != "pending":
+                        return current
+                    left = current.expires_at - time.time()
+                    if left <= 0:
+                        await self.store.write(r.expire_approvals, SYSTEM)
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            # The prefix also matches approval:12 for approval 1: skip those.
+                            while (await sub.get()).subject != subject:
+                                pass
+            finally:
+                await sub.close()
+
+    @contextlib.asynccontextmanager
+    async def _bus(self) -> AsyncIterator[Bus]:
+        """The host's bus; outside a host (`agentdeck tool run` in its own process) a Bus of
+        its own on the same store, for this wait only. Simpler than keeping a poll of the
+        row beside the bus: one way to wait, and a Bus already sees other processes'
+        commits (through `PRAGMA data_version`, not by reading the approval)."""
+        if self.bus is not None:
+            yield self.bus
+            return
+        own = await Bus(self.store).start()
+        try:
+            yield own
+        finally:
+            await own.close()
 
     async def _finish(self, call_id: int, agent: str, result: ToolResult, decision: Decision,
                       approval: Approval | None) -> GateOutcome:

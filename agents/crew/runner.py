@@ -251,14 +251,15 @@ class TaskRunner:
         return max(share, 256)
 
     async def _call_tool(self, task: Task, number: int, step: ToolStep) -> str:
-        decision = await self.gate.check(self.name, step.tool, step.arguments)
-        if decision.decision == "ask":
+        async def waiting() -> None:  # the gate decided to ask: the call waits for a person
             await self._state("waiting", task.id, f"waiting for approval: {step.tool}")
+
         self.live.last_tool, self.live.last_tool_outcome = step.tool, ""
         started = time.monotonic()
         try:
             outcome = await self.gate.call(self.name, step.tool, step.arguments, task_id=task.id,
-                                           reason=step.reason or "")  # the model's words, or none
+                                           reason=step.reason or "",  # the model's words, or none
+                                           on_waiting=waiting)
         finally:
             self.live.tool_s += time.monotonic() - started
         await self._state("acting", task.id)

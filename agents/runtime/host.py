@@ -207,7 +207,7 @@ class Host:
                                           start="now")
         self.recovery = await self._recover()
         if self.run_crew and not self.stopping.is_set():  # stopped while the model loaded
-            gate = Gate(self.store, self.config, self.db_path.parent)
+            gate = Gate(self.store, self.config, self.db_path.parent, bus=self.bus)
             self.crew = Crew(self.store, self.bus, self.backend, gate, self.config, harness=self.harness)
             await self.crew.start(self.first_event_id)
         self._loops += [
