@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from agents.errors import AgentdeckError
 from agents.home import write_private_text
 from agents.intake import read_request
-from agents.protocol import OWNER, Approval, to_builtins
+from agents.protocol import OWNER, Approval, ApprovalScope, to_builtins
 from agents.runtime.task_detail import task_detail
 from agents.safe_text import safe_json, safe_text
 from agents.store import EventFilter, queries
@@ -103,21 +103,21 @@ class Cockpit(App[int]):
         with Horizontal(id="deck"):
             with Vertical(id="panes"):
                 for name in self.agents:
-                    pane = AgentPane(name)
+                    pane = AgentPane(name, id=f"pane-{name}")
                     self.panes[name] = pane
                     yield pane
             with Vertical(id="side"):
-                yield SlotMeter()
+                yield SlotMeter(id="meter")
                 with TabbedContent(id="tabs", initial="tasks"):
                     with TabPane("tasks", id="tasks"):
-                        yield TaskView()
+                        yield TaskView(id="task-view")
                     with TabPane("log", id="log"):
-                        yield EventLog()
+                        yield EventLog(id="event-log")
                     with TabPane("channels", id="channels"):
-                        yield Channels(["general", "agent-logs"])
+                        yield Channels(["general", "agent-logs"], id="channels")
                     with TabPane("memory", id="memory"):
-                        yield MemoryBrowser()
-        yield Composer(self.agents)
+                        yield MemoryBrowser(id="memory")
+        yield Composer(self.agents, id="composer")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -278,12 +278,11 @@ class Cockpit(App[int]):
 
     @work(exit_on_error=False, group="decide")
     async def _decide(self, approval: Approval, answer: str) -> None:
-        store = self.connection.store
-        assert store is not None
         approve = answer != "deny"
-        scope = answer if answer in ("session", "always") else "once"
+        scopes: dict[str, ApprovalScope] = {"session": "session", "always": "always"}
+        scope = scopes.get(answer, "once")
         try:
-            await store.write(r.decide_approval, OWNER, approval.id, approve, scope=scope)
+            await self.connection.decide(approval.id, approve, scope)
         except AgentdeckError as err:
             self.notify(safe_text(f"approval {approval.id}: {err}"), severity="error")
             return
@@ -406,11 +405,9 @@ class Cockpit(App[int]):
         until the connection has closed what it opened: a bus reader thread left behind
         keeps the process from exiting."""
         self.stopping = True
-        stop = getattr(self.connection, "stop", None)
-        if stop is not None:
-            stop()  # the host's ordered stop ends its worker; a cancel could cut it short
-        else:
-            self.connection_worker.cancel()  # an attached connection holds on until cancelled
+        # Embedded: the host's ordered stop ends its worker (a cancel could cut it short);
+        # attached: run() lets go of the store and the bus.
+        self.connection.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.closed.wait(), SHUTDOWN_S)
 

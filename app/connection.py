@@ -1,6 +1,11 @@
 """How the TUI reaches the crew: embedded (it runs the host in its own loop: the crew,
 the engine, the live views) or attached (the home of an instance already running
-headless: the store and the bus, the meter from the instance's heartbeat)."""
+headless: the store and the bus, the meter from the instance's heartbeat).
+
+The app acts on the crew only through the connection's control surface: pause, resume,
+cancel, decide, stop. What only the crew in this process can do (pause a loop) raises
+NotHere when attached, with a sentence the app shows.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,19 @@ from pathlib import Path
 
 from agents.bus import Bus
 from agents.config import Config
+from agents.crew import Crew
 from agents.crew.live import LiveView
+from agents.errors import AgentdeckError
 from agents.inference import Backend, MeterSnapshot
+from agents.protocol import OWNER, Approval, ApprovalScope
 from agents.runtime import Host
 from agents.runtime.deck import DeckView, read_deck
 from agents.store import AsyncStore
+from agents.store import reducers as r
+
+
+class NotHere(AgentdeckError):
+    """What this connection cannot do (an attached cockpit pausing another process's loop)."""
 
 
 class Connection:
@@ -38,6 +51,38 @@ class Connection:
     async def deck(self) -> DeckView:
         assert self.store is not None
         return await read_deck(self.store, self.agents, live=self._live(), meter=self._meter())
+
+    # --- the control surface ---
+
+    def stop(self) -> None:
+        """Let go: run() ends, closing what it opened (`closed` is set then)."""
+        raise NotImplementedError
+
+    def paused(self, agent: str) -> bool:
+        """Whether the agent was paused from here (only a crew in this process can be)."""
+        return False
+
+    async def pause(self, agent: str) -> None:
+        raise NotHere(f"cannot pause {agent} from an attached cockpit: its loop runs in the "
+                      "headless instance; run the crew in the cockpit (`agentdeck tui`) to pause it")
+
+    async def resume(self, agent: str) -> None:
+        raise NotHere(f"cannot resume {agent} from an attached cockpit: its loop runs in the "
+                      "headless instance")
+
+    async def cancel(self, task_id: int) -> list[int]:
+        """Cancel the task and its unfinished subtasks, through the reducer: the crew that
+        works them (here or in the instance) stops them as the change reaches it."""
+        return await self._store().write(r.cancel_task, OWNER, task_id)
+
+    async def decide(self, approval_id: int, approve: bool, scope: ApprovalScope = "once") -> Approval:
+        """The person's decision, through the reducer; the waiting agent reads it from the store."""
+        return await self._store().write(r.decide_approval, OWNER, approval_id, approve, scope=scope)
+
+    def _store(self) -> AsyncStore:
+        if self.store is None:
+            raise NotHere("not connected yet: the store is still opening")
+        return self.store
 
     def _live(self) -> dict[str, LiveView] | None:
         return None
@@ -70,10 +115,30 @@ class Embedded(Connection):
 
     def stop(self) -> None:
         if self.host is not None:
-            self.host.stop()
+            self.host.stop()  # the host's ordered stop: running steps recorded, the claim released
+
+    @property
+    def crew(self) -> Crew | None:
+        """The crew, once the host has started it."""
+        return self.host.crew if self.host is not None else None
+
+    def paused(self, agent: str) -> bool:
+        return self.crew is not None and self.crew.loops[agent].paused
+
+    async def pause(self, agent: str) -> None:
+        self._crew().loops[agent].pause(True)  # it finishes what it is doing, then takes no new task
+
+    async def resume(self, agent: str) -> None:
+        self._crew().loops[agent].pause(False)
+
+    def _crew(self) -> Crew:
+        crew = self.crew
+        if crew is None:
+            raise NotHere("the crew has not started yet")
+        return crew
 
     def _live(self) -> dict[str, LiveView] | None:
-        crew = self.host.crew if self.host is not None else None
+        crew = self.crew
         return {name: crew.live(name) for name in crew.agents} if crew is not None else None
 
     def _meter(self) -> MeterSnapshot | None:
@@ -84,6 +149,13 @@ class Attached(Connection):
     """The TUI on the home of an instance running headless: decisions and messages go
     through the reducers; the instance's crew picks them up from the store."""
 
+    def __init__(self, db_path: Path, config: Config) -> None:
+        super().__init__(db_path, config)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
     async def run(self) -> None:
         store = AsyncStore(self.db_path, self.agents)
         await store.open()
@@ -92,7 +164,7 @@ class Attached(Connection):
             self.bus = Bus(store)  # before start(): a cancel mid-start still closes its reader
             await self.bus.start()
             self.ready.set()
-            await asyncio.Event().wait()  # until cancelled
+            await self._stop.wait()  # until stopped or cancelled
         finally:
             try:
                 if self.bus is not None:

@@ -6,37 +6,33 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from agents.errors import AgentdeckError
-from agents.protocol import OWNER
 from agents.safe_text import safe_text
 from agents.store import queries
-from agents.store import reducers as r
+from app.cockpit import Cockpit
 from themes import THEMES
-
-if TYPE_CHECKING:
-    from app.cockpit import Cockpit
 
 Command = tuple[str, Callable[[], object], str]
 
 
 class DeckCommands(Provider):
     async def _commands(self) -> list[Command]:
-        app: Cockpit = self.app  # type: ignore[assignment]
+        app = self.app
+        assert isinstance(app, Cockpit)
+        connection = app.connection
         commands: list[Command] = []
         for name in app.agents:
             commands.append((f"send to {name}", partial(_prefill, app, name), f"start a request to @{name}"))
-        crew = app.connection.host.crew if app.connection.embedded and app.connection.host else None  # type: ignore[attr-defined]
-        if crew is not None:
-            for name in app.agents:
-                loop = crew.loops[name]
-                verb = "resume" if loop.paused else "pause"
-                commands.append((f"{verb} {name}", partial(_toggle_pause, app, name),
-                                 f"{verb} {name}: a paused agent takes no new tasks"))
-        store = app.connection.store
+        for name in app.agents:
+            # Offered attached too: choosing it says why it cannot be done from here.
+            verb = "resume" if connection.paused(name) else "pause"
+            help_text = f"{verb} {name}: a paused agent takes no new tasks" if connection.embedded else \
+                f"{verb} {name}: only where the crew runs (this cockpit is attached)"
+            commands.append((f"{verb} {name}", partial(_run, app, _toggle_pause, name), help_text))
+        store = connection.store
         if store is not None:
             for task in await store.read(queries.tasks, statuses=("queued", "active", "blocked",
                                                                   "waiting_approval", "deferred")):
@@ -79,13 +75,6 @@ def _prefill(app: Cockpit, name: str) -> None:
     composer.focus()
 
 
-def _toggle_pause(app: Cockpit, name: str) -> None:
-    crew = app.connection.host.crew  # type: ignore[attr-defined]
-    loop = crew.loops[name]
-    loop.pause(not loop.paused)
-    app.notify(f"{name} {'paused' if loop.paused else 'resumed'}")
-
-
 def _run(app: Cockpit, job: Callable[..., Awaitable[str]], *args: object) -> None:
     async def go() -> None:
         try:
@@ -96,16 +85,22 @@ def _run(app: Cockpit, job: Callable[..., Awaitable[str]], *args: object) -> Non
     app.run_worker(go(), group="palette", exit_on_error=False)
 
 
+async def _toggle_pause(app: Cockpit, name: str) -> str:
+    if app.connection.paused(name):
+        await app.connection.resume(name)
+        return f"{name} resumed"
+    await app.connection.pause(name)
+    return f"{name} paused: it finishes what it is doing and takes no new task"
+
+
 async def _cancel(app: Cockpit, task_id: int) -> str:
-    assert app.connection.store is not None
-    cancelled = await app.connection.store.write(r.cancel_task, OWNER, task_id)
+    cancelled = await app.connection.cancel(task_id)
     more = f" and {len(cancelled) - 1} subtask(s)" if len(cancelled) > 1 else ""
     return f"cancelled task {task_id}{more}"
 
 
 async def _decide(app: Cockpit, approval_id: int, approve: bool) -> str:
-    assert app.connection.store is not None
-    await app.connection.store.write(r.decide_approval, OWNER, approval_id, approve)
+    await app.connection.decide(approval_id, approve)
     return f"approval {approval_id} {'approved' if approve else 'denied'}"
 
 

@@ -403,3 +403,57 @@ def test_no_reason_given_shows_no_agent_says_line() -> None:
     assert not [line for line in approval_lines(a, 0.0) if "agent says" in line]
     said = approval_lines(msgspec.structs.replace(a, reason="to read it"), 0.0)
     assert "  agent says:  'to read it'  (the model's words)" in said
+
+
+# --- the panes maximized, the memory and channels tabs ---
+
+
+async def test_f2_maximizes_the_focused_pane_and_f2_again_restores_it(home: Path, db_path: Path,
+                                                                      ws: Path) -> None:
+    app = make_app(Attached(db_path, config_for(ws)), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.connection.ready.is_set)
+        ops = app.panes["ops"]
+        before = ops.region.height
+        await pilot.click("#pane-ops")
+        await wait_for(pilot, lambda: app.focused is not None and (app.focused is ops or ops in app.focused.ancestors),
+                       within=5)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: ops.region.height > before, within=5)
+        assert ops.has_class("-maximized")
+        assert [name for name, pane in app.panes.items() if pane.display] == ["ops"]
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: ops.region.height == before, within=5)
+        assert not ops.has_class("-maximized")
+        assert all(pane.display and pane.region.height > 0 for pane in app.panes.values())
+
+
+async def test_the_memory_tab_finds_a_memory_written_through_the_reducer(home: Path, db_path: Path,
+                                                                         ws: Path) -> None:
+    with Store.open(db_path, AGENTS) as store:
+        store.write(r.write_memory, "ops", "the backup disk is /dev/sdb", tags=["disk"], importance=4)
+        store.write(r.write_memory, "dev", "tests run with make test")
+    app = make_app(Attached(db_path, config_for(ws)), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.connection.ready.is_set)
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "memory-query", within=5)
+        await pilot.press(*"backup", "enter")
+        results = app.query_one("#memory-results")
+        await wait_for(pilot, lambda: "the backup disk is /dev/sdb" in str(results.render()), within=5)
+        shown = str(results.render())
+        assert "ops (private fact, importance 4)" in shown and "make test" not in shown
+
+
+async def test_the_channels_tab_shows_a_message_posted_to_general(home: Path, db_path: Path,
+                                                                  ws: Path) -> None:
+    app = make_app(Attached(db_path, config_for(ws)), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.connection.ready.is_set)
+        await pilot.press("f5")
+        text = app.query_one("#channel-text")
+        await wait_for(pilot, lambda: app._last_slow > 0, within=5)  # a refresh read the channel empty
+        assert "the build is green" not in str(text.render())
+        with Store.open(db_path, AGENTS) as store:  # another process posts while the tab is shown
+            store.write(r.post_message, "dev", "general", "the build is green")
+        await wait_for(pilot, lambda: "dev: the build is green" in str(text.render()), within=5)

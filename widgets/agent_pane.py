@@ -79,9 +79,10 @@ def tail_lines(text: str, width: int, height: int) -> str:
 class AgentPane(Vertical):
     can_focus = True
 
-    def __init__(self, name: str) -> None:
-        super().__init__(id=f"pane-{name}")
-        self.agent = name
+    def __init__(self, agent: str, *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None, disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.agent = agent
         self._call = ""
         self._shown = 0  # characters of the current call already written
         self._stream = None

@@ -40,8 +40,9 @@ class ApprovalModal(ModalScreen[str]):
     ]
 
     def __init__(self, approval: Approval, *, grace_s: float = GRACE_S,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
+                 clock: Callable[[], float] = time.time, name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.approval = approval
         self.grace_s = grace_s
         self.clock = clock

@@ -15,8 +15,9 @@ DIRECT = "direct messages"
 
 
 class Channels(Vertical):
-    def __init__(self, channels: list[str]) -> None:
-        super().__init__(id="channels")
+    def __init__(self, channels: list[str], *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None, disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.channels = channels
         self._shown: tuple[int, ...] = ()
 

@@ -37,9 +37,10 @@ class Composer(Input):
         Binding("down", "history(1)", "next", show=False, id="composer.next"),
     ]
 
-    def __init__(self, agents: list[str]) -> None:
-        super().__init__(placeholder="ask the crew… (@agent to pick one; Enter sends)", id="composer",
-                         suggester=AgentNames(agents))
+    def __init__(self, agents: list[str], *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None, disabled: bool = False) -> None:
+        super().__init__(placeholder="ask the crew… (@agent to pick one; Enter sends)",
+                         suggester=AgentNames(agents), name=name, id=id, classes=classes, disabled=disabled)
         self.history: deque[str] = deque(maxlen=HISTORY)
         self._at = 0  # position in history while walking it: 0 = the line being typed
 

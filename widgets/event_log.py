@@ -17,8 +17,9 @@ KEPT = 2000  # events kept for filtering
 
 
 class EventLog(Vertical):
-    def __init__(self) -> None:
-        super().__init__(id="event-log")
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.events: deque[Event] = deque(maxlen=KEPT)
         self._pending: list[Event] = []
         self.redraws = 0  # how often it redrew (the bench and tests read it)

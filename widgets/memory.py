@@ -18,8 +18,9 @@ class MemoryBrowser(Vertical):
             super().__init__()
             self.query = query
 
-    def __init__(self) -> None:
-        super().__init__(id="memory")
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="search memory (Enter)", id="memory-query")

@@ -47,8 +47,9 @@ def meter_text(meter: MeterSnapshot | None, progress: float | None = None) -> Te
 
 
 class SlotMeter(Vertical):
-    def __init__(self) -> None:
-        super().__init__(id="meter")
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.history: deque[float] = deque([0.0] * SPARK_SECONDS, maxlen=SPARK_SECONDS)
         self._last_sample = 0.0
         self._shown: Text | None = None

@@ -28,8 +28,9 @@ class TaskView(Horizontal):
             super().__init__()
             self.task_id = task_id
 
-    def __init__(self) -> None:
-        super().__init__(id="task-view")
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._shape: tuple[object, ...] = ()
         self._steps: list[str] = []  # the selected task's steps, drawn when their section opens
 
