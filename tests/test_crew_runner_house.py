@@ -209,3 +209,63 @@ async def test_the_crew_keeps_no_finished_routing_job(db_path: Path, tmp_path: P
 
         await wait_for(let_go, within=5)
         assert len(held_jobs(crew)) == held_before  # the supervisors, the dispatcher, the deferred waker
+
+
+# --- the task flows on what task.created carries ---
+
+
+def count_task_reads(store: object, task_id: int) -> list[int]:
+    """Wraps the store's read (the instance the crew and every runner read through): the
+    returned list grows by one for each `queries.task` read of `task_id`. The test itself
+    reads through `store.unwrapped_read`, uncounted."""
+    reads: list[int] = []
+    real = store.read  # type: ignore[attr-defined]
+
+    async def read(query: Callable[..., object], *args: object, **kwargs: object) -> object:
+        if query is queries.task and args[:1] == (task_id,):
+            reads.append(task_id)
+        return await real(query, *args, **kwargs)
+
+    store.unwrapped_read = real  # type: ignore[attr-defined]
+    store.read = read  # type: ignore[attr-defined]
+    return reads
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("title, owner, most", [
+    ("write a haiku about tea", "dev", 1),  # the runner's one read, before it claims the task
+    # Routed: read fresh before routing (it may have been assigned since the event), then
+    # placed as the assignment wrote it; its task.assigned finds it held and reads nothing.
+    ("@dev write a haiku about tea", None, 2),
+])
+async def test_a_created_task_is_read_at_most_once_before_its_first_model_call(
+        db_path: Path, tmp_path: Path, title: str, owner: str | None, most: int) -> None:
+    """task.created carries the whole task: the dispatcher and the loop hand it on, and the
+    runner reads it once, to see whether someone cancelled or took it before it claims it
+    (before: 2 reads, and 3 for a routed task)."""
+    outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "a haiku"}',
+                       '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}']}
+    async with host_for(db_path, tmp_path, outputs) as host:
+        backend = host.backend
+        next_id = len(await host.store.read(queries.tasks)) + 1
+        reads = count_task_reads(host.store, next_id)
+        at_first_call: list[int] = []
+        real_submit = backend.submit
+
+        def submit(*args: object, **kwargs: object) -> object:
+            if kwargs.get("agent") == "dev" and not at_first_call:
+                at_first_call.append(len(reads))
+            return real_submit(*args, **kwargs)
+
+        backend.submit = submit  # type: ignore[method-assign]
+        t = await host.store.write(r.create_task, OWNER, title, owner=owner)
+        assert t.id == next_id
+
+        async def ended() -> bool:
+            now = await host.store.unwrapped_read(queries.task, t.id)  # type: ignore[attr-defined]
+            return now is not None and now.status in ("done", "failed")
+
+        await wait_for(ended)
+        done = await host.store.unwrapped_read(queries.task, t.id)  # type: ignore[attr-defined]
+    assert done is not None and (done.status, done.result) == ("done", "a haiku")
+    assert at_first_call == [most], at_first_call

@@ -2,13 +2,14 @@
 durable bus.
 
 - Dispatcher: a task created or assigned to an agent goes into that agent's bounded
-  queue; an unassigned one is routed first (an `@agent` mention wins, else a
-  constrained model choice among the agents' role descriptions, else lead). A direct
-  message to an agent about no task becomes a task for it (the reply goes back to the
-  sender); a deferred task comes back after `defer_s`; a finished subtask wakes its
-  parent's owner, whose parent completes once all its children are done. At start, the
-  tasks and messages a previous run left are taken up again (active tasks return to the
-  queue).
+  queue, as the Task itself (`task.created` carries it whole: the dispatcher does not read
+  it again, and the runner reads it once, just before it claims it); an unassigned one
+  is read fresh and routed first (an `@agent` mention wins, else a constrained model
+  choice among the agents' role descriptions, else lead). A direct message to an agent
+  about no task becomes a task for it (the reply goes back to the sender); a deferred
+  task comes back after `defer_s`; a finished subtask wakes its parent's owner, whose
+  parent completes once all its children are done. At start, the tasks and messages a
+  previous run left are taken up again (active tasks return to the queue).
 - Agent loop: works up to `max_concurrent` tasks at once, each with its own state, the
   rest waiting; beats a heartbeat while idle.
 - Supervisor: a loop that raises restarts with exponential backoff; five crashes in five
@@ -93,8 +94,11 @@ class AgentLoop:
         self.backend = backend
         self.gate = gate
         self.harness = harness
-        # Waiting work, highest priority first, then oldest: (-priority, created_at, task id).
-        self.queue: asyncio.PriorityQueue[tuple[int, float, int]] = asyncio.PriorityQueue(maxsize=QUEUE_SIZE)
+        # Waiting work, highest priority first, then oldest: (-priority, created_at, task id,
+        # the task as handed in). The id is unique in the queue (`pending`), so the Task
+        # itself is never compared.
+        self.queue: asyncio.PriorityQueue[tuple[int, float, int, Task]] = asyncio.PriorityQueue(
+            maxsize=QUEUE_SIZE)
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
         self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
         self.live = LiveView(agent=name)
@@ -116,7 +120,7 @@ class AgentLoop:
         if task.id not in self.pending:
             self.pending.add(task.id)
             # Bounded: a full queue slows the dispatcher.
-            await self.queue.put((-task.priority, task.created_at, task.id))
+            await self.queue.put((-task.priority, task.created_at, task.id, task))
 
     async def run(self) -> None:
         await self.store.write(r.set_agent_status, SYSTEM, self.name, "idle")
@@ -127,14 +131,14 @@ class AgentLoop:
                 if self.paused:
                     await self._wait_resumed()
                 try:
-                    _, _, task_id = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
+                    _, _, task_id, task = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
                     await self.store.write(r.heartbeat, SYSTEM, self.name)
                     continue
                 if self.paused:  # paused while waiting: the task waits with it
                     await self._wait_resumed()
                 await slots.acquire()
-                job = asyncio.create_task(self._work(task_id, slots))
+                job = asyncio.create_task(self._work(task, slots))
                 running.add(job)
                 self.jobs[task_id] = job
                 job.add_done_callback(running.discard)
@@ -157,11 +161,12 @@ class AgentLoop:
         self.live.state = "idle"
         await self.store.write(r.set_agent_status, SYSTEM, self.name, "idle")
 
-    async def _work(self, task_id: int, slots: asyncio.Semaphore) -> None:
+    async def _work(self, task: Task, slots: asyncio.Semaphore) -> None:
+        task_id = task.id
         try:
             runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live,
                                 self.counter, self.harness)
-            await runner.run(task_id)
+            await runner.run(task)
         except asyncio.CancelledError:
             await asyncio.shield(self._requeue(task_id))  # stopped mid-task: it resumes next start
             raise
@@ -254,9 +259,9 @@ class Crew:
             await self._task_from_message(message_id)
         for task in await self.store.read(queries.tasks, statuses=("active", "queued", "blocked")):
             if task.status == "active" and task.owner in self.loops:
-                await self.store.write(r.set_task_status, SYSTEM, task.id, "queued",
-                                       "interrupted: agentdeck stopped while this task ran")
-            await self._place(task.id)
+                task = await self.store.write(r.set_task_status, SYSTEM, task.id, "queued",
+                                              "interrupted: agentdeck stopped while this task ran")
+            await self._place(task)  # as just listed (or written): no second read
 
     async def _dispatch(self, sub: object) -> None:
         async for event in sub:  # type: ignore[attr-defined]
@@ -272,22 +277,40 @@ class Crew:
             if msg.recipient in self.loops and msg.task_id is None and msg.sender != msg.recipient:
                 await self._task_from_message(msg.id)
         elif isinstance(payload, TaskCreated):
-            await self._place(payload.task.id)
+            if payload.task.owner is None:
+                # Read fresh before routing: someone may have assigned it since (or a restart
+                # placed it from the store already), and routing the event's copy would
+                # overwrite that owner. One read beside a routing model call is nothing.
+                await self._place_by_id(payload.task.id)
+            else:
+                await self._place(payload.task)  # the event carries the task whole
         elif isinstance(payload, TaskAssigned):
-            await self._place(payload.task_id)
+            loop = self.loops.get(payload.owner or "")
+            if payload.task_id in self._routing or (loop is not None and payload.task_id in loop.pending):
+                return  # its routing job places it as assigned, or its new owner holds it already
+            await self._place_by_id(payload.task_id)
         elif isinstance(payload, TaskStatusChanged):
             if payload.new == "queued":
-                await self._place(payload.task_id)
+                await self._place_by_id(payload.task_id)
             elif payload.new in FINISHED:
                 if payload.new == "cancelled":
                     for loop in self.loops.values():
                         loop.interrupt(payload.task_id)
                 await self._wake_parent(payload.task_id)
 
-    async def _place(self, task_id: int) -> None:
+    async def _place_by_id(self, task_id: int) -> None:
+        """For an event that names the task without carrying it."""
         task = await self.store.read(queries.task, task_id)
-        if task is None or task.status in FINISHED or task.status == "deferred":
+        if task is not None:
+            await self._place(task)
+
+    async def _place(self, task: Task) -> None:
+        """The task, as an event carried it or a read found it, to its agent's queue, or
+        routed first. It may be stale by now (cancelled, reassigned): the runner sees that
+        when it reads the task just before it claims it."""
+        if task.status in FINISHED or task.status == "deferred":
             return
+        task_id = task.id
         if task.owner is None:
             if task_id not in self._routing:  # the model call runs beside the dispatcher
                 job = asyncio.create_task(self._route(task), name=f"crew:route:{task_id}")
@@ -298,16 +321,25 @@ class Crew:
             await self.loops[task.owner].offer(task)
 
     async def _route(self, task: Task) -> None:
+        """Routes the task as handed in (no read: the model call works on its title and body)."""
+        assigned: Task | None = None
         try:
             owner = mentioned(task.title, task.body, self.agents)
             if owner is None:
                 owner = await choose_agent(self.backend, self.config, task.title, task.body)
             with contextlib.suppress(InvalidTransition, InvalidArgument):
-                await self.store.write(r.assign_task, SYSTEM, task.id, owner or route("", "", self.agents))
+                assigned = await self.store.write(r.assign_task, SYSTEM, task.id,
+                                                  owner or route("", "", self.agents))
         except Exception as err:  # routing must never lose a task: it goes to lead
             log.warning("routing task %d failed: %s; giving it to lead", task.id, err)
             with contextlib.suppress(AgentdeckError):
-                await self.store.write(r.assign_task, SYSTEM, task.id, route("", "", self.agents))
+                assigned = await self.store.write(r.assign_task, SYSTEM, task.id, route("", "", self.agents))
+        # Placed as written (its task.assigned is not read while this job runs); where no
+        # write went through, as the store has it (someone else's assignment, or finished).
+        if assigned is not None:
+            await self._place(assigned)
+        else:
+            await self._place_by_id(task.id)
 
     async def _task_from_message(self, message_id: int) -> None:
         with contextlib.suppress(InvalidArgument, InvalidTransition):

@@ -88,8 +88,12 @@ class TaskRunner:
 
     # --- the whole task ---
 
-    async def run(self, task_id: int) -> None:
-        task = await self.store.read(queries.task, task_id)
+    async def run(self, handed: Task) -> None:
+        """Works the task the dispatcher handed in. The one read before work, and it must
+        stay: the handed copy may be stale (cancelled, reassigned, taken up or finished
+        since it was queued), and a cancelled task must not start; the fresh copy is the
+        one worked."""
+        task = await self.store.read(queries.task, handed.id)
         if task is None or task.owner != self.name:
             return  # reassigned or gone meanwhile
         if task.status == "blocked":
