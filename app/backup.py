@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from agents.errors import AgentdeckError, StoreOpenError
-from agents.store.backup import backup_database
+from agents.store.online_backup import backup_database
 from app.context import Context
 from app.render import line
 

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from agents.errors import InvalidArgument
-from agents.health import status_report
 from agents.intake import read_request
 from agents.protocol import OWNER, Schedule, Task, to_builtins
 from agents.runtime.approval_text import approval_lines
+from agents.runtime.liveness import status_report
 from agents.safe_text import safe_json
 from agents.store import queries
 from agents.store.reducers import cancel_task, create_task, decide_approval, remove_schedule, set_schedule

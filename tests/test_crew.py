@@ -14,8 +14,8 @@ import pytest
 from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env, time_left, until
 
 from agents.config import parse_config
-from agents.crew import crew as crew_module
 from agents.crew import route
+from agents.crew import team as crew_module
 from agents.inference.scripted import ScriptedBackend, queued
 from agents.protocol import OWNER, to_builtins
 from agents.runtime import Host

@@ -16,9 +16,9 @@ from helpers import AGENTS, call, context, finished, one_line_error, reflect, ru
 from agents.config import AgentConfig, parse_config
 from agents.crew import prompts
 from agents.crew.budget import CHARS_PER_TOKEN
-from agents.crew.crew import ROUTE_CHARS
 from agents.crew.harness import Harness
 from agents.crew.schemas import ToolStep, parse_step
+from agents.crew.team import ROUTE_CHARS
 from agents.errors import TaskTreeTooLarge
 from agents.gate import REASON_CHARS, Gate
 from agents.inference.scripted import Script, ScriptedBackend, ScriptRequest, queued

@@ -15,7 +15,7 @@ from agents.config import default_config
 from agents.gate import config_rules, make_policy
 from agents.policy.decide import Policy, decide
 from agents.policy.rules import Rule
-from agents.policy.shell import parse_command
+from agents.policy.shell_parse import parse_command
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from agents.policy.rules import (
     path_matches,
     shell_rule_matches,
 )
-from agents.policy.shell import ParsedCommand, parse_command
+from agents.policy.shell_parse import ParsedCommand, parse_command
 from agents.tools import TOOLS
 from agents.tools.base import ToolError
 

@@ -16,7 +16,7 @@ import shlex
 import msgspec
 
 from agents.policy.paths import ResolvedPath
-from agents.policy.shell import ParsedCommand
+from agents.policy.shell_parse import ParsedCommand
 
 PATH_TOOLS = frozenset({"read_file", "write_file", "edit_file", "list_dir", "search_files"})
 

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from agents.crew.live import LiveView
-from agents.health import AgentHealth, agents_and_instance
 from agents.inference.meter import MeterSnapshot
+from agents.runtime.liveness import AgentHealth, agents_and_instance
 from agents.store import AsyncStore
 
 

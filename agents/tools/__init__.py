@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.tools.base import Tool, ToolContext, ToolResult, invoke
-from agents.tools.crew import CREW_TOOLS
+from agents.tools.coordination import CREW_TOOLS
 from agents.tools.files import FILE_TOOLS
 from agents.tools.machine import MACHINE_TOOLS
 from agents.tools.shell import SHELL_TOOLS
