@@ -19,73 +19,16 @@ except ValueError:  # imported off the main thread: signals are not ours to set
     _previous_sigint = None
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
-MAX_ID = 2**63 - 1  # SQLite's largest integer
-_DIGITS = re.compile(r"[0-9]+")  # ASCII only: no `1_0`, no other scripts' digits, no sign
-
-
-def _positive_int(text: str) -> int:
-    if not _DIGITS.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not a whole number (digits 0-9 only): {text!r}")
-    value = int(text)
-    if value > MAX_ID:
-        raise argparse.ArgumentTypeError(f"out of range: {text}")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    value = _positive_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _priority(text: str) -> int:
-    from agents.store.reducers.tasks import MAX_PRIORITY
-
-    value = _positive_int(text)
-    if value > MAX_PRIORITY:
-        raise argparse.ArgumentTypeError(f"priority is 0..{MAX_PRIORITY}, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A plain decimal number of seconds (no `inf`, `nan`, exponents or `_`)."""
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return float(text)
-
-
-def _home(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("empty; give a directory")
-    return text
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, whose error messages echo what was typed: made terminal-safe."""
-
-    def error(self, message: str) -> NoReturn:
-        from agents.safe_text import safe_text
-
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {safe_text(message)}\n")
+from app.args import Parser, home_dir, positive_int, priority, seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
     from agents.protocol import TASK_STATUSES
     from app import (
         backup,
-        bench_bus,
-        bench_crew,
-        bench_inference,
-        bench_kv,
-        bench_policy,
-        bench_sampling,
         cmd_gate,
         cmd_log,
         cmd_messages,
@@ -94,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         doctor,
         instance,
     )
+    from app.bench import register as register_bench
 
     def cmd_attach(ctx: object, args: argparse.Namespace) -> int:
         from app.tui import cmd_attach as attach  # textual is imported only for the TUI
@@ -105,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A crew of five local LLM agents in one terminal.",
     )
     parser.add_argument("--headless", action="store_true", help="with no COMMAND: run without the TUI")
-    parser.add_argument("--home", metavar="DIR", type=_home, help="state and config dir (default: "
+    parser.add_argument("--home", metavar="DIR", type=home_dir, help="state and config dir (default: "
                         "$AGENTDECK_HOME or the platform's user data dir)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
@@ -131,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("send", commands.cmd_send, "give the crew a task; prints its id")
     p.add_argument("--to", metavar="AGENT", help="assign it to this agent (default: the router)")
-    p.add_argument("--priority", type=_priority, default=1, help="0..9, higher first (default 1)")
+    p.add_argument("--priority", type=priority, default=1, help="0..9, higher first (default 1)")
     p.add_argument("text", nargs="+", metavar="TEXT", help="the request; - reads it from stdin "
                    "(the title is its first line)")
 
@@ -142,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("messages", cmd_messages.cmd_messages, "your direct messages (replies), or a channel's")
     add_json(p)
     p.add_argument("--channel", metavar="NAME", help="a channel instead, e.g. agent-logs")
-    p.add_argument("--last", type=_positive_int, default=30, metavar="N", help="how many (default 30)")
+    p.add_argument("--last", type=positive_int, default=30, metavar="N", help="how many (default 30)")
 
     p = add("tasks", commands.cmd_tasks, "list tasks")
     add_json(p)
@@ -151,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="append", choices=TASK_STATUSES, help="repeatable")
 
     p = add("cancel", commands.cmd_cancel, "cancel a task and its subtasks; a running step is stopped")
-    p.add_argument("id", type=_positive_int, metavar="ID")
+    p.add_argument("id", type=positive_int, metavar="ID")
 
     p = add("status", commands.cmd_status, "agents, approvals and task counts")
     add_json(p)
@@ -161,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include decided ones")
 
     p = add("approve", commands.cmd_approve, "approve a pending approval")
-    p.add_argument("id", type=_positive_int, metavar="ID")
+    p.add_argument("id", type=positive_int, metavar="ID")
     p.add_argument("--always", action="store_true", help="also save an allow rule for it")
 
     p = add("deny", commands.cmd_deny, "deny a pending approval")
-    p.add_argument("id", type=_positive_int, metavar="ID")
+    p.add_argument("id", type=positive_int, metavar="ID")
 
     p = add("schedules", commands.cmd_schedules, "recurring tasks: list, add, remove")
     add_json(p)
@@ -173,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sched.add_parser("add", help="give AGENT a task named NAME every SECONDS, or on --cron EXPR")
     s.add_argument("agent", metavar="AGENT")
     s.add_argument("name", metavar="NAME")
-    s.add_argument("every", type=_seconds, metavar="SECONDS", nargs="?", help="1 s .. 366 days")
+    s.add_argument("every", type=seconds, metavar="SECONDS", nargs="?", help="1 s .. 366 days")
     s.add_argument("--cron", metavar="EXPR", help='a cron expression, e.g. "0 9 * * 1-5"')
     s.add_argument("--body", metavar="TEXT", help="what the task asks")
     s = sched.add_parser("remove", help="delete a schedule")
-    s.add_argument("id", type=_positive_int, metavar="ID")
+    s.add_argument("id", type=positive_int, metavar="ID")
 
     p = add("rules", cmd_gate.cmd_rules, "permission rules: list, add, remove")
     add_json(p)
@@ -188,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", metavar="PATTERN", help="run_shell: a command prefix; file tools: a path glob")
     s.add_argument("decision", choices=["allow", "ask", "deny"])
     s = rules.add_parser("remove", help="delete a rule of your own (config rules live in config.toml)")
-    s.add_argument("id", type=_positive_int, metavar="ID")
+    s.add_argument("id", type=positive_int, metavar="ID")
 
     p = add("policy", None, "ask the gate without running anything")
     policy = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True, parser_class=Parser)
@@ -204,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--approve-via", choices=["cli"], help="wait for `agentdeck approve/deny ID` from "
                    "another terminal instead of asking here")
     s.add_argument("--reason", metavar="TEXT", help="why the call is made (shown with the approval)")
-    s.add_argument("--task", type=_positive_int, metavar="ID", help="the agent's current task")
+    s.add_argument("--task", type=positive_int, metavar="ID", help="the agent's current task")
 
     p = add("log", cmd_log.cmd_log, "the event log")
     add_json(p)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    p.add_argument("--since", type=_positive_int, default=0, metavar="ID", help="events after ID")
-    p.add_argument("--last", type=_positive_int, metavar="N", help="only the last N events")
+    p.add_argument("--since", type=positive_int, default=0, metavar="ID", help="events after ID")
+    p.add_argument("--last", type=positive_int, metavar="N", help="only the last N events")
 
     p = add("doctor", doctor.cmd_doctor, "check the set-up, one line per part")
     add_json(p)
@@ -232,56 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = secret.add_parser("list", help="secret names and where each is found")
     add_json(s)
 
-    p = add("bench", None, "benchmarks: bus, inference, kv, policy, sampling, crew, tui")
-    bench = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True, parser_class=Parser)
-    b = bench.add_parser("bus", help="durable events/s and latency vs raw sqlite3")
-    b.set_defaults(handler=bench_bus.cmd_bench_bus)
-    bench_bus.add_arguments(b, _at_least_one)
-    b = bench.add_parser("crew", help="how well the crew keeps the engine busy (real model)")
-    b.set_defaults(handler=bench_crew.cmd_bench_crew)
-    bench_crew.add_arguments(b, _at_least_one)
-    b = bench.add_parser("kv", help="what idle caches cost running sequences, per KV layout")
-    b.set_defaults(handler=_bench_kv)
-    bench_kv.add_arguments(b, _at_least_one)
-    b = bench.add_parser("policy", help="how long the permission gate takes to decide")
-    b.set_defaults(handler=bench_policy.cmd_bench_policy)
-    bench_policy.add_arguments(b, _at_least_one)
-    b = bench.add_parser("sampling", help="per-token sampler cost, plain and under a JSON schema")
-    b.set_defaults(handler=bench_sampling.cmd_bench_sampling)
-    bench_sampling.add_arguments(b, _at_least_one)
-    b = bench.add_parser("tui", help="what the cockpit costs: loop lag, redraws, CPU, engine tokens/s")
-    b.set_defaults(handler=_bench_tui)
-    _add_bench_tui_arguments(b)
-    b = bench.add_parser("inference", help="continuous batching vs one-at-a-time")
-    b.set_defaults(handler=_bench_inference)
-    bench_inference.add_arguments(b, _at_least_one)
+    register_bench(sub)
     return parser
-
-
-def _add_bench_tui_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--seconds", type=_at_least_one, default=10, help="how long the synthetic streams run")
-    p.add_argument("--rounds", type=_at_least_one, default=3, help="engine rounds per side, interleaved")
-    p.add_argument("--tokens", type=_at_least_one, default=96, help="tokens per engine request")
-    p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
-
-
-def _bench_tui(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_tui  # textual is imported only here
-
-    return bench_tui.cmd_bench_tui(ctx, args)  # type: ignore[arg-type]
-
-
-def _bench_kv(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_kv
-
-    return bench_kv.run(args, ctx.config)  # type: ignore[attr-defined]
-
-
-def _bench_inference(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_inference
-
-    return bench_inference.run(args, ctx.config)  # type: ignore[attr-defined]
 
 
 def _print_error(message: str) -> None:
