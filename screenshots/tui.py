@@ -12,9 +12,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the scripted backend is test support
 
 from agents.config import DEFAULT_AGENTS, parse_config  # noqa: E402
-from agents.inference.scripted import ScriptedBackend, queued  # noqa: E402
+from scripted_backend import ScriptedBackend, queued  # noqa: E402
 from agents.protocol import OWNER  # noqa: E402
 from agents.store import Store  # noqa: E402
 from agents.store import reducers as r  # noqa: E402

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from agents.config import parse_config
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.runtime import Host
 
 

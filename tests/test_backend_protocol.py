@@ -12,7 +12,7 @@ import pytest
 from agents.config import InferenceConfig, SamplingConfig, default_config
 from agents.errors import ModelError
 from agents.inference import Backend, MeterSnapshot, build_backend, resolve_model_path
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.runtime import Host
 
 ANSWER = {

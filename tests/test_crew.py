@@ -16,7 +16,7 @@ from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env
 from agents.config import parse_config
 from agents.crew import route
 from agents.crew import team as crew_module
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER, to_builtins
 from agents.runtime import Host
 from agents.store import Store, queries, rows

@@ -21,7 +21,7 @@ from agents.crew.schemas import ToolStep, parse_step
 from agents.crew.team import ROUTE_CHARS
 from agents.errors import TaskTreeTooLarge
 from agents.gate import REASON_CHARS, Gate
-from agents.inference.scripted import Script, ScriptedBackend, ScriptRequest, queued
+from scripted_backend import Script, ScriptedBackend, ScriptRequest, queued
 from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, Store, queries

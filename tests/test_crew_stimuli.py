@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agents.config import parse_config
 from agents.crew.budget import MESSAGE_OVERHEAD, TokenCounter
 from agents.errors import PermissionDenied, TooManySubtasks
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.inference.types import ChatMessage
 from agents.protocol import OWNER, SYSTEM
 from agents.runtime import Host

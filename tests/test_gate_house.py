@@ -16,7 +16,7 @@ import agents.gate as gate_module
 from agents.bus import Bus
 from agents.config import Config, parse_config
 from agents.gate import Gate
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, Store, queries

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agents.inference.scripted import ScriptedBackend, ScriptRequest, queued
+from scripted_backend import ScriptedBackend, ScriptRequest, queued
 from agents.inference.types import ChatMessage
 
 TRIAGE = {

@@ -15,7 +15,7 @@ import pytest
 from helpers import AGENTS
 
 from agents.config import parse_config
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER
 from agents.store import Store, queries
 from agents.store import reducers as r

@@ -11,7 +11,7 @@ from helpers import AGENTS
 from test_tui import SIZE, ask, config_for, notes, wait_for
 from textual.command import CommandList, CommandPalette
 
-from agents.inference.scripted import ScriptedBackend, queued
+from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER
 from agents.store import Store, queries
 from agents.store import reducers as r
