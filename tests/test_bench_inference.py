@@ -140,8 +140,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_context_fits_the_longest_sequence_in_either_kv_layout() -> None:
-    from app.bench_inference import _context
-    from app.bench_inference_scenarios import FAIR_SCALE
+    from app.bench.inference import _context
+    from app.bench.inference_scenarios import FAIR_SCALE
 
     for agents, slots, tokens, long in ((5, 5, 128, 1800), (2, 5, 8, 200), (8, 8, 512, 4000), (1, 4, 1, 1)):
         n_ctx = _context(8192, agents, slots, tokens, long)

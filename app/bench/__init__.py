@@ -9,7 +9,12 @@ from app.args import Parser, at_least_one
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands to the top-level subparsers."""
-    from app import bench_bus, bench_crew, bench_inference, bench_kv, bench_policy, bench_sampling
+    from app.bench import bus as bench_bus
+    from app.bench import crew as bench_crew
+    from app.bench import inference as bench_inference
+    from app.bench import kv as bench_kv
+    from app.bench import policy as bench_policy
+    from app.bench import sampling as bench_sampling
 
     p = sub.add_parser("bench", help=HELP, description=HELP)
     p.set_defaults(handler=None)
@@ -49,18 +54,18 @@ def _add_bench_tui_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_tui(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_tui  # textual is imported only here
+    from app.bench import tui as bench_tui  # textual is imported only here
 
     return bench_tui.cmd_bench_tui(ctx, args)  # type: ignore[arg-type]
 
 
 def _bench_kv(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_kv
+    from app.bench import kv as bench_kv
 
     return bench_kv.run(args, ctx.config)  # type: ignore[attr-defined]
 
 
 def _bench_inference(ctx: object, args: argparse.Namespace) -> int:
-    from app import bench_inference
+    from app.bench import inference as bench_inference
 
     return bench_inference.run(args, ctx.config)  # type: ignore[attr-defined]

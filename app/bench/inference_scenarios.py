@@ -1,4 +1,4 @@
-"""The measurements behind `agentdeck bench inference` (see app/bench_inference.py).
+"""The measurements behind `agentdeck bench inference` (see app/bench/inference.py).
 
 Three throughput sides run the same prompts with greedy sampling and end-of-generation
 suppressed, so each makes exactly `tokens` tokens per request:

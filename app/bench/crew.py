@@ -196,7 +196,7 @@ async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
 
 
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
-    from app.bench_suite import run_suite
+    from app.bench.suite import run_suite
 
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate,
                                   rounds=args.rounds))

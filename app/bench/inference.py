@@ -29,7 +29,7 @@ from rich.table import Table
 from agents.config import Config
 from agents.errors import AgentdeckError, ModelError
 from agents.inference import build_backend, resolve_model_path
-from app import bench_inference_scenarios as sc
+from app.bench import inference_scenarios as sc
 from app.progress import LoadProgress
 from app.render import print_json
 
