@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest_timeout
 
 # Re-exported for files that still import these from conftest (test_hygiene.py); new code
 # imports them from helpers.
-from helpers import AGENTS, REPO, agentdeck_cmd, examples, start_test_clock, subprocess_env  # noqa: F401
+from helpers import AGENTS, REPO, agentdeck_cmd, examples, start_test_clock, subprocess_env, unprivileged_dir  # noqa: F401
 from hypothesis import settings
 
 from agents.store import Store
@@ -79,3 +80,17 @@ def keyring_env(tmp_path: Path) -> dict[str, str]:
         "AGENTDECK_TEST_KEYRING": str(tmp_path / "keyring.json"),
         "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
     }
+
+
+@pytest.fixture
+def unprivileged_tmp(tmp_path: Path) -> Iterator[Path]:
+    """A directory for checks that helpers.as_unprivileged runs: as root, one that the
+    unprivileged user owns (removed after the test); as anyone else, tmp_path."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    made = unprivileged_dir()
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)

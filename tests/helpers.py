@@ -131,3 +131,66 @@ def context(store: AsyncStore, ws: Path, agent: str = "dev", task_id: int | None
 async def call(ctx: ToolContext, tool: str, **args: object) -> ToolResult:
     result, _ = await invoke(TOOLS[tool], ctx, args)
     return result
+
+
+# --- as a user who is not root ---
+
+UNPRIVILEGED = "nobody"  # whom a test that runs as root becomes, for checks that root would pass
+
+
+def unprivileged_dir() -> Path:
+    """A fresh directory that UNPRIVILEGED owns and can reach (pytest's tmp_path sits in
+    directories private to root), under the system's temp dir; the caller removes it."""
+    import pwd
+    import tempfile
+
+    user = pwd.getpwnam(UNPRIVILEGED)
+    made = Path(tempfile.mkdtemp(prefix="agentdeck-test-"))
+    os.chown(made, user.pw_uid, user.pw_gid)
+    return made
+
+
+def as_unprivileged(check: Callable[[], str], within: float = 30.0) -> str:
+    """`check()`'s answer, computed as a user who is not root: when running as root, in a
+    forked child that drops to UNPRIVILEGED first (a fork, not a new interpreter: the venv's
+    Python may live where that user cannot reach; what check needs must already be imported);
+    otherwise here, as this user. An exception in the child comes back as its type and text."""
+    if os.geteuid() != 0:
+        return check()
+    import pwd
+    import select
+    import signal
+
+    user = pwd.getpwnam(UNPRIVILEGED)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges for good, answer, and leave without cleanup
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            answer = check()
+        except BaseException as err:  # any failure is reported to the parent, which fails the test
+            answer, code = f"{type(err).__name__}: {err}", 1
+        try:
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        chunks = []
+        while True:
+            ready, _, _ = select.select([read_end], [], [], within)
+            assert ready, f"the unprivileged check gave no answer within {within} s"
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):  # still running: it gave up answering
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return b"".join(chunks).decode()

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import as_unprivileged
 
 from agents.errors import (
     InvalidArgument,
@@ -278,13 +279,24 @@ def test_another_programs_sqlite_database_is_refused_and_left_untouched(db_path:
     assert file_state(db_path) == before
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file_is_refused(db_path: Path) -> None:
-    Store.open(db_path, AGENTS).close()
+def _open_outcome(path: Path) -> str:
+    try:
+        Store.open(path, AGENTS).close()
+    except StoreOpenError as err:
+        return f"refused: {err}"
+    return "opened"
+
+
+def test_unreadable_file_is_refused(tmp_path: Path, unprivileged_tmp: Path) -> None:
+    # Root reads any file, so as root the opening runs as a user who is not (a forked child
+    # that drops to `nobody`); as any other user, here. Same code, same checks.
+    Store.open(tmp_path / "warm.db", AGENTS).close()  # all that opening imports is loaded before a fork
+    db_path = unprivileged_tmp / "agentdeck.db"
+    assert as_unprivileged(lambda: _open_outcome(db_path)) == "opened"  # that user makes it and opens it
     db_path.chmod(0o000)
     try:
-        with pytest.raises(StoreOpenError, match="not readable"):
-            Store.open(db_path, AGENTS)
+        outcome = as_unprivileged(lambda: _open_outcome(db_path))
+        assert outcome.startswith("refused: ") and "not readable" in outcome, outcome
     finally:
         db_path.chmod(0o600)
 
