@@ -8,6 +8,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import msgspec
+import msgspec.inspect as mi
 import pytest
 from helpers import agentdeck_cmd, subprocess_env
 from hypothesis import given, settings
@@ -18,12 +20,14 @@ from agents.config import (
     MAX_N_CTX,
     MAX_SLOTS,
     MAX_THREADS,
+    Config,
     default_config,
+    default_config_text,
     home_dir,
     load_config,
     parse_config,
 )
-from agents.config_template import default_config_text
+from agents.config.defaults import read_default_crew
 from agents.errors import ConfigError
 
 
@@ -67,6 +71,16 @@ def test_a_new_agent_needs_its_required_fields() -> None:
         ("[inference]\nthreads = -2\n", "inference.threads must be 0.."),
         ("[inference]\nn_gpu_layers = -5\n", "inference.n_gpu_layers must be -1..1024"),
         ('[agents.Owner]\nrole = "x"\nsystem_prompt = "x"\ntools = []\n', "agents.Owner"),
+        ('[agents.qa]\nrole = "x"\ntools = []\n', "agents.qa: missing required key system_prompt"),
+        ('[[rules]]\nagent = "*"\ntool = "read_file"\npattern = "*"\ndecision = "maybe"\n',
+         'rules[0].decision: expected one of "allow", "ask", "deny", got \'maybe\''),
+        ("[agents.dev]\nmax_steps = true\n", "agents.dev.max_steps: expected `int`, got `bool`"),
+        ("[agents.dev]\nmax_steps = 2.0\n", "agents.dev.max_steps: expected `int`, got `float`"),
+        ("ui = 3\n", "ui: expected `object`, got `int`"),
+        ('[[schedules]]\nagent = "ops"\nname = "x"\nevery_s = 0.5\n',
+         "schedules[0].every_s must be a finite number >= 1 and <= 3.16224e+07, got 0.5"),
+        ('[[schedules]]\nagent = "ops"\nname = "x"\ncron = "every day"\n', "schedules[0].cron: not a cron"),
+        ('[agents.dev]\ntools = ["read_file", "fly"]\n', "agents.dev.tools: unknown tool 'fly'"),
         ("not toml [", "not valid TOML"),
     ],
 )
@@ -80,6 +94,75 @@ def test_errors_name_the_key_path(text: str, message: str) -> None:
 
 def test_template_round_trips_to_the_defaults() -> None:
     assert parse_config(default_config_text()) == default_config()
+
+
+def test_the_old_template_import_still_works() -> None:
+    from agents.config_template import default_config_text as old
+    assert old is default_config_text
+
+
+# --- the default crew is product content: agents/config/default_crew.toml ---
+
+
+def test_the_default_crew_is_the_five_agents_of_the_design() -> None:
+    """DESIGN.md, "The five default agents": these names, in this order, each with a role,
+    a prompt that ends with the shared rules, and tools that exist (parse_config checks)."""
+    crew = read_default_crew()
+    assert list(crew.agents) == ["lead", "dev", "review", "ops", "scribe"]
+    for name, agent in crew.agents.items():
+        assert agent.role and agent.system_prompt.startswith(f"You are {name}. ")
+        assert agent.system_prompt.endswith(" " + crew.shared_prompt)
+    assert [(s.agent, s.every_s) for s in crew.schedules] == [("ops", 300.0)]
+    assert {r.decision for r in crew.rules if r.pattern == "sudo"} == {"deny"}
+    assert parse_config("").agents == crew.agents  # the defaults pass every check a file does
+
+
+def test_the_default_crew_file_is_read_strictly() -> None:
+    with pytest.raises(msgspec.ValidationError, match="unknown field `colour`"):
+        read_default_crew('shared_prompt = ""\nrules = []\nschedules = []\ncolour = 1\n[agents]\n')
+
+
+# --- the schema is the one source of every range ---
+
+
+def _numbers(kind: mi.Type, path: str, seen: set[type]) -> list[tuple[str, mi.Type]]:
+    """Every int and float reachable from `kind`, with its key path."""
+    if isinstance(kind, mi.Metadata):
+        return _numbers(kind.type, path, seen)
+    if isinstance(kind, mi.UnionType):
+        return [n for t in kind.types for n in _numbers(t, path, seen)]
+    if isinstance(kind, mi.StructType) and kind.cls not in seen:
+        seen.add(kind.cls)
+        return [n for f in kind.fields for n in _numbers(f.type, f"{path}.{f.name}", seen)]
+    if isinstance(kind, mi.DictType | mi.ListType):
+        return _numbers(kind.value_type if isinstance(kind, mi.DictType) else kind.item_type, path + "[]", seen)
+    return [(path, kind)] if isinstance(kind, mi.IntType | mi.FloatType) else []
+
+
+def test_every_number_in_the_schema_has_a_range() -> None:
+    """A number added without `Meta(ge=.., le=..)` (or gt=) fails here: an unbounded value
+    that validates is how n_ctx = 1e20 once hung at 19 GB."""
+    numbers = _numbers(mi.type_info(Config), "", set())
+    assert len(numbers) >= 20  # it found them: the walk reaches agents and schedules
+    unbounded = [path for path, kind in numbers
+                 if kind.le is None or (kind.ge is None and kind.gt is None)]  # type: ignore[union-attr]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("key", ["approval_timeout_s", "defer_s", "memory_half_life_days"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^config.toml: {key} must be a finite number"):
+        parse_config(f"{key} = {value}\n", "config.toml")
+
+
+def test_msgspec_enforces_the_same_ranges_on_its_own() -> None:
+    """The Meta ranges are real constraints, not only the checker's wording: a Config
+    decoded without parse_config is refused too."""
+    with pytest.raises(msgspec.ValidationError, match="<= 1048576"):
+        msgspec.convert({"inference": {"n_ctx": 10**20}}, Config)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"approval_timeout_s": float("nan")}, Config)
 
 
 def test_home_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
