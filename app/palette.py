@@ -10,6 +10,7 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from agents.errors import AgentdeckError
+from agents.runtime.log_export import export_log
 from agents.safe_text import safe_text
 from agents.store import queries
 from app.cockpit import Cockpit
@@ -23,9 +24,11 @@ class DeckCommands(Provider):
         app = self.app
         assert isinstance(app, Cockpit)
         connection = app.connection
+        deck = app.deck_screen
         commands: list[Command] = []
         for name in app.agents:
-            commands.append((f"send to {name}", partial(_prefill, app, name), f"start a request to @{name}"))
+            commands.append((f"send to {name}", partial(deck.prefill, f"@{name} "),
+                             f"start a request to @{name}"))
         for name in app.agents:
             # Offered attached too: choosing it says why it cannot be done from here.
             verb = "resume" if connection.paused(name) else "pause"
@@ -41,9 +44,9 @@ class DeckCommands(Provider):
                                  "cancel it and its subtasks"))
             for task in (await store.read(queries.tasks))[-50:]:
                 title = safe_text(task.title)[:60]
-                commands.append((f"open task {task.id}: {title}", partial(app.open_task, task.id),
+                commands.append((f"open task {task.id}: {title}", partial(deck.open_task, task.id),
                                  f"{task.status}, {task.owner or 'unassigned'}"))
-            for a in app.pending:
+            for a in deck.approvals.pending:
                 what = safe_text(f"{a.agent} {a.tool}")
                 commands.append((f"approve {a.id}: {what}", partial(_run, app, _decide, a.id, True),
                                  "approve once"))
@@ -64,15 +67,6 @@ class DeckCommands(Provider):
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
-
-
-def _prefill(app: Cockpit, name: str) -> None:
-    from widgets.composer import Composer
-
-    composer = app._main(Composer)
-    composer.value = f"@{name} "
-    composer.cursor_position = len(composer.value)
-    composer.focus()
 
 
 def _run(app: Cockpit, job: Callable[..., Awaitable[str]], *args: object) -> None:
@@ -105,5 +99,7 @@ async def _decide(app: Cockpit, approval_id: int, approve: bool) -> str:
 
 
 async def _export(app: Cockpit) -> str:
-    path = await app.export_log()
+    store = app.connection.store
+    assert store is not None  # the command is offered only once the store is open
+    path = await export_log(store, app.home)
     return f"log exported to {path}"

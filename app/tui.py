@@ -16,6 +16,7 @@ from app.cockpit import Cockpit
 from app.connection import Attached, Connection, Embedded
 from app.context import Context
 from app.palette import DeckCommands
+from app.screens.deck import DeckScreen
 from themes import THEMES
 from widgets.approval import GRACE_S, ApprovalModal
 from widgets.composer import Composer
@@ -23,7 +24,7 @@ from widgets.composer import Composer
 
 def binding_ids() -> set[str]:
     found = set()
-    for owner in (Cockpit, ApprovalModal, Composer):
+    for owner in (Cockpit, DeckScreen, ApprovalModal, Composer):
         found |= {b.id for b in owner.BINDINGS if getattr(b, "id", None)}  # type: ignore[union-attr]
     return found
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 from helpers import AGENTS
+from scripted_backend import ScriptedBackend, queued
 
 from agents.config import parse_config
-from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER
 from agents.store import Store, queries
 from agents.store import reducers as r
@@ -60,8 +60,8 @@ async def test_main_screen_has_five_panes_and_a_meter_and_streams_into_the_right
         assert [p.agent for p in app.query(AgentPane)] == list(AGENTS)
         assert len(app.query(SlotMeter)) == 1
         await pilot.press(*"@dev check the build", "enter")
-        await wait_for(pilot, lambda: "the build is green" in app.panes["dev"].shown_text)
-        assert all("the build is green" not in app.panes[a].shown_text for a in AGENTS if a != "dev")
+        await wait_for(pilot, lambda: "the build is green" in app.deck_screen.panes["dev"].shown_text)
+        assert all("the build is green" not in app.deck_screen.panes[a].shown_text for a in AGENTS if a != "dev")
         with Store.open(db_path, AGENTS) as store:
             task = store.read(queries.tasks)[-1]
         assert (task.owner, task.title, task.body) == ("dev", "check the build", "@dev check the build")
@@ -127,8 +127,8 @@ async def test_escape_leaves_it_pending_with_a_badge_and_a_new_one_never_replace
         await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal))
         with Store.open(db_path, AGENTS) as store:
             second = ask(store, "review", "read_file", {"path": "b.txt"})
-        mark = app._last_slow
-        await wait_for(pilot, lambda: app._last_slow > mark, within=5)  # a refresh of approvals came and went
+        mark = app.deck_screen.last_slow
+        await wait_for(pilot, lambda: app.deck_screen.last_slow > mark, within=5)  # a refresh of approvals came and went
         assert app.screen.approval.id == first  # type: ignore[attr-defined]
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal)
@@ -228,12 +228,34 @@ async def test_an_approval_decided_in_another_terminal_leaves_the_screen_and_say
         await wait_for(pilot, lambda: not isinstance(app.screen, ApprovalModal), within=5)
         await wait_for(pilot, lambda: f"approval {first} approved by user in another terminal" in notes(app))
         await pilot.press("n")  # what would have denied it: now it decides nothing, and no error
-        mark = app._last_slow
-        await wait_for(pilot, lambda: app._last_slow > mark, within=5)  # a slow refresh came and went
+        mark = app.deck_screen.last_slow
+        await wait_for(pilot, lambda: app.deck_screen.last_slow > mark, within=5)  # a slow refresh came and went
         assert not isinstance(app.screen, ApprovalModal)
         assert not [n for n in app._notifications if n.severity == "error"], notes(app)
     with Store.open(db_path, AGENTS) as store:
         assert store.read(queries.approval, first).status == "approved"
+
+
+async def test_a_failure_in_a_deck_worker_becomes_one_error_notification(home: Path, db_path: Path,
+                                                                           ws: Path) -> None:
+    """The deck screen's workers report to the App's on_worker_state_changed (a worker's
+    state does not bubble from the screen that started it)."""
+    with Store.open(db_path, AGENTS) as store:
+        first = ask(store, "dev", "read_file", {"path": "a.txt"})
+    connection = Attached(db_path, config_for(ws))
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("the store went away")
+
+    connection.decide = broken  # type: ignore[method-assign]
+    app = make_app(connection, home, grace_s=0.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ApprovalModal))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "ValueError: the store went away" in notes(app), within=5)
+        assert [n.severity for n in app._notifications] == ["error"]
+    with Store.open(db_path, AGENTS) as store:
+        assert store.read(queries.approval, first).status == "pending"
 
 
 async def test_an_approval_past_its_time_leaves_the_screen_as_expired(home: Path, db_path: Path,
@@ -249,7 +271,7 @@ async def test_an_approval_past_its_time_leaves_the_screen_as_expired(home: Path
         await wait_for(pilot, lambda: not isinstance(app.screen, ApprovalModal), within=5)
         await wait_for(pilot, lambda: f"approval {first} expired" in notes(app))
         assert "0 approval" not in str(app.query_one("#approval-badge").render())
-        assert not app.pending
+        assert not app.deck_screen.approvals.pending
 
 
 async def test_the_remembered_theme_file_is_private_whatever_the_umask(home: Path, db_path: Path,
@@ -286,7 +308,7 @@ async def test_a_task_with_a_megabyte_result_shows_a_capped_detail_and_steps_on_
     app = make_app(Attached(db_path, config_for(ws)), home)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, app.connection.ready.is_set)
-        app.open_task(task.id)
+        app.deck_screen.open_task(task.id)
         await wait_for(pilot, lambda: "dump everything" in detail_text(app))
         shown = detail_text(app)
         assert len(shown) < DETAIL_CHARS + 1000
@@ -314,8 +336,9 @@ def test_task_steps_read_as_lines_not_json(db_path: Path) -> None:
                                                           lesson="df answers it", importance=2,
                                                           memory_id=None))
         _, steps = store.read(task_detail, task.id)
-    assert steps == ["triage: act: mine", "step 1: run_shell df -h / (ask) → ok",
-                     "step 2: final answer: 42% used", "reflect: success, importance 2: df answers it"]
+    # The log's one description of a step (event_text.phase_text), with its words after it.
+    assert steps == ["triage: act: mine", "step 1: run_shell (ask) ok: df -h /",
+                     "step 2: answer final: 42% used", "reflected: success, importance 2: df answers it"]
 
 
 async def test_f3_to_f6_show_and_focus_each_tab_and_the_tree_selects_by_keyboard(
@@ -413,7 +436,7 @@ async def test_f2_maximizes_the_focused_pane_and_f2_again_restores_it(home: Path
     app = make_app(Attached(db_path, config_for(ws)), home)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, app.connection.ready.is_set)
-        ops = app.panes["ops"]
+        ops = app.deck_screen.panes["ops"]
         before = ops.region.height
         await pilot.click("#pane-ops")
         await wait_for(pilot, lambda: app.focused is not None and (app.focused is ops or ops in app.focused.ancestors),
@@ -421,11 +444,11 @@ async def test_f2_maximizes_the_focused_pane_and_f2_again_restores_it(home: Path
         await pilot.press("f2")
         await wait_for(pilot, lambda: ops.region.height > before, within=5)
         assert ops.has_class("-maximized")
-        assert [name for name, pane in app.panes.items() if pane.display] == ["ops"]
+        assert [name for name, pane in app.deck_screen.panes.items() if pane.display] == ["ops"]
         await pilot.press("f2")
         await wait_for(pilot, lambda: ops.region.height == before, within=5)
         assert not ops.has_class("-maximized")
-        assert all(pane.display and pane.region.height > 0 for pane in app.panes.values())
+        assert all(pane.display and pane.region.height > 0 for pane in app.deck_screen.panes.values())
 
 
 async def test_the_memory_tab_finds_a_memory_written_through_the_reducer(home: Path, db_path: Path,
@@ -452,7 +475,7 @@ async def test_the_channels_tab_shows_a_message_posted_to_general(home: Path, db
         await wait_for(pilot, app.connection.ready.is_set)
         await pilot.press("f5")
         text = app.query_one("#channel-text")
-        await wait_for(pilot, lambda: app._last_slow > 0, within=5)  # a refresh read the channel empty
+        await wait_for(pilot, lambda: app.deck_screen.last_slow > 0, within=5)  # a refresh read the channel empty
         assert "the build is green" not in str(text.render())
         with Store.open(db_path, AGENTS) as store:  # another process posts while the tab is shown
             store.write(r.post_message, "dev", "general", "the build is green")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from helpers import AGENTS
+from scripted_backend import ScriptedBackend, queued
 from test_tui import SIZE, ask, config_for, notes, wait_for
 from textual.command import CommandList, CommandPalette
 
-from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER
 from agents.store import Store, queries
 from agents.store import reducers as r
@@ -41,7 +41,7 @@ async def choose(pilot, command: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def head(app, agent: str) -> str:  # type: ignore[no-untyped-def]
-    return str(app.panes[agent].query_one(".pane-head").render())
+    return str(app.deck_screen.panes[agent].query_one(".pane-head").render())
 
 
 async def test_the_palette_pauses_and_resumes_an_agent(home: Path, db_path: Path, ws: Path) -> None:

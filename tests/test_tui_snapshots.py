@@ -47,9 +47,9 @@ async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
     pilot.app.screen_stack[0].query_one("#composer").cursor_blink = False  # a blink is not a change
     app = pilot.app
     deadline = asyncio.get_running_loop().time() + 10
-    while not app._last_slow and asyncio.get_running_loop().time() < deadline:
+    while not app.deck_screen.last_slow and asyncio.get_running_loop().time() < deadline:
         await pilot.pause(0.05)
-    assert app._last_slow, "the first slow refresh (tasks, approvals) never came"
+    assert app.deck_screen.last_slow, "the first slow refresh (tasks, approvals) never came"
     await pilot.pause(0.2)  # what it read is drawn on the frames that follow it
     await pilot.wait_for_scheduled_animations()
 
