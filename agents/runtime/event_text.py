@@ -1,5 +1,6 @@
 """An event as one terminal-safe line: `event_text` (id, date, kind, the payload as JSON)
-for `agentdeck log` and the cockpit's log; `event_line` (time, who, what happened in
+for `agentdeck log` and the cockpit's log; `phase_text` (an agent's triage, step or
+reflection) for both and the cockpit's task detail; `event_line` (time, who, what happened in
 words, the task) for the headless reporter, fitted to a terminal's width."""
 
 from __future__ import annotations
@@ -108,6 +109,19 @@ def event_line(event: Event, *, title: str | None = None, width: int = 100,
     return line
 
 
+def phase_text(p: AgentTriaged | AgentStepped | AgentReflected) -> tuple[str, str]:
+    """An agent's phase on a task as (what it decided or did, the words that go with it):
+    the one description of a step, for the log and the cockpit's task detail."""
+    if isinstance(p, AgentTriaged):
+        to = f" to {p.delegate_to}" if p.delegate_to else ""
+        by = " (by rule)" if p.by == "rule" else ""
+        return f"triage: {p.action}{to}{by}", p.reason
+    if isinstance(p, AgentStepped):
+        decision = f" ({p.decision})" if p.decision else ""
+        return f"step {p.step}: {p.tool or 'answer'}{decision} {p.status}", p.summary
+    return f"reflected: {p.outcome}, importance {p.importance}", p.lesson
+
+
 def _flat(text: str) -> str:
     """One line, whitespace collapsed, terminal-safe; capped early (tool output can be
     megabytes, and only a line's worth is ever shown)."""
@@ -142,14 +156,8 @@ def _describe(event: Event, approve_hint: bool) -> tuple[str, str, str]:
         return f"tool call {p.call_id} {p.status}", p.result or "", ""
     if isinstance(p, AgentStatusChanged):
         return f"is {p.status.state}", p.status.detail, ""
-    if isinstance(p, AgentTriaged):
-        to = f" to {p.delegate_to}" if p.delegate_to else ""
-        return f"triage: {p.action}{to}", p.reason, ""
-    if isinstance(p, AgentStepped):
-        decision = f" ({p.decision})" if p.decision else ""
-        return f"step {p.step}: {p.tool or 'answer'}{decision} {p.status}", p.summary, ""
-    if isinstance(p, AgentReflected):
-        return f"reflected: {p.outcome}", p.lesson, ""
+    if isinstance(p, AgentTriaged | AgentStepped | AgentReflected):
+        return (*phase_text(p), "")
     if isinstance(p, ScheduleSet):
         s = p.schedule
         how = f"on {s.cron}" if s.cron else f"every {s.interval_s:g} s"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
 
-from agents.protocol import to_builtins
+from agents.protocol import AgentReflected, AgentStepped, AgentTriaged, Event, to_builtins
+from agents.runtime.event_text import phase_text
 from agents.safe_text import safe_text, shorten
 from agents.store import queries
 
@@ -28,22 +28,14 @@ def capped(text: str, limit: int = DETAIL_CHARS) -> str:
     return f"{text[:limit]}\n… {len(text) - limit} more characters (agentdeck tasks --json)"
 
 
-def step_line(kind: str, body: dict[str, Any]) -> str:
+def step_line(event: Event) -> str:
     """One phase event as a person reads it: what was decided or called, and how it went."""
-    if kind == "triage":
-        to = f" to {body['delegate_to']}" if body.get("delegate_to") else ""
-        by = " (by rule)" if body.get("by") == "rule" else ""
-        return f"triage: {body.get('action')}{to}{by}: {_short(str(body.get('reason', '')), 100)}"
-    if kind == "step":
-        number, summary = body.get("step"), _short(str(body.get("summary", "")), 100)
-        if body.get("tool") is None:
-            return f"step {number}: final answer: {summary}"
-        decision = f" ({body['decision']})" if body.get("decision") else ""
-        return f"step {number}: {body.get('tool')} {summary}{decision} → {body.get('status')}"
-    if kind == "reflect":
-        return (f"reflect: {body.get('outcome')}, importance {body.get('importance')}: "
-                f"{_short(str(body.get('lesson', '')), 100)}")
-    return f"{kind}: {_short(json.dumps(body, ensure_ascii=False), 100)}"
+    p = event.payload
+    if isinstance(p, AgentTriaged | AgentStepped | AgentReflected):
+        what, detail = phase_text(p)
+        return f"{safe_text(what)}: {_short(detail, 100)}" if detail else safe_text(what)
+    kind = event.kind.removeprefix("agent.")
+    return f"{kind}: {_short(json.dumps(to_builtins(p), ensure_ascii=False), 100)}"
 
 
 def task_detail(conn: sqlite3.Connection, task_id: int) -> tuple[str, list[str]]:
@@ -58,8 +50,7 @@ def task_detail(conn: sqlite3.Connection, task_id: int) -> tuple[str, list[str]]
     steps = []
     for e in queries.recent_events(conn, DETAIL_STEPS, [f"task:{task_id}"]):
         if e.kind.startswith("agent."):
-            body = to_builtins(e.payload)
-            steps.append(step_line(e.kind.removeprefix("agent."), body if isinstance(body, dict) else {}))
+            steps.append(step_line(e))
     calls = queries.task_tool_calls(conn, task_id, DETAIL_STEPS)
     if calls:
         steps += ["", "tool calls:"]
