@@ -10,15 +10,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from hypothesis import settings
 
 from agents.config import DEFAULT_AGENTS
-from agents.protocol import Task
+from agents.protocol import Task, to_builtins
 from agents.runtime import Host
-from agents.store import AsyncStore, queries
+from agents.store import AsyncStore, Store, queries
 from agents.tools import TOOLS, ToolResult, invoke
 from agents.tools.base import AgentStore, SandboxSettings, ToolContext
 
@@ -194,3 +194,31 @@ def as_unprivileged(check: Callable[[], str], within: float = 30.0) -> str:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     return b"".join(chunks).decode()
+
+
+# --- what the real model did ---
+
+
+def model_work(store: Store, task_id: int, tools: Collection[str]) -> list[dict]:
+    """Checks that the task's work was the model's, and returns its steps (the agent.step
+    payloads): its triage by the model; every step a tool of `tools` or a non-empty final
+    answer, the last one final; and a model call served (with tokens) for each triage, step
+    and reflection the model made. For tasks that the rules answer nothing of (no triage
+    rule, no first step by rule: the caller checks that with agents.crew.rules)."""
+    events = [e for e in store.read(queries.events_after, 0, 100_000) if e.subject == f"task:{task_id}"]
+    phases = [(e.kind, to_builtins(e.payload)) for e in events if e.kind.startswith("agent.")]
+    triages = [p for k, p in phases if k == "agent.triage"]
+    steps = [p for k, p in phases if k == "agent.step"]
+    reflections = [p for k, p in phases if k == "agent.reflect"]
+    assert triages and all(t["by"] == "model" for t in triages), phases
+    assert triages[-1]["action"] == "act", phases  # what the steps below need
+    assert steps, f"the model made no step: {phases}"
+    for step in steps:
+        assert step["tool"] in tools or (step["status"] == "final" and step["summary"].strip()), step
+    assert steps[-1]["status"] == "final", steps
+    calls, tokens = store.read(lambda c: c.execute(
+        "SELECT count(*), coalesce(sum(completion_tokens), 0) FROM inference_usage WHERE task_id = ?",
+        (task_id,)).fetchone())
+    made = len(triages) + len(steps) + sum(r["by"] == "model" for r in reflections)
+    assert calls >= made and tokens > 0, (calls, tokens, phases)
+    return steps

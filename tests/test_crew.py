@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from helpers import AGENTS, agentdeck_cmd, finished, ok, reflect, subprocess_env, time_left, until
+from helpers import AGENTS, agentdeck_cmd, finished, model_work, ok, reflect, subprocess_env, time_left, until
+from scripted_backend import ScriptedBackend, queued
 
 from agents.config import parse_config
-from agents.crew import route
+from agents.crew import route, rules
 from agents.crew import team as crew_module
-from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER, to_builtins
 from agents.runtime import Host
+from agents.safe_text import shorten
 from agents.store import Store, queries, rows
 from agents.store import reducers as r
 
@@ -217,23 +218,33 @@ async def test_the_supervisor_restarts_a_crashed_loop_and_stops_it_after_five(ru
         assert (await finished(host, task.id)).status == "done"
 
 
-@pytest.mark.timeout(300)
+# A question for ops that the rules answer nothing of (no machine word: no triage by rule, no
+# first step by rule), so every decision about it is the model's.
+MODEL_ONLY_ASK = "Which programs are running right now?"
+
+
+@pytest.mark.timeout(420)
 def test_end_to_end_with_the_real_model(home: Path, ws: Path) -> None:
-    (home / "config.toml").write_text(f'workspace = "{ws}"\n')
-    task_id = int(ok(home, "send", "--to", "ops", "report disk usage").strip())
+    """`agentdeck run --headless --until-idle` with the real model, on a task the rules do not
+    answer: the model triages it, calls ops' tools or answers, and the task ends done with the
+    model's final answer; the engine served a call for each of those decisions."""
+    (home / "config.toml").write_text(f'workspace = "{ws}"\nschedules = []\n')
+    task_id = int(ok(home, "send", "--to", "ops", MODEL_ONLY_ASK).strip())
+    tools = parse_config("").agents["ops"].tools
+    with Store.open(home / "agentdeck.db", AGENTS) as store:
+        asked = store.read(queries.task, task_id)
+    assert asked is not None and rules.triage_rule(asked, tools) is None and rules.first_step(asked, tools) is None
     proc = subprocess.run(agentdeck_cmd("run", "--headless", "--until-idle"), env=subprocess_env(home),
                           capture_output=True, text=True, timeout=time_left())
     assert proc.returncode == 0, proc.stderr[-2000:]
-    task = next(t for t in json.loads(ok(home, "tasks", "--json")) if t["id"] == task_id)
-    assert task["status"] in ("done", "failed")  # a 135M model may fail; the pipeline may not hang
+    with Store.open(home / "agentdeck.db", AGENTS) as store:
+        task = store.read(queries.task, task_id)
+        assert task is not None and task.status == "done", (task, proc.stdout[-3000:])
+        steps = model_work(store, task_id, tools)
+    assert task.result and task.result.strip(), task  # the model's final answer
+    assert steps[-1]["summary"] == shorten(task.result)
     events = [json.loads(line) for line in ok(home, "log", "--json").splitlines()]
-    story = [e["kind"] for e in events if e["subject"] == f"task:{task_id}"]
-    assert "agent.triage" in story and "agent.step" in story
-    calls = [e for e in events if e["kind"] == "tool.finished"]
-    assert calls, "no tool call"
-    if task["status"] == "done":
-        assert "agent.reflect" in story
-        assert any(e["kind"] == "memory.written" and e["actor"] == "ops" for e in events)
+    assert any(e["kind"] == "memory.written" and e["actor"] == "ops" for e in events)
     assert " triage: " in proc.stdout and "agentdeck stopped" in proc.stdout  # said in words
 
 
