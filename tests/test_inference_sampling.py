@@ -24,7 +24,7 @@ from agents.inference.chat import ChatTemplate
 from agents.inference.grammar import schema_to_gbnf
 from agents.inference.model import LlamaModel
 from agents.inference.sampling import Candidates, SeqSampler
-from app.bench.sampling import FullPassCandidates, FullPassSampler
+from app.bench.sampling_baseline import FullPassCandidates, FullPassSampler
 
 AGENTS = list(default_config().agents)
 SCHEMAS = {

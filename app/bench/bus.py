@@ -11,7 +11,6 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,7 +21,11 @@ from agents.protocol import OWNER, Task, TaskCreated, encode_payload
 from agents.store import AsyncStore
 from agents.store.database import open_database
 from agents.store.reducers import create_task
+from app.args import at_least_one
+from app.bench import harness
 from app.context import Context
+
+HELP = "durable events/s and latency vs raw sqlite3"
 
 
 class BusFigures(msgspec.Struct, kw_only=True):
@@ -38,13 +41,13 @@ class BusFigures(msgspec.Struct, kw_only=True):
     raw_unbatched_events_per_s: float  # one transaction per event, as each reducer call is
 
 
-def add_arguments(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    """`count` parses a whole number >= 1 (the CLI's own, ASCII digits only)."""
-    p.add_argument("--events", type=count, default=5000, help="events to publish (default 5000)")
-    p.add_argument("--subscribers", type=count, default=6, help="bus readers (default 6)")
-    p.add_argument("--queue", type=count, default=64, help="each reader's queue bound (default 64)")
-    p.add_argument("--batch", type=count, default=100, help="raw sqlite3 rows per transaction")
-    p.add_argument("--json", action="store_true")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One run, no model: --json is the only common option."""
+    p.add_argument("--events", type=at_least_one, default=5000, help="events to publish (default 5000)")
+    p.add_argument("--subscribers", type=at_least_one, default=6, help="bus readers (default 6)")
+    p.add_argument("--queue", type=at_least_one, default=64, help="each reader's queue bound (default 64)")
+    p.add_argument("--batch", type=at_least_one, default=100, help="raw sqlite3 rows per transaction")
+    harness.add_common(p)
 
 
 async def _consume(sub: Subscription, expected: int, sent_at: dict[str, float],
@@ -139,7 +142,7 @@ def measure(events: int, subscribers: int, queue: int, batch: int) -> BusFigures
     )
 
 
-def cmd_bench_bus(_ctx: Context, args: argparse.Namespace) -> int:
+def run(_ctx: Context, args: argparse.Namespace) -> int:
     if args.events < 1 or args.subscribers < 1 or args.queue < 1 or args.batch < 1:
         from agents.errors import InvalidArgument
 

@@ -17,7 +17,6 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -29,10 +28,12 @@ from agents.protocol import OWNER
 from agents.runtime import Host
 from agents.store import queries
 from agents.store import reducers as r
+from app.bench import harness
 from app.context import Context
 from app.progress import LoadProgress
 from app.render import line, print_json
 
+HELP = "how well the crew keeps the engine busy (real model)"
 DEADLINE_S = 240.0
 
 TASKS = {
@@ -63,17 +64,15 @@ class CrewFigures(msgspec.Struct, kw_only=True):
     steps: int
 
 
-def add_arguments(p: argparse.ArgumentParser, _count: Callable[[str], int]) -> None:
-    p.add_argument("--json", action="store_true")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", action="store_true", help="the effectiveness suite: simple tasks, each "
                    "with a checker; prints the share done and the share verified correct")
     p.add_argument("--ablate", action="store_true", help="with --suite: also run it with each lever "
                    "of the harness off in turn (grammar, rules first, tool examples, compact results)")
-    p.add_argument("--rounds", type=_count, default=1, metavar="N", help="with --suite: repeat N times")
-    p.add_argument("--model", metavar="PATH", help="GGUF model (default: config, else the embedded SmolLM2)")
+    harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True)
 
 
-def cmd_bench_crew(ctx: Context, args: argparse.Namespace) -> int:
+def run(ctx: Context, args: argparse.Namespace) -> int:
     if args.suite:
         return _suite(ctx, args)
     figures = asyncio.run(_bench(ctx.config, args.model, Console(stderr=True)))

@@ -29,10 +29,14 @@ from rich.table import Table
 from agents.config import Config
 from agents.errors import AgentdeckError, ModelError
 from agents.inference import build_backend, resolve_model_path
+from app.args import at_least_one
+from app.bench import harness
 from app.bench import inference_scenarios as sc
+from app.context import Context
 from app.progress import LoadProgress
 from app.render import print_json
 
+HELP = "continuous batching vs one-at-a-time"
 SIDES = ("naive", "reference", "engine")
 _MAX_CTX = 1 << 17  # KV cells; beyond this the figures asked for would not fit in memory
 
@@ -129,25 +133,21 @@ class Report(msgspec.Struct, kw_only=True):
     prefix_cache: PrefixCache
 
 
-def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    """`count` parses a whole number >= 1 (the CLI's own, ASCII digits only)."""
-    parser.add_argument("--agents", type=count, default=5, metavar="N",
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", type=at_least_one, default=5, metavar="N",
                         help="concurrent requests (default 5)")
-    parser.add_argument("--tokens", type=count, default=128, metavar="N",
+    parser.add_argument("--tokens", type=at_least_one, default=128, metavar="N",
                         help="tokens generated per request (default 128)")
-    parser.add_argument("--rounds", type=count, default=3, metavar="N",
-                        help="rounds of every side, interleaved; medians and ranges (default 3)")
-    parser.add_argument("--long-prompt", type=count, default=1800, metavar="N",
+    parser.add_argument("--long-prompt", type=at_least_one, default=1800, metavar="N",
                         help="tokens of the long prompt prefilled beside running sequences (default 1800; "
                         "the 4 fair-share prompts and the turn-taking system prompts scale with it)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--model", default=None, metavar="PATH",
-                        help="GGUF model (default: config, else the embedded SmolLM2)")
+    harness.add_common(parser, rounds=3, rounds_help="rounds of every side, interleaved; medians and ranges",
+                       model=True)
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
+def run(ctx: Context, args: argparse.Namespace) -> int:
     """Errors and Ctrl-C go to the CLI's boundary: one line, the error's exit code."""
-    report = asyncio.run(_bench(args, config, Console(stderr=True)))
+    report = asyncio.run(_bench(args, ctx.config, Console(stderr=True)))
     if args.json:
         print_json(report)
     else:
@@ -206,7 +206,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
         orders: list[list[str]] = []
         scen: dict[str, list] = {k: [] for k in ("load", "stall", "fair", "turns", "cache")}
         for r in range(rounds):
-            order = [*SIDES[r % 3 :], *SIDES[: r % 3]]  # rotate: no side always runs first
+            order = harness.order(SIDES, r)
             orders.append(order)
             batch = sc.prompts(n, f"Round {r + 1}.")
             for name in order:
@@ -280,7 +280,8 @@ def _say(err: Console, text: str) -> None:
 
 def _stat(values: list[float], digits: int) -> Stat:
     vals = [round(v, digits) for v in values]
-    return Stat(median=round(statistics.median(vals), digits + 1), min=min(vals), max=max(vals), rounds=vals)
+    s = harness.spread(vals)
+    return Stat(median=round(s.median, digits + 1), min=s.low, max=s.high, rounds=vals)
 
 
 def _ratios(top: list[float], bottom: list[float]) -> Stat:

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import statistics
 import time
-from collections.abc import Callable
 
 import msgspec
 from rich.console import Console
@@ -23,8 +22,13 @@ from rich.table import Table
 from agents.config import Config, SamplingConfig
 from agents.errors import AgentdeckError
 from agents.inference import Backend, build_backend, resolve_model_path
+from app.args import at_least_one
+from app.bench import harness
+from app.context import Context
 from app.progress import LoadProgress
 from app.render import print_json
+
+HELP = "what idle caches cost running sequences, per KV layout"
 
 _GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, timeout_s=900.0)
 _SKIP = 4  # the first gaps of a stream include admission and prefill
@@ -50,20 +54,19 @@ class Report(msgspec.Struct, kw_only=True):
     slowdown: dict[str, float]
 
 
-def add_arguments(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    count = at_least_one
     parser.add_argument("--agents", type=count, default=5, metavar="N", help="sequences generating (5)")
     parser.add_argument("--idle", type=count, default=3, metavar="N", help="idle caches (3)")
     parser.add_argument("--idle-tokens", type=count, default=3000, metavar="N",
                         help="tokens each idle cache holds (3000)")
     parser.add_argument("--tokens", type=count, default=48, metavar="N", help="tokens per sequence (48)")
-    parser.add_argument("--rounds", type=count, default=3, metavar="N", help="interleaved rounds (3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--model", default=None, metavar="PATH", help="GGUF model (default: config)")
+    harness.add_common(parser, rounds=3, model=True)
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
+def run(ctx: Context, args: argparse.Namespace) -> int:
     """Errors and Ctrl-C go to the CLI's boundary: one line, the error's exit code."""
-    report = asyncio.run(_bench(args, config, Console(stderr=True)))
+    report = asyncio.run(_bench(args, ctx.config, Console(stderr=True)))
     if args.json:
         print_json(report)
     else:
@@ -128,8 +131,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
         figures: dict[tuple[str, bool], list[float]] = {}
         held: dict[str, int] = {}
         for r in range(args.rounds):
-            order = list(engines.items()) if r % 2 == 0 else list(engines.items())[::-1]
-            for layout, engine in order:
+            for layout, engine in harness.order(list(engines.items()), r):
                 for big in (False, True):
                     n = await _set_idle(engine, args.idle, args.idle_tokens, big)
                     if big:
@@ -139,22 +141,22 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
     finally:
         for engine in engines.values():
             await engine.stop()
-    cells = [
-        Cell(
+    cells = []
+    for (layout, big), v in figures.items():
+        step = harness.spread(v)
+        cells.append(Cell(
             layout=layout,
             idle_caches=args.idle if big else 0,
             idle_tokens_each=held[layout] if big else 0,
-            step_ms_median=round(statistics.median(v), 2),
-            step_ms_min=round(min(v), 2),
-            step_ms_max=round(max(v), 2),
-        )
-        for (layout, big), v in figures.items()
-    ]
+            step_ms_median=round(step.median, 2),
+            step_ms_min=round(step.low, 2),
+            step_ms_max=round(step.high, 2),
+        ))
     slowdown = {
         layout: round(
-            statistics.median(
+            harness.spread(
                 a / b for a, b in zip(figures[layout, True], figures[layout, False], strict=True)
-            ),
+            ).median,
             3,
         )
         for layout in engines

@@ -1,7 +1,8 @@
 """`agentdeck bench policy`: how long the gate takes to decide, per kind of call.
 
-Each case is timed in rounds, interleaved with the others (the machine is shared and
-noisy); the figures are medians over rounds of the per-call median. shlex.split of the
+Each case is timed in rounds, interleaved with the others in an order the harness rotates
+each round (the machine is shared and noisy); the figures are medians over rounds of the
+per-call median, with their range. shlex.split of the
 same command runs beside it as a baseline: the price of parsing with tree-sitter-bash
 instead of splitting words.
 """
@@ -22,8 +23,12 @@ import msgspec
 from agents.config import default_config
 from agents.gate import config_rules, make_policy
 from agents.policy.decide import Policy, decide
+from app.args import at_least_one
+from app.bench import harness
 from app.context import Context
 from app.render import line, print_json
+
+HELP = "how long the permission gate takes to decide"
 
 CASES: list[tuple[str, str, str, dict[str, object]]] = [
     ("plain, allowed", "review", "run_shell", {"command": "git status --short"}),
@@ -44,10 +49,9 @@ class CaseFigures(msgspec.Struct):
     shlex_us: float | None  # median µs per shlex.split of the same command
 
 
-def add_arguments(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    p.add_argument("--calls", type=count, default=300, help="calls per case per round (default 300)")
-    p.add_argument("--rounds", type=count, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--json", action="store_true")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calls", type=at_least_one, default=300, help="calls per case per round (default 300)")
+    harness.add_common(p, rounds=5)
 
 
 def _per_call_us(fn: Callable[[], object], calls: int) -> float:
@@ -67,27 +71,27 @@ def _policy(workspace: Path) -> Policy:
                   shell_sandboxed=True)
 
 
-def cmd_bench_policy(_ctx: Context, args: argparse.Namespace) -> int:
+def run(_ctx: Context, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="agentdeck-bench-") as tmp:
         policy = _policy(Path(tmp))
         for _, agent, tool, arguments in CASES:  # warm: tree-sitter's parser, caches
             decide(policy, agent, tool, arguments)
         decide_rounds: dict[str, list[float]] = {c[0]: [] for c in CASES}
         shlex_rounds: dict[str, list[float]] = {c[0]: [] for c in CASES}
-        for _ in range(args.rounds):
-            for name, agent, tool, arguments in CASES:
+        for round_ in range(args.rounds):
+            for name, agent, tool, arguments in harness.order(CASES, round_):
                 call = functools.partial(decide, policy, agent, tool, arguments)
                 decide_rounds[name].append(_per_call_us(call, args.calls))
                 if tool == "run_shell":
                     split = functools.partial(shlex.split, str(arguments["command"]))
                     shlex_rounds[name].append(_per_call_us(split, args.calls))
-        figures = [
-            CaseFigures(case=name, decision=decide(policy, agent, tool, arguments).decision,
-                        decide_us=statistics.median(decide_rounds[name]),
-                        decide_range_us=(min(decide_rounds[name]), max(decide_rounds[name])),
-                        shlex_us=statistics.median(shlex_rounds[name]) if shlex_rounds[name] else None)
-            for name, agent, tool, arguments in CASES
-        ]
+        figures = []
+        for name, agent, tool, arguments in CASES:
+            timed = harness.spread(decide_rounds[name])
+            figures.append(CaseFigures(
+                case=name, decision=decide(policy, agent, tool, arguments).decision,
+                decide_us=timed.median, decide_range_us=(timed.low, timed.high),
+                shlex_us=harness.spread(shlex_rounds[name]).median if shlex_rounds[name] else None))
     if args.json:
         print_json(figures)
         return 0

@@ -3,11 +3,11 @@
 The real model is loaded with the low-level API (as the engine does) and a realistic agent
 prompt (a triage request from the crew's own prompts) is decoded once. Then, per case —
 plain sampling, greedy, and both under the crew's triage JSON schema — two samplers run
-side by side on the same context: `before`, the former algorithm (kept below as
-`FullPassSampler`), and `after`, the engine's `SeqSampler`. Every lane is its own
-llama.cpp sequence sharing the prompt's KV cells; each step decodes every lane's last token
-in one batch and then times each lane's `sample()` call, in an order that rotates every
-step, so both implementations see the same machine at the same moment. The sampled tokens
+side by side on the same context: `before`, the former algorithm (`FullPassSampler`,
+kept in app/bench/sampling_baseline.py), and `after`, the engine's `SeqSampler`. Every
+lane is its own llama.cpp sequence sharing the prompt's KV cells; each step decodes every
+lane's last token in one batch and then times each lane's `sample()` call, in an order
+that rotates every step, so both implementations see the same machine at the same moment. The sampled tokens
 are fed back, so a grammar advances through real output; a schema lane whose JSON is
 complete starts again from the prompt with the next seed. Only `sample()` is timed;
 decoding, which only advances the lanes, runs on one thread.
@@ -22,15 +22,11 @@ for the same random number gives the same text).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import math
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from agents.config import Config, SamplingConfig, default_config
 from agents.errors import ModelError
@@ -38,10 +34,15 @@ from agents.inference import resolve_model_path
 from agents.inference.chat import ChatTemplate
 from agents.inference.grammar import schema_to_gbnf
 from agents.inference.model import LlamaModel
-from agents.inference.sampling import _PENALTY_LAST_N, Candidates, SamplerStats, SeqSampler
+from agents.inference.sampling import Candidates, SeqSampler
 from agents.inference.types import ChatMessage
+from app.args import at_least_one
+from app.bench import harness
+from app.bench.sampling_baseline import FullPassCandidates, FullPassSampler
 from app.context import Context
 from app.render import line, print_json
+
+HELP = "per-token sampler cost, plain and under a JSON schema"
 
 IMPLS = ("before", "after")
 # Decoding only advances the lanes (it is not measured): on one thread no OpenMP worker is
@@ -102,13 +103,10 @@ class Report(msgspec.Struct, kw_only=True):
     cases: list[CaseSummary]
 
 
-def add_arguments(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    p.add_argument("--tokens", type=count, default=96, metavar="N",
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", type=at_least_one, default=96, metavar="N",
                    help="picks per lane per round (default 96)")
-    p.add_argument("--rounds", type=count, default=5, metavar="R", help="interleaved rounds (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", default=None, metavar="PATH",
-                   help="GGUF model (default: config, else the embedded SmolLM2)")
+    harness.add_common(p, rounds=5, model=True)
 
 
 def triage_prompt() -> tuple[list[ChatMessage], dict[str, Any]]:
@@ -119,99 +117,6 @@ def triage_prompt() -> tuple[list[ChatMessage], dict[str, Any]]:
     config = default_config()
     agents = list(config.agents)
     return triage_messages("dev", config.agents["dev"], TASK, agents), triage_schema(agents)
-
-
-# --- the former algorithm, kept verbatim for comparison (and for the tests) ---------------
-
-
-class FullPassCandidates:
-    """The former candidate array: ids, logits and p rewritten over the whole vocabulary
-    on every call (np.arange included)."""
-
-    def __init__(self, lib: Any, n_vocab: int) -> None:
-        self.lib = lib
-        self.n_vocab = n_vocab
-        self._buf = (lib.llama_token_data * n_vocab)()
-        dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
-        self._view = np.frombuffer(self._buf, dtype=dtype)
-        self._one = (lib.llama_token_data * 1)()
-
-    def full(self, ctx: Any, idx: int) -> Any:
-        ptr = self.lib.llama_get_logits_ith(ctx, idx)
-        self._view["id"] = np.arange(self.n_vocab, dtype=np.int32)
-        self._view["logit"] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        self._view["p"] = 0.0
-        data = ctypes.cast(self._buf, ctypes.POINTER(self.lib.llama_token_data))
-        return self.lib.llama_token_data_array(data=data, size=self.n_vocab, selected=-1, sorted=False)
-
-    def single(self, token: int) -> Any:
-        one = self._one
-        one[0].id, one[0].logit, one[0].p = token, 1.0, 0.0
-        data = ctypes.cast(one, ctypes.POINTER(self.lib.llama_token_data))
-        return self.lib.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
-
-
-class FullPassSampler:
-    """The former SeqSampler: the chain over a fresh copy of the vocabulary per token, the
-    pick checked by the grammar, and on a refusal another copy, the grammar over all of it
-    and the chain again. The same chain as SeqSampler's (penalties and bias included)."""
-
-    def __init__(self, lib: Any, model: Any, candidates: FullPassCandidates, sampling: SamplingConfig, *,
-                 seed: int, gbnf: str | None = None, ignore_eos: bool = False) -> None:
-        self.lib = lib
-        self._cands = candidates
-        self.stats = SamplerStats()
-        self.grammar: Any = None
-        if gbnf is not None:
-            self.grammar = lib.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
-        self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        s = sampling
-
-        def add(smpl: Any) -> None:
-            lib.llama_sampler_chain_add(self.chain, smpl)
-
-        if ignore_eos:
-            eog = sorted(model.eog_tokens)
-            arr = (lib.llama_logit_bias * len(eog))(
-                *(lib.llama_logit_bias(token=t, bias=float("-inf")) for t in eog)
-            )
-            add(lib.llama_sampler_init_logit_bias(model.n_vocab, len(eog), arr))
-        if s.repeat_penalty != 1.0:
-            add(lib.llama_sampler_init_penalties(model.n_vocab, _PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0))
-        if s.temperature <= 0:
-            add(lib.llama_sampler_init_greedy())
-            return
-        add(lib.llama_sampler_init_top_k(s.top_k))
-        add(lib.llama_sampler_init_top_p(s.top_p, 1))
-        add(lib.llama_sampler_init_min_p(s.min_p, 1))
-        add(lib.llama_sampler_init_temp(s.temperature))
-        add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-
-    def sample(self, ctx: Any, idx: int) -> int:
-        lib = self.lib
-        if self.grammar is None:
-            return int(lib.llama_sampler_sample(self.chain, ctx, idx))  # samples and accepts
-        cur = self._cands.full(ctx, idx)
-        lib.llama_sampler_apply(self.chain, ctypes.byref(cur))
-        token = int(cur.data[cur.selected].id)
-        probe = self._cands.single(token)
-        lib.llama_sampler_apply(self.grammar, ctypes.byref(probe))
-        if math.isinf(probe.data[0].logit):  # the grammar refuses it: constrain, then sample
-            self.stats.refused += 1
-            self.stats.full_pass += 1
-            cur = self._cands.full(ctx, idx)
-            lib.llama_sampler_apply(self.grammar, ctypes.byref(cur))
-            lib.llama_sampler_apply(self.chain, ctypes.byref(cur))
-            token = int(cur.data[cur.selected].id)
-        lib.llama_sampler_accept(self.grammar, token)
-        lib.llama_sampler_accept(self.chain, token)
-        return token
-
-    def free(self) -> None:
-        for smpl in (self.chain, self.grammar):
-            if smpl:
-                self.lib.llama_sampler_free(smpl)
-        self.chain = self.grammar = None
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -348,9 +253,7 @@ class _Bench:
             if not active:
                 break
             self._decode([(lane.pending, lane.pos, lane.seq_id, True) for lane in active])
-            shift = step % len(active)
-            order = list(enumerate(active))
-            for i, lane in order[shift:] + order[:shift]:  # nobody always picks first
+            for i, lane in harness.order(list(enumerate(active)), step):  # nobody always picks first
                 t0 = time.perf_counter_ns()
                 token = lane.sampler.sample(self.ctx, i)
                 lane.times.append(time.perf_counter_ns() - t0)
@@ -374,14 +277,14 @@ class _Bench:
                 lane.refused = lane.narrowed = lane.full_pass = lane.n_runs = 0
 
     def report(self, tokens: int, rounds: int) -> Report:
-        figures = [
-            Figures(case=lane.case.name, impl=lane.impl, tokens=lane.picks,
-                    ms_per_token=statistics.median(lane.round_means),
-                    ms_per_token_range=(min(lane.round_means), max(lane.round_means)),
-                    median_pick_ms=statistics.median(lane.round_medians), max_pick_ms=lane.max_ns / 1e6,
-                    refused=lane.refused, narrowed=lane.narrowed, full_pass=lane.full_pass, runs=lane.n_runs)
-            for lane in self.lanes
-        ]
+        figures = []
+        for lane in self.lanes:
+            means = harness.spread(lane.round_means)
+            figures.append(Figures(
+                case=lane.case.name, impl=lane.impl, tokens=lane.picks, ms_per_token=means.median,
+                ms_per_token_range=(means.low, means.high),
+                median_pick_ms=harness.spread(lane.round_medians).median, max_pick_ms=lane.max_ns / 1e6,
+                refused=lane.refused, narrowed=lane.narrowed, full_pass=lane.full_pass, runs=lane.n_runs))
         cases = []
         for case in CASES:
             before, after = (next(x for x in self.lanes if x.case is case and x.impl == m) for m in IMPLS)
@@ -410,7 +313,7 @@ def measure(config: Config, *, tokens: int, rounds: int, model: str | None = Non
         bench.close()
 
 
-def cmd_bench_sampling(ctx: Context, args: argparse.Namespace) -> int:
+def run(ctx: Context, args: argparse.Namespace) -> int:
     report = measure(ctx.config, tokens=args.tokens, rounds=args.rounds, model=args.model)
     if args.json:
         print_json(report)

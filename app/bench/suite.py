@@ -28,6 +28,7 @@ from agents.protocol import OWNER
 from agents.runtime import Host
 from agents.store import queries
 from agents.store import reducers as r
+from app.bench.harness import order
 from app.progress import LoadProgress
 
 Checker = Callable[[str, Path], bool]
@@ -81,13 +82,13 @@ class SuiteFigures(msgspec.Struct, kw_only=True):
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: bool = False,
                     rounds: int = 1) -> list[SuiteFigures]:
     """The suite with the default harness (and, with ablate, each lever off), `rounds`
-    times, interleaved; one SuiteFigures per harness."""
+    times, interleaved in an order rotated each round; one SuiteFigures per harness."""
     model = resolve_model_path(model_arg, base.inference.model)
     variants = {"default": DEFAULT, **(ABLATIONS if ablate else {})}
     results: dict[str, list[dict[str, object]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
         for round_ in range(rounds):
-            for name, harness in variants.items():
+            for name, harness in order(list(variants.items()), round_):
                 err.print(f"[dim]round {round_ + 1}/{rounds}: harness {name}[/]")
                 results[name] += await _one_pass(base, model, harness, Path(tmp) / f"{round_}-{name}", err)
     return [SuiteFigures(model=model.name, harness=name, tasks=len(found),

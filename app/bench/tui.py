@@ -28,11 +28,14 @@ from agents.crew.live import LiveView
 from agents.inference import Backend, build_backend, resolve_model_path
 from agents.inference.meter import MeterSnapshot, SlotInfo
 from agents.store import Store
+from app.args import at_least_one
+from app.bench import harness
 from app.connection import Attached
 from app.context import Context
 from app.progress import LoadProgress
 from app.render import line, print_json
 
+HELP = "what the cockpit costs: loop lag, redraws, CPU, engine tokens/s"
 STREAMS = 5
 RATE = 500  # tokens/s per stream
 PROBE_S = 0.010
@@ -81,7 +84,15 @@ class FakeMeter:
                              tokens_per_s=RATE * len(slots), gpu=None)
 
 
-def cmd_bench_tui(ctx: Context, args: argparse.Namespace) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=at_least_one, default=10, help="how long the synthetic streams run")
+    p.add_argument("--tokens", type=at_least_one, default=96, help="tokens per engine request")
+    harness.add_common(p, rounds=3, rounds_help="engine rounds per side, interleaved", model=True)
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    """textual comes in with the cockpit (app.tui), imported inside the functions that draw
+    it: never when the command line is built."""
     figures = asyncio.run(_bench(ctx.config, args, Console(stderr=True)))
     if args.json:
         print_json(figures)
@@ -116,14 +127,18 @@ async def _bench(base: Config, args: argparse.Namespace, err: Console) -> TuiFig
             engine = build_backend(config.inference, model=model, progress=progress)
             await engine.start()
         try:
-            headless, with_tui = [], []
+            rates: dict[str, list[float]] = {"headless": [], "with_tui": []}
             for round_ in range(args.rounds):
                 err.print(f"[dim]engine round {round_ + 1}/{args.rounds}[/]")
-                headless.append(await _engine_run(engine, args.tokens, None))
-                with_tui.append(await _engine_with_tui(home, config, agents, engine, args.tokens))
+                for side in harness.order(list(rates), round_):  # neither side always first
+                    if side == "headless":
+                        rate = await _engine_run(engine, args.tokens, None)
+                    else:
+                        rate = await _engine_with_tui(home, config, agents, engine, args.tokens)
+                    rates[side].append(rate)
         finally:
             await engine.stop()
-    h, t = statistics.median(headless), statistics.median(with_tui)
+    h, t = harness.spread(rates["headless"]).median, harness.spread(rates["with_tui"]).median
     return TuiFigures(**pilot_figures, engine_headless_tokens_per_s=round(h, 1),
                       engine_with_tui_tokens_per_s=round(t, 1), engine_ratio=round(t / h, 3) if h else 0.0,
                       engine_rounds=args.rounds, model=model.name)

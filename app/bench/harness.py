@@ -1,0 +1,68 @@
+"""What every `agentdeck bench` shares: the common options, the order the sides of a
+comparison run in each round, and a figure's median and range (min–max) over rounds.
+
+A shared machine drifts: run side A then side B once and the ratio says as much about the
+moment as about A and B. So each round runs every side, in an order rotated by one each
+round (for two sides: A B, then B A, ...), and a figure is reported as the median over
+rounds with its range beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, TypeVar
+
+from app.args import at_least_one
+
+T = TypeVar("T")
+
+MAX_ROUNDS = 1000  # more is a typo, not a benchmark: it would run for days
+
+
+def rounds_count(text: str) -> int:
+    """--rounds: a whole number, 1..MAX_ROUNDS (argparse makes a bad one a one-line error)."""
+    value = at_least_one(text)
+    if value > MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_ROUNDS} rounds, got {value}")
+    return value
+
+
+def add_common(p: argparse.ArgumentParser, *, rounds: int | None = None,
+               rounds_help: str = "interleaved rounds", model: bool = False) -> None:
+    """--json on every bench; --rounds (default `rounds`) on one that repeats a measurement;
+    --model on one that loads a model."""
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    if rounds is not None:
+        p.add_argument("--rounds", type=rounds_count, default=rounds, metavar="N",
+                       help=f"{rounds_help} (default {rounds})")
+    if model:
+        p.add_argument("--model", default=None, metavar="PATH",
+                       help="GGUF model (default: config, else the embedded SmolLM2)")
+
+
+def order(sides: Sequence[T], round_: int) -> list[T]:
+    """The sides in the order round `round_` (from 0) runs them: rotated by one each round,
+    so no side always runs first (or always last)."""
+    if not sides:
+        return []
+    k = round_ % len(sides)
+    return [*sides[k:], *sides[:k]]
+
+
+class Spread(NamedTuple):
+    """One figure over rounds."""
+
+    median: float
+    low: float
+    high: float
+
+
+def spread(values: Iterable[float]) -> Spread:
+    """The median and range of a figure's values, one per round (an even count's median is
+    the mean of the middle two)."""
+    vals = list(values)
+    if not vals:
+        raise ValueError("no values: a figure needs at least one round")
+    return Spread(statistics.median(vals), min(vals), max(vals))
