@@ -150,14 +150,14 @@ async def _synthetic(home: Path, config: Config, agents: list[str], seconds: flo
     live = {name: LiveView(agent=name) for name in agents[:STREAMS]}
     app = make_app(Synthetic(home / "agentdeck.db", config, live, FakeMeter(list(live))), home)
     ticks = 0
-    original = app._refresh
+    original = app.deck_screen._refresh
 
     async def counted() -> None:
         nonlocal ticks
         await original()
         ticks += 1
 
-    app._refresh = counted  # type: ignore[method-assign]
+    app.deck_screen._refresh = counted  # type: ignore[method-assign]
     lags: list[float] = []
     fed = 0
     async with app.run_test(size=(160, 48)) as pilot:
