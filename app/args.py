@@ -1,4 +1,5 @@
-"""Argument types and the parser class every `agentdeck` command registers with.
+"""Argument types, the parser class every `agentdeck` command registers with, and the
+helpers the command modules (app/commands/) share to register theirs.
 
 Standard library only: `app.cli` imports this before its error boundary is in place.
 """
@@ -8,7 +9,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from app.context import Context
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: no `1_0`, no other scripts' digits, no sign
@@ -46,6 +51,11 @@ def seconds(text: str) -> float:
     return float(text)
 
 
+def clean_argument(text: str) -> str:
+    """Arguments that were not valid UTF-8 arrive as lone surrogates; keep what we can."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def home_dir(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("empty; give a directory")
@@ -60,3 +70,18 @@ class Parser(argparse.ArgumentParser):
 
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {safe_text(message)}\n")
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str,
+    handler: Callable[[Context, argparse.Namespace], int] | None, help_text: str,
+) -> argparse.ArgumentParser:
+    """A top-level command; its line in `agentdeck --help` is also its description.
+    A command whose ACTION picks the handler passes None here."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.cells import cell_len
 
+from agents.protocol import Event, to_builtins
 from agents.runtime.event_text import when as event_time
 from agents.safe_text import safe_json, safe_text
 from agents.safe_text import shorten as safe_shorten
@@ -21,6 +22,17 @@ from agents.safe_text import shorten as safe_shorten
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(safe_json(obj) + "\n")
+
+
+def event_json(event: Event) -> str:
+    """One event as one JSON line: `agentdeck log --json` and `agentdeck run --json`."""
+    return safe_json(
+        {
+            "id": event.id, "ts": event.ts, "kind": event.kind, "actor": event.actor,
+            "subject": event.subject, "recipient": event.recipient,
+            "payload": to_builtins(event.payload),
+        }
+    )
 
 
 def line(text: object = "") -> None:

@@ -23,7 +23,8 @@ import threading
 
 from agents.inference import Engine
 from agents.runtime import Host
-from app import cli, instance
+from app import cli
+from app.commands import run as run_command
 
 FOREVER = threading.Event()  # never set
 STOP_REQUESTED = threading.Event()
@@ -49,7 +50,7 @@ class HeldLoadEngine(Engine):
 
 
 def _building(engine_class: type[Engine]):  # type: ignore[no-untyped-def]
-    """app.instance's build_backend, building this stuck engine instead."""
+    """app.commands.run's build_backend, building this stuck engine instead."""
     def build(inference, *, model=None, progress=None, sampling=None):  # type: ignore[no-untyped-def]
         return engine_class(inference, model_path=model, progress=progress, sampling=sampling)
     return build
@@ -64,8 +65,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--hold-load"]:
         args = args[1:]
-        instance.build_backend = _building(HeldLoadEngine)
+        run_command.build_backend = _building(HeldLoadEngine)
         Host.stop = _stop_and_release  # type: ignore[method-assign]
     else:
-        instance.build_backend = _building(StuckEngine)
+        run_command.build_backend = _building(StuckEngine)
     sys.exit(cli.main(args))

@@ -1,4 +1,5 @@
-"""`agentdeck rules`, `policy check` and `tool run`: the gate from the command line."""
+"""`agentdeck policy check` and `tool run`: the permission gate from the command line
+(`agentdeck rules` edits what it decides by)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,35 @@ from agents.safe_text import safe_text
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS
+from app.args import Parser, add_command, add_json_flag, positive_int
 from app.context import Context
-from app.render import line, print_json, table
+from app.render import line, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "policy", None, "ask the gate without running anything")
+    policy = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True, parser_class=Parser)
+    s = policy.add_parser("check", help="what the gate would decide for AGENT TOOL ARGS_JSON")
+    s.set_defaults(handler=cmd_policy_check)
+    _add_call(s)
+
+    p = add_command(sub, "tool", None, "run one tool call as an agent, through the whole gate")
+    tool = p.add_subparsers(dest="tool_command", metavar="ACTION", required=True, parser_class=Parser)
+    s = tool.add_parser("run", help="run TOOL as AGENT with ARGS_JSON; asks when the gate asks")
+    s.set_defaults(handler=cmd_tool_run)
+    _add_call(s)
+    s.add_argument("--approve-via", choices=["cli"], help="wait for `agentdeck approve/deny ID` from "
+                   "another terminal instead of asking here")
+    s.add_argument("--reason", metavar="TEXT", help="why the call is made (shown with the approval)")
+    s.add_argument("--task", type=positive_int, metavar="ID", help="the agent's current task")
+
+
+def _add_call(p: argparse.ArgumentParser) -> None:
+    """One tool call: AGENT TOOL ARGS_JSON."""
+    p.add_argument("agent", metavar="AGENT")
+    p.add_argument("tool", metavar="TOOL")
+    p.add_argument("args_json", metavar="ARGS_JSON", help='e.g. \'{"path": "README.md"}\'')
+    add_json_flag(p)
 
 
 def parse_arguments(text: str) -> dict[str, Any]:
@@ -31,34 +59,6 @@ def parse_arguments(text: str) -> dict[str, Any]:
         raise InvalidArgument("ARGS_JSON must be a JSON object, e.g. '{\"path\": \"README.md\"}'",
                               exit_code=2)
     return value
-
-
-# --- rules ---
-
-
-def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
-    action = getattr(args, "rules_command", None)
-    if action == "add":
-        if args.agent != "*" and args.agent not in ctx.config.agents:
-            known = ", ".join(ctx.config.agents)
-            raise InvalidArgument(f"unknown agent {args.agent!r} (agents: {known}, or *)", exit_code=2)
-        if args.tool not in TOOLS:
-            raise InvalidArgument(f"unknown tool {args.tool!r} (tools: {', '.join(TOOLS)})", exit_code=2)
-        rule = ctx.store.write(r.add_rule, OWNER, args.agent, args.tool, args.pattern, args.decision)
-        line(f"rule {rule.id}: {rule.agent} {rule.tool} {rule.pattern!r} {rule.decision}")
-        return 0
-    if action == "remove":
-        ctx.store.write(r.remove_rule, OWNER, args.id)
-        line(f"rule {args.id} removed")
-        return 0
-    rules = [*config_rules(ctx.config), *stored_rules(ctx.store.read(queries.rules))]
-    if args.json:
-        print_json(rules)
-        return 0
-    table(["id", "agent", "tool", "pattern", "decision", "source"],
-          [(rule.id if rule.id is not None else "-", rule.agent, rule.tool, rule.pattern, rule.decision,
-            rule.source) for rule in rules])
-    return 0
 
 
 # --- policy check ---

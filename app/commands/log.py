@@ -9,24 +9,23 @@ import select
 import sys
 
 from agents.bus import Bus, Subscription
-from agents.protocol import Event, to_builtins
+from agents.protocol import Event
 from agents.runtime.event_text import event_text
-from agents.safe_text import safe_json
 from agents.store import AsyncStore, queries
+from app.args import add_command, add_json_flag, positive_int
 from app.context import Context
+from app.render import event_json
 
 PAGE = 1000
 READER_CHECK_S = 0.1
 
 
-def event_json(event: Event) -> str:
-    return safe_json(
-        {
-            "id": event.id, "ts": event.ts, "kind": event.kind, "actor": event.actor,
-            "subject": event.subject, "recipient": event.recipient,
-            "payload": to_builtins(event.payload),
-        }
-    )
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "log", cmd_log, "the event log")
+    add_json_flag(p)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--since", type=positive_int, default=0, metavar="ID", help="events after ID")
+    p.add_argument("--last", type=positive_int, metavar="N", help="only the last N events")
 
 
 def _emit(event: Event, as_json: bool) -> None:

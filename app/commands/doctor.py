@@ -15,11 +15,17 @@ from agents.home import loose_permissions
 from agents.secrets import backend_name, keyring_usable
 from agents.store.database import check_file, disk_full, room_error
 from agents.store.schema import SCHEMA_VERSION
+from app.args import add_command, add_json_flag
 from app.context import Context
 from app.render import line, print_json
 
 QUICK_CHECK_LINES = 5
 FULL_BELOW = 1 << 20  # free bytes under which agentdeck's writes are about to fail
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "doctor", cmd_doctor, "check the set-up, one line per part")
+    add_json_flag(p)
 
 
 class Check(msgspec.Struct):

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from agents.errors import AgentdeckError, StoreOpenError
 from agents.store.online_backup import backup_database
+from app.args import add_command
 from app.context import Context
 from app.render import line
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "backup", cmd_backup, "a consistent copy of the database, safe while running")
+    p.add_argument("path", metavar="PATH", help="file to write, or a directory to write it in")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
 def backup_path(target: str) -> Path:

@@ -10,9 +10,20 @@ from agents.errors import InvalidArgument
 from agents.protocol import OWNER, to_builtins
 from agents.store import queries
 from agents.store.reducers import send_direct
-from app.commands import clean_argument
+from app.args import add_command, add_json_flag, clean_argument, positive_int
 from app.context import Context
 from app.render import line, print_json, shorten, table, when
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "tell", cmd_tell, "send AGENT a direct message; it becomes work for that agent")
+    p.add_argument("agent", metavar="AGENT")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+
+    p = add_command(sub, "messages", cmd_messages, "your direct messages (replies), or a channel's")
+    add_json_flag(p)
+    p.add_argument("--channel", metavar="NAME", help="a channel instead, e.g. agent-logs")
+    p.add_argument("--last", type=positive_int, default=30, metavar="N", help="how many (default 30)")
 
 
 def cmd_tell(ctx: Context, args: argparse.Namespace) -> int:

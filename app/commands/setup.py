@@ -11,8 +11,24 @@ from agents.config_template import default_config_text
 from agents.errors import AgentdeckError
 from agents.home import write_private_text
 from agents.secrets import SecretStore, env_var, keyring_usable, no_keyring_message
+from app.args import Parser, add_command, add_json_flag
 from app.context import Context
 from app.render import line, print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "init", cmd_init, "write a commented default config.toml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+
+    p = add_command(sub, "secret", cmd_secret, "secrets in the OS keyring")
+    secret = p.add_subparsers(dest="secret_command", metavar="ACTION", required=True,
+                              parser_class=Parser)
+    s = secret.add_parser("set", help="store a secret (value read without echo)")
+    s.add_argument("name", metavar="NAME")
+    s = secret.add_parser("delete", help="delete a secret")
+    s.add_argument("name", metavar="NAME")
+    s = secret.add_parser("list", help="secret names and where each is found")
+    add_json_flag(s)
 
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> int:

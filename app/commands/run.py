@@ -1,4 +1,5 @@
-"""`agentdeck run`: the headless front end of the running instance.
+"""`agentdeck run`: the TUI in a terminal, else the headless front end of the running
+instance.
 
 The host (agents.runtime) claims the home, recovers, and keeps the house; this module
 only presents it: the model-load progress bar, what recovery found, one line (or JSON
@@ -29,9 +30,10 @@ from agents.runtime import Host, Recovery
 from agents.runtime.event_text import event_line, task_of
 from agents.safe_text import safe_text
 from agents.store import queries
-from app.cmd_log import event_json
+from app.args import add_command
 from app.context import Context
 from app.progress import LoadProgress
+from app.render import event_json
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ LINE_WIDTH = 100  # an event line's width when stdout is not a terminal (and no 
 TITLES_KEPT = 1000  # task titles remembered for event lines
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "run", cmd_run, "start agentdeck: the TUI in a terminal, or --headless")
     p.add_argument(
         "--headless", action="store_true",
         help="no TUI; report events on stdout (also when stdin or stdout is not a terminal)",
