@@ -15,8 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from agents.config import parse_config
 from scripted_backend import ScriptedBackend, queued
+
+from agents.config import parse_config
 from agents.runtime import Host
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from scripted_backend import ScriptedBackend, queued
 
 from agents.config import InferenceConfig, SamplingConfig, default_config
 from agents.errors import ModelError
 from agents.inference import Backend, MeterSnapshot, build_backend, resolve_model_path
-from scripted_backend import ScriptedBackend, queued
 from agents.runtime import Host
 
 ANSWER = {

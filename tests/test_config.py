@@ -96,11 +96,6 @@ def test_template_round_trips_to_the_defaults() -> None:
     assert parse_config(default_config_text()) == default_config()
 
 
-def test_the_old_template_import_still_works() -> None:
-    from agents.config_template import default_config_text as old
-    assert old is default_config_text
-
-
 # --- the default crew is product content: agents/config/default_crew.toml ---
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import AGENTS, call, context, finished, one_line_error, reflect, run, until
+from scripted_backend import Script, ScriptedBackend, ScriptRequest, queued
 
 from agents.config import AgentConfig, parse_config
 from agents.crew import prompts
@@ -21,7 +22,6 @@ from agents.crew.schemas import ToolStep, parse_step
 from agents.crew.team import ROUTE_CHARS
 from agents.errors import TaskTreeTooLarge
 from agents.gate import REASON_CHARS, Gate
-from scripted_backend import Script, ScriptedBackend, ScriptRequest, queued
 from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, Store, queries

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from scripted_backend import ScriptedBackend, queued
 
 from agents.config import parse_config
 from agents.crew import rules
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.schemas import ToolStep, Triage
-from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER, AgentStepped, AgentTriaged, Task
 from agents.runtime import Host
 from agents.store import queries

@@ -13,11 +13,11 @@ import pytest
 from helpers import AGENTS, finished, ok, one_line_error, reflect, run, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scripted_backend import ScriptedBackend, queued
 
 from agents.config import parse_config
 from agents.crew.budget import MESSAGE_OVERHEAD, TokenCounter
 from agents.errors import PermissionDenied, TooManySubtasks
-from scripted_backend import ScriptedBackend, queued
 from agents.inference.types import ChatMessage
 from agents.protocol import OWNER, SYSTEM
 from agents.runtime import Host

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from helpers import AGENTS, finished, ok, reflect, until
+from scripted_backend import ScriptedBackend, queued
 
 import agents.gate as gate_module
 from agents.bus import Bus
 from agents.config import Config, parse_config
 from agents.gate import Gate
-from scripted_backend import ScriptedBackend, queued
 from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, Store, queries

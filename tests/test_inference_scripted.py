@@ -7,8 +7,8 @@ import asyncio
 import time
 
 import pytest
-
 from scripted_backend import ScriptedBackend, ScriptRequest, queued
+
 from agents.inference.types import ChatMessage
 
 TRIAGE = {

@@ -6,8 +6,7 @@ import argparse
 import getpass
 import sys
 
-from agents.config import CONFIG_FILE
-from agents.config_template import default_config_text
+from agents.config import CONFIG_FILE, default_config_text
 from agents.errors import AgentdeckError
 from agents.home import write_private_text
 from agents.secrets import SecretStore, env_var, keyring_usable, no_keyring_message
