@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
 from agents.errors import AgentdeckError
-from agents.home import write_private_text
+from agents.home import read_regular_text, write_private_text
 from agents.safe_text import safe_text
 from app.connection import Connection
 from app.screens.deck import DeckScreen
@@ -93,11 +93,12 @@ class Cockpit(App[int]):
 
 
 UI_STATE = "ui.json"
+UI_STATE_BYTES = 4096  # {"theme": ...}; anything bigger is not ours
 
 
 def remembered_theme(home: Path, configured: str) -> str:
-    try:
-        theme = json.loads((home / UI_STATE).read_text()).get("theme")
+    try:  # read as every home file is: a FIFO or a huge file is refused, never waited on
+        theme = json.loads(read_regular_text(home / UI_STATE, UI_STATE_BYTES)).get("theme")
     except (OSError, ValueError, AttributeError):
         theme = None
     return theme if theme in THEMES else configured if configured in THEMES else "agentdeck"

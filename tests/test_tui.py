@@ -480,3 +480,18 @@ async def test_the_channels_tab_shows_a_message_posted_to_general(home: Path, db
         with Store.open(db_path, AGENTS) as store:  # another process posts while the tab is shown
             store.write(r.post_message, "dev", "general", "the build is green")
         await wait_for(pilot, lambda: "dev: the build is green" in str(text.render()), within=5)
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_or_a_huge_file_as_the_remembered_theme_is_refused_not_waited_on(home: Path) -> None:
+    from app.cockpit import remembered_theme
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ui.json").write_text('{"theme": "textual-light"}')
+    assert remembered_theme(home, "agentdeck") == "textual-light"  # the file is read when sound
+    (home / "ui.json").unlink()
+    os.mkfifo(home / "ui.json")  # a plain open() would block here until a writer came
+    assert remembered_theme(home, "textual-light") == "textual-light"
+    (home / "ui.json").unlink()
+    (home / "ui.json").write_text('{"theme": "textual-dark"}' + " " * 10_000)
+    assert remembered_theme(home, "agentdeck") == "agentdeck"
