@@ -50,7 +50,7 @@ def make_app(connection: Connection, home: Path, *, grace_s: float = GRACE_S,
 def embedded(ctx: Context, config: Config, backend: Backend | None = None,
              model: str | None = None) -> Embedded:
     if backend is None:
-        path = resolve_model_path(model, config.inference.model)
+        path = resolve_model_path(model, config.inference.model, home=ctx.home)
         connection: Embedded | None = None
 
         def progress(fraction: float) -> None:  # the engine thread: one float, read by the timer

@@ -22,7 +22,7 @@ from app.cli import build_parser
 # `agentdeck --help`, in its order.
 LISTING = [
     "run", "attach", "send", "tell", "messages", "tasks", "cancel", "status", "approvals", "approve",
-    "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "backup", "init", "secret", "bench",
+    "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "models", "backup", "init", "secret", "bench",
 ]
 
 

@@ -4,11 +4,12 @@ end and no bench constructs an engine itself."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from agents.config import InferenceConfig, SamplingConfig
 from agents.inference.backend import Backend
 from agents.inference.engine import Engine
-from agents.inference.model import ProgressFn
+from agents.inference.model import ProgressFn, resolve_model_path
 
 
 def build_backend(
@@ -17,12 +18,15 @@ def build_backend(
     model: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     sampling: SamplingConfig | None = None,
+    home: Path | None = None,
 ) -> Backend:
     """The backend `inference` asks for, not started yet. `model` (`--model`) overrides
-    `inference.model`; the path is resolved as `resolve_model_path` does, so a missing or
-    non-GGUF file is a ModelError here, before anything starts. `progress` is called with
-    0.0 .. 1.0 on the loading thread; `sampling` sets the request defaults."""
-    return Engine(inference, model_path=model, sampling=sampling, progress=progress)
+    `inference.model`; either may be a path or the name of a model installed in `home`
+    (`agentdeck models`), resolved by `resolve_model_path`, so a missing or non-GGUF file
+    or a model not pulled is a ModelError here, before anything starts. `progress` is
+    called with 0.0 .. 1.0 on the loading thread; `sampling` sets the request defaults."""
+    path = resolve_model_path(model, inference.model, home=home)
+    return Engine(inference, model_path=path, sampling=sampling, progress=progress)
 
 
 __all__ = ["build_backend"]

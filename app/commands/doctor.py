@@ -148,7 +148,7 @@ def _database(ctx: Context) -> Check:
 def _model(ctx: Context) -> Check:
     from agents.inference.model import resolve_model_path
 
-    path = resolve_model_path(None, ctx.config.inference.model)
+    path = resolve_model_path(None, ctx.config.inference.model, home=ctx.home)
     size_mb = path.stat().st_size / 1e6
     return Check("model", "ok", f"{path} ({size_mb:.0f} MB)")
 

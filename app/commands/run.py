@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="report events as JSON lines")
     p.add_argument("--until-idle", action="store_true", help="exit 0 once no task is queued or "
                    "active and no approval is pending")
-    p.add_argument("--model", metavar="PATH", help="GGUF model (default: inference.model, "
-                   "else the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", metavar="PATH", help="GGUF model file or `agentdeck models` name (default: "
+                   "inference.model, else the embedded SmolLM2-135M-Instruct)")
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
         return cmd_tui(ctx, args)
     config = ctx.config  # a bad config or a missing model fails here, before anything starts
-    model = resolve_model_path(args.model, config.inference.model)
+    model = resolve_model_path(args.model, config.inference.model, home=ctx.home)
     ctx.ensure_home()
     instance = Instance(ctx, config, model, approvals=args.approvals, as_json=args.json,
                         until_idle=args.until_idle)
