@@ -330,3 +330,19 @@ def test_use_writes_the_name_into_config_keeping_comments_and_the_name_resolves(
     ok(home, "models", "use", "smollm2-135m")
     assert "removed mine" in ok(home, "models", "remove", "mine")
     assert not (home / "models" / "mine.gguf").exists() and installed(home, "mine") is None
+
+
+@pytest.mark.timeout(300)
+def test_a_bench_finds_a_model_name_in_its_own_home(home: Path, tmp_path: Path) -> None:
+    """`--home` decides where a bench's --model NAME is looked up, not $AGENTDECK_HOME."""
+    from agents.inference.model import embedded_model_path
+
+    other = tmp_path / "other-home"
+    embedded = embedded_model_path()
+    assert embedded is not None
+    ok(home, "--home", str(other), "models", "pull", str(embedded), "--name", "small")
+    proc = run(home, "bench", "sampling", "--model", "small", "--tokens", "2", "--rounds", "1", "--json")
+    assert proc.returncode == 2 and "agentdeck models pull" in error_line(proc)  # not in $AGENTDECK_HOME
+    report = json.loads(ok(home, "--home", str(other), "bench", "sampling", "--model", "small",
+                           "--tokens", "2", "--rounds", "1", "--json"))
+    assert report["model"] == "small.gguf"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 
 from app.args import Parser
+from app.context import Context
 
 # name -> module, in the order `agentdeck bench --help` lists them.
 BENCHES = {
@@ -35,5 +37,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, path in BENCHES.items():
         module = importlib.import_module(path)
         b = bench.add_parser(name, help=module.HELP, description=module.HELP)
-        b.set_defaults(handler=module.run)
+        b.set_defaults(handler=_model_resolved(module.run))
         module.add_arguments(b)
+
+
+def _model_resolved(run: Callable[[Context, argparse.Namespace], int]) -> Callable[..., int]:
+    """A bench with --model gets it as a file: a model name (`agentdeck models`) is looked
+    up in this command's home, once, before anything is measured."""
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        if hasattr(args, "model"):
+            from agents.inference import resolve_model_path
+
+            args.model = str(resolve_model_path(args.model, ctx.config.inference.model, home=ctx.home))
+        return run(ctx, args)
+    return handler

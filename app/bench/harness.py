@@ -38,8 +38,9 @@ def add_common(p: argparse.ArgumentParser, *, rounds: int | None = None,
         p.add_argument("--rounds", type=rounds_count, default=rounds, metavar="N",
                        help=f"{rounds_help} (default {rounds})")
     if model:
-        p.add_argument("--model", default=None, metavar="PATH",
-                       help="GGUF model (default: config, else the embedded SmolLM2)")
+        p.add_argument("--model", default=None, metavar="MODEL",
+                       help="a GGUF file or an installed model's name (default: config, else the "
+                            "embedded SmolLM2)")
 
 
 def order(sides: Sequence[T], round_: int) -> list[T]:
