@@ -5,7 +5,8 @@ It behaves like the engine where a caller can tell: `submit()` returns a Generat
 streams the text in small pieces and then a Result; a request with a JSON schema gets an
 output that must validate against that schema (a script that breaks the schema is a
 broken test, reported as an 'error' result, as the engine reports a failed request);
-cancellation and deadlines work; the meter shows which agents are being served.
+cancellation and deadlines work; the meter shows which agents are being served and the
+speed it was told to report (what the engine measures), from which callers derive deadlines.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import msgspec
 from agents.config import InferenceConfig, SamplingConfig
 from agents.inference.chat import MessageLike
 from agents.inference.generation import Generation, deliver
-from agents.inference.meter import MeterSnapshot, SlotInfo
+from agents.inference.meter import MeterSnapshot, SlotInfo, Speed
 from agents.inference.types import ChatMessage, Result, Usage
 
 PIECE_CHARS = 4  # characters per streamed piece (about a token)
+FAST = Speed(prompt_tps=1000.0, gen_tps=100.0, measured_at=0.0)  # a small model on a good machine
 
 
 class ScriptRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,8 +61,9 @@ class ScriptedBackend:
     """Meets `agents.inference.backend.Backend`, as the engine does."""
 
     def __init__(self, script: Script, *, slots: int = 5, step_s: float = 0.0,
-                 config: InferenceConfig | None = None) -> None:
+                 config: InferenceConfig | None = None, speed: Speed | None = FAST) -> None:
         self.script = script
+        self.speed = speed  # what the meter reports as measured; a test may change it
         self.step_s = step_s  # pause between pieces: lets tests see several requests at once
         self.slots = slots
         # None: the host keeps its own; a test may give one to act as an engine that lowered n_ctx.
@@ -90,7 +93,7 @@ class ScriptedBackend:
                           tokens_per_s=0.0, cached_tokens=0) for i in range(self.slots)]
         return MeterSnapshot(ts=time.time(), state="ready" if self._running else "stopped", device="scripted",
                              model="scripted", slots=slots, waiting={}, kv_used=0, kv_total=0,
-                             tokens_per_s=0.0, gpu=None)
+                             tokens_per_s=0.0, gpu=None, speed=self.speed)
 
     async def count_tokens(self, text: str) -> int:
         """A scripted model's tokens: words and punctuation marks (deterministic for tests)."""

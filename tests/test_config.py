@@ -66,7 +66,7 @@ def test_a_new_agent_needs_its_required_fields() -> None:
         ("[inference]\nslots = 0\n", "inference.slots must be 1..256, got 0"),
         ("approval_timeout_s = -1\n", "approval_timeout_s must be a finite number > 0"),
         ("approval_timeout_s = nan\n", "approval_timeout_s must be a finite number > 0"),
-        ("[agents.dev.inference]\ntimeout_s = inf\n", "agents.dev.inference.timeout_s must be a finite number > 0"),
+        ("[agents.dev.inference]\ntimeout_s = inf\n", "agents.dev.inference.timeout_s must be a finite number >= 0"),
         ("[agents.dev.inference]\ntemperature = nan\n", "agents.dev.inference.temperature"),
         ("[inference]\nthreads = -2\n", "inference.threads must be 0.."),
         ("[inference]\nn_gpu_layers = -5\n", "inference.n_gpu_layers must be -1..1024"),
@@ -193,7 +193,9 @@ OUT_OF_RANGE = [
     ("[agents.dev]\nmax_concurrent = 0\n", "agents.dev.max_concurrent must be 1..16"),
     ("[agents.dev.inference]\nmax_tokens = 0\n", "agents.dev.inference.max_tokens must be 1..1048576"),
     ("[agents.dev.inference]\ntop_k = 4294967296\n", "agents.dev.inference.top_k must be 0..1048576"),
-    ("[agents.dev.inference]\ntimeout_s = 1e12\n", "agents.dev.inference.timeout_s must be a finite number > 0 and <= 86400"),
+    ("[agents.dev.inference]\ntimeout_s = 1e12\n", "agents.dev.inference.timeout_s must be a finite number >= 0 and <= 86400"),
+    ("[agents.dev.inference]\ntimeout_s = -1\n", "agents.dev.inference.timeout_s must be a finite number >= 0 and <= 86400"),
+    ("[inference]\nmax_call_s = 5\n", "inference.max_call_s must be a finite number >= 10 and <= 86400"),
     ("[agents.dev.inference]\ntop_p = 1.5\n", "agents.dev.inference.top_p must be a finite number >= 0 and <= 1"),
     ("defer_s = 1e300\n", "defer_s must be a finite number > 0 and <= 604800"),
     ("memory_half_life_days = 0\n", "memory_half_life_days must be a finite number > 0 and <= 36500"),
@@ -261,3 +263,16 @@ def test_inference_numbers_are_in_range_or_a_one_line_config_error(key: str, val
         assert not low <= value <= high
         return
     assert low <= getattr(config.inference, key) == value <= high
+
+
+def test_a_model_calls_time_is_derived_unless_set() -> None:
+    """timeout_s 0 (the default): the runner derives each call's deadline from the model's
+    measured speed, within inference.max_call_s; a positive value is a fixed override."""
+    defaults = default_config()
+    assert defaults.inference.max_call_s == 600.0
+    assert {a.inference.timeout_s for a in defaults.agents.values()} == {0.0}
+    text = default_config_text()
+    assert "max_call_s = 600.0" in text and "0: derived from the model's measured speed" in text
+    fixed = parse_config("[inference]\nmax_call_s = 900\n[agents.dev.inference]\ntimeout_s = 30\n")
+    assert (fixed.inference.max_call_s, fixed.agents["dev"].inference.timeout_s) == (900.0, 30.0)
+    assert fixed.agents["ops"].inference.timeout_s == 0.0

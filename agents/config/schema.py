@@ -43,7 +43,10 @@ class SamplingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_p: Share = 0.05
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] = 1.1
     max_tokens: Annotated[int, Meta(ge=1, le=MAX_N_CTX)] = 512
-    timeout_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 120.0
+    # Seconds a model call may take; 0: derived from the model's measured speed, the prompt
+    # and the call's token cap (at most inference.max_call_s).
+    timeout_s: Annotated[float, Meta(ge=0, le=DAY_S,
+                                     description="0: derived from the model's measured speed")] = 0.0
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -107,6 +110,9 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     threads: Annotated[int, Meta(ge=0, le=THREADS_HERE,
                                  description="0: one per core; at most 4 per core")] = 0
     seed: Annotated[int, Meta(ge=0, le=0xFFFF_FFFF)] = 0
+    # A model call's deadline derived from the measured speed never exceeds this (a call
+    # past it gets fewer new tokens instead), so nothing waits forever.
+    max_call_s: Annotated[float, Meta(ge=10, le=DAY_S)] = 600.0
 
 
 class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

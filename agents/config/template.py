@@ -39,7 +39,7 @@ top_k = {s.top_k}
 min_p = {s.min_p}
 repeat_penalty = {s.repeat_penalty}
 max_tokens = {s.max_tokens}
-timeout_s = {s.timeout_s}       # every model call ends by then
+timeout_s = {s.timeout_s}       # seconds a model call may take; 0: derived from the model's measured speed
 """
 
 
@@ -89,6 +89,7 @@ n_batch = {inf.n_batch}         # tokens per decode step
 n_gpu_layers = {inf.n_gpu_layers}       # -1: every layer on the GPU when llama.cpp has CUDA
 threads = {inf.threads}           # 0: one per core
 seed = {inf.seed}
+max_call_s = {inf.max_call_s}     # a deadline derived from the model's speed never exceeds this
 
 [ui]
 # agentdeck, textual-dark or textual-light; a theme picked in the TUI (palette) is remembered.

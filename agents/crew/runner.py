@@ -11,8 +11,9 @@
 - Reflect: a schema-constrained reflection becomes a memory entry. The task ends done or
   failed, its result stored, a line posted to #agent-logs, and the asking agent told.
 
-Every model call has a timeout (the agent's inference.timeout_s); a failure of any
-phase fails the task with the reason, never the agent.
+Every model call has a deadline fitted to the model (deadlines.py: from the engine's
+measured speed, or the agent's inference.timeout_s when set); a failure of any phase
+fails the task with the reason, never the agent, and a timeout names the limit it hit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from agents.config import AgentConfig, Config
 from agents.crew import prompts, rules
 from agents.crew.budget import TokenCounter
 from agents.crew.compact import compact_if_needed
+from agents.crew.deadlines import plan_call
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
 from agents.crew.recall import recall, within
@@ -367,11 +369,14 @@ class TaskRunner:
     async def _call_model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
                           task_id: int) -> str:
         sampling = self.agent.inference
-        limit = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
+        cap = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
+        limit = plan_call(await self.counter.size(messages), cap, self.backend.snapshot().speed,
+                          override_s=sampling.timeout_s, most_s=self.config.inference.max_call_s,
+                          key=f"agents.{self.name}.inference.timeout_s")
         gen = self.backend.submit(messages, agent=self.name, sampling=sampling,
                                   schema=schema if self.harness.grammar else None,
-                                  max_tokens=limit, priority=self.agent.priority,
-                                  timeout_s=sampling.timeout_s)
+                                  max_tokens=limit.max_tokens, priority=self.agent.priority,
+                                  timeout_s=limit.timeout_s)
         async for piece in gen:
             self.live.feed(piece)
         result: Result = await gen
@@ -383,6 +388,8 @@ class TaskRunner:
                                    decode_s=usage.decode_s, task_id=task_id)
         except AgentdeckError as err:
             log.warning("%s: usage not recorded: %s", self.name, err)
+        if result.finish_reason == "timeout":
+            raise PhaseFailed(f"{phase}: {limit.timed_out()}" + (f"; {result.error}" if result.error else ""))
         if result.finish_reason not in ("stop", "length"):
             raise PhaseFailed(f"{phase}: the model call ended with {result.finish_reason}"
                               + (f" ({result.error})" if result.error else ""))

@@ -164,10 +164,12 @@ class Engine:
         """Queue a chat request. Call on the event loop; never blocks.
 
         sampling: temperature etc.; its max_tokens and timeout_s are the defaults for
-        `max_tokens` and `timeout_s`. schema: a JSON schema the output must follow (a
-        grammar for this sequence only). priority: higher is admitted first. deadline:
-        time.monotonic() value; overrides timeout_s. ignore_eos: generate exactly
-        max_tokens (benchmarks; ignored with a schema, whose grammar must end).
+        `max_tokens` and `timeout_s`; a timeout of 0 means inference.max_call_s (callers
+        that know the prompt derive a fitter one from `snapshot().speed`). schema: a JSON
+        schema the output must follow (a grammar for this sequence only). priority: higher
+        is admitted first. deadline: time.monotonic() value; overrides timeout_s.
+        ignore_eos: generate exactly max_tokens (benchmarks; ignored with a schema, whose
+        grammar must end).
         Raises ValueError for bad arguments; engine trouble comes back as an 'error' result.
         """
         loop = asyncio.get_running_loop()
@@ -179,7 +181,8 @@ class Engine:
         gbnf = schema_to_gbnf(schema) if schema is not None else None
         now = time.monotonic()
         if deadline is None:
-            deadline = now + (s.timeout_s if timeout_s is None else timeout_s)
+            seconds = s.timeout_s if timeout_s is None else timeout_s
+            deadline = now + (seconds if seconds > 0 else self.config.max_call_s)
         gen = Generation(loop, n_max, self._wake, deadline=deadline, agent=agent)
         seq = Seq(
             gen=gen,
@@ -243,6 +246,7 @@ class Engine:
             kv_total=snap.kv_total,
             tokens_per_s=snap.tokens_per_s,
             gpu=gpu,
+            speed=snap.speed,
         )
 
     def _refresh_gpu(self) -> None:

@@ -8,6 +8,7 @@ cache, so taking a snapshot never calls into the driver.
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import msgspec
@@ -15,6 +16,19 @@ import msgspec
 from agents.inference.gpu import GpuInfo
 
 SlotState = Literal["idle", "prefill", "generating"]
+
+
+class Speed(msgspec.Struct, frozen=True, kw_only=True):
+    """The model's measured speed on this machine, per sequence: what one request gets.
+
+    Measured at load (a short warm-up) and kept up to date from real steps, as a moving
+    average per kind over the steps that did that work; under batching a sequence gets one
+    token per step, so generation speed is 1 / step seconds however many share the step.
+    """
+
+    prompt_tps: float  # prompt tokens evaluated per second
+    gen_tps: float  # new tokens per second
+    measured_at: float  # time.time() of the newest sample
 
 
 class SlotInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +52,7 @@ class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     kv_total: int
     tokens_per_s: float  # all slots together, over the last couple of seconds
     gpu_offload: bool  # llama.cpp was built with a GPU backend and layers are offloaded
+    speed: Speed | None = None  # None until the warm-up has measured it
 
 
 class MeterSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,3 +68,32 @@ class MeterSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     kv_total: int
     tokens_per_s: float
     gpu: GpuInfo | None  # None: no NVIDIA GPU visible (a normal state)
+    speed: Speed | None = None  # None: not measured (yet), or a backend without a model
+
+
+class SpeedGauge:
+    """Keeps the engine's `Speed`: set by the load-time warm-up, then a moving average per
+    kind over real steps. Engine thread only; `speed` is an immutable value to publish."""
+
+    WEIGHT = 0.2  # of the newest step in the moving averages
+    MIN_PROMPT_SAMPLE = 32  # prompt tokens a step must carry to say anything about prefill speed
+
+    def __init__(self) -> None:
+        self.speed: Speed | None = None
+
+    def warmed(self, prompt_tps: float, gen_tps: float) -> None:
+        self.speed = Speed(prompt_tps=prompt_tps, gen_tps=gen_tps, measured_at=time.time())
+
+    def observe(self, seconds: float, *, prompt_tokens: int, prefilling: int, generating: int) -> None:
+        """One decode step of `seconds` that fed `prompt_tokens` shared by `prefilling`
+        sequences and one token each to `generating` sequences."""
+        old = self.speed
+        if old is None or seconds <= 0:
+            return  # the warm-up did not run: no base to average on
+        prompt, gen = old.prompt_tps, old.gen_tps
+        if prefilling and prompt_tokens >= self.MIN_PROMPT_SAMPLE:  # a few tokens time the step, not them
+            prompt += self.WEIGHT * (prompt_tokens / prefilling / seconds - prompt)
+        if generating:
+            gen += self.WEIGHT * (1.0 / seconds - gen)
+        if (prompt, gen) != (old.prompt_tps, old.gen_tps):
+            self.speed = Speed(prompt_tps=prompt, gen_tps=gen, measured_at=time.time())

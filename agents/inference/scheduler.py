@@ -34,7 +34,7 @@ from agents.config import InferenceConfig, SamplingConfig
 from agents.errors import ModelError
 from agents.inference.chat import ChatTemplate
 from agents.inference.generation import Generation, deliver
-from agents.inference.meter import EngineSnapshot, SlotInfo
+from agents.inference.meter import EngineSnapshot, SlotInfo, SpeedGauge
 from agents.inference.model import LlamaModel, ProgressFn
 from agents.inference.planning import PrefillBudget, share_prefill
 from agents.inference.sampling import Candidates, SeqSampler
@@ -51,6 +51,11 @@ SIMILARITY = 0.10
 # Paused sequences' KV copies in host memory stay under this; past it, a paused sequence
 # drops its KV and re-evaluates its tokens when it resumes.
 SAVED_KV_CAP_BYTES = 1 << 30
+# The load-time warm-up that first measures the model's speed: prompt tokens evaluated in
+# one batch, then tokens generated one step at a time (counted in the load time).
+WARM_UP_PROMPT = 64
+WARM_UP_GEN = 8
+_WARM_UP_TEXT = "The quick brown fox jumps over the lazy dog while the five agents watch. " * 16
 
 
 @dataclass(eq=False)
@@ -184,6 +189,8 @@ class Scheduler:
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.candidates = Candidates(llama_cpp, self.model.n_vocab)
         self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload()) and cfg.n_gpu_layers != 0
+        self.gauge = SpeedGauge()
+        self._warm_up()
         self.load_time_s = time.perf_counter() - t0
         self.slots = [Slot(i) for i in range(n_slots)]
         self.waiting: list[Seq] = []
@@ -192,6 +199,53 @@ class Scheduler:
         self.outbox: dict[asyncio.AbstractEventLoop, list[tuple[Generation, str, Result | None]]]
         self.outbox = {}
         self._publish_snapshot("ready")
+
+    # -- the speed, measured once at load --
+
+    def _warm_up(self) -> None:
+        """Time a short prefill and a few generation steps on slot 0, then forget them, so
+        the first deadlines already fit the model. A failure leaves the speed unmeasured."""
+        n = min(WARM_UP_PROMPT, self.n_batch, self.max_seq_tokens - WARM_UP_GEN - 2)
+        tokens = self.model.tokenize(_WARM_UP_TEXT, add_special=False, parse_special=False)[:n]
+        if n < 2 or len(tokens) < n:
+            return
+        try:
+            # Once untimed: the first decodes page the weights in and build each batch
+            # shape's graph, seconds on a cold CPU that no later step pays.
+            self._decode_alone(tokens, 0)
+            self._decode_alone(tokens[:1], n)
+            self.lib.llama_memory_seq_rm(self.mem, 0, -1, -1)
+            t0 = time.perf_counter()
+            self._decode_alone(tokens, 0)
+            prompt_s = time.perf_counter() - t0
+            steps = []
+            for i in range(WARM_UP_GEN):  # any token costs the same: no sampling needed
+                t0 = time.perf_counter()
+                self._decode_alone(tokens[i : i + 1], n + i)
+                steps.append(time.perf_counter() - t0)
+        except RuntimeError as err:
+            log.warning("could not measure the model's speed at load: %s", err)
+            return
+        finally:
+            self.lib.llama_memory_seq_rm(self.mem, 0, -1, -1)
+        step_s = sorted(steps)[len(steps) // 2]  # the median: one step stalled by the OS says little
+        self.gauge.warmed(n / max(prompt_s, 1e-6), 1.0 / max(step_s, 1e-6))
+        log.info("measured at load: %.0f prompt tok/s, %.1f generated tok/s",
+                 self.gauge.speed.prompt_tps, self.gauge.speed.gen_tps)  # type: ignore[union-attr]
+
+    def _decode_alone(self, tokens: list[int], start: int) -> None:
+        """Decode `tokens` on sequence 0 from position `start`, logits for the last one."""
+        b = self.batch
+        for j, token in enumerate(tokens):
+            b.token[j] = token
+            b.pos[j] = start + j
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = 0
+            b.logits[j] = 1 if j == len(tokens) - 1 else 0
+        b.n_tokens = len(tokens)
+        ret = self.lib.llama_decode(self.ctx, b)
+        if ret != 0:
+            raise RuntimeError(f"llama_decode returned {ret}")
 
     # -- main loop --
 
@@ -284,13 +338,13 @@ class Scheduler:
             reason = self._stop_reason(seq, now)
             if reason is not None:
                 self.waiting.remove(seq)
-                self._finish(seq, reason)
+                self._finish(seq, reason, error=self._timeout_error(seq) if reason == "timeout" else None)
         for slot in self.slots:
             seq = slot.seq
             if seq is not None:
                 reason = self._stop_reason(seq, now)
                 if reason is not None:
-                    self._finish(seq, reason)
+                    self._finish(seq, reason, error=self._timeout_error(seq) if reason == "timeout" else None)
 
     @staticmethod
     def _stop_reason(seq: Seq, now: float) -> FinishReason | None:
@@ -299,6 +353,15 @@ class Scheduler:
         if now >= seq.deadline:
             return "timeout"
         return None
+
+    @staticmethod
+    def _timeout_error(seq: Seq) -> str:
+        """How far a timed-out request got; the caller knows which limit it was."""
+        if seq.admitted_at is None:
+            return "still waiting for a slot"
+        if seq.n_gen == 0:
+            return f"still evaluating the prompt ({seq.n_past:,} of {seq.n_prompt:,} tokens)"
+        return f"{seq.n_gen:,} of at most {seq.max_tokens:,} new tokens generated"
 
     # -- admission: priority, then age --
 
@@ -510,6 +573,9 @@ class Scheduler:
             if ret == 0:
                 self.budget.observe(time.perf_counter() - t0, rows, n_new - rows)
                 self._after_decode(plan)
+                # Sampling included: a sequence waits for it as much as for the decode.
+                self.gauge.observe(time.perf_counter() - t0, prompt_tokens=n_new - rows,
+                                   prefilling=len(plan) - rows, generating=rows)
                 return
             if ret == 1:  # no KV slot for the batch (fragmentation): make room and retry,
                 # one idle cache at a time, so one shortage does not cost every agent its cache
@@ -726,5 +792,6 @@ class Scheduler:
                 kv_total=self.n_ctx,
                 tokens_per_s=round(total / _RATE_WINDOW_S, 2),
                 gpu_offload=self.gpu_offload,
+                speed=self.gauge.speed,
             )
         )
