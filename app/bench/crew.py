@@ -65,10 +65,13 @@ class CrewFigures(msgspec.Struct, kw_only=True):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", action="store_true", help="the effectiveness suite: simple tasks, each "
-                   "with a checker; prints the share done and the share verified correct")
+    p.add_argument("--suite", action="store_true", help="the effectiveness suite: workstation "
+                   "tasks for all five agents, each with a checker; prints per task done / verified "
+                   "correct and the shares")
     p.add_argument("--ablate", action="store_true", help="with --suite: also run it with each lever "
                    "of the harness off in turn (grammar, rules first, tool examples, compact results)")
+    p.add_argument("--tasks", default=None, metavar="PATTERN", help="with --suite: only the tasks whose "
+                   "agent/name matches this regular expression (e.g. 'ops/' or 'edit')")
     harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True)
 
 
@@ -195,20 +198,12 @@ async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
 
 
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
-    from app.bench.suite import run_suite
+    from app.bench.suite import print_suite, run_suite
 
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate,
-                                  rounds=args.rounds))
+                                  rounds=args.rounds, pattern=args.tasks))
     if args.json:
         print_json(every)
         return 0
-    for figures in every:
-        line(f"harness {figures.harness}:")
-        for result in figures.results:
-            status = str(result["status"])
-            mark = "correct" if result["correct"] else "wrong" if status == "done" else status
-            line(f"  {mark:<8} {result['agent']}: {result['task']} -> {result['answer']}")
-    for figures in every:
-        line(f"suite ({figures.model}, harness {figures.harness}): {figures.done}/{figures.tasks} done, "
-             f"{figures.correct}/{figures.tasks} verified correct")
+    print_suite(every)
     return 0

@@ -1,125 +1,184 @@
-"""`agentdeck bench crew --suite`: how often the crew gets simple workstation tasks right.
+"""`agentdeck bench crew --suite`: how often the crew gets workstation tasks right.
 
-Each task has a checker that knows the true answer (from psutil or the filesystem). The
-whole crew runs them with the real model in a temporary home whose rules let dev write
-files (the suite measures the agents, not the gate). Reported: the share done and the
-share verified correct. Figures, never assertions.
+The tasks (app/bench/suite_tasks.py) cover the five agents: machine questions (ops),
+files created and edited exactly and questions over them (dev), diffs with a planted bug
+(review), work lead must split and combine, and "what happened" over seeded history
+(scribe). Each runs alone with the real model, in a fresh home and workspace whose
+rules let dev write and dev, ops and review run sandboxed commands (the suite measures
+the agents, not the gate); its checker then judges the answer against the truth of that
+moment. Reported per harness variant: each task done / verified correct per round, and
+the shares as median and range over rounds. Figures, never assertions.
 
 `--ablate` measures what each lever of the harness is worth: the suite with the default
-harness and with each lever off in turn (grammar, rules first, tool examples, compact
-results), interleaved round by round so that a noisy machine affects all alike.
+harness and with each lever off in turn (agents/crew/harness.py), interleaved round by
+round so that a noisy machine affects all alike. `--tasks PATTERN` runs a subset.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import msgspec
-import psutil
 from rich.console import Console
 
-from agents.config import Config, RuleConfig, parse_config
+from agents.config import Config, InferenceConfig, RuleConfig, parse_config
 from agents.crew.harness import ABLATIONS, DEFAULT, Harness
-from agents.inference import build_backend, resolve_model_path
+from agents.errors import InvalidArgument
+from agents.inference import Backend, build_backend, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
-from agents.store import queries
+from agents.store import Store, queries
 from agents.store import reducers as r
-from app.bench.harness import order
+from app.bench.harness import order, spread
+from app.bench.suite_tasks import SuiteTask, Verdict, judge, select, snapshot
 from app.progress import LoadProgress
+from app.render import line
 
-Checker = Callable[[str, Path], bool]
 TASK_DEADLINE_S = 180.0  # a task still unfinished then counts as not done
-
-
-def _disk_percent_matches(answer: str, _ws: Path) -> bool:
-    truth = psutil.disk_usage("/").percent
-    return any(abs(float(x) - truth) <= 1.0 for x in re.findall(r"(\d+(?:\.\d+)?)\s*%", answer))
-
-
-def _notes_written(_answer: str, ws: Path) -> bool:
-    path = ws / "notes.txt"
-    return path.is_file() and path.read_text().strip() == "hello"
-
-
-def _top_memory_process(answer: str, _ws: Path) -> bool:
-    procs = [(p.info["memory_info"].rss, p.info["name"] or "")
-             for p in psutil.process_iter(["memory_info", "name"]) if p.info["memory_info"]]
-    top = {name for _, name in sorted(procs, reverse=True)[:3]}  # it may change while the task runs
-    return any(name and name in answer for name in top)
-
-
-def _memory_percent_matches(answer: str, _ws: Path) -> bool:
-    truth = psutil.virtual_memory().percent
-    return any(abs(float(x) - truth) <= 2.0 for x in re.findall(r"(\d+(?:\.\d+)?)\s*%", answer))
-
-
-def _file_count(answer: str, ws: Path) -> bool:
-    return str(sum(1 for p in ws.iterdir() if p.is_file())) in re.findall(r"\d+", answer)
-
-
-SUITE: list[tuple[str, str, Checker]] = [
-    ("ops", "How full is the disk? Give the percentage.", _disk_percent_matches),
-    ("dev", "Create notes.txt containing hello", _notes_written),
-    ("ops", "Which process uses the most memory?", _top_memory_process),
-    ("ops", "How much of the memory is in use? Give the percentage.", _memory_percent_matches),
-    ("dev", "How many files are in the workspace?", _file_count),
+SUITE_RULES = [  # on top of the default rules: the suite measures the agents, not the gate
+    RuleConfig(agent="dev", tool="write_file", pattern="*", decision="allow"),
+    RuleConfig(agent="dev", tool="edit_file", pattern="*", decision="allow"),
+    *[RuleConfig(agent=a, tool="run_shell", pattern="*", decision="allow") for a in ("dev", "ops", "review")],
 ]
+
+
+class TaskResult(msgspec.Struct, kw_only=True):
+    name: str
+    agent: str
+    prompt: str
+    status: str  # the task's status at the end ("?" if it was not found)
+    done: bool
+    correct: bool  # done, and the checker agreed
+    reason: str  # the checker's, or why it was not judged
+    answer: str
+    wall_s: float
+
+
+class Share(msgspec.Struct, frozen=True):
+    median: float
+    low: float
+    high: float
+
+
+class TaskTally(msgspec.Struct, kw_only=True):
+    name: str
+    agent: str
+    done: int  # rounds in which it ended done
+    correct: int  # rounds in which it was verified correct
 
 
 class SuiteFigures(msgspec.Struct, kw_only=True):
     model: str
     harness: str  # "default" or the lever turned off
     tasks: int
-    done: int
-    correct: int
-    results: list[dict[str, object]]
+    rounds: int
+    done_share: Share  # over rounds
+    correct_share: Share
+    per_task: list[TaskTally]
+    results: list[list[TaskResult]]  # per round, per task
+
+
+def suite_config(ws: Path, inference: InferenceConfig) -> Config:
+    config = parse_config(f'workspace = "{ws}"\nschedules = []\nsandbox = "bwrap"\n')
+    config.rules = [*config.rules, *SUITE_RULES]
+    config.inference = inference
+    return config
+
+
+async def run_task(task: SuiteTask, tmp: Path, backend: Backend, harness: Harness,
+                   inference: InferenceConfig, deadline_s: float = TASK_DEADLINE_S) -> TaskResult:
+    """One task through the whole crew in a fresh home and workspace under `tmp`, then
+    judged. The backend is the host's for this task (started and stopped with it)."""
+    home, ws = tmp / "home", tmp / "ws"
+    home.mkdir(parents=True)
+    ws.mkdir()
+    config = suite_config(ws, inference)
+    db = home / "agentdeck.db"
+    with Store.open(db, config.enabled_agents()) as store:
+        task.setup(ws, store)
+    before = snapshot(ws)
+    started = time.monotonic()
+    async with Host(db, config, backend=backend, crew=True, harness=harness) as host:
+        created = await host.store.write(r.create_task, OWNER, task.prompt, owner=task.agent)
+        assert host.crew is not None
+        await host.crew.wait_idle(deadline_s)
+        final = await host.store.read(queries.task, created.id)
+    wall = time.monotonic() - started
+    answer = (final.result or "") if final else ""
+    status = final.status if final else "?"
+    if status == "done":
+        with Store.open(db, config.enabled_agents()) as store:
+            verdict = judge(task, answer, ws, store, before)
+    else:
+        verdict = Verdict(False, f"not done: {status}")
+    return TaskResult(name=task.name, agent=task.agent, prompt=task.prompt, status=status,
+                      done=status == "done", correct=status == "done" and verdict.ok, reason=verdict.reason,
+                      answer=answer[:300], wall_s=round(wall, 1))
 
 
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: bool = False,
-                    rounds: int = 1) -> list[SuiteFigures]:
-    """The suite with the default harness (and, with ablate, each lever off), `rounds`
-    times, interleaved in an order rotated each round; one SuiteFigures per harness."""
+                    rounds: int = 1, pattern: str | None = None) -> list[SuiteFigures]:
+    """The suite (or the tasks matching `pattern`) with the default harness (and, with
+    ablate, each lever off), `rounds` times, interleaved in an order rotated each round;
+    one SuiteFigures per harness."""
+    try:
+        tasks = select(pattern)
+    except re.error as err:
+        raise InvalidArgument(f"--tasks {pattern!r}: not a regular expression ({err})") from None
+    if not tasks:
+        raise InvalidArgument(f"--tasks {pattern!r} matches no suite task (agent/name)")
     model = resolve_model_path(model_arg, base.inference.model)
     variants = {"default": DEFAULT, **(ABLATIONS if ablate else {})}
-    results: dict[str, list[dict[str, object]]] = {name: [] for name in variants}
+    results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
         for round_ in range(rounds):
             for name, harness in order(list(variants.items()), round_):
                 err.print(f"[dim]round {round_ + 1}/{rounds}: harness {name}[/]")
-                results[name] += await _one_pass(base, model, harness, Path(tmp) / f"{round_}-{name}", err)
-    return [SuiteFigures(model=model.name, harness=name, tasks=len(found),
-                         done=sum(x["status"] == "done" for x in found),
-                         correct=sum(bool(x["correct"]) for x in found), results=found)
-            for name, found in results.items()]
+                found: list[TaskResult] = []
+                for i, task in enumerate(tasks):  # one at a time: a checker sees only its task's effects
+                    with LoadProgress(err, f"{task.agent}/{task.name}: {task.prompt}") as progress:
+                        engine = build_backend(base.inference, model=model, progress=progress)
+                    result = await run_task(task, Path(tmp) / f"{round_}-{name}-{i}", engine, harness,
+                                            base.inference)
+                    err.print(f"[dim]  {_mark(result)} {task.agent}/{task.name} ({result.wall_s:.0f} s): "
+                              f"{result.reason}[/]")
+                    found.append(result)
+                results[name].append(found)
+    return [figures(model.name, name, per_round) for name, per_round in results.items()]
 
 
-async def _one_pass(base: Config, model: Path, harness: Harness, tmp: Path,
-                    err: Console) -> list[dict[str, object]]:
-    results: list[dict[str, object]] = []
-    for agent, text, check in SUITE:  # one at a time: a task's checker sees only its own effects
-        home, ws = tmp / f"home{len(results)}", tmp / f"ws{len(results)}"
-        home.mkdir(parents=True)
-        ws.mkdir()
-        for i in range(3):
-            (ws / f"data{i}.csv").write_text("a,b\n1,2\n")
-        config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
-        writes = RuleConfig(agent="dev", tool="write_file", pattern="*", decision="allow")
-        config.rules = [*config.rules, writes]  # the suite measures the agents, not the gate
-        config.inference = base.inference
-        with LoadProgress(err, f"{agent}: {text}") as progress:
-            engine = build_backend(config.inference, model=model, progress=progress)
-            host = Host(home / "agentdeck.db", config, backend=engine, crew=True, harness=harness)
-            async with host:
-                task = await host.store.write(r.create_task, OWNER, text, owner=agent)
-                assert host.crew is not None
-                await host.crew.wait_idle(TASK_DEADLINE_S)
-                final = await host.store.read(queries.task, task.id)
-        answer = (final.result or "") if final else ""
-        done = final is not None and final.status == "done"
-        results.append({"agent": agent, "task": text, "status": final.status if final else "?",
-                        "answer": answer[:200], "correct": done and check(answer, ws)})
-    return results
+def figures(model: str, harness: str, per_round: list[list[TaskResult]]) -> SuiteFigures:
+    count = len(per_round[0])
+    done = spread(sum(x.done for x in found) / count for found in per_round)
+    correct = spread(sum(x.correct for x in found) / count for found in per_round)
+    tallies = [TaskTally(name=x.name, agent=x.agent, done=sum(found[i].done for found in per_round),
+                         correct=sum(found[i].correct for found in per_round))
+               for i, x in enumerate(per_round[0])]
+    return SuiteFigures(model=model, harness=harness, tasks=count, rounds=len(per_round),
+                        done_share=Share(*done), correct_share=Share(*correct), per_task=tallies,
+                        results=per_round)
+
+
+def _mark(result: TaskResult) -> str:
+    return "correct" if result.correct else "wrong" if result.done else result.status
+
+
+def _share(share: Share) -> str:
+    if share.low == share.high:
+        return f"{share.median:.0%}"
+    return f"{share.median:.0%} ({share.low:.0%}–{share.high:.0%})"
+
+
+def print_suite(every: list[SuiteFigures]) -> None:
+    """Per variant: each task's last-round line and its tally over rounds; then the shares."""
+    for fig in every:
+        line(f"harness {fig.harness}:")
+        for tally, result in zip(fig.per_task, fig.results[-1], strict=True):
+            line(f"  {_mark(result):<8} {tally.agent}/{tally.name}: done {tally.done}/{fig.rounds}, "
+                 f"correct {tally.correct}/{fig.rounds} — {result.reason} -> {result.answer[:120]}")
+    for fig in every:
+        line(f"suite ({fig.model}, harness {fig.harness}, {fig.tasks} tasks, {fig.rounds} round(s), "
+             f"median): {_share(fig.done_share)} done, {_share(fig.correct_share)} verified correct")
