@@ -331,6 +331,29 @@ def test_reading_an_event_of_a_newer_protocol_is_a_clear_error(store: Store, cap
 # --- migrations ------------------------------------------------------------------------
 
 
+def test_v7_adds_memory_vectors_to_a_v6_database_and_they_go_with_their_memory(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.store.reducers.memory import write_memory_vectors
+
+    monkeypatch.setattr(database_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 6])
+    monkeypatch.setattr(database_mod, "SCHEMA_VERSION", 6)
+    with Store.open(db_path, AGENTS) as old:  # a database as the last release left it
+        kept = old.write(write_memory, "dev", "the build uses ninja")
+        gone = old.write(write_memory, "dev", "the build used make")
+        assert "memory_vectors" not in {r[0] for r in old.conn.execute("SELECT name FROM sqlite_master")}
+    monkeypatch.undo()
+    with Store.open(db_path, AGENTS) as s:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 7
+        assert s.write(write_memory_vectors, SYSTEM, "m", [(kept.id, b"\0" * 1536), (gone.id, b"\1" * 1536),
+                                                          (999, b"\0" * 1536)]) == 2  # 999: no such memory
+        with pytest.raises(sqlite3.IntegrityError):  # 384 float32, nothing else
+            s.write(write_memory_vectors, SYSTEM, "m", [(kept.id, b"\0" * 12)])
+        s.write(delete_memory, "dev", gone.id)
+        assert [r[0] for r in s.conn.execute("SELECT memory_id FROM memory_vectors")] == [kept.id]
+        assert s.read(queries.memories_without_vectors, "m") == []
+        assert [m.id for m in s.read(queries.memories_without_vectors, "another model")] == [kept.id]
+
+
 def test_forward_migration_is_applied_on_open(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store.open(db_path, AGENTS).close()
     v2 = SCHEMA_VERSION + 1

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import logging
 import os
 import re
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from agents.errors import StoreOpenError
 from agents.home import create_private_file
 from agents.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
@@ -85,12 +90,76 @@ def check_file(path: Path) -> None:
         )
 
 
+def load_vector_functions(conn: sqlite3.Connection) -> bool:
+    """sqlite-vec's functions on `conn` (memory recall by meaning). Without them (the
+    package missing, or a SQLite that cannot load extensions) everything else works and
+    recall is by words alone."""
+    try:
+        import sqlite_vec
+    except ImportError as err:
+        log.debug("sqlite-vec not loaded: %s", err)
+        return False
+    try:
+        if hasattr(conn, "enable_load_extension"):
+            conn.enable_load_extension(True)
+            try:
+                sqlite_vec.load(conn)
+            finally:
+                conn.enable_load_extension(False)
+            return True
+        return _load_through_c_api(conn, sqlite_vec.loadable_path())
+    except (AttributeError, OSError, sqlite3.Error) as err:
+        log.debug("sqlite-vec not loaded: %s", err)
+        return False
+
+
+def _linked_sqlite() -> ctypes.CDLL | None:
+    """The libsqlite3 this process's sqlite3 module runs on (Linux, dynamically linked),
+    never another copy: dlopen of a loaded library's own path returns that library."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "libsqlite3" in line and "/" in line}
+    except OSError:
+        return None
+    return ctypes.CDLL(paths.pop()) if len(paths) == 1 else None
+
+
+def _load_through_c_api(conn: sqlite3.Connection, extension: str) -> bool:
+    """For a Python built without loadable-extension support (pyenv's default): switch
+    extension loading on for this one connection through SQLite's C API, load, switch it
+    off. Only on CPython with the system libsqlite3, and only once the handle read from the
+    connection object proves to be this connection's (its file name matches)."""
+    if sys.implementation.name != "cpython":
+        return False
+    lib = _linked_sqlite()
+    if lib is None:
+        return False
+    lib.sqlite3_db_filename.restype = ctypes.c_char_p
+    lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.sqlite3_enable_load_extension.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    # CPython's connection object holds its `sqlite3 *` right after the object header.
+    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not handle:
+        return False
+    main = conn.execute("PRAGMA database_list").fetchone()[2] or ""
+    if (lib.sqlite3_db_filename(handle, b"main") or b"").decode("utf-8", "replace") != main:
+        return False
+    if lib.sqlite3_enable_load_extension(handle, 1) != 0:
+        return False
+    try:
+        conn.execute("SELECT load_extension(?, 'sqlite3_vec_init')", (extension,))
+    finally:
+        lib.sqlite3_enable_load_extension(handle, 0)
+    return True
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
     )
     conn.row_factory = sqlite3.Row
+    load_vector_functions(conn)
     return conn
 
 

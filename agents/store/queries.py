@@ -267,6 +267,41 @@ def memory_matches(
     return [(rows.memory(r), -float(r["rank"])) for r in conn.execute(sql, params).fetchall()]
 
 
+def memory_nearest(
+    conn: sqlite3.Connection, embedding: bytes, *, agent: str | None = None, limit: int = 10,
+    include_compacted: bool = False,
+) -> list[tuple[Memory, float]] | None:
+    """The entries nearest in meaning to `embedding` (a query's vector), each with its cosine
+    similarity, best first; the same visibility as search_memory. None where sqlite-vec's
+    functions are not loaded."""
+    sql = ("SELECT m.*, vec_distance_cosine(v.embedding, ?) AS distance "
+           "FROM memory_vectors v JOIN memory m ON m.id = v.memory_id WHERE 1")
+    params: list[object] = [embedding]
+    if agent is not None:
+        sql += " AND (m.agent = ? OR m.scope = 'shared')"
+        params.append(agent)
+    if not include_compacted:
+        sql += " AND m.compacted_into IS NULL"
+    sql += " ORDER BY distance LIMIT ?"
+    params.append(limit)
+    try:
+        found = conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as err:
+        if "vec_distance_cosine" in str(err):
+            return None
+        raise
+    return [(rows.memory(r), 1.0 - float(r["distance"])) for r in found]
+
+
+def memories_without_vectors(conn: sqlite3.Connection, model: str, limit: int = 64) -> list[Memory]:
+    """Entries with no vector from `model` yet (written while no indexer ran), oldest first."""
+    found = conn.execute(
+        "SELECT m.* FROM memory m LEFT JOIN memory_vectors v ON v.memory_id = m.id AND v.model = ? "
+        "WHERE v.memory_id IS NULL ORDER BY m.id LIMIT ?", (model, limit),
+    ).fetchall()
+    return [rows.memory(r) for r in found]
+
+
 def instance(conn: sqlite3.Connection) -> sqlite3.Row | None:
     return conn.execute("SELECT pid, started_at, heartbeat_at, meter FROM instance").fetchone()
 

@@ -229,5 +229,20 @@ ALTER TABLE tool_calls ADD COLUMN owner_pid INTEGER;
 ALTER TABLE tool_calls ADD COLUMN owner_started REAL;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]
+# v7: each memory's meaning, as an all-MiniLM-L6-v2 vector (384 float32, little-endian:
+# sqlite-vec's format), written by the host's indexer and compared by sqlite-vec's
+# vec_distance_cosine. A plain table, not a vec0 virtual one: a schema that needs a
+# loadable extension could not even be opened where the extension is missing (a Python
+# built without extension loading), and vec0's k-nearest search is a full scan anyway at
+# the scale of one crew's memories, where this is one join with the visibility rules.
+_V7 = """
+CREATE TABLE memory_vectors (
+    memory_id INTEGER PRIMARY KEY REFERENCES memory (id) ON DELETE CASCADE,
+    model     TEXT NOT NULL,
+    embedding BLOB NOT NULL CHECK (length(embedding) = 1536)
+);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
+                                     (7, _V7)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

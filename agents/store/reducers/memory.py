@@ -109,6 +109,22 @@ def compact_memory(
     return summary_row
 
 
+def write_memory_vectors(tx: Tx, actor: str, model: str, vectors: Sequence[tuple[int, bytes]]) -> int:
+    """Store each memory's vector (the indexer's; derived data, so no event). An entry
+    deleted meanwhile is skipped. Returns how many were stored."""
+    tx.check_actor(actor)
+    if not tx.privileged(actor):
+        raise PermissionDenied(f"{actor} may not write memory vectors")
+    stored = 0
+    for memory_id, embedding in vectors:
+        cur = tx.execute(
+            "INSERT OR REPLACE INTO memory_vectors (memory_id, model, embedding) "
+            "SELECT id, ?, ? FROM memory WHERE id = ?", (model, embedding, memory_id),
+        )
+        stored += cur.rowcount
+    return stored
+
+
 def delete_memory(tx: Tx, actor: str, memory_id: int) -> None:
     tx.check_actor(actor)
     memory = rows.memory(tx.row("memory", memory_id))
