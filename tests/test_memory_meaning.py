@@ -3,16 +3,31 @@ in the database, the indexer and hybrid recall. Real model, real llama.cpp, real
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import sqlite3
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import AGENTS
+from scripted_backend import ScriptedBackend, queued
 
-from agents.memory.convert import convert, read_safetensors, source_zip
-from agents.memory.embedder import Embedder, _Model
+from agents.config import parse_config
+from agents.crew.recall import query_vector, recall, recall_by_meaning
+from agents.memory.convert import MODEL_NAME, convert, read_safetensors, source_zip
+from agents.memory.embedder import Embedder, _Model, embedder_for
+from agents.memory.indexer import embedding_bytes
+from agents.protocol import SYSTEM
+from agents.runtime import Host
+from agents.runtime import host as host_module
+from agents.store import Store, queries
+from agents.store import reducers as r
+from agents.store.database import load_vector_functions
+from agents.store.reducers.memory import write_memory_vectors
 
 SENTENCES = [
     "The disk is full: / has 0 bytes free.",
@@ -99,3 +114,120 @@ async def test_the_embedder_runs_off_the_loop_and_ranks_a_paraphrase_first(conve
         embedder.close()
     with pytest.raises(Exception, match="not running"):
         await embedder.embed(["x"])
+
+
+# --- the vectors in the database, hybrid recall, the indexer ---
+
+DAY = 86_400.0
+MEMORIES = [
+    ("ops", "Reflection: the root filesystem filled up to 100%; cleaned /var/log to get free space back"),
+    ("ops", "the backup job runs every night at 2am from cron"),
+    ("ops", "nginx reloads its config with a SIGHUP, no restart needed"),
+    ("ops", "python3 is at /usr/bin/python3 on this machine"),
+]
+
+
+async def _index_directly(store: Store, embedder: Embedder) -> None:
+    memories = store.read(queries.memories_without_vectors, MODEL_NAME, 100)
+    vectors = await embedder.embed([m.content for m in memories])
+    store.write(write_memory_vectors, SYSTEM, MODEL_NAME, [(m.id, embedding_bytes(v))
+                                                           for m, v in zip(memories, vectors, strict=True)])
+
+
+@pytest.mark.timeout(120)
+async def test_a_paraphrase_finds_the_memory_by_meaning_where_words_alone_do_not(converted, db_path: Path) -> None:
+    embedder = Embedder(converted["q8_0"])
+    await embedder.start()
+    try:
+        with Store.open(db_path, AGENTS) as store:  # a real database file, sqlite-vec loaded
+            ids = [store.write(r.write_memory, agent, text).id for agent, text in MEMORIES]
+            await _index_directly(store, embedder)
+            query = "storage is running out"
+            words = store.read(recall, query, "ops", half_life_days=14, limit=3)
+            both = store.read(recall, query, "ops", half_life_days=14, limit=3,
+                              query_embedding=await query_vector(embedder, query))
+            near = store.read(queries.memory_nearest, await query_vector(embedder, query), agent="ops", limit=2)
+    finally:
+        embedder.close()
+    assert ids[0] not in [m.id for m in words]  # no word in common with the reflection
+    assert [m.id for m in both][:1] == [ids[0]]
+    assert near is not None and near[0][0].id == ids[0] and near[0][1] > near[1][1]
+
+
+def test_recall_fuses_both_rankings_then_weighs_recency_and_importance() -> None:
+    from agents.crew.recall import RRF_K, fuse
+    from agents.protocol import Memory
+
+    a, b, c = (Memory(id=i, agent="ops", scope="private", kind="fact", content=str(i), tags=[], importance=3,
+                      task_id=None, compacted_into=None, created_at=0.0) for i in (1, 2, 3))
+    fused = dict((m.id, s) for m, s in fuse([a, b], [b, c]))
+    assert fused[2] == pytest.approx(1 / (RRF_K + 2) + 1 / (RRF_K + 1))  # in both: first
+    assert fused[2] > fused[1] > fused[3]
+
+
+@pytest.mark.timeout(120)
+async def test_memories_written_before_the_indexer_started_get_indexed_and_new_ones_follow(
+        converted, db_path: Path, ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_module, "ensure_embedding_model", lambda: converted["q8_0"])
+    with Store.open(db_path, AGENTS) as store:  # written while no instance ran
+        before = [store.write(r.write_memory, agent, text).id for agent, text in MEMORIES]
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\n')
+    async with Host(db_path, config, backend=ScriptedBackend(queued({})), crew=True) as host:  # type: ignore[arg-type]
+        indexer = host.memory_indexer
+        assert indexer is not None
+        await asyncio.wait_for(indexer.caught_up.wait(), 60)
+        assert await host.store.read(_indexed_ids) == set(before)
+        # A memory written now, by anyone, through the ordinary reducer: the bus brings it.
+        later = await host.store.write(r.write_memory, "dev", "the laptop's SSD has no space left at all",
+                                       scope="shared")
+        await asyncio.wait_for(indexer.wait_indexed(len(before) + 1), 30)
+        assert await host.store.read(_indexed_ids) == {*before, later.id}
+        embedder = embedder_for(host.store)
+        assert embedder is not None
+        found = await recall_by_meaning(host.store, embedder, "the disk is nearly full", "ops", half_life_days=14,
+                                        limit=3)
+        assert {before[0], later.id} <= {m.id for m in found}
+    assert embedder_for(host.store) is None  # detached at shutdown
+    assert not embedder.ready
+
+
+def _indexed_ids(conn: sqlite3.Connection) -> set[int]:
+    return {row[0] for row in conn.execute("SELECT memory_id FROM memory_vectors")}
+
+
+@pytest.mark.timeout(60)
+def test_without_sqlite_vec_the_store_works_and_recall_is_by_words(db_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    with Store.open(db_path, AGENTS) as store:  # vectors written where sqlite-vec was present
+        kept = store.write(r.write_memory, "ops", "the disk is full")
+        gone = store.write(r.write_memory, "ops", "the disk was cleaned")
+        store.write(write_memory_vectors, SYSTEM, MODEL_NAME, [(kept.id, b"\0" * 1536), (gone.id, b"\0" * 1536)])
+    monkeypatch.setitem(sys.modules, "sqlite_vec", None)  # import sqlite_vec now fails
+    fresh = db_path.with_name("fresh.db")
+    for path in (db_path, fresh):
+        with Store.open(path, AGENTS) as store:  # migrates (fresh) and opens all the same
+            assert not load_vector_functions(store.conn)
+            memory = store.write(r.write_memory, "ops", "the disk is full") if path == fresh else kept
+            assert store.read(queries.memory_nearest, b"\0" * 1536, agent="ops") is None
+            found = store.read(recall, "disk full", "ops", half_life_days=14, query_embedding=b"\0" * 1536)
+            assert memory.id in [m.id for m in found]
+            if path == db_path:
+                store.write(r.delete_memory, "ops", gone.id)  # its vector goes with it
+                assert store.read(_indexed_ids) == {kept.id}
+
+
+@pytest.mark.timeout(120)
+async def test_the_recall_bench_finds_more_by_meaning_than_by_words(converted, tmp_path: Path) -> None:
+    from app.bench.recall import QUERIES, measure
+
+    embedder = Embedder(converted["q8_0"])
+    await embedder.start()
+    try:
+        report = await measure(tmp_path / "bench.db", embedder)
+    finally:
+        embedder.close()
+    assert report.queries == len(QUERIES)
+    first = report.results[0]
+    assert (first.query, first.wants in first.fts5, first.wants in first.hybrid) == \
+        ("storage is running out", False, True)
+    assert report.hit_at_3_hybrid >= report.hit_at_3_fts5 + 0.3

@@ -36,7 +36,7 @@ from agents.crew.compact import compact_if_needed
 from agents.crew.deadlines import plan_call
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
-from agents.crew.recall import recall, within
+from agents.crew.recall import recall_by_meaning, within
 from agents.crew.schemas import (
     FinalStep,
     Reflection,
@@ -52,6 +52,7 @@ from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
 from agents.inference.backend import Backend
 from agents.inference.types import ChatMessage, Result
+from agents.memory.embedder import embedder_for
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
 from agents.safe_text import shorten
 from agents.store import AsyncStore, queries
@@ -161,8 +162,9 @@ class TaskRunner:
                 break
             parents.append(parent)
             parent_id = parent.parent_id
-        ranked = await self.store.read(recall, f"{task.title} {task.body}", self.name,
-                                       half_life_days=self.config.memory_half_life_days)
+        ranked = await recall_by_meaning(self.store, embedder_for(self.shared_store),
+                                         f"{task.title} {task.body}", self.name,
+                                         half_life_days=self.config.memory_half_life_days)
         memories = await within(ranked, MEMORY_TOKENS, self.counter.count)
         received = await self.store.read(queries.direct_messages, self.name, RECENT_MESSAGES + 1,
                                          received_only=True)

@@ -173,7 +173,18 @@ def convert(out: Path, precision: Precision = "q8_0", source: Path | None = None
 def ensure_embedding_model(directory: Path | None = None, precision: Precision = "q8_0") -> Path:
     """The converted model (see model_path), converting it the first time."""
     out = model_path(directory, precision)
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_abandoned(out)
     if out.is_file():
         return out
-    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return convert(out, precision)
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Temp files of conversions whose process died before it could clean up."""
+    from agents.processes import process_alive
+
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        pid = tmp.name.removeprefix(f".{out.name}.").removesuffix(".tmp")
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)

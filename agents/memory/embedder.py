@@ -13,18 +13,19 @@ import ctypes
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agents.memory.convert import DIMENSIONS
 
+if TYPE_CHECKING:
+    import numpy as np
+
 log = logging.getLogger(__name__)
 
-Vector = np.ndarray  # float32, DIMENSIONS long, unit length
 T = TypeVar("T")
 
 N_CTX = 512  # the model's trained context; a longer text is cut to it
@@ -84,7 +85,9 @@ class _Model:
             ids = [*ids[:N_CTX - 1], self.sep]
         return ids
 
-    def embed_one(self, text: str) -> Vector:
+    def embed_one(self, text: str) -> np.ndarray:
+        import numpy as np
+
         ids = self.tokens(text)
         batch = self.batch
         batch.n_tokens = len(ids)
@@ -160,24 +163,26 @@ class Embedder:
             self._thread = threading.Thread(target=self._work, daemon=True, name="agentdeck-embedder")
             self._thread.start()
 
-        def load() -> _Model:
+        def load() -> None:
+            # Set here, on the thread: a caller that gave up waiting still leaves the model
+            # where the thread frees it at close.
             path = self._source() if callable(self._source) else self._source
-            return _Model(Path(path))
+            self._model = _Model(Path(path))
 
         try:
-            self._model = await self._call(load, timeout_s)
+            await self._call(load, timeout_s)
         except (EmbedderUnavailable, TimeoutError):
             raise
         except Exception as err:
             raise EmbedderUnavailable(f"{type(err).__name__}: {err}") from err
 
-    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+    async def embed(self, texts: Sequence[str], timeout_s: float | None = None) -> list[np.ndarray]:
         """One unit vector per text, in order. Raises EmbedderUnavailable or TimeoutError."""
         model = self._model
         if model is None or self._closed:
             raise EmbedderUnavailable("the embedder is not running")
         items = list(texts)
-        return await self._call(lambda: [model.embed_one(t) for t in items], self.timeout_s)
+        return await self._call(lambda: [model.embed_one(t) for t in items], timeout_s or self.timeout_s)
 
     def close(self) -> None:
         """Free the model on its thread once queued work ends; never waits."""
@@ -186,3 +191,22 @@ class Embedder:
         self._closed = True
         if self._thread is not None:
             self._jobs.put(None)
+
+
+# The embedder serving each open store (the host attaches its own): recall finds it by the
+# store it reads, so nothing between the host and the runner carries it.
+_SERVING: weakref.WeakKeyDictionary[object, Embedder] = weakref.WeakKeyDictionary()
+
+
+def attach(store: object, embedder: Embedder) -> None:
+    _SERVING[store] = embedder
+
+
+def detach(store: object) -> None:
+    _SERVING.pop(store, None)
+
+
+def embedder_for(store: object) -> Embedder | None:
+    """The ready embedder serving `store`, if any."""
+    embedder = _SERVING.get(store)
+    return embedder if embedder is not None and embedder.ready else None

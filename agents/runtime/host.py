@@ -35,6 +35,9 @@ from agents.crew.harness import Harness
 from agents.errors import InvalidTransition
 from agents.gate import Gate
 from agents.inference.backend import Backend
+from agents.memory.convert import ensure_embedding_model
+from agents.memory.embedder import Embedder, EmbedderUnavailable, attach, detach
+from agents.memory.indexer import MemoryIndexer
 from agents.processes import process_alive
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
@@ -98,6 +101,7 @@ class Host:
         self.run_crew = crew
         self.harness = harness
         self.crew: Crew | None = None
+        self.memory_indexer: MemoryIndexer | None = None  # with the crew
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
         self.stopping = asyncio.Event()
         self.exit_code = 0
@@ -210,6 +214,8 @@ class Host:
             gate = Gate(self.store, self.config, self.db_path.parent, bus=self.bus)
             self.crew = Crew(self.store, self.bus, self.backend, gate, self.config, harness=self.harness)
             await self.crew.start(self.first_event_id)
+            self.memory_indexer = MemoryIndexer(self.store, self.bus, Embedder(ensure_embedding_model))
+            self._loops.append(asyncio.create_task(self._index_memories(self.memory_indexer)))
         self._loops += [
             asyncio.create_task(self._every(self._expire)),
             asyncio.create_task(self._every(self._schedules)),
@@ -271,6 +277,26 @@ class Host:
                 every = 60.0 if wanted.every_s is None else wanted.every_s  # (unused with cron)
                 await self.store.write(r.set_schedule, SYSTEM, wanted.agent, wanted.name, every,
                                        body=wanted.body, cron=wanted.cron)
+
+    async def _index_memories(self, indexer: MemoryIndexer) -> None:
+        """Recall by meaning for the crew: the embedding model loads (converted the first
+        time) on its own thread while the crew already runs, then every memory gets its
+        vector. Until then, or if it cannot load, recall is by words alone."""
+        embedder = indexer.embedder
+        try:
+            try:
+                await embedder.start()
+            except (EmbedderUnavailable, TimeoutError) as err:
+                log.warning("memory recall by meaning is off: %s", err or "the model took too long to load")
+                return
+            attach(self.store, embedder)
+            await indexer.run()
+        except Exception as err:
+            if not self._disk_full(err):
+                log.warning("memory indexing stopped: %s", err)
+        finally:
+            detach(self.store)
+            embedder.close()
 
     # --- recovery ---
 

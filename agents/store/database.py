@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import re
@@ -113,6 +114,7 @@ def load_vector_functions(conn: sqlite3.Connection) -> bool:
         return False
 
 
+@functools.cache
 def _linked_sqlite() -> ctypes.CDLL | None:
     """The libsqlite3 this process's sqlite3 module runs on (Linux, dynamically linked),
     never another copy: dlopen of a loaded library's own path returns that library."""
