@@ -23,6 +23,7 @@ BENCHES = {
     "policy": "app.bench.policy",
     "sampling": "app.bench.sampling",
     "crew": "app.bench.crew",
+    "recall": "app.bench.recall",
     "tui": "app.bench.tui",
 }
 
