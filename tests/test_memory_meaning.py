@@ -231,3 +231,16 @@ async def test_the_recall_bench_finds_more_by_meaning_than_by_words(converted, t
     assert (first.query, first.wants in first.fts5, first.wants in first.hybrid) == \
         ("storage is running out", False, True)
     assert report.hit_at_3_hybrid >= report.hit_at_3_fts5 + 0.3
+
+
+@pytest.mark.timeout(120)
+async def test_an_embedding_call_that_overruns_its_timeout_is_abandoned_and_the_next_one_works(converted) -> None:
+    embedder = Embedder(converted["q8_0"])
+    await embedder.start()
+    try:
+        with pytest.raises(TimeoutError):  # two texts of 512 tokens: far more than a millisecond
+            await embedder.embed(["the disk is full " * 200] * 2, timeout_s=0.001)
+        (vector,) = await embedder.embed(["the disk is full"])
+        assert vector.shape == (384,)
+    finally:
+        embedder.close()
