@@ -23,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 
 from agents.config import Config, InferenceConfig, RuleConfig, parse_config
 from agents.crew.harness import ABLATIONS, DEFAULT, Harness
@@ -144,7 +145,7 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                     result = await run_task(task, Path(tmp) / f"{round_}-{name}-{i}", engine, harness,
                                             base.inference)
                     err.print(f"[dim]  {_mark(result)} {task.agent}/{task.name} ({result.wall_s:.0f} s): "
-                              f"{result.reason}[/]")
+                              f"{escape(result.reason)}[/]")  # a file's "[server]" is text, not markup
                     found.append(result)
                 results[name].append(found)
     return [figures(model.name, name, per_round) for name, per_round in results.items()]
