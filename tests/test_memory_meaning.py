@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import sqlite3
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -195,25 +196,43 @@ def _indexed_ids(conn: sqlite3.Connection) -> set[int]:
     return {row[0] for row in conn.execute("SELECT memory_id FROM memory_vectors")}
 
 
+def _unit(i: int) -> bytes:
+    """A 384-float vector pointing along axis i, in sqlite-vec's float32 format."""
+    return struct.pack("<384f", *(1.0 if k == i else 0.0 for k in range(384)))
+
+
 @pytest.mark.timeout(60)
-def test_without_sqlite_vec_the_store_works_and_recall_is_by_words(db_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                                   ) -> None:
-    with Store.open(db_path, AGENTS) as store:  # vectors written where sqlite-vec was present
+def test_without_sqlite_vec_the_store_works_and_ranks_by_meaning_all_the_same(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where sqlite-vec cannot be loaded (the package missing, or a Python that cannot load
+    SQLite extensions, as pyenv's default build) the same SQL ranks through a Python
+    vec_distance_cosine, and agrees with sqlite-vec where both exist."""
+    with Store.open(db_path, AGENTS) as store:
+        native = load_vector_functions(store.conn)
         kept = store.write(r.write_memory, "ops", "the disk is full")
+        other = store.write(r.write_memory, "ops", "the backups ran")
         gone = store.write(r.write_memory, "ops", "the disk was cleaned")
-        store.write(write_memory_vectors, SYSTEM, MODEL_NAME, [(kept.id, b"\0" * 1536), (gone.id, b"\0" * 1536)])
+        store.write(write_memory_vectors, SYSTEM, MODEL_NAME,
+                    [(kept.id, _unit(0)), (other.id, _unit(1)), (gone.id, _unit(2))])
+        by_sqlite_vec = store.read(queries.memory_nearest, _unit(0), agent="ops") if native else None
     monkeypatch.setitem(sys.modules, "sqlite_vec", None)  # import sqlite_vec now fails
     fresh = db_path.with_name("fresh.db")
     for path in (db_path, fresh):
         with Store.open(path, AGENTS) as store:  # migrates (fresh) and opens all the same
             assert not load_vector_functions(store.conn)
-            memory = store.write(r.write_memory, "ops", "the disk is full") if path == fresh else kept
-            assert store.read(queries.memory_nearest, b"\0" * 1536, agent="ops") is None
-            found = store.read(recall, "disk full", "ops", half_life_days=14, query_embedding=b"\0" * 1536)
-            assert memory.id in [m.id for m in found]
-            if path == db_path:
-                store.write(r.delete_memory, "ops", gone.id)  # its vector goes with it
-                assert store.read(_indexed_ids) == {kept.id}
+            if path == fresh:
+                memory = store.write(r.write_memory, "ops", "the disk is full")
+                assert store.read(queries.memory_nearest, _unit(0), agent="ops") == []  # no vectors yet
+                found = store.read(recall, "disk full", "ops", half_life_days=14, query_embedding=_unit(0))
+                assert memory.id in [m.id for m in found]  # by words
+                continue
+            nearest = store.read(queries.memory_nearest, _unit(0), agent="ops")
+            assert [(m.id, round(sim, 6)) for m, sim in nearest][:1] == [(kept.id, 1.0)]
+            assert {round(sim, 6) for _, sim in nearest[1:]} == {0.0}  # orthogonal: nothing alike
+            if by_sqlite_vec is not None:  # the Python distance agrees with sqlite-vec's
+                assert [(m.id, round(s, 6)) for m, s in nearest] == [(m.id, round(s, 6)) for m, s in by_sqlite_vec]
+            store.write(r.delete_memory, "ops", gone.id)  # its vector goes with it
+            assert store.read(_indexed_ids) == {kept.id, other.id}
 
 
 @pytest.mark.timeout(120)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import logging
 import os
 import re
 import shutil
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,67 +89,35 @@ def check_file(path: Path) -> None:
 
 
 def load_vector_functions(conn: sqlite3.Connection) -> bool:
-    """sqlite-vec's functions on `conn` (memory recall by meaning). Without them (the
-    package missing, or a SQLite that cannot load extensions) everything else works and
-    recall is by words alone."""
+    """Vector distance on `conn` for recall by meaning: sqlite-vec's functions where this
+    Python can load SQLite extensions (True), else `vec_distance_cosine` as a Python
+    function over the same float32 blobs (False; pyenv's default build cannot load
+    extensions). Either way the SQL is the same and recall by meaning works."""
     try:
         import sqlite_vec
-    except ImportError as err:
-        log.debug("sqlite-vec not loaded: %s", err)
-        return False
-    try:
-        if hasattr(conn, "enable_load_extension"):
-            conn.enable_load_extension(True)
-            try:
-                sqlite_vec.load(conn)
-            finally:
-                conn.enable_load_extension(False)
-            return True
-        return _load_through_c_api(conn, sqlite_vec.loadable_path())
-    except (AttributeError, OSError, sqlite3.Error) as err:
-        log.debug("sqlite-vec not loaded: %s", err)
-        return False
+
+        conn.enable_load_extension(True)
+        try:
+            sqlite_vec.load(conn)
+        finally:
+            conn.enable_load_extension(False)
+        return True
+    except (ImportError, AttributeError, sqlite3.Error) as err:
+        log.debug("sqlite-vec not loaded (%s): vector distance in Python", err)
+    conn.create_function("vec_distance_cosine", 2, _cosine_distance, deterministic=True)
+    return False
 
 
-@functools.cache
-def _linked_sqlite() -> ctypes.CDLL | None:
-    """The libsqlite3 this process's sqlite3 module runs on (Linux, dynamically linked),
-    never another copy: dlopen of a loaded library's own path returns that library."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = {line.split()[-1] for line in maps if "libsqlite3" in line and "/" in line}
-    except OSError:
+def _cosine_distance(a: bytes | None, b: bytes | None) -> float | None:
+    """sqlite-vec's vec_distance_cosine over float32 blobs: 1 - cosine similarity (1.0,
+    nothing alike, for a zero vector; NULL for a missing or mismatched one)."""
+    import numpy as np
+
+    if not isinstance(a, bytes) or not isinstance(b, bytes) or len(a) != len(b) or len(a) % 4:
         return None
-    return ctypes.CDLL(paths.pop()) if len(paths) == 1 else None
-
-
-def _load_through_c_api(conn: sqlite3.Connection, extension: str) -> bool:
-    """For a Python built without loadable-extension support (pyenv's default): switch
-    extension loading on for this one connection through SQLite's C API, load, switch it
-    off. Only on CPython with the system libsqlite3, and only once the handle read from the
-    connection object proves to be this connection's (its file name matches)."""
-    if sys.implementation.name != "cpython":
-        return False
-    lib = _linked_sqlite()
-    if lib is None:
-        return False
-    lib.sqlite3_db_filename.restype = ctypes.c_char_p
-    lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    lib.sqlite3_enable_load_extension.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    # CPython's connection object holds its `sqlite3 *` right after the object header.
-    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
-    if not handle:
-        return False
-    main = conn.execute("PRAGMA database_list").fetchone()[2] or ""
-    if (lib.sqlite3_db_filename(handle, b"main") or b"").decode("utf-8", "replace") != main:
-        return False
-    if lib.sqlite3_enable_load_extension(handle, 1) != 0:
-        return False
-    try:
-        conn.execute("SELECT load_extension(?, 'sqlite3_vec_init')", (extension,))
-    finally:
-        lib.sqlite3_enable_load_extension(handle, 0)
-    return True
+    x, y = np.frombuffer(a, dtype="<f4"), np.frombuffer(b, dtype="<f4")
+    norms = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return 1.0 if norms == 0.0 else 1.0 - float(np.dot(x, y)) / norms
 
 
 def _connect(path: Path) -> sqlite3.Connection:
