@@ -64,7 +64,7 @@ def test_past_the_upper_bound_the_deadline_is_the_bound_and_fewer_tokens_fit() -
     assert limit.timeout_s == 300
     # What fits: (300 - slack) / factor seconds, less the prompt's 50 s, at 1 token/s.
     assert limit.max_tokens == int((300 - SLACK_S) / FACTOR - 1000 / 20.0)
-    assert "inference.max_call_s = 300" in limit.timed_out() and "new tokens cut to 92" in limit.timed_out()
+    assert "inference.max_call_s = 300" in limit.timed_out() and "new tokens cut to 45" in limit.timed_out()
     hopeless = plan_call(10_000, 384, crawl, override_s=0, most_s=300, key=KEY)
     assert hopeless.timeout_s == 300 and hopeless.max_tokens == 16  # still a call, just short
 

@@ -15,7 +15,7 @@ import msgspec
 
 from agents.inference.meter import Speed
 
-FACTOR = 2.0  # measured speeds drift under load (other agents batching beside this one)
+FACTOR = 3.0  # speeds swing under load (other processes too): a long wait is cheap, a timeout is not
 SLACK_S = 15.0  # queueing for a slot, the scheduler's tick, the first step's setup
 FLOOR_S = 60.0  # never less: one noisy measurement must not time out a fast model's step
 MIN_TOKENS = 16  # a cap shrunk to fit the upper bound keeps at least this many
