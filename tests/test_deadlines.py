@@ -118,9 +118,10 @@ async def test_the_engine_measures_its_speed_at_load_and_from_requests() -> None
     try:
         warm = backend.snapshot().speed
         assert warm is not None, "the warm-up measured nothing"
-        # SmolLM2-135M: tens to thousands of tokens/s on any CPU or GPU; prompt tokens are
-        # evaluated together, so faster than one-at-a-time generation is not required here.
-        assert 1 < warm.prompt_tps < 1e6 and 1 < warm.gen_tps < 1e5, warm
+        # SmolLM2-135M: tens to thousands of tokens/s on an idle CPU or a GPU, but a 2-core
+        # machine shared with other processes measured 0.34 generated tokens/s (threads
+        # waiting for each other at every op), so the lower bounds only say "measured".
+        assert 0.01 < warm.prompt_tps < 1e6 and 0.01 < warm.gen_tps < 1e5, warm
         prompt = "Summarise: " + "the disk is almost full and the logs keep growing. " * 12
         gen = backend.submit([{"role": "user", "content": prompt}], max_tokens=16, ignore_eos=True)
         result = await gen
@@ -128,7 +129,7 @@ async def test_the_engine_measures_its_speed_at_load_and_from_requests() -> None
         after = backend.snapshot().speed
         assert after is not None and after.measured_at > warm.measured_at
         assert after.prompt_tps != warm.prompt_tps and after.gen_tps != warm.gen_tps  # both kinds observed
-        assert 1 < after.prompt_tps < 1e6 and 1 < after.gen_tps < 1e5, after
+        assert 0.01 < after.prompt_tps < 1e6 and 0.01 < after.gen_tps < 1e5, after
     finally:
         await backend.stop()
 
