@@ -9,6 +9,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import AGENTS, agentdeck_cmd, finished, model_work, ok, reflect, subprocess_env, time_left, until
@@ -443,6 +444,14 @@ async def test_past_the_threshold_scribe_compacts_an_agents_oldest_reflections(d
     outputs = {"dev": ['{"action": "act", "reason": "mine"}', '{"final": "built"}', reflect("the fifth lesson")],
                "scribe": ['{"summary": "builds: lessons 0 and 1, summarised"}']}
     backend = ScriptedBackend(queued(outputs))
+    timeouts: dict[str, list[float]] = {}
+    submit = backend.submit
+
+    def recording_submit(*args: Any, **kwargs: Any) -> Any:
+        timeouts.setdefault(kwargs["agent"], []).append(kwargs.get("timeout_s") or 0.0)
+        return submit(*args, **kwargs)
+
+    backend.submit = recording_submit  # type: ignore[method-assign]
     async with Host(db_path, config, backend=backend, crew=True) as host:
         await finished(host, task.id)
 
@@ -460,6 +469,8 @@ async def test_past_the_threshold_scribe_compacts_an_agents_oldest_reflections(d
     assert memories[old[2].id].compacted_into is None  # only the oldest half
     scribe_asked = [q for q in backend.requests if q.agent == "scribe"]
     assert "lesson 0 about builds" in scribe_asked[0].messages[-1].content
+    # The summary's deadline is derived like every call's (timeout_s 0 means "derive", not 0 s)
+    assert [0 < t < config.inference.max_call_s for t in timeouts["scribe"]] == [True]
 
 
 @pytest.mark.timeout(420)
