@@ -188,6 +188,17 @@ def test_a_question_that_wrote_to_the_workspace_fails_even_when_its_answer_is_ri
     assert "scratch.txt" in verdict.reason
 
 
+def test_a_percentage_counts_only_where_the_answer_gives_it_for_its_subject(prepared) -> None:
+    task = BY_NAME["memory-percent"]
+    ws, store, before = prepared(task)
+    truth = psutil.virtual_memory().percent
+    # A swap or CPU figure near the truth is not the memory figure (the 0.5B did this).
+    wrong = f"The memory is in use by {truth + 40:.0f}% of the CPU cores; swap {truth:.0f}% used"
+    assert not st.judge(task, wrong, ws, store, before).ok
+    echo = f"cpu: {truth + 40:.0f}% of 2 cores; memory: 1 GiB used of 23 GiB ({truth:.0f}%); swap 90% used"
+    assert st.judge(task, echo, ws, store, before).ok
+
+
 @pytest.mark.parametrize("name", sorted(n for n in BY_NAME if n.startswith("diff-")))
 def test_a_review_that_quotes_the_buggy_code_counts_as_naming_its_line(name: str, prepared) -> None:
     task = BY_NAME[name]

@@ -60,6 +60,17 @@ def percentages(answer: str) -> list[float]:
     return [_num(x) for x in re.findall(NUMBER + r"\s*(?:%|percent)", answer, re.I)]
 
 
+def percentage_about(answer: str, subject: str) -> list[float]:
+    """The percentage the answer gives for `subject`: the first after its first mention in
+    the same clause (up to `;` or a line end), else the last before it, else the answer's
+    first. "memory 7%, swap 0%" claims 7%, whatever else lies near the truth."""
+    at = re.search(subject, answer, re.I)
+    if at is None:
+        return percentages(answer)[:1]
+    clause = re.split(r"[;\n]", answer[at.start():], maxsplit=1)[0]
+    return percentages(clause)[:1] or percentages(answer[:at.start()])[-1:]
+
+
 def _words(text: str) -> set[str]:
     return {w.lower().strip(".") for w in re.findall(r"[\w.=-]+", text)}
 
@@ -128,13 +139,14 @@ def _file_is(name: str, expected: str) -> Checker:
 
 def _disk_percent(answer: str, ws: Path, _store: Store) -> Verdict:
     truths = {psutil.disk_usage(str(ws)).percent, psutil.disk_usage("/").percent}  # either disk is fair
-    found = percentages(answer)
+    found = percentage_about(answer, r"\bdisk")
     verdicts = [_near(found, t, 1.0, "disk use %") for t in truths]
     return next((v for v in verdicts if v.ok), verdicts[0])
 
 
 def _memory_percent(answer: str, _ws: Path, _store: Store) -> Verdict:
-    return _near(percentages(answer), psutil.virtual_memory().percent, 3.0, "memory use %")
+    return _near(percentage_about(answer, r"\b(memory|ram)\b"), psutil.virtual_memory().percent, 3.0,
+                 "memory use %")
 
 
 def _cpu_count(answer: str, _ws: Path, _store: Store) -> Verdict:
