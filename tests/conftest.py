@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ import pytest_timeout
 from helpers import AGENTS, REPO, agentdeck_cmd, examples, start_test_clock, subprocess_env, unprivileged_dir  # noqa: F401
 from hypothesis import settings
 
-from agents.store import Store
+from agents.store import AsyncStore, Store
 
 # Files the tests write (configs, homes) are private, as agentdeck makes them; otherwise
 # every first command in a test home would rightly say it made them private. The tests
@@ -55,6 +55,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def db_path(home: Path) -> Path:
     return home / "agentdeck.db"
+
+
+@pytest.fixture
+async def astore(db_path: Path) -> AsyncIterator[AsyncStore]:
+    """The database opened for async tests (closed after the test)."""
+    s = await AsyncStore(db_path, AGENTS).open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture

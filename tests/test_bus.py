@@ -28,15 +28,6 @@ WAIT_S = 10.0  # generous: "within N seconds", never a timing assertion
 
 
 @pytest.fixture
-async def astore(db_path: Path) -> AsyncIterator[AsyncStore]:
-    s = await AsyncStore(db_path, AGENTS).open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
 async def bus(astore: AsyncStore) -> AsyncIterator[Bus]:
     b = await Bus(astore, poll_interval=0.05).start()
     try:

@@ -5,7 +5,6 @@ the approval row on a timer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ def config(home: Path, ws: Path) -> Config:
     text = f'workspace = "{ws}"\n'
     (home / "config.toml").write_text(text)  # the same config for `agentdeck approve`
     return parse_config(text)
-
-
-@pytest.fixture
-async def astore(db_path: Path) -> AsyncIterator[AsyncStore]:
-    s = await AsyncStore(db_path, AGENTS).open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

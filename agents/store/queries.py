@@ -257,14 +257,22 @@ def memory_matches(
         "WHERE memory_fts MATCH ?"
     )
     params: list[object] = [match]
+    sql += _visible_to(agent, include_compacted, params)
+    sql += " ORDER BY f.rank LIMIT ?"
+    params.append(limit)
+    return [(rows.memory(r), -float(r["rank"])) for r in conn.execute(sql, params).fetchall()]
+
+
+def _visible_to(agent: str | None, include_compacted: bool, params: list[object]) -> str:
+    """The memory rows `agent` may see (its own and shared; all for None), active ones
+    unless compacted are asked for: SQL to append to a WHERE, its parameters added."""
+    sql = ""
     if agent is not None:
         sql += " AND (m.agent = ? OR m.scope = 'shared')"
         params.append(agent)
     if not include_compacted:
         sql += " AND m.compacted_into IS NULL"
-    sql += " ORDER BY f.rank LIMIT ?"
-    params.append(limit)
-    return [(rows.memory(r), -float(r["rank"])) for r in conn.execute(sql, params).fetchall()]
+    return sql
 
 
 def memory_nearest(
@@ -272,16 +280,12 @@ def memory_nearest(
     include_compacted: bool = False,
 ) -> list[tuple[Memory, float]] | None:
     """The entries nearest in meaning to `embedding` (a query's vector), each with its cosine
-    similarity, best first; the same visibility as search_memory. None where sqlite-vec's
-    functions are not loaded."""
+    similarity, best first; the same visibility as search_memory. None on a connection
+    without vec_distance_cosine (database.load_vector_functions was not run on it)."""
     sql = ("SELECT m.*, vec_distance_cosine(v.embedding, ?) AS distance "
            "FROM memory_vectors v JOIN memory m ON m.id = v.memory_id WHERE 1")
     params: list[object] = [embedding]
-    if agent is not None:
-        sql += " AND (m.agent = ? OR m.scope = 'shared')"
-        params.append(agent)
-    if not include_compacted:
-        sql += " AND m.compacted_into IS NULL"
+    sql += _visible_to(agent, include_compacted, params)
     sql += " ORDER BY distance LIMIT ?"
     params.append(limit)
     try:
