@@ -253,8 +253,8 @@ def test_figures_are_medians_over_rounds_with_per_task_tallies() -> None:
 # --- end to end through the real crew (scripted model) ---
 
 def _dev_writes(path: str, content: str, final: str) -> dict[str, list[str]]:
-    return {"dev": [json.dumps({"action": "act", "reason": "a file task"}),
-                    json.dumps({"tool": "write_file", "arguments": {"path": path, "content": content}}),
+    # No triage call: the person gave dev a file task dev's tools can do (harness.keep_own).
+    return {"dev": [json.dumps({"tool": "write_file", "arguments": {"path": path, "content": content}}),
                     json.dumps({"final": final}), reflect("write the file, then say so")]}
 
 

@@ -120,8 +120,10 @@ def test_triage_by_rules() -> None:
 @pytest.mark.timeout(60)
 async def test_without_rules_first_the_model_triages_and_takes_the_first_step(db_path: Path,
                                                                             tmp_path: Path) -> None:
-    """The ablation switch still holds: a machine question goes to the model, not the rules."""
-    outputs = {"ops": ['{"action": "act", "reason": "the model says so"}', '{"final": "looked"}',
+    """The ablation switch still holds: a machine question goes to the model, not the rules
+    (whose first step is a look: the evidence rule still offers no final answer before one)."""
+    outputs = {"ops": ['{"action": "act", "reason": "the model says so"}',
+                       '{"tool": "list_processes", "arguments": {}}', '{"final": "looked"}',
                        '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}']}
     async with host_for(db_path, tmp_path, outputs, Harness(rules_first=False)) as host:
         t = await host.store.write(r.create_task, OWNER, "report disk usage", owner="ops")
@@ -135,7 +137,7 @@ async def test_without_rules_first_the_model_triages_and_takes_the_first_step(db
     [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
     steps = [e.payload for e in events if isinstance(e.payload, AgentStepped)]
     assert (triaged.by, triaged.reason) == ("model", "the model says so")
-    assert [(s.tool, s.status, s.summary) for s in steps] == [(None, "final", "looked")]
+    assert [(s.tool, s.status) for s in steps] == [("list_processes", "ok"), (None, "final")]
 
 
 # --- working a task: the first run and the combine share one frame ---

@@ -37,8 +37,9 @@ async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:
     done = await call(ctx, "edit_file", path="pkg/mod.py", old="b = 1", new="b = 2")
     assert done.status == "ok" and (ws / "pkg/mod.py").read_text() == "a = 1\nb = 2\n"
     listing = await call(ctx, "list_dir", path=".")
-    assert listing.text == "pkg/"
-    assert "mod.py  12 bytes" in (await call(ctx, "list_dir", path="pkg")).text
+    assert listing.text == "pkg/\n(1 folder)"  # counted by the tool, not left to the model
+    (ws / "pkg/b.txt").write_text("x")
+    assert (await call(ctx, "list_dir", path="pkg")).text == "b.txt  1 bytes\nmod.py  12 bytes\n(2 files)"
 
 
 async def test_binary_and_large_files(store: AsyncStore, ws: Path) -> None:

@@ -1,5 +1,8 @@
 """The levers that make a small model useful, each switchable so that
-`agentdeck bench crew --suite --ablate` can measure what each is worth."""
+`agentdeck bench crew --suite --ablate` can measure what each is worth.
+
+The grounding levers (agents/crew/grounding.py) are on by default: each turns one way a
+small model is confidently wrong into a refusal it is told about, or a failed task."""
 
 from __future__ import annotations
 
@@ -11,6 +14,16 @@ class Harness(msgspec.Struct, frozen=True, kw_only=True):
     rules_first: bool = True  # rule-based triage and first steps before any model call
     examples: bool = True  # one concrete example call per tool in the system prompt
     result_chars: int = 1200  # of a tool result fed back to the model (compact)
+    # grounding
+    evidence: bool = True  # no final answer before a tool showed something, when one can
+    grounded_numbers: bool = True  # every figure in an answer appears in a tool result
+    verify_changes: bool = True  # a write is read back; a claimed change must have been made
+    no_hand_back: bool = True  # never to the agent that gave the task; "I will delegate" is no answer
+    keep_own: bool = True  # a task the person gave an agent whose tools can do it is acted on
+    read_before_write: bool = True  # an existing file is changed only after it was read here
+    questions_read_only: bool = True  # a question is answered without write tools
+    combine_verified: bool = True  # a parent waits for its subtasks and states only their results
+    calculator: bool = True  # the calculate tool is offered to the agents configured with it
 
 
 DEFAULT = Harness()
@@ -21,4 +34,21 @@ ABLATIONS: dict[str, Harness] = {
     "no rules first": Harness(rules_first=False),
     "no tool examples": Harness(examples=False),
     "whole results": Harness(result_chars=16_000),
+    "no evidence rule": Harness(evidence=False),
+    "no grounded numbers": Harness(grounded_numbers=False),
+    "no change verification": Harness(verify_changes=False),
+    "hand-back allowed": Harness(no_hand_back=False),
+    "triage may re-route": Harness(keep_own=False),
+    "write without reading": Harness(read_before_write=False),
+    "questions may write": Harness(questions_read_only=False),
+    "combine unchecked": Harness(combine_verified=False),
+    "no calculator": Harness(calculator=False),
+    # Everything grounding adds, off at once: the harness as it was before it.
+    "no grounding": Harness(evidence=False, grounded_numbers=False, verify_changes=False,
+                            no_hand_back=False, keep_own=False, read_before_write=False,
+                            questions_read_only=False, combine_verified=False, calculator=False),
 }
+# `--ablate grounding` runs only these against the default (a full ablation is 15 suites).
+GROUNDING = ("no grounding", "no evidence rule", "no grounded numbers", "no change verification",
+             "hand-back allowed", "triage may re-route", "write without reading", "questions may write",
+             "combine unchecked", "no calculator")

@@ -44,6 +44,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "read_log": {"last": 20},
     "system_health": {},
     "list_processes": {"sort": "memory"},
+    "calculate": {"expression": "2+3"},
 }
 # The tools that may ask a person show a short reason: the approval shows it as
 # "agent says". Only these, since every word here is in every agent's prompt.
@@ -67,11 +68,13 @@ def _example(tool: str) -> str:
     return json.dumps({"tool": tool, "arguments": args})
 
 
-def system_message(name: str, agent: AgentConfig, *, examples: bool = True) -> ChatMessage:
-    tools = "\n".join(f"- {t}: {TOOLS[t].description}" + (f" Example: {_example(t)}" if examples else "")
-                      for t in agent.tools)
+def system_message(name: str, agent: AgentConfig, *, examples: bool = True,
+                   tools: Sequence[str] | None = None) -> ChatMessage:
+    """tools: those this task offers (default: all the agent's); only they are shown."""
+    shown = "\n".join(f"- {t}: {TOOLS[t].description}" + (f" Example: {_example(t)}" if examples else "")
+                      for t in (agent.tools if tools is None else tools) if t in TOOLS)
     return ChatMessage(role="system", content=(
-        f"{agent.system_prompt}\n\nYou are {name}. Your tools:\n{tools}\n"
+        f"{agent.system_prompt}\n\nYou are {name}. Your tools:\n{shown}\n"
         'You answer with one JSON object only. When you are done, answer {"final": "..."} '
         "with what you found or did."
     ))
@@ -102,8 +105,10 @@ def triage_messages(name: str, agent: AgentConfig, task_text_: str, agents: list
     ))]
 
 
-def step_head(name: str, agent: AgentConfig, task_text_: str, *, examples: bool = True) -> list[ChatMessage]:
-    return [system_message(name, agent, examples=examples), ChatMessage(role="user", content=task_text_)]
+def step_head(name: str, agent: AgentConfig, task_text_: str, *, examples: bool = True,
+              tools: Sequence[str] | None = None) -> list[ChatMessage]:
+    return [system_message(name, agent, examples=examples, tools=tools),
+            ChatMessage(role="user", content=task_text_)]
 
 
 def step_turns(steps: list[tuple[str, str]], result_chars: int = RESULT_CHARS) -> list[ChatMessage]:

@@ -23,17 +23,20 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agents.config import AgentConfig, Config
-from agents.crew import prompts, rules
+from agents.crew import grounding, prompts, rules
 from agents.crew.budget import TokenCounter
 from agents.crew.compact import compact_if_needed
 from agents.crew.deadlines import plan_call
+from agents.crew.grounding import Evidence
 from agents.crew.harness import DEFAULT, Harness
 from agents.crew.live import LiveView
 from agents.crew.recall import recall_by_meaning, within
@@ -104,8 +107,13 @@ class TaskRunner:
             return
         if task.status != "queued":
             return  # already being worked, or finished (at-least-once delivery)
+        waiting = False  # stays so when a phase fails (the context ends the task failed)
         async with self._working(task):
-            await self._work(task)
+            waiting = await self._work(task)
+        if waiting:  # its subtasks may all have ended before it was blocked: nobody would wake it
+            fresh = await self.store.read(queries.task, task.id)
+            if fresh is not None and fresh.status == "blocked":
+                await self._combine(fresh)
 
     @contextlib.asynccontextmanager
     async def _working(self, task: Task) -> AsyncIterator[None]:
@@ -124,7 +132,8 @@ class TaskRunner:
             await self._state("idle", None)
             self.live.work_s += time.monotonic() - started
 
-    async def _work(self, task: Task) -> None:
+    async def _work(self, task: Task) -> bool:
+        """Triage and act; True when the task now waits for subtasks it handed out."""
         if task.deadline is not None and time.time() > task.deadline:
             raise PhaseFailed(f"past its deadline ({time.ctime(task.deadline)})")
         context = await self._context(task)
@@ -144,14 +153,35 @@ class TaskRunner:
                 except InvalidArgument as under:  # a subtask finished in between: nothing to stop
                     raise PhaseFailed(f"could not delegate to {to}: the task tree was full a moment ago, "
                                       f"and is not now ({under}); try again") from None
-                return
+                return False
             except InvalidArgument as err:
                 raise PhaseFailed(f"could not delegate to {to}: {err}") from None
             await self.store.write(r.set_task_status, task.id, "blocked",
                                    f"delegated to {triage.delegate_to} as task {child.id}")
         else:
             answer, steps = await self._act(task, context)
+            open_children = await self._open_children(task)
+            if open_children and self.harness.combine_verified:
+                # Its answer would run ahead of the work: the subtasks' results make it.
+                await self.store.write(r.set_task_status, task.id, "blocked",
+                                       "waiting for subtasks " + ", ".join(str(c.id) for c in open_children))
+                return True
             await self._finish(task, context, answer, steps)
+        return False
+
+    async def _open_children(self, task: Task) -> list[Task]:
+        children = await self.store.read(queries.tasks, statuses=("queued", "active", "blocked",
+                                                                  "waiting_approval", "deferred"))
+        return [c for c in children if c.parent_id == task.id]
+
+    async def _giver(self, task: Task) -> str | None:
+        """The agent that gave this task (the parent's owner, or the agent that created
+        it); None when it came from the person or agentdeck."""
+        if task.parent_id is not None:
+            parent = await self.store.read(queries.task, task.parent_id)
+            if parent is not None and parent.owner in self.agents:
+                return parent.owner
+        return task.created_by if task.created_by in self.agents and task.created_by != self.name else None
 
     async def _context(self, task: Task) -> str:
         parents: list[Task] = []
@@ -185,6 +215,9 @@ class TaskRunner:
                                         lambda text: decode(text, Triage))
         if triage.action == "delegate" and triage.delegate_to not in self.agents:
             triage = Triage(action="act", reason=f"{triage.reason} (no such agent to delegate to: acting)")
+        giver = await self._giver(task)
+        if triage.action == "delegate" and self.harness.no_hand_back and triage.delegate_to == giver:
+            triage = Triage(action="act", reason=f"{triage.reason} ({giver} gave me this task: acting)")
         if triage.action == "defer" and (task.result or "").startswith(DEFERRED):
             triage = Triage(action="act", reason=f"{triage.reason} (deferred once already: acting now)")
         await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=triage.action,
@@ -199,14 +232,32 @@ class TaskRunner:
             # psutil measures the CPU over 0.2 s, sleeping: in a thread, or the loop stalls.
             normal, figures = await asyncio.to_thread(rules.health_is_normal)
             return rules.health_triage(normal, figures)
-        return rules.triage_rule(task, self.agent.tools)
+        rule = rules.triage_rule(task, self.agent.tools)
+        if rule is None and self.harness.keep_own and task.created_by == OWNER and task.parent_id is None \
+                and grounding.evidence_tools(task, self._tools(task)):
+            # Measured: triage sent most of the person's tasks away from the agent they chose.
+            rule = Triage(action="act", reason="the person gave it to me, and my tools can do it")
+        return rule
 
     # --- act ---
+
+    def _tools(self, task: Task) -> list[str]:
+        """The tools this task offers: a question gets no write tools, and the
+        calculator only while its lever is on."""
+        tools = list(self.agent.tools)
+        if self.harness.questions_read_only and grounding.is_question(task):
+            tools = [t for t in tools if t not in grounding.WRITE_TOOLS]
+        if not self.harness.calculator:
+            tools = [t for t in tools if t != "calculate"]
+        return tools
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
         steps: list[tuple[str, str]] = []
-        first = rules.first_step(task, self.agent.tools) if self.harness.rules_first else None
+        tools = self._tools(task)
+        evidence = Evidence(texts=[task.title, task.body])
+        needs = grounding.evidence_tools(task, tools) if self.harness.evidence else set()
+        first = rules.first_step(task, tools) if self.harness.rules_first else None
         most = self.agent.max_steps
         self.live.max_steps = most
         try:
@@ -215,14 +266,21 @@ class TaskRunner:
                 if first is not None and number == 1:
                     step, said = first, json.dumps({"tool": first.tool, "arguments": first.arguments})
                 else:
-                    step, said = await self._step(task, context, number, steps)
+                    look_first = bool(needs) and evidence.ok_calls == 0
+                    step, said = await self._step(task, context, number, steps, tools, look_first)
                 self.live.steps += 1
                 if isinstance(step, FinalStep):
+                    problem = await self._check_final(task, step.final, evidence, needs)
                     await self.store.write(r.record_phase, AgentStepped(
-                        task_id=task.id, step=number, tool=None, decision=None, status="final",
-                        summary=shorten(step.final)))
-                    return step.final, steps
-                result = await self._call_tool(task, number, step)
+                        task_id=task.id, step=number, tool=None, decision=None,
+                        status="refused" if problem else "final", summary=shorten(step.final)))
+                    if not problem:
+                        return step.final, steps
+                    if number == most:
+                        raise PhaseFailed(f"the final answer was refused: {problem}")
+                    steps.append((said, f"[refused] {problem}"))
+                    continue
+                result = await self._grounded_call(task, number, step, evidence)
                 steps.append((said, result))
                 now = await self.store.read(queries.task, task.id)
                 if now is None or now.status in ("done", "failed", "cancelled"):
@@ -232,23 +290,96 @@ class TaskRunner:
             self.live.step = self.live.max_steps = 0
         raise PhaseFailed(f"no final answer within {most} steps")
 
-    async def _step(self, task: Task, context: str, number: int,
-                    steps: list[tuple[str, str]]) -> tuple[ToolStep | FinalStep, str]:
-        """The model's step `number`: the step and its JSON as fed back."""
+    async def _step(self, task: Task, context: str, number: int, steps: list[tuple[str, str]],
+                    tools: list[str], look_first: bool) -> tuple[ToolStep | FinalStep, str]:
+        """The model's step `number`: the step and its JSON as fed back. look_first: no
+        tool has shown anything yet in a task that needs evidence, so no final answer."""
         most = self.agent.max_steps
         # The last step, or a step after the model repeated itself, may only answer:
         # a loop of identical calls would otherwise run out the steps.
         repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
-        offered = [] if number == most or repeated else list(self.agent.tools)
+        offered = [] if number == most or repeated else tools
         only_final = f"step {number} of {most} allows only a final answer" if not offered else ""
         if repeated and number < most:
             only_final += " (the step before repeated the same call)"
-        head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples)
+        no_final = ("no final answer before a tool has shown what it rests on"
+                    if look_first and offered else "")
+        head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples, tools=tools)
         turns = prompts.step_turns(steps, self.harness.result_chars)
         messages = await self.counter.fit(head, turns, self._prompt_budget())
-        step = await self._structured(f"step {number}", messages, step_schema(offered), task.id,
-                                      functools.partial(parse_step, tools=offered, only_final=only_final))
+        step = await self._structured(f"step {number}", messages, step_schema(offered, final=not no_final),
+                                      task.id, functools.partial(parse_step, tools=offered,
+                                                                 only_final=only_final, no_final=no_final))
         return step, msgspec.json.encode(step).decode()
+
+    async def _check_final(self, task: Task, answer: str, evidence: Evidence, needs: set[str]) -> str:
+        """Why this final answer cannot end the task ('' when it can), each check behind
+        its lever. The model is told and may try again while steps remain."""
+        harness = self.harness
+        if harness.combine_verified and await self._open_children(task):
+            return ""  # this answer waits: the subtasks' results will make the task's answer
+        if needs and evidence.ok_calls == 0:
+            return ("nothing in this task has been looked at: use one of " + ", ".join(sorted(needs))
+                    + " first")
+        if harness.no_hand_back and grounding.only_delegates(answer):
+            return ("saying the task will be handed on is not an answer: do it with your tools"
+                    + (", or call the delegate tool" if "delegate" in self.agent.tools else ""))
+        writes = set(grounding.WRITE_TOOLS) & needs  # the task asks for a change to a file
+        if harness.verify_changes and writes and not grounding.is_question(task) \
+                and grounding.claims_change(answer) and not evidence.changed:
+            return ("the answer says a file was changed, but no change was made and read back in this "
+                    "task: make it with " + " or ".join(sorted(writes)))
+        if harness.grounded_numbers and needs and grounding.asks_for_figures(task):
+            loose = grounding.ungrounded_numbers(answer, evidence.texts)
+            if loose:
+                calc = " or compute them with calculate" if "calculate" in self._tools(task) else ""
+                return (f"{', '.join(loose[:5])}: in no tool result of this task; give the figures "
+                        f"the tools showed{calc}")
+        return ""
+
+    async def _grounded_call(self, task: Task, number: int, step: ToolStep, evidence: Evidence) -> str:
+        """A tool call with the grounding around it: an existing file is changed only after
+        it was read in this task, a change is read back, and what came back is evidence."""
+        tool, args = step.tool, step.arguments
+        writes = tool in grounding.WRITE_TOOLS
+        path = self._workspace_file(args.get("path")) if writes or tool == "read_file" else None
+        if writes and self.harness.read_before_write and path is not None \
+                and path.is_file() and path not in evidence.read:
+            refusal = (f"{args.get('path')} exists and was not read in this task: read_file it first, "
+                       "then change only what must change with edit_file")
+            await self.store.write(r.record_phase, AgentStepped(
+                task_id=task.id, step=number, tool=tool, decision=None, status="refused",
+                summary=shorten(refusal)))
+            return f"[refused] {refusal}"
+        giver = await self._giver(task)
+        if tool == "delegate" and self.harness.no_hand_back and giver is not None and args.get("to") == giver:
+            refusal = f"{giver} gave you this task: do it yourself, or delegate to another agent"
+            await self.store.write(r.record_phase, AgentStepped(
+                task_id=task.id, step=number, tool=tool, decision=None, status="refused",
+                summary=shorten(refusal)))
+            return f"[refused] {refusal}"
+        status, text = await self._call_tool(task, number, step)
+        if status == "ok" and writes and path is not None and self.harness.verify_changes:
+            content = str(args.get("content" if tool == "write_file" else "new", ""))
+            problem = grounding.verify_change(self.config.workspace_path(), tool,
+                                              str(path.relative_to(self.config.workspace_path())), content)
+            if problem:
+                return f"[error] {text}; but reading it back: {problem}"
+            evidence.changed.append(str(path))
+        if status == "ok" and tool == "read_file" and path is not None:
+            evidence.read.add(path)
+        if status == "ok" and writes and path is not None:
+            evidence.read.add(path)  # what it holds now is what the agent just wrote
+        evidence.record(tool, status, text)
+        return f"[{status}] {text}"
+
+    def _workspace_file(self, raw: object) -> Path | None:
+        """A tool's path argument as a real path inside the workspace, or None."""
+        if not isinstance(raw, str) or not raw or "\x00" in raw:
+            return None
+        workspace = self.config.workspace_path()
+        path = Path(os.path.realpath(workspace / os.path.expanduser(raw)))
+        return path if path.is_relative_to(workspace) else None
 
     def _prompt_budget(self) -> int:
         """Tokens a prompt may take (counted by the model's tokenizer): this slot's share
@@ -258,7 +389,7 @@ class TaskRunner:
         share = inference.n_ctx // max(inference.slots, 1) - max(PHASE_TOKENS.values())
         return max(share, 256)
 
-    async def _call_tool(self, task: Task, number: int, step: ToolStep) -> str:
+    async def _call_tool(self, task: Task, number: int, step: ToolStep) -> tuple[str, str]:
         async def waiting() -> None:  # the gate decided to ask: the call waits for a person
             await self._state("waiting", task.id, f"waiting for approval: {step.tool}")
 
@@ -276,7 +407,7 @@ class TaskRunner:
         await self.store.write(r.record_phase, AgentStepped(
             task_id=task.id, step=number, tool=step.tool, decision=outcome.decision.decision,
             status=result.status, summary=shorten(json.dumps(step.arguments, ensure_ascii=False))))
-        return f"[{result.status}] {result.text}"
+        return result.status, result.text
 
     # --- delegation: the parent completes when its children are done ---
 
@@ -287,13 +418,34 @@ class TaskRunner:
         async with self._working(task):
             context = await self._context(task)
             results = "\n".join(f"- task {c.id} ({c.owner}, {c.status}): {c.result or ''}" for c in children)
+            only = (" State only what these results say; say which subtask failed, if one did."
+                    if self.harness.combine_verified else "")
             messages = [prompts.system_message(self.name, self.agent), ChatMessage(role="user", content=(
-                f"{context}\n\nYour subtasks finished:\n{results}\n\nCombine their results into the answer. "
-                'Answer {"final": "..."}.'))]
+                f"{context}\n\nYour subtasks finished:\n{results}\n\nCombine their results into the "
+                f'answer.{only} Answer {{"final": "..."}}.'))]
             step = await self._structured("combine", messages, step_schema([]), task.id,
                                           lambda text: parse_step(text, []))
             answer = step.final if isinstance(step, FinalStep) else ""
+            if self.harness.combine_verified:
+                answer = self._combined_from_results(task, answer, children)
             await self._finish(task, context, answer, [(f"subtask {c.id}", c.result or "") for c in children])
+
+    def _combined_from_results(self, task: Task, answer: str, children: list[Task]) -> str:
+        """The combined answer, held to what the subtasks' results say: a figure none of
+        them (nor the task) shows means the model's words are replaced by the results
+        themselves; a subtask that did not end done is always named."""
+        done = [c for c in children if c.status == "done"]
+        if not done:
+            raise PhaseFailed("no subtask ended done: " + "; ".join(
+                f"task {c.id} ({c.owner}) {c.status}: {shorten(c.result or '', 120)}" for c in children))
+        evidence = [task.title, task.body, *(c.result or "" for c in done)]
+        if not answer.strip() or grounding.ungrounded_numbers(answer, evidence):
+            answer = "; ".join(f"{c.owner}: {c.result}" for c in done)
+        missing = [c for c in children if c.status != "done"]
+        if missing:
+            answer += " — not done: " + "; ".join(f"task {c.id} ({c.owner}) {c.status}: "
+                                                 f"{shorten(c.result or '', 120)}" for c in missing)
+        return answer
 
     # --- reflect and end ---
 

@@ -78,13 +78,24 @@ def reflection_schema() -> dict[str, Any]:
     }
 
 
-def step_schema(tools: list[str]) -> dict[str, Any]:
+def _without_lengths(schema: Any) -> Any:
+    """A tool's schema without string length bounds: llama.cpp spells each length out as a
+    grammar rule and refuses past about a thousand (calculate's 2000 characters did). The
+    gate still checks them when it parses the call."""
+    if isinstance(schema, dict):
+        return {k: _without_lengths(v) for k, v in schema.items() if k not in ("maxLength", "minLength")}
+    if isinstance(schema, list):
+        return [_without_lengths(v) for v in schema]
+    return schema
+
+
+def step_schema(tools: list[str], *, final: bool = True) -> dict[str, Any]:
     """One alternative per allowed tool (its name a constant, its arguments its own
-    schema), plus the final answer."""
+    schema), plus the final answer unless `final` is off (grounding: look first)."""
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for name in tools:
-        schema = msgspec.json.schema(TOOLS[name].args)
+        schema = _without_lengths(msgspec.json.schema(TOOLS[name].args))
         defs.update(schema.get("$defs", {}))
         options.append({
             "type": "object",
@@ -94,20 +105,24 @@ def step_schema(tools: list[str]) -> dict[str, Any]:
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         })
-    options.append({"type": "object", "properties": {"final": _text()}, "required": ["final"],
-                    "additionalProperties": False})
+    if final or not options:
+        options.append({"type": "object", "properties": {"final": _text()}, "required": ["final"],
+                        "additionalProperties": False})
     return {"anyOf": options, "$defs": defs}
 
 
-def parse_step(text: str, tools: list[str], only_final: str = "") -> Step:
+def parse_step(text: str, tools: list[str], only_final: str = "", no_final: str = "") -> Step:
     """Strict: raises ValueError naming what is wrong (the caller retries once).
-    only_final: why this step offers no tools, said when the model names one anyway."""
+    only_final: why this step offers no tools, said when the model names one anyway;
+    no_final: why it offers no final answer (without a grammar a model may give one)."""
     try:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as err:
         raise ValueError(f"not JSON: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError("a step is a JSON object")
+    if "final" in raw and no_final and tools:
+        raise ValueError(no_final)
     step_type: type[ToolStep] | type[FinalStep] = FinalStep if "final" in raw else ToolStep
     try:
         step = msgspec.convert(raw, step_type, strict=True)

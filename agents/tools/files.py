@@ -110,7 +110,11 @@ async def list_dir(ctx: ToolContext, args: PathArgs) -> str:
     for name, kind, size in entries:
         lines.append(f"{name}/" if kind == "dir" else f"{name}@" if kind == "link" else
                      f"{name}  {size} bytes" if kind == "file" else f"{name}  ({kind})")
-    return "\n".join(lines)
+    # Counted here: a small model asked "how many files?" miscounts a listing (measured).
+    kinds = [kind for _, kind, _ in entries]
+    counts = ", ".join(f"{kinds.count(k)} {noun}{'' if kinds.count(k) == 1 else 's'}"
+                       for k, noun in (("file", "file"), ("dir", "folder"), ("link", "link")) if k in kinds)
+    return "\n".join(lines) + f"\n({counts})"
 
 
 def _candidates(workspace: Path, relative: str) -> list[str]:

@@ -23,6 +23,7 @@ import msgspec
 from rich.console import Console
 
 from agents.config import Config, parse_config
+from agents.crew.harness import ABLATIONS, GROUNDING
 from agents.inference import Backend, build_backend, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
@@ -64,12 +65,28 @@ class CrewFigures(msgspec.Struct, kw_only=True):
     steps: int
 
 
+def ablation_choice(value: str) -> list[str]:
+    """--ablate's value as the variants it names, or a one-line error naming the unknown."""
+    if value == "all":
+        return list(ABLATIONS)
+    if value == "grounding":
+        return list(GROUNDING)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown lever {', '.join(unknown) or repr(value)}; "
+                                         f"choose all, grounding or from: {', '.join(ABLATIONS)}")
+    return names
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", action="store_true", help="the effectiveness suite: workstation "
                    "tasks for all five agents, each with a checker; prints per task done / verified "
                    "correct and the shares")
-    p.add_argument("--ablate", action="store_true", help="with --suite: also run it with each lever "
-                   "of the harness off in turn (grammar, rules first, tool examples, compact results)")
+    p.add_argument("--ablate", nargs="?", const="all", default=None, type=ablation_choice,
+                   metavar="LEVERS", help="with --suite: also run it with each lever of the harness off in "
+                   "turn: all of them (no value), 'grounding' (the grounding levers and all of them off "
+                   "at once), or a comma-separated list of: " + ", ".join(ABLATIONS))
     p.add_argument("--tasks", default=None, metavar="PATTERN", help="with --suite: only the tasks whose "
                    "agent/name matches this regular expression (e.g. 'ops/' or 'edit')")
     harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True)
@@ -200,7 +217,7 @@ async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
     from app.bench.suite import print_suite, run_suite
 
-    every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate,
+    every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate or [],
                                   rounds=args.rounds, pattern=args.tasks))
     if args.json:
         print_json(every)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -120,11 +121,11 @@ async def run_task(task: SuiteTask, tmp: Path, backend: Backend, harness: Harnes
                       answer=answer[:300], wall_s=round(wall, 1))
 
 
-async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: bool = False,
+async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: Sequence[str] = (),
                     rounds: int = 1, pattern: str | None = None) -> list[SuiteFigures]:
-    """The suite (or the tasks matching `pattern`) with the default harness (and, with
-    ablate, each lever off), `rounds` times, interleaved in an order rotated each round;
-    one SuiteFigures per harness."""
+    """The suite (or the tasks matching `pattern`) with the default harness (and each
+    variant named in `ablate`, from harness.ABLATIONS), `rounds` times, interleaved in
+    an order rotated each round; one SuiteFigures per harness."""
     try:
         tasks = select(pattern)
     except re.error as err:
@@ -132,7 +133,7 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     if not tasks:
         raise InvalidArgument(f"--tasks {pattern!r} matches no suite task (agent/name)")
     model = resolve_model_path(model_arg, base.inference.model)
-    variants = {"default": DEFAULT, **(ABLATIONS if ablate else {})}
+    variants = {"default": DEFAULT, **{name: ABLATIONS[name] for name in ablate}}
     results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
         for round_ in range(rounds):

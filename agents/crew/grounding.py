@@ -1,0 +1,142 @@
+"""Grounding: an answer rests on what the tools in this task showed, and a claimed change
+is one that was made. Plain functions of the task, the agent's tools and what this task's
+tool calls returned; the runner applies them, each behind its harness lever.
+
+A small model answers at step 1 with confidence and no look (measured: Qwen-1.5B called a
+tool once across a handful of workstation tasks and made the rest up), claims edits it
+never made, adds numbers wrongly after reading them right and hands work back to the agent
+that gave it. Each check here turns one of those into a refusal fed back to the model
+while steps remain, or a failed task when none do — never a confident wrong `done`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.protocol import Task
+
+MACHINE = re.compile(r"\b(disk|memory|ram|cpu|cores?|load|health|process(es)?|gpu|swap|uptime|been up|"
+                     r"this machine)\b", re.I)
+WORKSPACE = re.compile(r"\b[\w.-]+\.[a-z0-9]{1,6}\b|"
+                       r"\b(files?|folders?|director(y|ies)|workspace|diff|lines?)\b", re.I)
+# Past work: what happened, what an agent did, what was learnt (tasks, the log, memory).
+EARLIER = re.compile(r"\b(what (happened|has happened|went)|did|history|journal|earlier|previous(ly)?|"
+                     r"last time|remember|learn(ed|t)?|task\s*#?\d+|which agent)\b", re.I)
+ASKS = re.compile(r"^\s*(what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|has|have)\b"
+                  r"|\?\s*$", re.I)
+ASKS_TO_BE_TOLD = re.compile(r"^\s*(tell me|find out|list|show|count|report|check)\b", re.I)
+REQUEST_AS_QUESTION = re.compile(r"^\s*((can|could|would|will) you|please)\b", re.I)
+CHANGE_REQUEST = re.compile(r"\b(create|write|save|edit|change|set|append|add|remove|delete|fix|replace|"
+                            r"rename|update)\b", re.I)
+CLAIMED_CHANGE = re.compile(r"\b(created|wrote|written|saved|edited|changed|set|appended|added|removed|"
+                            r"deleted|fixed|replaced|renamed|updated|modified)\b", re.I)
+ONLY_DELEGATING = re.compile(r"\b(will|i'll|shall|going to|let me|need to|should)\s+"
+                             r"(delegate|ask|hand|pass|forward)|\bdelegat(e|ing) (this|it|the task)\b", re.I)
+FIGURES = re.compile(r"\bhow (many|much|full|long|big|large)\b|\b(sum|total|count|percent(age)?|average|"
+                     r"size|number of|in (gib|mib|gb|mb|hours|percent))\b|%", re.I)
+# A number as a person writes it: not part of a word (notes2.txt) or a version (v1.2).
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
+
+MACHINE_TOOLS = {"system_health", "list_processes", "run_shell"}
+WORKSPACE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
+EARLIER_TOOLS = {"read_log", "read_tasks", "memory_search", "read_messages"}
+WRITE_TOOLS = ("write_file", "edit_file")
+
+
+def is_question(task: Task) -> bool:
+    """A question asks to be told, not for a change: "Which port is set?" is one; "Can
+    you fix the typo?" and "Find out X and save it in a file" are requests."""
+    title = task.title
+    if REQUEST_AS_QUESTION.search(title):
+        return False
+    if ASKS.search(title):
+        return True
+    return bool(ASKS_TO_BE_TOLD.search(title)) and not CHANGE_REQUEST.search(f"{title} {task.body}")
+
+
+def evidence_tools(task: Task, tools: Collection[str]) -> set[str]:
+    """The agent's tools that can show what this task is about (the machine, the
+    workspace, earlier work); empty: the task needs no evidence from this agent.
+    An agent that can delegate may rest on a delegation when it has nothing better."""
+    text = f"{task.title} {task.body}"
+    found: set[str] = set()
+    if MACHINE.search(text):
+        found |= MACHINE_TOOLS & set(tools)
+    if WORKSPACE.search(text):
+        found |= WORKSPACE_TOOLS & set(tools)
+    if EARLIER.search(text):
+        found |= EARLIER_TOOLS & set(tools)
+    if CHANGE_REQUEST.search(text) and WORKSPACE.search(text) and not is_question(task):  # a file to change
+        found |= set(WRITE_TOOLS) & set(tools)
+    if (MACHINE.search(text) or WORKSPACE.search(text) or EARLIER.search(text)) and not found \
+            and "delegate" in tools:
+        found.add("delegate")
+    return found
+
+
+def asks_for_figures(task: Task) -> bool:
+    """A task whose answer is a figure (how many, how full, a sum): the figures in its
+    answer must come from a tool. Elsewhere a number may be a line the model points at."""
+    return bool(FIGURES.search(f"{task.title} {task.body}"))
+
+
+def numbers_in(text: str) -> list[float]:
+    return [float(n.replace(",", ".")) for n in NUMBER.findall(text)]
+
+
+def _matches(said: float, seen: float) -> bool:
+    """`said` is `seen`, or `seen` rounded as a person would (43.4 → 43, 12.34 → 12.3)."""
+    if math.isclose(said, seen, rel_tol=1e-9, abs_tol=1e-9):
+        return True
+    return any(math.isclose(said, round(seen, digits), abs_tol=1e-9) for digits in (0, 1, 2))
+
+
+def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
+    """The numbers in `answer` that appear (as written, or rounded) in none of the
+    evidence texts: the tool results of this task and the task's own words."""
+    seen = [n for text in evidence for n in numbers_in(text)]
+    return [raw for raw in NUMBER.findall(answer)
+            if not any(_matches(float(raw.replace(",", ".")), s) for s in seen)]
+
+
+def claims_change(answer: str) -> bool:
+    return bool(CLAIMED_CHANGE.search(answer))
+
+
+def only_delegates(answer: str) -> bool:
+    """An answer that says the work will be handed on, instead of the work."""
+    return bool(ONLY_DELEGATING.search(answer))
+
+
+@dataclass
+class Evidence:
+    """What this task's tool calls showed and changed, for the checks above."""
+    texts: list[str] = field(default_factory=list)  # every ok result, and the task's words
+    ok_calls: int = 0
+    read: set[Path] = field(default_factory=set)  # files read whole in this task
+    changed: list[str] = field(default_factory=list)  # files changed and verified
+    subtasks: list[int] = field(default_factory=list)  # created by the delegate tool
+
+    def record(self, tool: str, status: str, text: str) -> None:
+        if status == "ok":
+            self.ok_calls += 1
+            self.texts.append(text)
+
+
+def verify_change(workspace: Path, tool: str, path: str, content: str) -> str:
+    """Reads the file back after a write or edit the tool reported done: '' when the
+    file holds what was written (the whole content; the edit's new text), else why not."""
+    target = workspace / path
+    try:
+        now = target.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        return f"{path} cannot be read back ({err.strerror or err})"
+    if tool == "write_file" and now != content:
+        return f"{path} does not hold what was written ({len(now)} characters, not {len(content)})"
+    if tool == "edit_file" and content and content not in now:
+        return f"{path} does not contain the new text"
+    return ""

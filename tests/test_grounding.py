@@ -1,0 +1,317 @@
+"""Grounding: an answer rests on this task's tool results, and a claimed change was made.
+
+The checks themselves are plain functions (first half); the crew applies them with a
+scripted model whose outputs are the confident wrong answers small models were measured
+giving (second half): each is refused and told to the model, or fails the task, and each
+lever off lets the wrong answer through again — which is what `--ablate` measures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from scripted_backend import ScriptedBackend, ScriptRequest, queued
+
+from agents.config import RuleConfig, parse_config
+from agents.crew import grounding
+from agents.crew.harness import DEFAULT, Harness
+from agents.protocol import OWNER, AgentStepped, AgentTriaged, Task
+from agents.runtime import Host
+from agents.store import queries
+from agents.store import reducers as r
+
+
+def task(title: str, body: str = "") -> Task:
+    return Task(id=1, parent_id=None, job_id=1, owner="dev", created_by=OWNER, title=title, body=body,
+                status="active", priority=1, result=None, attempts=0, deadline=None, created_at=0.0,
+                updated_at=0.0)
+
+
+DEV = ["read_file", "write_file", "edit_file", "list_dir", "search_files", "run_shell", "send_message",
+       "calculate"]
+OPS = ["system_health", "list_processes", "run_shell", "send_message", "calculate"]
+LEAD = ["delegate", "send_message", "read_tasks", "memory_search", "read_file", "calculate"]
+
+
+# --- the checks ---
+
+
+@pytest.mark.parametrize(("title", "question"), [
+    ("Which port is set in settings.ini?", True),
+    ("How many files are in the workspace?", True),
+    ("What is the sum of the numbers in numbers.txt?", True),
+    ("In settings.ini, change the port from 8080 to 9090.", False),
+    ("Create notes.txt containing hello", False),
+    ("Can you fix the typo in guide.txt?", False),  # a request phrased as a question changes things
+])
+def test_a_question_is_told_from_a_request_for_a_change(title: str, question: bool) -> None:
+    assert grounding.is_question(task(title)) is question
+
+
+def test_evidence_tools_are_the_agents_own_tools_for_what_the_task_is_about() -> None:
+    assert grounding.evidence_tools(task("How full is the disk?"), OPS) == {"system_health", "list_processes",
+                                                                             "run_shell"}
+    assert grounding.evidence_tools(task("Which port is set in settings.ini?"), DEV) == {
+        "read_file", "list_dir", "search_files", "run_shell"}
+    assert {"write_file", "edit_file"} <= grounding.evidence_tools(task("Create notes.txt containing hello"), DEV)
+    # lead cannot look at the machine, but can hand the looking on
+    assert grounding.evidence_tools(task("How full is the disk?"), LEAD) == {"delegate"}
+    # nothing to look at: no evidence needed (a haiku, a plan, a greeting)
+    assert grounding.evidence_tools(task("write a haiku about tea"), DEV) == set()
+    assert grounding.evidence_tools(task("tidy up"), OPS) == set()
+
+
+@pytest.mark.parametrize(("answer", "loose"), [
+    ("The disk is 43% full.", []),  # 43.4 in the result, rounded as a person would
+    ("The disk is 43.4% full, 12.3 GiB free.", []),
+    ("The sum is 18.", ["18"]),  # 3 + 5 + 9 is 17: the figure was made up
+    ("notes2.txt has v1.2 in it", []),  # digits inside words and versions are not figures
+    ("The port is 8080.", []),  # the task's own words count
+    ("1,5 GiB", []),  # a decimal comma is the same figure
+])
+def test_a_figure_is_grounded_when_a_result_or_the_task_shows_it(answer: str, loose: list[str]) -> None:
+    evidence = ["disk: 50.1 GiB used of 62.4 GiB (43.4%), 12.34 GiB free; 1.5 GiB swap",
+                "numbers.txt: 3\n5\n9", "Which port, 8080 or 9090?"]
+    assert grounding.ungrounded_numbers(answer, evidence) == loose
+
+
+def test_only_a_task_that_asks_for_a_figure_holds_its_figures_to_the_results() -> None:
+    assert grounding.asks_for_figures(task("How many data rows does cities.csv have?"))
+    assert grounding.asks_for_figures(task("What is the sum of the numbers in numbers.txt?"))
+    assert grounding.asks_for_figures(task("How full is the disk? Give the percentage."))
+    # a reviewer points at line 12 without a tool having printed "12"
+    assert not grounding.asks_for_figures(task("Review change.diff: which line has a bug?"))
+
+
+def test_claims_and_hand_offs_are_recognised() -> None:
+    assert grounding.claims_change("I created notes.txt with hello")
+    assert grounding.claims_change("Changed the port to 9090")
+    assert not grounding.claims_change("The port is 8080")
+    assert grounding.only_delegates("I will delegate this to dev.")
+    assert grounding.only_delegates("Delegating this to lead")
+    assert not grounding.only_delegates("dev found 3 files; ops counted 2 cores")
+
+
+def test_a_change_is_verified_by_reading_the_file_back(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("port = 9090\n")
+    assert grounding.verify_change(tmp_path, "write_file", "a.txt", "port = 9090\n") == ""
+    assert "does not hold what was written" in grounding.verify_change(tmp_path, "write_file", "a.txt", "x")
+    assert grounding.verify_change(tmp_path, "edit_file", "a.txt", "9090") == ""
+    assert "does not contain the new text" in grounding.verify_change(tmp_path, "edit_file", "a.txt", "7070")
+    assert "cannot be read back" in grounding.verify_change(tmp_path, "write_file", "gone.txt", "x")
+
+
+# --- the crew with the checks, on a scripted model ---
+
+REFLECT = '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}'
+WRITES = [RuleConfig(agent="dev", tool=t, pattern="*", decision="allow") for t in ("write_file", "edit_file")]
+
+
+def crew(tmp_path: Path, outputs: dict[str, list[str]], harness: Harness = DEFAULT,
+         extra: str = "") -> tuple[Host, ScriptedBackend, Path]:
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    config = parse_config(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n{extra}')
+    config.rules = [*config.rules, *WRITES]
+    backend = ScriptedBackend(queued(outputs))
+    host = Host(tmp_path / "home" / "agentdeck.db", config, backend=backend, crew=True,  # type: ignore[arg-type]
+                harness=harness)
+    return host, backend, ws
+
+
+async def run_to_end(host: Host, title: str, owner: str, created_by: str = OWNER, within: float = 30.0) -> Task:
+    created = await host.store.write(r.create_task, created_by, title, owner=owner)
+    deadline = time.monotonic() + within
+    while True:
+        now = await host.store.read(queries.task, created.id)
+        if now is not None and now.status in ("done", "failed"):
+            return now
+        assert time.monotonic() < deadline, f"task not ended in time: {now}"
+        await asyncio.sleep(0.02)
+
+
+async def steps_of(host: Host, task_id: int) -> list[tuple[str | None, str]]:
+    events = await host.store.read(queries.events_after, 0, 10_000)
+    return [(e.payload.tool, e.payload.status) for e in events
+            if isinstance(e.payload, AgentStepped) and e.payload.task_id == task_id]
+
+
+def step_requests(backend: ScriptedBackend, agent: str) -> list[ScriptRequest]:
+    return [q for q in backend.requests if q.agent == agent and q.schema and "anyOf" in q.schema]
+
+
+def offers(request: ScriptRequest) -> set[str]:
+    """What a step's grammar lets the model say: its tools, and "final"."""
+    said: set[str] = set()
+    for option in request.schema["anyOf"]:  # type: ignore[index]
+        props = option["properties"]
+        said.add(props["tool"]["const"] if "tool" in props else "final")
+    return said
+
+
+def call(tool: str, **arguments: object) -> str:
+    return json.dumps({"tool": tool, "arguments": arguments})
+
+
+def final(text: str) -> str:
+    return json.dumps({"final": text})
+
+
+@pytest.mark.timeout(60)
+async def test_a_question_cannot_be_answered_before_a_look_and_never_writes(tmp_path: Path) -> None:
+    outputs = {"dev": [call("read_file", path="settings.ini"), final("The port is 8080."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "Which port is set in settings.ini?", "dev")
+        steps = await steps_of(host, ended.id)
+        events = await host.store.read(queries.events_after, 0, 10_000)
+    assert (ended.status, ended.result) == ("done", "The port is 8080.")
+    [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
+    assert (triaged.by, triaged.action) == ("rule", "act")  # the person chose dev; dev's tools can do it
+    first, second = step_requests(backend, "dev")
+    assert "final" not in offers(first)  # step 1 may only look
+    assert {"write_file", "edit_file"}.isdisjoint(offers(first) | offers(second))  # a question never writes
+    assert "final" in offers(second)
+    assert steps == [("read_file", "ok"), (None, "final")]
+
+
+@pytest.mark.timeout(60)
+async def test_a_made_up_sum_is_refused_and_the_calculator_gives_the_right_one(tmp_path: Path) -> None:
+    outputs = {"dev": [call("read_file", path="numbers.txt"), final("The sum is 18."),
+                       call("calculate", expression="3+5+9"), final("The sum is 17."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "numbers.txt").write_text("3\n5\n9\n")
+    async with host:
+        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "The sum is 17.")
+    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "ok"), (None, "final")]
+    told = step_requests(backend, "dev")[2].messages[-1].content
+    assert "18: in no tool result of this task" in told and "calculate" in told
+
+
+@pytest.mark.timeout(60)
+async def test_without_grounded_numbers_the_made_up_sum_ends_done(tmp_path: Path) -> None:
+    outputs = {"dev": [call("read_file", path="numbers.txt"), final("The sum is 18."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs, Harness(grounded_numbers=False))
+    (ws / "numbers.txt").write_text("3\n5\n9\n")
+    async with host:
+        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
+    assert (ended.status, ended.result) == ("done", "The sum is 18.")
+
+
+@pytest.mark.timeout(60)
+async def test_an_existing_file_is_changed_only_after_it_was_read(tmp_path: Path) -> None:
+    rewrite = call("write_file", path="settings.ini", content="port = 9090\n")  # from memory: a line lost
+    outputs = {"dev": [rewrite, call("read_file", path="settings.ini"),
+                       call("edit_file", path="settings.ini", old="8080", new="9090"),
+                       final("Changed the port to 9090."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs)
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+        steps = await steps_of(host, ended.id)
+    assert ended.status == "done"
+    assert steps == [("write_file", "refused"), ("read_file", "ok"), ("edit_file", "ok"), (None, "final")]
+    assert (ws / "settings.ini").read_text() == "[server]\nport = 9090\n"  # the header kept
+
+
+@pytest.mark.timeout(60)
+async def test_without_read_before_write_the_blind_rewrite_goes_through(tmp_path: Path) -> None:
+    outputs = {"dev": [call("write_file", path="settings.ini", content="port = 9090\n"),
+                       final("Changed the port to 9090."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs, Harness(read_before_write=False))
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    assert ended.status == "done"
+    assert (ws / "settings.ini").read_text() == "port = 9090\n"  # the header lost, as measured
+
+
+@pytest.mark.timeout(60)
+async def test_a_claimed_change_never_made_fails_the_task_when_the_steps_run_out(tmp_path: Path) -> None:
+    outputs = {"dev": [call("list_dir", path="."), final("I created notes.txt containing hello."),
+                       final("Created notes.txt with hello.")]}
+    host, _, ws = crew(tmp_path, outputs, extra="[agents.dev]\nmax_steps = 3\n")
+    async with host:
+        ended = await run_to_end(host, "Create notes.txt containing hello", "dev")
+        steps = await steps_of(host, ended.id)
+    assert ended.status == "failed"
+    assert "the final answer was refused" in (ended.result or "")
+    assert "no change was made and read back" in (ended.result or "")
+    assert steps == [("list_dir", "ok"), (None, "refused"), (None, "refused")]
+    assert not (ws / "notes.txt").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_without_change_verification_the_claim_ends_done(tmp_path: Path) -> None:
+    outputs = {"dev": [call("list_dir", path="."), final("I created notes.txt containing hello."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs, Harness(verify_changes=False))
+    async with host:
+        ended = await run_to_end(host, "Create notes.txt containing hello", "dev")
+    assert ended.status == "done" and not (ws / "notes.txt").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_a_task_is_not_handed_back_and_a_promise_to_delegate_is_no_answer(tmp_path: Path) -> None:
+    outputs = {"lead": ['{"action": "delegate", "reason": "dev knows", "delegate_to": "dev"}',
+                        call("delegate", to="dev", title="plan the release"),
+                        final("I will delegate this to dev."), final("The release needs a date first."),
+                        REFLECT]}
+    host, _, _ = crew(tmp_path, outputs)
+    async with host:
+        ended = await run_to_end(host, "plan the release", "lead", created_by="dev")
+        steps = await steps_of(host, ended.id)
+        events = await host.store.read(queries.events_after, 0, 10_000)
+        tasks = await host.store.read(queries.tasks)
+    assert (ended.status, ended.result) == ("done", "The release needs a date first.")
+    [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
+    assert triaged.action == "act" and "dev gave me this task" in triaged.reason
+    assert steps == [("delegate", "refused"), (None, "refused"), (None, "final")]
+    assert [t.id for t in tasks] == [ended.id]  # nothing was handed back
+
+
+@pytest.mark.timeout(60)
+async def test_a_parent_waits_for_its_subtasks_and_states_only_what_they_found(tmp_path: Path) -> None:
+    outputs = {"lead": [call("delegate", to="dev", title="Which port is set in settings.ini?"),
+                        final("dev has it: the port is set."),  # ahead of the work: it waits
+                        final("The port is 9999."),  # the combine, wrong: replaced by the result
+                        REFLECT],
+               "dev": [call("read_file", path="settings.ini"), final("The port is 8080."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs)
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "Find out which port settings.ini sets and tell me", "lead")
+        tasks = await host.store.read(queries.tasks)
+    [child] = [t for t in tasks if t.parent_id == ended.id]
+    assert (child.status, child.result) == ("done", "The port is 8080.")
+    assert (ended.status, ended.result) == ("done", "dev: The port is 8080.")
+
+
+@pytest.mark.timeout(60)
+async def test_without_combine_checks_the_parent_ends_ahead_of_its_subtask(tmp_path: Path) -> None:
+    outputs = {"lead": [call("delegate", to="dev", title="Which port is set in settings.ini?"),
+                        final("dev has it: the port is set."), REFLECT],
+               "dev": [call("read_file", path="settings.ini"), final("The port is 8080."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs, Harness(combine_verified=False))
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "Find out which port settings.ini sets and tell me", "lead")
+    assert (ended.status, ended.result) == ("done", "dev has it: the port is set.")
+
+
+def test_no_step_grammar_spells_out_a_string_length() -> None:
+    """llama.cpp refused the grammar from calculate's 2000-character bound ("number of rules
+    ... exceeds sane defaults") and every ops task failed at step 1; the gate checks lengths."""
+    from agents.crew.schemas import step_schema
+    from agents.inference.grammar import schema_to_gbnf
+    from agents.tools import TOOLS
+
+    schema = step_schema(sorted(TOOLS))
+    assert "maxLength" not in json.dumps(schema) and "minLength" not in json.dumps(schema)
+    assert max(line.count("(") for line in schema_to_gbnf(schema).splitlines()) < 40
