@@ -96,6 +96,11 @@ OPS = ["system_health", "read_log"]
     ("what went wrong overnight", ["read_log"], ToolStep(tool="read_log", arguments={"last": 40})),
     ("report disk usage", ["read_log"], None),  # cannot look at the machine: the model decides
     ("write a haiku", OPS, None),
+    ("Which process uses the most memory?", ["system_health", "list_processes"],
+     ToolStep(tool="list_processes", arguments={"sort": "memory"})),
+    ("which processes use the most cpu", ["system_health", "list_processes"],
+     ToolStep(tool="list_processes", arguments={"sort": "cpu"})),
+    ("Which process uses the most memory?", ["system_health"], ToolStep(tool="system_health", arguments={})),
 ])
 def test_the_first_step_by_rules(title: str, tools: list[str], step: ToolStep | None) -> None:
     assert rules.first_step(task(title), tools) == step

@@ -93,6 +93,11 @@ async def test_messages_channels_and_delegation(store: AsyncStore, ws: Path) -> 
     assert (child.parent_id, child.owner, child.created_by, child.priority) == (task.id, "dev", "lead", 3)
     listed = await call(lead, "read_tasks", owner="dev")
     assert f"#{child.id} [queued] dev p3: write the code" in listed.text
+    assert listed.text.endswith("(1 task: 1 queued)")
+    await store.write(r.set_task_status, "dev", child.id, "failed", "the mirror was down")
+    ended = await call(lead, "read_tasks")
+    assert f"#{child.id} [failed] dev p3: write the code → the mirror was down" in ended.text  # how it ended
+    assert ended.text.endswith("(2 tasks: 1 queued, 1 failed)"), ended.text
     no_task = await call(context(store, ws, "lead"), "delegate", to="dev", title="x")
     assert no_task.status == "error" and "no current task" in no_task.text
 

@@ -5,8 +5,9 @@ the agent's tools; the runner applies them when `harness.rules_first` is on.
 - Triage: a scheduled health check with nothing abnormal needs no model (psutil against
   HEALTH_LIMITS); a subtask delegated to the agent is acted on; an agent that watches the
   machine acts on questions about it; one that reads the log acts on what happened.
-- First step: a question about the machine starts with a look at it; one about what
-  happened, with the log (of the task it names, if it names one).
+- First step: a question about which process does something starts with the process
+  list; one about the machine, with a look at it; one about what happened, with the log
+  (of the task it names, if it names one).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from agents.protocol import Task
 WHAT_HAPPENED = re.compile(r"\bwhat (happened|did|has happened|went)\b|\bhistory\b|\bjournal\b", re.I)
 TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
+# "Which process uses the most memory?": a ranking the process list answers.
+WHICH_PROCESS = re.compile(r"\b(which|what|top)\b.*\bprocess(es)?\b.*\b(memory|ram|cpu)\b", re.I)
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 HEALTH_CHECK = "[health]"  # how a scheduled health check's title starts
 
@@ -62,6 +65,10 @@ def triage_rule(task: Task, tools: Collection[str]) -> Triage | None:
 def first_step(task: Task, tools: Collection[str]) -> ToolStep | None:
     """The act phase's first step when the rules know it; None: ask the model."""
     text = f"{task.title} {task.body}"
+    if "list_processes" in tools and WHICH_PROCESS.search(text):
+        # Measured: given the health figures first, Qwen-1.5B said the top process "is not specified".
+        by = "memory" if re.search(r"\b(memory|ram)\b", text, re.I) else "cpu"
+        return ToolStep(tool="list_processes", arguments={"sort": by})
     if "system_health" in tools and MACHINE_WORDS.search(text):
         return ToolStep(tool="system_health", arguments={})
     if "read_log" in tools and WHAT_HAPPENED.search(text):

@@ -21,6 +21,8 @@ from agents.store import reducers as r
 from agents.tools.base import MAX_ID, Tool, ToolContext, ToolError
 
 LOG_LINE = 200  # characters of one event's payload in read_log
+RESULT_CHARS = 160  # of an ended task's result in read_tasks
+ENDED = ("done", "failed", "cancelled")
 
 
 class SendArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -128,7 +130,14 @@ async def read_tasks(ctx: ToolContext, args: ReadTasksArgs) -> str:
     found = found[-_limit(args.limit, 200):]
     if not found:
         return "no tasks"
-    return "\n".join(f"#{t.id} [{t.status}] {t.owner or '-'} p{t.priority}: {t.title}" for t in found)
+    # An ended task shows how it ended (a small model asked "why did it fail?" otherwise
+    # makes the reason up), and the list is counted here, not by the model.
+    lines = [f"#{t.id} [{t.status}] {t.owner or '-'} p{t.priority}: {t.title}"
+             + (f" → {shorten(t.result, RESULT_CHARS)}" if t.result and t.status in ENDED else "")
+             for t in found]
+    by_status = {s: sum(t.status == s for t in found) for s in dict.fromkeys(t.status for t in found)}
+    counted = ", ".join(f"{n} {s}" for s, n in by_status.items())
+    return "\n".join(lines) + f"\n({len(found)} task{'' if len(found) == 1 else 's'}: {counted})"
 
 
 async def memory_search(ctx: ToolContext, args: MemorySearchArgs) -> str:

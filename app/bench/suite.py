@@ -16,6 +16,7 @@ round so that a noisy machine affects all alike. `--tasks PATTERN` runs a subset
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tempfile
 import time
@@ -107,18 +108,25 @@ async def run_task(task: SuiteTask, tmp: Path, backend: Backend, harness: Harnes
         created = await host.store.write(r.create_task, OWNER, task.prompt, owner=task.agent)
         assert host.crew is not None
         await host.crew.wait_idle(deadline_s)
+        wall = time.monotonic() - started
         final = await host.store.read(queries.task, created.id)
-    wall = time.monotonic() - started
-    answer = (final.result or "") if final else ""
-    status = final.status if final else "?"
-    if status == "done":
-        with Store.open(db, config.enabled_agents()) as store:
-            verdict = judge(task, answer, ws, store, before)
-    else:
+        answer = (final.result or "") if final else ""
+        status = final.status if final else "?"
         verdict = Verdict(False, f"not done: {status}")
+        if status == "done":
+            # Judged while the host (and its model) still runs: the machine's truth is the
+            # one the agent saw. Measured: memory use fell from 6% to 2.5% once the 1.5B
+            # model was unloaded, and a right answer was judged wrong.
+            verdict = await asyncio.to_thread(_judge, task, answer, ws, db, config, before)
     return TaskResult(name=task.name, agent=task.agent, prompt=task.prompt, status=status,
                       done=status == "done", correct=status == "done" and verdict.ok, reason=verdict.reason,
                       answer=answer[:300], wall_s=round(wall, 1))
+
+
+def _judge(task: SuiteTask, answer: str, ws: Path, db: Path, config: Config,
+           before: dict[str, bytes]) -> Verdict:
+    with Store.open(db, config.enabled_agents()) as store:  # its own connection, in this thread
+        return judge(task, answer, ws, store, before)
 
 
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: Sequence[str] = (),
