@@ -62,6 +62,8 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Environment for this agent's tools, over the global tool_env; `keyring:NAME` values.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
     inference: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+    # The backend this agent thinks with: a name under [backends]; empty: default_backend.
+    model: str = ""
 
 
 class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -115,6 +117,32 @@ class InferenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_call_s: Annotated[float, Meta(ge=10, le=DAY_S)] = 600.0
 
 
+Flavour = Literal["auto", "llama-server", "vllm", "sglang", "ollama"]
+
+
+class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A named backend (`[backends.NAME]`): the embedded engine on another model, or a
+    model server speaking the OpenAI-compatible API (llama-server, vLLM, SGLang, Ollama)."""
+
+    kind: Literal["embedded", "openai"] = "openai"
+    url: str = ""  # openai: the server's base URL, e.g. http://127.0.0.1:8080/v1
+    # openai: the model name the server lists (/v1/models); embedded: a GGUF path or the
+    # name of a model installed with `agentdeck models` (empty: inference.model).
+    model: str = ""
+    # openai: "keyring:NAME" or "env:VAR"; never written to the database, a log or the screen.
+    api_key: str = ""
+    flavour: Flavour = "auto"  # auto: detected from /props, /version, /v1/models
+    # Requests in flight to this backend at once; more wait in its bounded priority queue.
+    max_concurrent: Annotated[int, Meta(ge=1, le=MAX_SLOTS)] = 4
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    # No token for this long in a stream: the request fails as stalled.
+    stall_timeout_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 60.0
+    retries: Annotated[int, Meta(ge=0, le=10)] = 2  # of a refused or failed request, with backoff
+    # Consecutive failures that open the circuit breaker, and how long it stays open.
+    breaker_failures: Annotated[int, Meta(ge=1, le=1000)] = 3
+    breaker_open_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 30.0
+
+
 class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A recurring task for an agent: every `every_s` seconds, or on a `cron` expression."""
 
@@ -149,6 +177,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         "~/.pyenv/versions", "~/.local/bin", "~/.local/lib", "~/.cargo/bin", "~/.rustup",
         "~/.nvm/versions", "~/go/bin"])
     inference: InferenceConfig = msgspec.field(default_factory=InferenceConfig)
+    # Named backends; "embedded" (the engine [inference] describes) always exists.
+    backends: dict[str, BackendConfig] = msgspec.field(default_factory=dict)
+    default_backend: str = "embedded"  # for agents without their own `model`
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
