@@ -1,6 +1,7 @@
 """The one inference backend protocol: what the host, the crew, the deck and the benches
 need of whatever answers chat requests (the llama.cpp `Engine`, the `ScriptedBackend` of
-the flow tests). Build one with `agents.inference.factory.build_backend`."""
+the flow tests, the OpenAI-compatible `OpenAIBackend`, the `RoutedBackend` that sends each
+agent to its own). Build them with `agents.inference.factory.build_backends`."""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ class Backend(Protocol):
         """Queue a chat request; never blocks. Trouble comes back as an 'error' Result."""
         ...
 
-    async def count_tokens(self, text: str) -> int:
-        """Tokens the model makes of `text`, counted off the event loop."""
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
+        """Tokens the model makes of `text`, counted off the event loop; `agent`: counted by
+        the model that agent thinks with (one backend may route agents to several)."""
         ...
 
     def snapshot(self) -> MeterSnapshot:
