@@ -168,6 +168,7 @@ class OpenAIBackend:
         self._pins: dict[str, int] = {}  # agent -> llama-server slot
         self._load = flavours.ServerLoad()
         self._poller: asyncio.Task[None] | None = None
+        self._refused = False  # the server refused our key at the last probe
 
     # -- the Backend protocol --
 
@@ -191,6 +192,9 @@ class OpenAIBackend:
         self._http = httpx2.AsyncClient(base_url=self.root, headers=headers,
                                         timeout=httpx2.Timeout(self.settings.connect_timeout_s))
         probe = await self.probe()
+        if self._refused:
+            await self._close_clients()
+            raise ConfigError(f"backends.{self.name}.api_key: {probe.problem}")
         if probe.reachable and self.model and not probe.model_listed:
             await self._close_clients()
             raise ModelError(f"backend {self.name}: {probe.problem}")
@@ -318,8 +322,13 @@ class OpenAIBackend:
         try:
             models = await asyncio.wait_for(self._client.models.list(), self.settings.connect_timeout_s)
             entries = list(models.data)
+        except openai.APIStatusError as err:  # it answered: up, but refusing (a bad key, say)
+            self._refused = err.status_code in (401, 403)
+            return self._probe_result(True, [], None, f"{self.url} refused: HTTP {err.status_code}: "
+                                      f"{self._describe(err)}")
         except (openai.OpenAIError, TimeoutError) as err:
             return self._probe_result(False, [], None, f"{self.url} unreachable: {self._describe(err)}")
+        self._refused = False
         ids = [m.id for m in entries]
         owners = [str(getattr(m, "owned_by", "") or "") for m in entries]
         found = flavours.Probes(models_owned_by=owners)
@@ -459,7 +468,7 @@ class OpenAIBackend:
             raise self._failure(err) from None
         except openai.OpenAIError as err:
             raise self._failure(err) from None
-        reason: FinishReason = "stop"
+        reason: FinishReason | None = None
         usage: flavours.UsageCounts | None = None
         chunks = aiter(stream)
         try:
@@ -491,6 +500,8 @@ class OpenAIBackend:
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
+        if reason is None:  # cut off: llama-cpp-python ends a stream so when a newer request interrupts it
+            raise _Failure("the stream ended before the server said it finished", retry=True, server=False)
         if usage is None:  # the server reports none (llama-cpp-python): pieces and an estimate
             prompt = flavours.estimate_tokens("".join(m.get("content", "") for m in request.messages))
             usage = flavours.UsageCounts(prompt_tokens=prompt, completion_tokens=request.tokens,
