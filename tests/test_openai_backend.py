@@ -16,6 +16,7 @@ import pytest
 from agents.config import InferenceConfig
 from agents.config.schema import BackendConfig
 from agents.errors import ConfigError, ModelError
+from agents.inference.backend import Backend
 from agents.inference.openai_backend import OpenAIBackend
 from tests.openai_server import ALIAS, LlamaCppServer, start_or_skip
 
@@ -200,6 +201,7 @@ def test_error_lines_mask_the_key() -> None:
 @pytest.mark.timeout(30)
 async def test_an_unstarted_backend_answers_with_an_error() -> None:
     b = OpenAIBackend("x", settings("http://127.0.0.1:9/v1"), inference=InferenceConfig())
+    assert isinstance(b, Backend) and b.config is None
     result = await b.submit(ask("hi"), max_tokens=4, timeout_s=5)
     assert result.finish_reason == "error" and "not running" in (result.error or "")
 
@@ -210,3 +212,31 @@ async def test_an_unset_key_variable_is_a_config_error(monkeypatch: pytest.Monke
     b = OpenAIBackend("x", settings("http://127.0.0.1:9/v1", api_key=f"env:{KEY_VAR}"), inference=InferenceConfig())
     with pytest.raises(ConfigError, match=KEY_VAR):
         await b.start()
+
+
+@pytest.mark.timeout(180)
+async def test_cancel_mid_stream_then_the_next_request_works(backend: OpenAIBackend) -> None:
+    gen = backend.submit(ask("Write a long story about a ship."), agent="dev", max_tokens=300, timeout_s=120)
+    stream = aiter(gen)
+    await anext(stream)
+    gen.cancel()
+    result = await gen
+    assert result.finish_reason == "cancelled" and result.error is None
+    assert backend.snapshot().slots[0].agent is None  # nothing left in flight
+    after = await backend.submit(ask("Say yes."), agent="dev", max_tokens=4, timeout_s=120)
+    assert after.finish_reason in ("stop", "length"), after
+
+
+@pytest.mark.timeout(240)
+async def test_the_client_queue_runs_higher_priority_first(server: LlamaCppServer) -> None:
+    b = OpenAIBackend("one", settings(server.url, max_concurrent=1), inference=InferenceConfig())
+    await b.start()
+    try:
+        first = b.submit(ask("Say one."), agent="a", max_tokens=4, timeout_s=120)
+        low = b.submit(ask("Say two."), agent="low", priority=1, max_tokens=4, timeout_s=120)
+        high = b.submit(ask("Say three."), agent="high", priority=5, max_tokens=4, timeout_s=120)
+        assert b.snapshot().waiting == {1: 1, 5: 1}
+        results = await asyncio.gather(first, low, high)
+        assert [r.admission for r in results] == [1, 3, 2]  # high went before low
+    finally:
+        await b.stop()

@@ -110,6 +110,7 @@ class _Request:
         self.order = order
         self.submitted = time.monotonic()
         self.admitted: float | None = None
+        self.admission: int | None = None  # the order in which requests went to the server
         self.task: asyncio.Task[None] | None = None
         self.tokens = 0  # content pieces so far (about one token each)
         self.first_token_at: float | None = None
@@ -159,6 +160,7 @@ class OpenAIBackend:
         self._queue: list[_Request] = []  # a heap
         self._running: dict[int, _Request] = {}
         self._orders = itertools.count(1)
+        self._admissions = itertools.count(1)
         self._state = "starting"
         self._speed: Speed | None = None
         # Off once the server refuses `priority` (vLLM without priority scheduling).
@@ -377,6 +379,7 @@ class OpenAIBackend:
             if request.gen.done():
                 continue
             request.admitted = time.monotonic()
+            request.admission = next(self._admissions)
             self._running[request.order] = request
             request.task = loop.create_task(self._serve(request))
 
@@ -502,11 +505,12 @@ class OpenAIBackend:
                 await stream.close()
         if reason is None:  # cut off: llama-cpp-python ends a stream so when a newer request interrupts it
             raise _Failure("the stream ended before the server said it finished", retry=True, server=False)
+        reported = usage is not None
         if usage is None:  # the server reports none (llama-cpp-python): pieces and an estimate
             prompt = flavours.estimate_tokens("".join(m.get("content", "") for m in request.messages))
             usage = flavours.UsageCounts(prompt_tokens=prompt, completion_tokens=request.tokens,
                                          cached_prompt_tokens=0)
-        self._observe(request, sent_at, usage)
+        self._observe(request, sent_at, usage, reported=reported)
         return reason, usage
 
     def _pin(self, agent: str) -> int | None:
@@ -518,9 +522,13 @@ class OpenAIBackend:
             self._pins[agent] = len(self._pins) % slots
         return self._pins[agent]
 
-    def _observe(self, request: _Request, sent_at: float, usage: flavours.UsageCounts) -> None:
+    def _observe(self, request: _Request, sent_at: float, usage: flavours.UsageCounts, *,
+                 reported: bool) -> None:
         """Speeds measured from a finished response: prefill from the time to the first
-        token, generation from the pieces after it."""
+        token, generation from the pieces after it. Without reported usage the server may
+        have reused a cached prefix it does not tell of (llama-cpp-python: a repeated
+        132-token prompt "ran" at 2,600 tok/s), so prefill speed then only ever drops:
+        a slow guess lengthens a deadline, a fast one times calls out."""
         if request.first_token_at is None:
             return
         now = time.monotonic()
@@ -534,6 +542,8 @@ class OpenAIBackend:
                 return  # need both for a first Speed
             self._speed = Speed(prompt_tps=prompt_tps, gen_tps=gen_tps, measured_at=time.time())
             return
+        if prompt_tps and not reported:
+            prompt_tps = min(prompt_tps, old.prompt_tps)
         p = old.prompt_tps + SPEED_WEIGHT * (prompt_tps - old.prompt_tps) if prompt_tps else old.prompt_tps
         g = old.gen_tps + SPEED_WEIGHT * (gen_tps - old.gen_tps) if gen_tps else old.gen_tps
         self._speed = Speed(prompt_tps=p, gen_tps=g, measured_at=time.time())
@@ -548,7 +558,7 @@ class OpenAIBackend:
                       queue_wait_s=admitted - request.submitted, decode_s=now - admitted,
                       ttft_s=request.first_token_at - request.submitted if request.first_token_at else None)
         result = Result(text=text, finish_reason=reason, usage=usage, agent=request.agent,
-                        admission=request.order if request.admitted is not None else None,
+                        admission=request.admission,
                         error=self._one_line(error) if error else None)
         deliver([(request.gen, "", result)])
 
