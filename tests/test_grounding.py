@@ -181,18 +181,23 @@ async def test_a_question_cannot_be_answered_before_a_look_and_never_writes(tmp_
 
 
 @pytest.mark.timeout(60)
-async def test_a_made_up_sum_is_refused_and_the_calculator_gives_the_right_one(tmp_path: Path) -> None:
-    outputs = {"dev": [call("read_file", path="numbers.txt"), final("The sum is 18."),
-                       call("calculate", expression="3+5+9"), final("The sum is 17."), REFLECT]}
+async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_right_one(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B on 17, 25, 8: "the sum is 17" (a figure the file shows, but
+    no sum) and "58"; then a calculate over figures it misread."""
+    outputs = {"dev": [call("read_file", path="numbers.txt"), final("The sum is 17."),
+                       call("calculate", expression="17+52+8"), call("calculate", expression="17+25+8"),
+                       final("The sum is 50."), REFLECT]}
     host, backend, ws = crew(tmp_path, outputs)
-    (ws / "numbers.txt").write_text("3\n5\n9\n")
+    (ws / "numbers.txt").write_text("17\n25\n8\n")
     async with host:
         ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
         steps = await steps_of(host, ended.id)
-    assert (ended.status, ended.result) == ("done", "The sum is 17.")
-    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "ok"), (None, "final")]
-    told = step_requests(backend, "dev")[2].messages[-1].content
-    assert "18: in no tool result of this task" in told and "calculate" in told
+    assert (ended.status, ended.result) == ("done", "The sum is 50.")
+    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "refused"), ("calculate", "ok"),
+                     (None, "final")]
+    told = [q.messages[-1].content for q in step_requests(backend, "dev")]
+    assert "17: no tool computed this in this task; compute it with calculate" in told[2]
+    assert "52: in no tool result of this task" in told[3]
 
 
 @pytest.mark.timeout(60)
@@ -222,6 +227,38 @@ async def test_an_existing_file_is_changed_only_after_it_was_read(tmp_path: Path
 
 
 @pytest.mark.timeout(60)
+async def test_an_existing_file_is_never_rewritten_whole_even_after_a_read(tmp_path: Path) -> None:
+    """Measured: having read CHANGELOG.md, the 1.5B wrote it back whole without its blank
+    line and final newline. A part changes through edit_file."""
+    outputs = {"dev": [call("read_file", path="CHANGELOG.md"),
+                       call("write_file", path="CHANGELOG.md", content="# Changelog\n- a\n- b"),
+                       call("edit_file", path="CHANGELOG.md", old="- b\n", new="- b\n- c\n"),
+                       final("Appended '- c'."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs)
+    (ws / "CHANGELOG.md").write_text("# Changelog\n\n- a\n- b\n")
+    async with host:
+        ended = await run_to_end(host, "Append the line '- c' to the end of CHANGELOG.md.", "dev")
+        steps = await steps_of(host, ended.id)
+    assert ended.status == "done"
+    assert steps == [("read_file", "ok"), ("write_file", "refused"), ("edit_file", "ok"), (None, "final")]
+    assert (ws / "CHANGELOG.md").read_text() == "# Changelog\n\n- a\n- b\n- c\n"
+
+
+@pytest.mark.timeout(60)
+async def test_a_change_request_answered_without_a_change_is_refused_however_worded(tmp_path: Path) -> None:
+    outputs = {"dev": [call("read_file", path="guide.txt"), final("The typo 'teh' is now 'the'."),
+                       call("edit_file", path="guide.txt", old="teh", new="the"), final("Done."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs)
+    (ws / "guide.txt").write_text("run teh tests\n")
+    async with host:
+        ended = await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "Done.")
+    assert steps == [("read_file", "ok"), (None, "refused"), ("edit_file", "ok"), (None, "final")]
+    assert (ws / "guide.txt").read_text() == "run the tests\n"
+
+
+@pytest.mark.timeout(60)
 async def test_without_read_before_write_the_blind_rewrite_goes_through(tmp_path: Path) -> None:
     outputs = {"dev": [call("write_file", path="settings.ini", content="port = 9090\n"),
                        final("Changed the port to 9090."), REFLECT]}
@@ -243,7 +280,7 @@ async def test_a_claimed_change_never_made_fails_the_task_when_the_steps_run_out
         steps = await steps_of(host, ended.id)
     assert ended.status == "failed"
     assert "the final answer was refused" in (ended.result or "")
-    assert "no change was made and read back" in (ended.result or "")
+    assert "asks for a change to a file, and none was made and read back" in (ended.result or "")
     assert steps == [("list_dir", "ok"), (None, "refused"), (None, "refused")]
     assert not (ws / "notes.txt").exists()
 

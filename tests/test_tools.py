@@ -36,6 +36,12 @@ async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:
     assert (ws / "pkg/mod.py").read_text() == "a = 1\nb = 1\n"  # refused edits change nothing
     done = await call(ctx, "edit_file", path="pkg/mod.py", old="b = 1", new="b = 2")
     assert done.status == "ok" and (ws / "pkg/mod.py").read_text() == "a = 1\nb = 2\n"
+    # A whole line removed leaves no blank line; part of a line keeps its break.
+    assert (await call(ctx, "edit_file", path="pkg/mod.py", old="a = 1", new="")).status == "ok"
+    assert (ws / "pkg/mod.py").read_text() == "b = 2\n"
+    assert (await call(ctx, "edit_file", path="pkg/mod.py", old=" = 2", new="")).status == "ok"
+    assert (ws / "pkg/mod.py").read_text() == "b\n"
+    (ws / "pkg/mod.py").write_text("a = 1\nb = 2\n")
     listing = await call(ctx, "list_dir", path=".")
     assert listing.text == "pkg/\n(1 folder)"  # counted by the tool, not left to the model
     (ws / "pkg/b.txt").write_text("x")

@@ -38,6 +38,9 @@ ONLY_DELEGATING = re.compile(r"\b(will|i'll|shall|going to|let me|need to|should
                              r"(delegate|ask|hand|pass|forward)|\bdelegat(e|ing) (this|it|the task)\b", re.I)
 FIGURES = re.compile(r"\bhow (many|much|full|long|big|large)\b|\b(sum|total|count|percent(age)?|average|"
                      r"size|number of|in (gib|mib|gb|mb|hours|percent))\b|%", re.I)
+COMPUTED = re.compile(r"\b(sum|total|average|mean|how many)\b", re.I)
+# Tools whose results are raw content: a figure there is not a computed one.
+RAW_CONTENT_TOOLS = {"read_file", "search_files", "task"}
 # A number as a person writes it: not part of a word (notes2.txt) or a version (v1.2).
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 
@@ -78,6 +81,12 @@ def evidence_tools(task: Task, tools: Collection[str]) -> set[str]:
     return found
 
 
+def asks_for_computed_figure(task: Task) -> bool:
+    """A sum, a count, an average: a figure no file states, which a tool must compute (the
+    model adds and counts wrongly: 17+25+8 answered as 17, measured)."""
+    return bool(COMPUTED.search(f"{task.title} {task.body}"))
+
+
 def asks_for_figures(task: Task) -> bool:
     """A task whose answer is a figure (how many, how full, a sum): the figures in its
     answer must come from a tool. Elsewhere a number may be a line the model points at."""
@@ -115,16 +124,21 @@ def only_delegates(answer: str) -> bool:
 @dataclass
 class Evidence:
     """What this task's tool calls showed and changed, for the checks above."""
-    texts: list[str] = field(default_factory=list)  # every ok result, and the task's words
+    # (tool, text) of every ok result, and ("task", its words)
+    shown: list[tuple[str, str]] = field(default_factory=list)
     ok_calls: int = 0
     read: set[Path] = field(default_factory=set)  # files read whole in this task
     changed: list[str] = field(default_factory=list)  # files changed and verified
-    subtasks: list[int] = field(default_factory=list)  # created by the delegate tool
 
     def record(self, tool: str, status: str, text: str) -> None:
         if status == "ok":
             self.ok_calls += 1
-            self.texts.append(text)
+            self.shown.append((tool, text))
+
+    def texts(self, *, computed: bool = False) -> list[str]:
+        """What may ground a figure; computed: only what a tool computed or measured,
+        not the raw content of a file (nor the task's own words)."""
+        return [text for tool, text in self.shown if not (computed and tool in RAW_CONTENT_TOOLS)]
 
 
 def verify_change(workspace: Path, tool: str, path: str, content: str) -> str:

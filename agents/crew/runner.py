@@ -255,7 +255,7 @@ class TaskRunner:
         await self._state("acting", task.id)
         steps: list[tuple[str, str]] = []
         tools = self._tools(task)
-        evidence = Evidence(texts=[task.title, task.body])
+        evidence = Evidence(shown=[("task", task.title), ("task", task.body)])
         needs = grounding.evidence_tools(task, tools) if self.harness.evidence else set()
         first = rules.first_step(task, tools) if self.harness.rules_first else None
         most = self.agent.max_steps
@@ -325,16 +325,22 @@ class TaskRunner:
             return ("saying the task will be handed on is not an answer: do it with your tools"
                     + (", or call the delegate tool" if "delegate" in self.agent.tools else ""))
         writes = set(grounding.WRITE_TOOLS) & needs  # the task asks for a change to a file
-        if harness.verify_changes and writes and not grounding.is_question(task) \
-                and grounding.claims_change(answer) and not evidence.changed:
-            return ("the answer says a file was changed, but no change was made and read back in this "
-                    "task: make it with " + " or ".join(sorted(writes)))
+        if harness.verify_changes and writes and not evidence.changed:
+            # Whatever the words ("corrected", "is now 5"): measured, edits were claimed in
+            # many ways and made in none.
+            return ("this task asks for a change to a file, and none was made and read back: make it "
+                    "with edit_file (write_file only for a new file)")
         if harness.grounded_numbers and needs and grounding.asks_for_figures(task):
-            loose = grounding.ungrounded_numbers(answer, evidence.texts)
+            computed = grounding.asks_for_computed_figure(task)
+            loose = grounding.ungrounded_numbers(answer, evidence.texts(computed=computed))
             if loose:
-                calc = " or compute them with calculate" if "calculate" in self._tools(task) else ""
+                calc = "calculate" in self._tools(task)
+                if computed:
+                    how = ("compute it with calculate, e.g. 3+4+5 or len([...]) or 5-1" if calc
+                           else "compute it with a tool")
+                    return f"{', '.join(loose[:5])}: no tool computed this in this task; {how}"
                 return (f"{', '.join(loose[:5])}: in no tool result of this task; give the figures "
-                        f"the tools showed{calc}")
+                        f"the tools showed" + (" or compute them with calculate" if calc else ""))
         return ""
 
     async def _grounded_call(self, task: Task, number: int, step: ToolStep, evidence: Evidence) -> str:
@@ -347,16 +353,27 @@ class TaskRunner:
                 and path.is_file() and path not in evidence.read:
             refusal = (f"{args.get('path')} exists and was not read in this task: read_file it first, "
                        "then change only what must change with edit_file")
-            await self.store.write(r.record_phase, AgentStepped(
-                task_id=task.id, step=number, tool=tool, decision=None, status="refused",
-                summary=shorten(refusal)))
+            await self._refused(task, number, tool, refusal)
             return f"[refused] {refusal}"
+        if writes and tool == "write_file" and self.harness.read_before_write and path is not None \
+                and path.is_file():
+            refusal = (f"{args.get('path')} exists: change it with edit_file (old: the exact text to "
+                       "replace, as read; new: what replaces it); write_file is for new files")
+            await self._refused(task, number, tool, refusal)
+            return f"[refused] {refusal}"
+        if tool == "calculate" and self.harness.grounded_numbers and grounding.asks_for_figures(task):
+            expression = str(args.get("expression", ""))
+            loose = [n for n in grounding.ungrounded_numbers(expression, evidence.texts())
+                     if float(n.replace(",", ".")) > 10]  # small counts and divisors the model may write
+            if loose:
+                refusal = (f"{', '.join(loose[:5])}: in no tool result of this task; calculate with "
+                           "the figures the tools showed")
+                await self._refused(task, number, tool, refusal)
+                return f"[refused] {refusal}"
         giver = await self._giver(task)
         if tool == "delegate" and self.harness.no_hand_back and giver is not None and args.get("to") == giver:
             refusal = f"{giver} gave you this task: do it yourself, or delegate to another agent"
-            await self.store.write(r.record_phase, AgentStepped(
-                task_id=task.id, step=number, tool=tool, decision=None, status="refused",
-                summary=shorten(refusal)))
+            await self._refused(task, number, tool, refusal)
             return f"[refused] {refusal}"
         status, text = await self._call_tool(task, number, step)
         if status == "ok" and writes and path is not None and self.harness.verify_changes:
@@ -372,6 +389,12 @@ class TaskRunner:
             evidence.read.add(path)  # what it holds now is what the agent just wrote
         evidence.record(tool, status, text)
         return f"[{status}] {text}"
+
+    async def _refused(self, task: Task, number: int, tool: str, refusal: str) -> None:
+        """A call grounding refused before the gate: recorded as a step, never run."""
+        await self.store.write(r.record_phase, AgentStepped(
+            task_id=task.id, step=number, tool=tool, decision=None, status="refused",
+            summary=shorten(refusal)))
 
     def _workspace_file(self, raw: object) -> Path | None:
         """A tool's path argument as a real path inside the workspace, or None."""

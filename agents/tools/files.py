@@ -95,7 +95,11 @@ async def edit_file(ctx: ToolContext, args: EditArgs) -> str:
     if count > 1:
         raise ToolError(f"{where.relative}: the old text occurs {count} times; give more "
                         "surrounding text so that it matches exactly once")
-    updated = text.replace(args.old, args.new, 1)
+    start = text.index(args.old)
+    end = start + len(args.old)
+    if not args.new and (start == 0 or text[start - 1] == "\n") and text[end:end + 1] == "\n":
+        end += 1  # a whole line removed takes its line break along (no blank line left behind)
+    updated = text[:start] + args.new + text[end:]
     await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
     removed, added = args.old.count("\n") + 1, args.new.count("\n") + 1
     return f"edited {where.relative}: 1 replacement (-{removed} +{added} lines)"
