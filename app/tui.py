@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agents.config import Config
+from agents.config.load import EMBEDDED_BACKEND
 from agents.errors import ConfigError
-from agents.inference import Backend, build_backend, resolve_model_path
+from agents.inference import Backend, build_backends, resolve_model_path
+from agents.inference.factory import backends_in_use
 from app.cockpit import Cockpit
 from app.connection import Attached, Connection, Embedded
 from app.context import Context
@@ -50,14 +52,16 @@ def make_app(connection: Connection, home: Path, *, grace_s: float = GRACE_S,
 def embedded(ctx: Context, config: Config, backend: Backend | None = None,
              model: str | None = None) -> Embedded:
     if backend is None:
-        path = resolve_model_path(model, config.inference.model, home=ctx.home)
+        # The embedded model, when an agent uses it: a missing one fails here, before the TUI.
+        path = (resolve_model_path(model, config.inference.model, home=ctx.home)
+                if EMBEDDED_BACKEND in backends_in_use(config) else None)
         connection: Embedded | None = None
 
         def progress(fraction: float) -> None:  # the engine thread: one float, read by the timer
             if connection is not None:
                 connection.progress = fraction
 
-        backend = build_backend(config.inference, model=path, progress=progress)
+        backend = build_backends(config, model=path, progress=progress, home=ctx.home)
         connection = Embedded(ctx.db_path, config, backend)
         return connection
     return Embedded(ctx.db_path, config, backend)

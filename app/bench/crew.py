@@ -24,7 +24,7 @@ from rich.console import Console
 
 from agents.config import Config, parse_config
 from agents.crew.harness import ABLATIONS, GROUNDING
-from agents.inference import Backend, build_backend, resolve_model_path
+from agents.inference import Backend, build_backends, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
 from agents.store import queries
@@ -121,7 +121,7 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
         config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
         config.inference = base.inference
         with LoadProgress(err, f"loading {model.name}") as progress:
-            engine = build_backend(config.inference, model=model, progress=progress)
+            engine = build_backends(config, model=model, progress=progress)
             async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
                 for agent, text in TASKS.items():
                     await host.store.write(r.create_task, OWNER, text, owner=agent)

@@ -24,7 +24,9 @@ from rich.console import Console
 
 from agents.bus import Subscription
 from agents.config import Config
-from agents.inference import Backend, build_backend, resolve_model_path
+from agents.config.load import EMBEDDED_BACKEND
+from agents.inference import Backend, build_backends, resolve_model_path
+from agents.inference.factory import backends_in_use
 from agents.protocol import Event, TaskCreated
 from agents.runtime import Host, Recovery
 from agents.runtime.event_text import event_line, task_of
@@ -67,7 +69,9 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
         return cmd_tui(ctx, args)
     config = ctx.config  # a bad config or a missing model fails here, before anything starts
-    model = resolve_model_path(args.model, config.inference.model, home=ctx.home)
+    # The embedded model, when an agent uses it (other backends are checked as they build).
+    model = (resolve_model_path(args.model, config.inference.model, home=ctx.home)
+             if EMBEDDED_BACKEND in backends_in_use(config) else None)
     ctx.ensure_home()
     instance = Instance(ctx, config, model, approvals=args.approvals, as_json=args.json,
                         until_idle=args.until_idle)
@@ -89,13 +93,15 @@ class Instance:
     """The headless front end: the host, reported as lines on stdout."""
 
     def __init__(
-        self, ctx: Context, config: Config, model: Path, *, approvals: str, as_json: bool,
+        self, ctx: Context, config: Config, model: Path | None, *, approvals: str, as_json: bool,
         until_idle: bool = False,
     ) -> None:
         self.until_idle = until_idle
         self.ctx = ctx
         self.config = config
         self.model = model
+        # What loads: the embedded model's file, else the backends the agents use.
+        self.what = model.name if model is not None else ", ".join(backends_in_use(config))
         self.approvals = approvals
         self.as_json = as_json
         self.reporting = True  # until stdout's reader goes away
@@ -109,15 +115,15 @@ class Instance:
             log.warning("stdout was closed; no more event lines")
 
     async def run(self) -> int:
-        loading = LoadProgress(Console(stderr=True), safe_text(f"loading {self.model.name}"))
+        loading = LoadProgress(Console(stderr=True), safe_text(f"loading {self.what}"))
         with loading as progress:
-            engine = build_backend(self.config.inference, model=self.model, progress=progress)
+            engine = build_backends(self.config, model=self.model, progress=progress, home=self.ctx.home)
             host = Host(self.ctx.db_path, self.config, backend=engine, crew=True,
                         approvals=self.approvals)  # type: ignore[arg-type]
             # Before the model loads: a signal in the first second stops cleanly too.
             restore = self._handle_signals(host)
             try:
-                await self.say(f"loading model {self.model.name}")
+                await self.say(f"loading model {self.what}")
                 async with host:
                     loading.finish()  # loaded: the bar leaves the screen
                     exit_code = await self._present(host, engine)
@@ -156,7 +162,7 @@ class Instance:
     async def _serve(self, host: Host, engine: Backend) -> None:
         snap = engine.snapshot()
         await self.say(
-            f"model {self.model.name} loaded in {engine.load_time_s:.1f} s on "
+            f"model {self.what} loaded in {engine.load_time_s:.1f} s on "
             f"{snap.device}: {len(snap.slots)} slots, {snap.kv_total} KV cells"
         )
         reporter = await host.subscribe()
