@@ -5,6 +5,7 @@ two embedded engines on the real model answer side by side in one process."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -186,6 +187,19 @@ async def test_an_embedded_backend_that_cannot_start_is_fatal_and_the_others_sto
     assert remote.snapshot().state == "stopped"
 
 
+async def test_a_refused_key_is_fatal_even_on_a_remote_backend() -> None:
+    class Refused(ScriptedBackend):
+        async def start(self) -> None:
+            raise ConfigError("backends.gpu.api_key: the server refused the key (401)")
+
+    local = _answering("local")
+    routed = RoutedBackend({"embedded": local, "gpu": Refused(lambda _r: "")}, {"dev": "gpu"}, "embedded",
+                           required=["embedded"])
+    with pytest.raises(ConfigError, match=r"^backends\.gpu\.api_key: the server refused the key \(401\)$"):
+        await routed.start()
+    assert local.snapshot().state == "stopped"
+
+
 async def test_stop_is_bounded_when_one_backend_hangs() -> None:
     class Hanging(ScriptedBackend):
         async def stop(self) -> None:
@@ -253,3 +267,36 @@ async def test_two_embedded_engines_on_the_real_model_answer_in_one_process() ->
     finally:
         await backend.stop()
 
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_remote_backend_whose_server_is_down_builds_starts_and_fails_only_its_agent() -> None:
+    """The factory routes dev to an OpenAI-compatible server nobody listens on: the start
+    goes on (not fatal), dev's call ends with an error naming the backend's trouble
+    within its deadline, and the default (scripted here, in place of the engine) answers."""
+    from agents.inference.openai_backend import OpenAIBackend
+
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    config = parse_config(f'[backends.gpu]\nkind = "openai"\nurl = "{url}"\nmodel = "m"\n'
+                          f'connect_timeout_s = 1.0\nretries = 0\n[agents.dev]\nmodel = "gpu"\n')
+    built = build_backends(config)
+    assert isinstance(built, RoutedBackend)
+    assert sorted(built.backends) == ["embedded", "gpu"] and built.required == {"embedded"}
+    assert type(built.backends["gpu"]) is OpenAIBackend and type(built.backends["embedded"]) is Engine
+    routed = RoutedBackend({"embedded": _answering("local"), "gpu": built.backends["gpu"]},
+                           built.routes, "embedded", required=["embedded"])
+    await routed.start()
+    try:
+        started = time.monotonic()
+        failed = await routed.submit([{"role": "user", "content": "hi"}], agent="dev", timeout_s=10)
+        assert failed.finish_reason in ("error", "timeout") and failed.error, failed
+        assert time.monotonic() - started < 15
+        answered = await routed.submit([{"role": "user", "content": "hi"}], agent="lead")
+        assert answered.text == "local answers lead"
+    finally:
+        await routed.stop()

@@ -2,9 +2,11 @@
 (`agents.NAME.model`, else `default_backend`), so the crew keeps talking to one object.
 
 Starting: every backend at once. An embedded engine that cannot load is fatal (a local
-file or memory problem the person must fix before anything runs); a remote server that
-is down is not: the other agents carry on, and that backend's requests end at once with
-an 'error' result naming it, which the meter shows as a failed backend.
+file or memory problem the person must fix before anything runs), and so is a config
+error anywhere (a refused key); a remote backend that fails otherwise (its server lacks
+the model) is not: the other agents carry on, and that backend's requests end at once
+with an 'error' result naming it, which the meter shows as a failed backend. (An
+unreachable server is not even that: OpenAIBackend starts, its breaker open.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from agents.config import InferenceConfig, SamplingConfig
-from agents.errors import ModelError
+from agents.errors import ConfigError, ModelError
 from agents.inference.backend import Backend
 from agents.inference.chat import MessageLike
 from agents.inference.generation import Generation, deliver
@@ -82,21 +84,24 @@ class RoutedBackend:
         names = list(self.backends)
         outcomes = await asyncio.gather(*(self.backends[n].start() for n in names), return_exceptions=True)
         fatal: list[str] = []
+        config_only = True  # every fatal one a config error: say so by the error's kind
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if not isinstance(outcome, BaseException):
                 continue
-            why = _one_line(outcome)
-            if name in self.required:
-                fatal.append(f"backend {name}: {why}")
+            why = _one_line(outcome).removeprefix(f"backend {name}: ")
+            # A config the person must fix (a refused key) is fatal wherever it is.
+            if name in self.required or isinstance(outcome, ConfigError):
+                fatal.append(why if why.startswith(f"backends.{name}.") else f"backend {name}: {why}")
+                config_only = config_only and isinstance(outcome, ConfigError)
             else:
                 self.down[name] = why
                 log.warning("backend %s did not start (its agents' requests fail until it is restarted): %s",
                             name, why)
         if fatal:
             await self.stop()  # the ones that did load must not linger
-            raise ModelError("; ".join(fatal))
+            raise (ConfigError if config_only else ModelError)("; ".join(fatal))
 
     async def stop(self) -> None:
         """Every backend at once, each given `stop_s`; one that hangs is left behind (logged)."""
