@@ -25,8 +25,9 @@ from rich.console import Console
 from agents.bus import Subscription
 from agents.config import Config
 from agents.config.load import EMBEDDED_BACKEND
-from agents.inference import Backend, build_backends, resolve_model_path
+from agents.inference import Backend, RoutedBackend, build_backends, resolve_model_path
 from agents.inference.factory import backends_in_use
+from agents.inference.model import GIB
 from agents.protocol import Event, TaskCreated
 from agents.runtime import Host, Recovery
 from agents.runtime.event_text import event_line, task_of
@@ -100,8 +101,9 @@ class Instance:
         self.ctx = ctx
         self.config = config
         self.model = model
-        # What loads: the embedded model's file, else the backends the agents use.
-        self.what = model.name if model is not None else ", ".join(backends_in_use(config))
+        # What loads: the embedded model's file when it is all, else the backends the agents use.
+        used = backends_in_use(config)
+        self.what = model.name if model is not None and used == [EMBEDDED_BACKEND] else ", ".join(used)
         self.approvals = approvals
         self.as_json = as_json
         self.reporting = True  # until stdout's reader goes away
@@ -165,6 +167,9 @@ class Instance:
             f"model {self.what} loaded in {engine.load_time_s:.1f} s on "
             f"{snap.device}: {len(snap.slots)} slots, {snap.kv_total} KV cells"
         )
+        if isinstance(engine, RoutedBackend) and len(engine.memory) > 1:  # several models in this process
+            await self.say("embedded models (estimated before loading): " + ", ".join(
+                f"{m.backend} {m.model} ~{m.total_bytes / GIB:.2f} GiB" for m in engine.memory.values()))
         reporter = await host.subscribe()
         assert host.recovery is not None
         await self._report_recovery(host.recovery)
