@@ -95,7 +95,7 @@ class ScriptedBackend:
                              model="scripted", slots=slots, waiting={}, kv_used=0, kv_total=0,
                              tokens_per_s=0.0, gpu=None, speed=self.speed)
 
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         """A scripted model's tokens: words and punctuation marks (deterministic for tests)."""
         return len(re.findall(r"\w+|[^\w\s]", text))
 

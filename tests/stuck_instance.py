@@ -21,7 +21,7 @@ import asyncio
 import sys
 import threading
 
-from agents.inference import Engine
+from agents.inference import Engine, resolve_model_path
 from agents.runtime import Host
 from app import cli
 from app.commands import run as run_command
@@ -31,7 +31,7 @@ STOP_REQUESTED = threading.Event()
 
 
 class StuckEngine(Engine):
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         sys.stderr.write("STUCK\n")
         sys.stderr.flush()
         await asyncio.to_thread(FOREVER.wait)
@@ -50,9 +50,10 @@ class HeldLoadEngine(Engine):
 
 
 def _building(engine_class: type[Engine]):  # type: ignore[no-untyped-def]
-    """app.commands.run's build_backend, building this stuck engine instead."""
-    def build(inference, *, model=None, progress=None, sampling=None):  # type: ignore[no-untyped-def]
-        return engine_class(inference, model_path=model, progress=progress, sampling=sampling)
+    """app.commands.run's build_backends, building this stuck engine instead."""
+    def build(config, *, model=None, progress=None, sampling=None, home=None):  # type: ignore[no-untyped-def]
+        path = resolve_model_path(model, config.inference.model, home=home)
+        return engine_class(config.inference, model_path=path, progress=progress, sampling=sampling)
     return build
 
 
@@ -65,8 +66,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--hold-load"]:
         args = args[1:]
-        run_command.build_backend = _building(HeldLoadEngine)
+        run_command.build_backends = _building(HeldLoadEngine)
         Host.stop = _stop_and_release  # type: ignore[method-assign]
     else:
-        run_command.build_backend = _building(StuckEngine)
+        run_command.build_backends = _building(StuckEngine)
     sys.exit(cli.main(args))

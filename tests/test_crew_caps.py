@@ -40,7 +40,7 @@ class CountingBackend(ScriptedBackend):
         super().__init__(script, **kwargs)
         self.counted: list[int] = []
 
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         self.counted.append(len(text))
         return await super().count_tokens(text)
 

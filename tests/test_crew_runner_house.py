@@ -276,3 +276,18 @@ async def test_a_created_task_is_read_at_most_once_before_its_first_model_call(
         done = await host.store.unwrapped_read(queries.task, t.id)  # type: ignore[attr-defined]
     assert done is not None and (done.status, done.result) == ("done", "a haiku")
     assert at_first_call == [most], at_first_call
+
+
+@pytest.mark.timeout(10)
+def test_a_task_naming_a_workspace_file_starts_by_reading_it(tmp_path: Path) -> None:
+    (tmp_path / "change.diff").write_text("+x\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("a")
+    read = ["read_file", "write_file"]
+    assert rules.first_step(task("Review change.diff: which line has a bug?"), read, tmp_path) == ToolStep(
+        tool="read_file", arguments={"path": "change.diff"})
+    assert rules.first_step(task("count the words in sub/a.txt"), read, tmp_path) == ToolStep(
+        tool="read_file", arguments={"path": "sub/a.txt"})
+    assert rules.first_step(task("Create notes.txt containing hello"), read, tmp_path) is None  # not there yet
+    assert rules.first_step(task("read ../etc.passwd"), read, tmp_path) is None  # outside: not named here
+    assert rules.first_step(task("Review change.diff"), ["write_file"], tmp_path) is None  # cannot read

@@ -168,7 +168,7 @@ def test_a_task_has_at_most_max_subtasks(store: Store) -> None:
 
 
 class WordCounter:
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         return len(text.split())
 
 

@@ -56,12 +56,23 @@ def test_evidence_tools_are_the_agents_own_tools_for_what_the_task_is_about() ->
                                                                              "run_shell"}
     assert grounding.evidence_tools(task("Which port is set in settings.ini?"), DEV) == {
         "read_file", "list_dir", "search_files", "run_shell"}
+    assert grounding.evidence_tools(task("Which file in the workspace is the largest?"), DEV) == {
+        "list_dir", "search_files", "run_shell", "read_file"}
     assert {"write_file", "edit_file"} <= grounding.evidence_tools(task("Create notes.txt containing hello"), DEV)
     # lead cannot look at the machine, but can hand the looking on
     assert grounding.evidence_tools(task("How full is the disk?"), LEAD) == {"delegate"}
     # nothing to look at: no evidence needed (a haiku, a plan, a greeting)
     assert grounding.evidence_tools(task("write a haiku about tea"), DEV) == set()
     assert grounding.evidence_tools(task("tidy up"), OPS) == set()
+
+
+def test_step_one_hands_on_what_the_agent_cannot_look_at_itself() -> None:
+    both = task("Tell me how many files are in the workspace and how many CPU cores this machine has.")
+    assert grounding.first_look(both, LEAD) == {"delegate"}  # lead cannot count cores: it delegates
+    assert grounding.first_look(both, DEV) == {"list_dir", "search_files", "run_shell", "read_file"}
+    assert grounding.uncovered(both, LEAD) == {"machine": grounding.MACHINE_TOOLS,
+                                               "the workspace": grounding.LISTING_TOOLS}
+    assert grounding.first_look(task("Which port is set in settings.ini?"), LEAD) == {"read_file"}
 
 
 @pytest.mark.parametrize(("answer", "loose"), [
@@ -163,28 +174,29 @@ def final(text: str) -> str:
 
 @pytest.mark.timeout(60)
 async def test_a_question_cannot_be_answered_before_a_look_and_never_writes(tmp_path: Path) -> None:
-    outputs = {"dev": [call("read_file", path="settings.ini"), final("The port is 8080."), REFLECT]}
+    outputs = {"dev": [call("list_dir", path="."), call("read_file", path="settings.ini"),
+                       final("The port is 8080."), REFLECT]}
     host, backend, ws = crew(tmp_path, outputs)
     (ws / "settings.ini").write_text("[server]\nport = 8080\n")
-    async with host:
-        ended = await run_to_end(host, "Which port is set in settings.ini?", "dev")
+    async with host:  # no file named: no rule reads it first, the model must
+        ended = await run_to_end(host, "Which port does the server's settings file set?", "dev")
         steps = await steps_of(host, ended.id)
         events = await host.store.read(queries.events_after, 0, 10_000)
     assert (ended.status, ended.result) == ("done", "The port is 8080.")
     [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
     assert (triaged.by, triaged.action) == ("rule", "act")  # the person chose dev; dev's tools can do it
-    first, second = step_requests(backend, "dev")
-    assert "final" not in offers(first)  # step 1 may only look
-    assert {"write_file", "edit_file"}.isdisjoint(offers(first) | offers(second))  # a question never writes
+    first, second, third = step_requests(backend, "dev")
+    assert offers(first) == {"list_dir", "search_files", "run_shell", "read_file"}  # step 1 may only look
+    assert {"write_file", "edit_file"}.isdisjoint(offers(second) | offers(third))  # a question never writes
     assert "final" in offers(second)
-    assert steps == [("read_file", "ok"), (None, "final")]
+    assert steps == [("list_dir", "ok"), ("read_file", "ok"), (None, "final")]
 
 
 @pytest.mark.timeout(60)
 async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_right_one(tmp_path: Path) -> None:
     """Measured with Qwen-1.5B on 17, 25, 8: "the sum is 17" (a figure the file shows, but
     no sum) and "58"; then a calculate over figures it misread."""
-    outputs = {"dev": [call("read_file", path="numbers.txt"), final("The sum is 17."),
+    outputs = {"dev": [final("The sum is 17."),  # after the rules' first step read numbers.txt
                        call("calculate", expression="17+52+8"), call("calculate", expression="17+25+8"),
                        final("The sum is 50."), REFLECT]}
     host, backend, ws = crew(tmp_path, outputs)
@@ -196,8 +208,8 @@ async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_righ
     assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "refused"), ("calculate", "ok"),
                      (None, "final")]
     told = [q.messages[-1].content for q in step_requests(backend, "dev")]
-    assert "17: no tool computed this in this task; compute it with calculate" in told[2]
-    assert "52: in no tool result of this task" in told[3]
+    assert "17: no tool computed this in this task; compute it with calculate" in told[1]
+    assert "52: in no tool result of this task" in told[2]
 
 
 @pytest.mark.timeout(60)
@@ -218,8 +230,8 @@ async def test_an_existing_file_is_changed_only_after_it_was_read(tmp_path: Path
                        final("Changed the port to 9090."), REFLECT]}
     host, _, ws = crew(tmp_path, outputs)
     (ws / "settings.ini").write_text("[server]\nport = 8080\n")
-    async with host:
-        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    async with host:  # the file is not named: no rule reads it first
+        ended = await run_to_end(host, "In the server's settings file, change the port from 8080 to 9090.", "dev")
         steps = await steps_of(host, ended.id)
     assert ended.status == "done"
     assert steps == [("write_file", "refused"), ("read_file", "ok"), ("edit_file", "ok"), (None, "final")]
@@ -230,8 +242,7 @@ async def test_an_existing_file_is_changed_only_after_it_was_read(tmp_path: Path
 async def test_an_existing_file_is_never_rewritten_whole_even_after_a_read(tmp_path: Path) -> None:
     """Measured: having read CHANGELOG.md, the 1.5B wrote it back whole without its blank
     line and final newline. A part changes through edit_file."""
-    outputs = {"dev": [call("read_file", path="CHANGELOG.md"),
-                       call("write_file", path="CHANGELOG.md", content="# Changelog\n- a\n- b"),
+    outputs = {"dev": [call("write_file", path="CHANGELOG.md", content="# Changelog\n- a\n- b"),
                        call("edit_file", path="CHANGELOG.md", old="- b\n", new="- b\n- c\n"),
                        final("Appended '- c'."), REFLECT]}
     host, _, ws = crew(tmp_path, outputs)
@@ -246,7 +257,7 @@ async def test_an_existing_file_is_never_rewritten_whole_even_after_a_read(tmp_p
 
 @pytest.mark.timeout(60)
 async def test_a_change_request_answered_without_a_change_is_refused_however_worded(tmp_path: Path) -> None:
-    outputs = {"dev": [call("read_file", path="guide.txt"), final("The typo 'teh' is now 'the'."),
+    outputs = {"dev": [final("The typo 'teh' is now 'the'."),
                        call("edit_file", path="guide.txt", old="teh", new="the"), final("Done."), REFLECT]}
     host, _, ws = crew(tmp_path, outputs)
     (ws / "guide.txt").write_text("run teh tests\n")
@@ -265,7 +276,7 @@ async def test_without_read_before_write_the_blind_rewrite_goes_through(tmp_path
     host, _, ws = crew(tmp_path, outputs, Harness(read_before_write=False))
     (ws / "settings.ini").write_text("[server]\nport = 8080\n")
     async with host:
-        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+        ended = await run_to_end(host, "In the server's settings file, change the port from 8080 to 9090.", "dev")
     assert ended.status == "done"
     assert (ws / "settings.ini").read_text() == "port = 9090\n"  # the header lost, as measured
 

@@ -30,19 +30,20 @@ def clip(text: str, keep: int) -> str:
 
 
 class Counts(Protocol):
-    async def count_tokens(self, text: str) -> int: ...
+    async def count_tokens(self, text: str, *, agent: str = "") -> int: ...
 
 
 class TokenCounter:
-    def __init__(self, backend: Counts) -> None:
+    def __init__(self, backend: Counts, *, agent: str = "") -> None:
         self.backend = backend
+        self.agent = agent  # whose backend's tokenizer counts (agents may think with different models)
         self._known: OrderedDict[str, int] = OrderedDict()
 
     async def count(self, text: str) -> int:
         if text in self._known:
             self._known.move_to_end(text)
             return self._known[text]
-        n = await self.backend.count_tokens(text)
+        n = await self.backend.count_tokens(text, agent=self.agent)
         self._known[text] = n
         if len(self._known) > REMEMBERED:
             self._known.popitem(last=False)

@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.config import Config
 from agents.crew.deadlines import plan_call
+from agents.inference.routed import agent_snapshot
 from agents.inference.types import ChatMessage
 from agents.protocol import SYSTEM, Memory
 from agents.store import AsyncStore
@@ -46,8 +47,8 @@ async def compact_if_needed(store: AsyncStore, backend: Any, config: Config, age
                     'paragraph worth keeping. Answer {"summary": "..."}.'))]
     # The deadline as every model call's: derived from the engine's measured speed unless
     # the person fixed scribe's timeout_s (0, the default, once meant 0 s here).
-    prompt_tokens = sum([await backend.count_tokens(m.content) for m in messages])
-    limit = plan_call(prompt_tokens, scribe.inference.max_tokens, backend.snapshot().speed,
+    prompt_tokens = sum([await backend.count_tokens(m.content, agent="scribe") for m in messages])
+    limit = plan_call(prompt_tokens, scribe.inference.max_tokens, agent_snapshot(backend, "scribe").speed,
                       override_s=scribe.inference.timeout_s, most_s=config.inference.max_call_s,
                       key="agents.scribe.inference.timeout_s")
     result = await backend.submit(messages, agent="scribe", sampling=scribe.inference, schema=SUMMARY_SCHEMA,

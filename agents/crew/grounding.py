@@ -44,7 +44,11 @@ RAW_CONTENT_TOOLS = {"read_file", "search_files", "task"}
 # A number as a person writes it: not part of a word (notes2.txt) or a version (v1.2).
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 
+NAMED_FILE = re.compile(r"\b[\w.-]+\.[a-z0-9]{1,6}\b", re.I)
+LISTING = re.compile(r"\b(files?|folders?|director(y|ies)|workspace)\b", re.I)
 MACHINE_TOOLS = {"system_health", "list_processes", "run_shell"}
+FILE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
+LISTING_TOOLS = {"list_dir", "search_files", "run_shell", "read_file"}
 WORKSPACE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
 EARLIER_TOOLS = {"read_log", "read_tasks", "memory_search", "read_messages"}
 WRITE_TOOLS = ("write_file", "edit_file")
@@ -61,23 +65,50 @@ def is_question(task: Task) -> bool:
     return bool(ASKS_TO_BE_TOLD.search(title)) and not CHANGE_REQUEST.search(f"{title} {task.body}")
 
 
+def _aspects(task: Task) -> dict[str, set[str]]:
+    """What the task is about (the machine, the workspace, earlier work, a file to
+    change), each with the tools that can show or do it."""
+    text = f"{task.title} {task.body}"
+    found: dict[str, set[str]] = {}
+    if MACHINE.search(text):
+        found["machine"] = MACHINE_TOOLS
+    if NAMED_FILE.search(text):
+        found["a file"] = FILE_TOOLS
+    if LISTING.search(text):  # reading one file cannot count or rank the workspace's files
+        found["the workspace"] = LISTING_TOOLS
+    if EARLIER.search(text):
+        found["earlier"] = EARLIER_TOOLS
+    if CHANGE_REQUEST.search(text) and WORKSPACE.search(text) and not is_question(task):  # a file to change
+        found["change"] = set(WRITE_TOOLS)
+    return found
+
+
 def evidence_tools(task: Task, tools: Collection[str]) -> set[str]:
     """The agent's tools that can show what this task is about (the machine, the
-    workspace, earlier work); empty: the task needs no evidence from this agent.
-    An agent that can delegate may rest on a delegation when it has nothing better."""
-    text = f"{task.title} {task.body}"
+    workspace, earlier work); empty: the task needs no evidence from this agent. An agent
+    that can delegate rests on a delegation for what its own tools cannot show."""
     found: set[str] = set()
-    if MACHINE.search(text):
-        found |= MACHINE_TOOLS & set(tools)
-    if WORKSPACE.search(text):
-        found |= WORKSPACE_TOOLS & set(tools)
-    if EARLIER.search(text):
-        found |= EARLIER_TOOLS & set(tools)
-    if CHANGE_REQUEST.search(text) and WORKSPACE.search(text) and not is_question(task):  # a file to change
-        found |= set(WRITE_TOOLS) & set(tools)
-    if (MACHINE.search(text) or WORKSPACE.search(text) or EARLIER.search(text)) and not found \
-            and "delegate" in tools:
+    for needed in _aspects(task).values():
+        found |= needed & set(tools)
+    if uncovered(task, tools) and "delegate" in tools:
         found.add("delegate")
+    return found
+
+
+def uncovered(task: Task, tools: Collection[str]) -> dict[str, set[str]]:
+    """The parts of the task the agent's own tools cannot do, each with the tools that can
+    (read_file shows a file it is told of, but alone cannot count or rank the workspace's)."""
+    return {aspect: needed for aspect, needed in _aspects(task).items()
+            if not needed & set(tools) - ({"read_file"} if aspect == "the workspace" else set())}
+
+
+def first_look(task: Task, tools: Collection[str]) -> set[str]:
+    """What step 1 may call when the task needs evidence: the evidence tools, or only the
+    delegate tool when part of the task is beyond the agent's own tools. Measured: lead,
+    asked for a file count and the CPU cores, read a made-up "workspace.txt" eight times."""
+    found = evidence_tools(task, tools)
+    if "delegate" in found:
+        return {"delegate"}
     return found
 
 
@@ -129,6 +160,7 @@ class Evidence:
     ok_calls: int = 0
     read: set[Path] = field(default_factory=set)  # files read whole in this task
     changed: list[str] = field(default_factory=list)  # files changed and verified
+    delegated: list[str] = field(default_factory=list)  # the agents given subtasks
 
     def record(self, tool: str, status: str, text: str) -> None:
         if status == "ok":

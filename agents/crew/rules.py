@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from pathlib import Path
 
 import psutil
 
@@ -25,6 +26,7 @@ TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
 # "Which process uses the most memory?": a ranking the process list answers.
 WHICH_PROCESS = re.compile(r"\b(which|what|top)\b.*\bprocess(es)?\b.*\b(memory|ram|cpu)\b", re.I)
+FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.[A-Za-z0-9]{1,8})\b")  # a.txt, sub/a.txt
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
 HEALTH_CHECK = "[health]"  # how a scheduled health check's title starts
 
@@ -62,9 +64,25 @@ def triage_rule(task: Task, tools: Collection[str]) -> Triage | None:
     return None
 
 
-def first_step(task: Task, tools: Collection[str]) -> ToolStep | None:
+def named_file(task: Task, workspace: Path) -> str | None:
+    """The first file the task names (`settings.ini`, `change.diff`) that exists in the
+    workspace, as written; None when it names none."""
+    for name in FILE_NAME.findall(f"{task.title} {task.body}"):
+        candidate = (workspace / name).resolve()
+        if candidate.is_relative_to(workspace.resolve()) and candidate.is_file():
+            return name
+    return None
+
+
+def first_step(task: Task, tools: Collection[str], workspace: Path | None = None) -> ToolStep | None:
     """The act phase's first step when the rules know it; None: ask the model."""
     text = f"{task.title} {task.body}"
+    if workspace is not None and "read_file" in tools:
+        # Measured: asked to review change.diff, Qwen-1.5B searched for the word "bug" and
+        # answered with "no matches"; asked to sum a file, it answered without reading it.
+        name = named_file(task, workspace)
+        if name is not None:
+            return ToolStep(tool="read_file", arguments={"path": name})
     if "list_processes" in tools and WHICH_PROCESS.search(text):
         # Measured: given the health figures first, Qwen-1.5B said the top process "is not specified".
         by = "memory" if re.search(r"\b(memory|ram)\b", text, re.I) else "cpu"

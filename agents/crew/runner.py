@@ -54,6 +54,7 @@ from agents.crew.schemas import (
 from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
 from agents.inference.backend import Backend
+from agents.inference.routed import agent_snapshot
 from agents.inference.types import ChatMessage, Result
 from agents.memory.embedder import embedder_for
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
@@ -255,9 +256,13 @@ class TaskRunner:
         await self._state("acting", task.id)
         steps: list[tuple[str, str]] = []
         tools = self._tools(task)
+        # What the task is about includes what it is part of. Measured: lead handed ops
+        # "check system info" for a CPU-core count; ops answered "5 cores" without a look.
+        task = await self._in_scope(task)
         evidence = Evidence(shown=[("task", task.title), ("task", task.body)])
         needs = grounding.evidence_tools(task, tools) if self.harness.evidence else set()
-        first = rules.first_step(task, tools) if self.harness.rules_first else None
+        first = (rules.first_step(task, tools, self.config.workspace_path()) if self.harness.rules_first
+                 else None)
         most = self.agent.max_steps
         self.live.max_steps = most
         try:
@@ -290,6 +295,21 @@ class TaskRunner:
             self.live.step = self.live.max_steps = 0
         raise PhaseFailed(f"no final answer within {most} steps")
 
+    async def _in_scope(self, task: Task) -> Task:
+        """The task with its parents' titles added to its body, for the grounding checks
+        and the rules (never shown as the task: the prompt says "part of task #N")."""
+        titles: list[str] = []
+        parent_id = task.parent_id
+        while parent_id is not None and len(titles) < 3:
+            parent = await self.store.read(queries.task, parent_id)
+            if parent is None:
+                break
+            titles.append(parent.title)
+            parent_id = parent.parent_id
+        if not titles:
+            return task
+        return msgspec.structs.replace(task, body="\n".join([task.body, *titles]))
+
     async def _step(self, task: Task, context: str, number: int, steps: list[tuple[str, str]],
                     tools: list[str], look_first: bool) -> tuple[ToolStep | FinalStep, str]:
         """The model's step `number`: the step and its JSON as fed back. look_first: no
@@ -299,6 +319,8 @@ class TaskRunner:
         # a loop of identical calls would otherwise run out the steps.
         repeated = len(steps) >= 2 and steps[-1][0] == steps[-2][0]
         offered = [] if number == most or repeated else tools
+        if look_first and offered and self.harness.evidence:
+            offered = [t for t in tools if t in grounding.first_look(task, tools)] or offered
         only_final = f"step {number} of {most} allows only a final answer" if not offered else ""
         if repeated and number < most:
             only_final += " (the step before repeated the same call)"
@@ -316,6 +338,16 @@ class TaskRunner:
         """Why this final answer cannot end the task ('' when it can), each check behind
         its lever. The model is told and may try again while steps remain."""
         harness = self.harness
+        if needs and "delegate" in self.agent.tools:
+            # Every part beyond the agent's own tools handed to an agent whose tools can do
+            # it (measured: lead delegated the CPU cores and answered the file count itself).
+            for aspect, can in grounding.uncovered(task, self._tools(task)).items():
+                if not any(can & set(self.config.agents[a].tools) for a in evidence.delegated
+                           if a in self.config.agents):
+                    able = [a for a in self.agents
+                            if a != self.name and can & set(self.config.agents[a].tools)]
+                    return (f"the part about {aspect} is not done: delegate it"
+                            + (f" to {' or '.join(able)}" if able else ""))
         if harness.combine_verified and await self._open_children(task):
             return ""  # this answer waits: the subtasks' results will make the task's answer
         if needs and evidence.ok_calls == 0:
@@ -383,6 +415,8 @@ class TaskRunner:
             if problem:
                 return f"[error] {text}; but reading it back: {problem}"
             evidence.changed.append(str(path))
+        if status == "ok" and tool == "delegate":
+            evidence.delegated.append(str(args.get("to", "")))
         if status == "ok" and tool == "read_file" and path is not None:
             evidence.read.add(path)
         if status == "ok" and writes and path is not None:
@@ -547,7 +581,8 @@ class TaskRunner:
                           task_id: int) -> str:
         sampling = self.agent.inference
         cap = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
-        limit = plan_call(await self.counter.size(messages), cap, self.backend.snapshot().speed,
+        speed = agent_snapshot(self.backend, self.name).speed  # of the backend this agent thinks with
+        limit = plan_call(await self.counter.size(messages), cap, speed,
                           override_s=sampling.timeout_s, most_s=self.config.inference.max_call_s,
                           key=f"agents.{self.name}.inference.timeout_s")
         gen = self.backend.submit(messages, agent=self.name, sampling=sampling,

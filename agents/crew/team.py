@@ -102,7 +102,7 @@ class AgentLoop:
         self.pending: set[int] = set()  # queued or running here: at-least-once delivery, once worked
         self.jobs: dict[int, asyncio.Task[None]] = {}  # task id -> the job working it
         self.live = LiveView(agent=name)
-        self.counter = TokenCounter(backend)  # one per agent: its system prompt is counted once
+        self.counter = TokenCounter(backend, agent=name)  # one per agent: its system prompt is counted once
         self.crashes: deque[float] = deque(maxlen=CRASH_LIMIT)
         self.paused = False
         self._resumed = asyncio.Event()

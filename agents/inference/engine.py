@@ -211,7 +211,7 @@ class Engine:
         self._wake.set()
         return gen
 
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         """How many tokens the model's own tokenizer makes of `text` (off the event loop)."""
         return await asyncio.to_thread(self._count_tokens, text)
 

@@ -258,7 +258,7 @@ class OpenAIBackend:
             self._pump()
         return gen
 
-    async def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str, *, agent: str = "") -> int:
         """The server's tokenizer where it has one (within connect_timeout_s), else a
         conservative estimate."""
         path = flavours.tokenize_path(self.flavour)
