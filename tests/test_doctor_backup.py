@@ -222,3 +222,47 @@ def test_only_a_disk_short_of_room_turns_an_io_error_into_disk_full(db_path: Pat
         full = disk_full(db_path, err, need=1 << 50)
         assert full is not None and str(full).startswith(f"disk full: {db_path.parent} has ")
         assert str(full).endswith("free at least 1073741824.0 MiB")
+
+
+# --- backends (issue 18): one line per backend in use, a remote one probed ---
+
+
+def remote_config(url: str) -> str:
+    return (f'[backends.remote]\nkind = "openai"\nurl = "{url}"\nmodel = "smollm2"\n'
+            '[agents.ops]\nmodel = "remote"\n')
+
+
+@pytest.mark.timeout(180)
+def test_doctor_probes_a_remote_backend_that_is_up(home: Path) -> None:
+    from tests.openai_server import start_or_skip  # fails instead of skipping under CI=true
+
+    server = start_or_skip()
+    try:
+        (home / "config.toml").write_text(remote_config(server.url))
+        proc = run(home, "doctor", "--json")
+    finally:
+        server.stop()
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert [n for n in checks if n.startswith("backend ")] == ["backend embedded", "backend remote"]
+    remote = checks["backend remote"]
+    assert remote["status"] == "ok", remote
+    assert server.url in remote["detail"] and "'smollm2' listed" in remote["detail"]
+    assert "schema-constrained output" in remote["detail"] and "agents: ops" in remote["detail"]
+    assert "ops" not in checks["backend embedded"]["detail"].split("agents: ")[1]
+
+
+@pytest.mark.timeout(60)
+def test_doctor_warns_of_a_remote_backend_that_is_down_in_one_line(home: Path) -> None:
+    from tests.openai_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    secret = "sk-doctor-test-0123456789abcdef"
+    (home / "config.toml").write_text(remote_config(url).replace(
+        'model = "smollm2"\n', 'model = "smollm2"\napi_key = "env:AGENTDECK_DOCTOR_KEY"\n', 1))
+    proc = run(home, "doctor", AGENTDECK_DOCTOR_KEY=secret)
+    lines = [ln for ln in proc.stdout.splitlines() if "backend remote" in ln]
+    assert len(lines) == 1, proc.stdout
+    assert lines[0].startswith("warn") and url in lines[0] and "unreachable" in lines[0]
+    assert "ops" in lines[0] and "will fail their tasks" in lines[0]
+    assert secret not in proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout  # a warning, not a failure of the set-up

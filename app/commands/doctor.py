@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -21,6 +24,7 @@ from app.render import line, print_json
 
 QUICK_CHECK_LINES = 5
 FULL_BELOW = 1 << 20  # free bytes under which agentdeck's writes are about to fail
+PROBE_TIMEOUT_S = 5.0  # each server call of a backend probe; doctor must answer promptly
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -211,6 +215,96 @@ def _keyring(_ctx: Context) -> Check:
     )
 
 
+def _agents_on(ctx: Context, backend: str) -> list[str]:
+    config = ctx.config
+    return [name for name, a in config.enabled_agents().items()
+            if (a.model or config.default_backend) == backend]
+
+
+def _backends(ctx: Context) -> list[Check]:
+    """One line per backend some agent uses, when there is more than the embedded one
+    (that one is the model check's). Remote servers are probed at once, each call within
+    PROBE_TIMEOUT_S; one that fails is a warning naming it and the agents it leaves
+    without a model, never an error of doctor's own."""
+    from agents.config.load import EMBEDDED_BACKEND
+    from agents.inference.factory import backends_in_use
+
+    config = ctx.config
+    used = backends_in_use(config)
+    if used == [EMBEDDED_BACKEND]:
+        return []
+    remote = [n for n in used if n in config.backends and config.backends[n].kind == "openai"]
+    probed = asyncio.run(_probe_all(ctx, remote)) if remote else {}
+    checks = []
+    for name in used:
+        agents = _agents_on(ctx, name)
+        try:
+            checks.append(probed[name] if name in probed else _embedded_backend(ctx, name, agents))
+        except (AgentdeckError, OSError) as err:
+            checks.append(Check(f"backend {name}", "fail", str(err)))
+    return checks
+
+
+def _embedded_backend(ctx: Context, name: str, agents: list[str]) -> Check:
+    from agents.inference.model import GIB, resolve_model_path
+
+    settings = ctx.config.backends.get(name)
+    model = settings.model if settings is not None and settings.model else ctx.config.inference.model
+    path = resolve_model_path(None, model, home=ctx.home)
+    size = path.stat().st_size / GIB
+    return Check(f"backend {name}", "ok", f"embedded: {path} ({size:.2f} GiB of weights); "
+                 f"agents: {', '.join(agents) or 'none (the default for the rest)'}")
+
+
+async def _probe_all(ctx: Context, names: list[str]) -> dict[str, Check]:
+    checks = await asyncio.gather(*(_probe(ctx, n, _agents_on(ctx, n)) for n in names))
+    return dict(zip(names, checks, strict=True))
+
+
+async def _probe(ctx: Context, name: str, agents: list[str]) -> Check:
+    """Start the backend with short timeouts (start probes it and refuses a bad key or a
+    missing model), probe it for the line, stop it."""
+    from agents.inference.openai_backend import OpenAIBackend
+
+    settings = ctx.config.backends[name]
+    quick = msgspec.structs.replace(settings,
+                                    connect_timeout_s=min(settings.connect_timeout_s, PROBE_TIMEOUT_S))
+    backend = OpenAIBackend(name, quick, inference=ctx.config.inference)
+    check_name = f"backend {name}"
+    who = ", ".join(agents) or "none"
+    fails = f"agents using it ({who}) will fail their tasks"
+    try:
+        with _quiet("agents.inference.openai"):  # its start warns of what this line says
+            await backend.start()
+            try:
+                probe = await backend.probe()
+            finally:
+                await backend.stop()
+    except AgentdeckError as err:  # a refused key, a model the server lacks, an env var unset
+        return Check(check_name, "warn", f"{settings.url}: {err}; {fails}")
+    if not probe.reachable or probe.problem:
+        return Check(check_name, "warn", f"{probe.problem or probe.url + ' unreachable'}; {fails}")
+    slots = f"{probe.slots} slots" if probe.slots is not None else "slots not shown"
+    breaker = "breaker open" if probe.breaker_open else "breaker closed"
+    detail = (f"{probe.url}: {probe.flavour}, model {backend.model!r} listed, {slots}, {breaker}; "
+              f"agents: {who}")
+    if not probe.structured_output:
+        return Check(check_name, "warn", f"{detail}; it does not constrain output to a schema, so its "
+                     "agents are weaker there (their answers are validated, not constrained)")
+    return Check(check_name, "ok", f"{detail}; schema-constrained output")
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
 CHECKS: list[tuple[str, Callable[[Context], Check]]] = [
     ("config", _config), ("database", _database), ("permissions", _permissions),
     ("model", _model), ("llama-cpp-python", _llama), ("gpu", _gpu), ("sandbox", _sandbox),
@@ -233,6 +327,12 @@ def run_checks(ctx: Context) -> list[Check]:
             results.append(Check(name, "fail", f"{err.filename or ''} {err.strerror or err}".strip()))
         except Exception as err:  # a bug in a check must not hide the other checks
             results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
+    try:
+        results.extend(_backends(ctx))
+    except AgentdeckError:
+        pass  # the config check above says what is wrong with it
+    except Exception as err:  # a bug in a check must not hide the other checks
+        results.append(Check("backends", "fail", f"check failed: {type(err).__name__}: {err}"))
     return results
 
 
