@@ -184,15 +184,20 @@ class TaskRunner:
                 return parent.owner
         return task.created_by if task.created_by in self.agents and task.created_by != self.name else None
 
-    async def _context(self, task: Task) -> str:
+    async def _parents(self, task: Task, most: int = 3) -> list[Task]:
+        """The task's parent, its parent's, ... (at most `most`), nearest first."""
         parents: list[Task] = []
         parent_id = task.parent_id
-        while parent_id is not None and len(parents) < 3:
+        while parent_id is not None and len(parents) < most:
             parent = await self.store.read(queries.task, parent_id)
             if parent is None:
                 break
             parents.append(parent)
             parent_id = parent.parent_id
+        return parents
+
+    async def _context(self, task: Task) -> str:
+        parents = await self._parents(task)
         ranked = await recall_by_meaning(self.store, embedder_for(self.shared_store),
                                          f"{task.title} {task.body}", self.name,
                                          half_life_days=self.config.memory_half_life_days)
@@ -298,14 +303,7 @@ class TaskRunner:
     async def _in_scope(self, task: Task) -> Task:
         """The task with its parents' titles added to its body, for the grounding checks
         and the rules (never shown as the task: the prompt says "part of task #N")."""
-        titles: list[str] = []
-        parent_id = task.parent_id
-        while parent_id is not None and len(titles) < 3:
-            parent = await self.store.read(queries.task, parent_id)
-            if parent is None:
-                break
-            titles.append(parent.title)
-            parent_id = parent.parent_id
+        titles = [parent.title for parent in await self._parents(task)]
         if not titles:
             return task
         return msgspec.structs.replace(task, body="\n".join([task.body, *titles]))
