@@ -97,10 +97,7 @@ def test_only_a_task_that_asks_for_a_figure_holds_its_figures_to_the_results() -
     assert not grounding.asks_for_figures(task("Review change.diff: which line has a bug?"))
 
 
-def test_claims_and_hand_offs_are_recognised() -> None:
-    assert grounding.claims_change("I created notes.txt with hello")
-    assert grounding.claims_change("Changed the port to 9090")
-    assert not grounding.claims_change("The port is 8080")
+def test_a_promise_to_hand_on_is_recognised() -> None:
     assert grounding.only_delegates("I will delegate this to dev.")
     assert grounding.only_delegates("Delegating this to lead")
     assert not grounding.only_delegates("dev found 3 files; ops counted 2 cores")

@@ -32,8 +32,6 @@ ASKS_TO_BE_TOLD = re.compile(r"^\s*(tell me|find out|list|show|count|report|chec
 REQUEST_AS_QUESTION = re.compile(r"^\s*((can|could|would|will) you|please)\b", re.I)
 CHANGE_REQUEST = re.compile(r"\b(create|write|save|edit|change|set|append|add|remove|delete|fix|replace|"
                             r"rename|update)\b", re.I)
-CLAIMED_CHANGE = re.compile(r"\b(created|wrote|written|saved|edited|changed|set|appended|added|removed|"
-                            r"deleted|fixed|replaced|renamed|updated|modified)\b", re.I)
 ONLY_DELEGATING = re.compile(r"\b(will|i'll|shall|going to|let me|need to|should)\s+"
                              r"(delegate|ask|hand|pass|forward)|\bdelegat(e|ing) (this|it|the task)\b", re.I)
 FIGURES = re.compile(r"\bhow (many|much|full|long|big|large)\b|\b(sum|total|count|percent(age)?|average|"
@@ -49,7 +47,6 @@ LISTING = re.compile(r"\b(files?|folders?|director(y|ies)|workspace)\b", re.I)
 MACHINE_TOOLS = {"system_health", "list_processes", "run_shell"}
 FILE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
 LISTING_TOOLS = {"list_dir", "search_files", "run_shell", "read_file"}
-WORKSPACE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
 EARLIER_TOOLS = {"read_log", "read_tasks", "memory_search", "read_messages"}
 WRITE_TOOLS = ("write_file", "edit_file")
 
@@ -141,10 +138,6 @@ def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
     seen = [n for text in evidence for n in numbers_in(text)]
     return [raw for raw in NUMBER.findall(answer)
             if not any(_matches(float(raw.replace(",", ".")), s) for s in seen)]
-
-
-def claims_change(answer: str) -> bool:
-    return bool(CLAIMED_CHANGE.search(answer))
 
 
 def only_delegates(answer: str) -> bool:

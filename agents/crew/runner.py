@@ -400,8 +400,8 @@ class TaskRunner:
                            "the figures the tools showed")
                 await self._refused(task, number, tool, refusal)
                 return f"[refused] {refusal}"
-        giver = await self._giver(task)
-        if tool == "delegate" and self.harness.no_hand_back and giver is not None and args.get("to") == giver:
+        giver = await self._giver(task) if tool == "delegate" and self.harness.no_hand_back else None
+        if giver is not None and args.get("to") == giver:
             refusal = f"{giver} gave you this task: do it yourself, or delegate to another agent"
             await self._refused(task, number, tool, refusal)
             return f"[refused] {refusal}"
