@@ -115,7 +115,8 @@ def test_a_change_is_verified_by_reading_the_file_back(tmp_path: Path) -> None:
 # --- the crew with the checks, on a scripted model ---
 
 REFLECT = '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}'
-WRITES = [RuleConfig(agent="dev", tool=t, pattern="*", decision="allow") for t in ("write_file", "edit_file")]
+WRITES = [RuleConfig(agent="dev", tool=t, pattern="*", decision="allow")
+          for t in ("write_file", "edit_file", "append_file")]
 
 
 def crew(tmp_path: Path, outputs: dict[str, list[str]], harness: Harness = DEFAULT,
@@ -306,9 +307,10 @@ async def test_without_change_verification_the_claim_ends_done(tmp_path: Path) -
 async def test_a_task_is_not_handed_back_and_a_promise_to_delegate_is_no_answer(tmp_path: Path) -> None:
     outputs = {"lead": ['{"action": "delegate", "reason": "dev knows", "delegate_to": "dev"}',
                         call("delegate", to="dev", title="plan the release"),
-                        final("I will delegate this to dev."), final("The release needs a date first."),
-                        REFLECT]}
-    host, _, _ = crew(tmp_path, outputs)
+                        final("I will delegate this to dev."),
+                        call("read_tasks"),  # after a refused answer, a tool call comes first
+                        final("The release needs a date first."), REFLECT]}
+    host, backend, _ = crew(tmp_path, outputs)
     async with host:
         ended = await run_to_end(host, "plan the release", "lead", created_by="dev")
         steps = await steps_of(host, ended.id)
@@ -317,8 +319,40 @@ async def test_a_task_is_not_handed_back_and_a_promise_to_delegate_is_no_answer(
     assert (ended.status, ended.result) == ("done", "The release needs a date first.")
     [triaged] = [e.payload for e in events if isinstance(e.payload, AgentTriaged)]
     assert triaged.action == "act" and "dev gave me this task" in triaged.reason
-    assert steps == [("delegate", "refused"), (None, "refused"), (None, "final")]
+    assert steps == [("delegate", "refused"), (None, "refused"), ("read_tasks", "ok"), (None, "final")]
     assert [t.id for t in tasks] == [ended.id]  # nothing was handed back
+    after_refusal = step_requests(backend, "lead")[2]
+    assert "final" not in offers(after_refusal) and "read_tasks" in offers(after_refusal)
+
+
+@pytest.mark.timeout(60)
+async def test_a_refused_answer_cannot_be_sent_again_at_the_next_step(tmp_path: Path) -> None:
+    """Measured with Qwen-0.5B and 1.5B: "the sum is 17, 25, and 8" sent seven times over,
+    each refused, until the steps ran out; with the lever off the script's repeat is
+    refused again and again until the steps run out."""
+    outputs = {"dev": [final("The sum is 17, 25 and 8."), call("calculate", expression="17+25+8"),
+                       final("The sum is 50."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "numbers.txt").write_text("17\n25\n8\n")
+    async with host:
+        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "The sum is 50.")
+    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "ok"), (None, "final")]
+    asked = step_requests(backend, "dev")
+    assert "final" in offers(asked[0])  # a question: no write tools; no one to tell: no messages
+    assert offers(asked[1]) == {"calculate", "read_file", "list_dir", "search_files", "run_shell"}
+    assert "final" in offers(asked[2])
+
+    outputs = {"dev": [final("The sum is 17, 25 and 8.")] * 7 + [REFLECT]}  # as measured
+    (tmp_path / "off").mkdir()
+    host, backend, ws = crew(tmp_path / "off", outputs, Harness(act_after_refusal=False))
+    (ws / "numbers.txt").write_text("17\n25\n8\n")
+    async with host:
+        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
+        steps = await steps_of(host, ended.id)
+    assert ended.status == "failed" and "the final answer was refused" in (ended.result or "")
+    assert steps == [("read_file", "ok")] + [(None, "refused")] * 7
 
 
 @pytest.mark.timeout(60)
@@ -360,3 +394,117 @@ def test_no_step_grammar_spells_out_a_string_length() -> None:
     schema = step_schema(sorted(TOOLS))
     assert "maxLength" not in json.dumps(schema) and "minLength" not in json.dumps(schema)
     assert max(line.count("(") for line in schema_to_gbnf(schema).splitlines()) < 40
+
+
+# --- a finding about a diff, and what the crew's records show ---
+
+DIFF = """--- a/users.py
++++ b/users.py
+@@ -1,3 +1,3 @@
+ def find_user(db, name):
+-    rows = db.execute("SELECT * FROM users WHERE name = ?", (name,))
++    rows = db.execute(f"SELECT * FROM users WHERE name = '{name}'")
+     return rows.fetchone()
+"""
+
+
+@pytest.mark.parametrize(("answer", "pointed"), [
+    ("The bug is in the line `return rows.fetchone()`: check for None.", "`return rows.fetchone()`"),
+    ("Line 3 returns nothing useful.", "line 3"),
+    ("users.py:2 pastes the name into the SQL: injection.", ""),  # the added line, by number
+    ("`f\"SELECT * FROM users WHERE name = '{name}'\"` is injectable.", ""),  # by its code
+    ("The change removed the placeholder `?` at line 3.", ""),  # speaks of what was removed
+    ("No bugs found.", ""),  # points at nothing: the model's judgement stands
+])
+def test_a_finding_about_a_diff_must_point_at_a_line_the_change_adds(answer: str, pointed: str) -> None:
+    from agents.tools.diffs import changed_lines
+    assert grounding.off_the_change(answer, changed_lines(DIFF)) == pointed
+
+
+def test_a_clock_time_or_a_date_grounds_no_figure() -> None:
+    """Measured: "the backup copied 15 files" was grounded by the log's 15:52:03."""
+    log = ["15:52:03 task.status ops task:1 {}", "2026-12-03T10:00:00 backup started"]
+    assert grounding.ungrounded_numbers("It copied 15 files.", log) == ["15"]
+    assert grounding.ungrounded_numbers("It copied 2026 files on day 3.", log) == ["2026", "3"]
+    assert grounding.ungrounded_numbers("It copied 212 files.", [*log, "→ copied 212 files"]) == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_review_pointing_off_the_change_is_told_the_changed_lines(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: the injection on line 2 reported as `return rows.fetchone()`."""
+    outputs = {"review": [final("The bug is `return rows.fetchone()`: it may return None."),
+                          final("users.py:2 builds the SQL from the name: an injection."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "change.diff").write_text(DIFF)
+    async with host:  # the rules read change.diff first: the task names it
+        ended = await run_to_end(host, "Review change.diff: which line has a bug?", "review")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "users.py:2 builds the SQL from the name: an injection.")
+    assert steps == [("read_file", "ok"), (None, "refused"), (None, "final")]
+    requests = step_requests(backend, "review")
+    shown = requests[0].messages[-1].content  # the read, with the changed lines numbered
+    assert "users.py:2 + rows = db.execute(f\"SELECT" in shown and "users.py:2 - rows" in shown
+    told = requests[1].messages[-1].content
+    assert "`return rows.fetchone()`: not a line this change adds; it adds users.py:2 rows" in told
+
+
+@pytest.mark.timeout(60)
+async def test_without_the_change_check_a_finding_off_the_change_ends_done(tmp_path: Path) -> None:
+    outputs = {"review": [final("The bug is `return rows.fetchone()`."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs, Harness(on_the_change=False))
+    (ws / "change.diff").write_text(DIFF)
+    async with host:
+        ended = await run_to_end(host, "Review change.diff: which line has a bug?", "review")
+    assert (ended.status, ended.result) == ("done", "The bug is `return rows.fetchone()`.")
+
+
+@pytest.mark.timeout(60)
+async def test_scribe_looks_at_the_task_list_or_the_memory_before_answering(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: from 20 log lines it named the wrong agent and took a count
+    from a clock time; asked what was learnt, it read the log and named a task title."""
+    outputs = {"scribe": [final("ops rotated the logs."), REFLECT, final("Set TZ=UTC in the test setup."),
+                          REFLECT]}
+    host, backend, _ = crew(tmp_path, outputs)
+    async with host:
+        rotate = await host.store.write(r.create_task, OWNER, "Rotate the logs", owner="ops")
+        await host.store.write(r.set_task_status, OWNER, rotate.id, "active")
+        await host.store.write(r.set_task_status, OWNER, rotate.id, "done", "rotated 3 files")
+        await host.store.write(r.write_memory, OWNER, "The date tests fail unless TZ=UTC is set.",
+                               kind="reflection", scope="shared", importance=4, agent="dev")
+        who = await run_to_end(host, "Which agent rotated the logs?", "scribe")
+        learnt = await run_to_end(host, "What did we learn about the failing date tests?", "scribe")
+        steps = [await steps_of(host, who.id), await steps_of(host, learnt.id)]
+    assert steps == [[("read_tasks", "ok"), (None, "final")], [("memory_search", "ok"), (None, "final")]]
+    first, second = step_requests(backend, "scribe")
+    assert f"#{rotate.id} [done] ops p1: Rotate the logs → rotated 3 files" in first.messages[-1].content
+    assert "TZ=UTC" in second.messages[-1].content
+
+
+@pytest.mark.timeout(60)
+async def test_an_append_goes_through_append_file_and_is_read_back(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: refused a whole rewrite of CHANGELOG.md, it sent the refusal's
+    own words as edit_file's `old`, then an empty `old`, until its steps ran out."""
+    outputs = {"dev": [call("write_file", path="CHANGELOG.md", content="- fixed the login bug\n"),
+                       call("append_file", path="CHANGELOG.md", text="- fixed the login bug"),
+                       final("Appended the line."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "CHANGELOG.md").write_text("# Changes\n\n- first release\n")
+    async with host:  # the rules read CHANGELOG.md first: the task names it
+        ended = await run_to_end(host, "Append the line '- fixed the login bug' to CHANGELOG.md", "dev")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "Appended the line.")
+    assert steps == [("read_file", "ok"), ("write_file", "refused"), ("append_file", "ok"), (None, "final")]
+    assert (ws / "CHANGELOG.md").read_text() == "# Changes\n\n- first release\n- fixed the login bug\n"
+    told = step_requests(backend, "dev")[1].messages[-1].content
+    assert "add at its end with append_file" in told and "the exact text" not in told
+    assert {"send_message", "post_channel"}.isdisjoint(offers(step_requests(backend, "dev")[0]))
+
+
+def test_a_question_about_the_workspace_files_starts_with_their_listing(tmp_path: Path) -> None:
+    from agents.crew import rules
+    (tmp_path / "a.txt").write_text("x")
+    first = rules.first_step(task("Which file in the workspace is the largest?"), DEV, tmp_path)
+    assert first is not None and (first.tool, first.arguments) == ("list_dir", {"path": "."})
+    named = rules.first_step(task("How many lines does a.txt have?"), DEV, tmp_path)
+    assert named is not None and (named.tool, named.arguments) == ("read_file", {"path": "a.txt"})
+    assert rules.first_step(task("Which port does the settings file set?"), DEV, tmp_path) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
 async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:
     ctx = context(store, ws)
     assert (await call(ctx, "write_file", path="pkg/mod.py", content="a = 1\nb = 1\n")).status == "ok"
-    assert (await call(ctx, "read_file", path="pkg/mod.py")).text == "a = 1\nb = 1\n"
+    assert (await call(ctx, "read_file", path="pkg/mod.py")).text == "a = 1\nb = 1\n[2 lines]"  # counted
     ambiguous = await call(ctx, "edit_file", path="pkg/mod.py", old=" = 1", new=" = 2")
     assert ambiguous.status == "error" and "occurs 2 times" in ambiguous.text
     missing = await call(ctx, "edit_file", path="pkg/mod.py", old="c = 1", new="c = 2")
@@ -45,7 +46,46 @@ async def test_write_read_edit_list(store: AsyncStore, ws: Path) -> None:
     listing = await call(ctx, "list_dir", path=".")
     assert listing.text == "pkg/\n(1 folder)"  # counted by the tool, not left to the model
     (ws / "pkg/b.txt").write_text("x")
-    assert (await call(ctx, "list_dir", path="pkg")).text == "b.txt  1 bytes\nmod.py  12 bytes\n(2 files)"
+    assert (await call(ctx, "list_dir", path="pkg")).text == "b.txt  1 bytes\nmod.py  12 bytes\n(2 files; largest: mod.py)"
+
+
+async def test_append_and_the_closest_line_when_an_edit_misses(store: AsyncStore, ws: Path) -> None:
+    ctx = context(store, ws)
+    (ws / "CHANGELOG.md").write_text("# Changes\n\n- first release")  # no final line break
+    assert (await call(ctx, "append_file", path="CHANGELOG.md", text="- fixed the login bug")).status == "ok"
+    assert (ws / "CHANGELOG.md").read_text() == "# Changes\n\n- first release\n- fixed the login bug\n"
+    assert (await call(ctx, "append_file", path="new/list.txt", text="eggs\n")).status == "ok"
+    assert (ws / "new/list.txt").read_text() == "eggs\n"  # a missing file is created
+    empty = await call(ctx, "append_file", path="new/list.txt", text="")
+    assert empty.status == "error" and "nothing to add" in empty.text
+    # Measured: the 1.5B sent "" or an error message's words as `old`; the error names the
+    # line it most likely meant, exactly as the file has it.
+    (ws / "config.json").write_text('{\n  "name": "demo",\n  "retries": 3\n}\n')
+    blank = await call(ctx, "edit_file", path="config.json", old="", new='"retries": 5')
+    assert blank.status == "error" and 'the closest line in the file is "  \\"retries\\": 3"' in blank.text
+    assert "append_file" in blank.text
+    missed = await call(ctx, "edit_file", path="config.json", old='"retries":3', new='"retries": 5')
+    assert missed.status == "error" and "not found" in missed.text and '\\"retries\\": 3"' in missed.text
+    far = await call(ctx, "edit_file", path="config.json", old="zzzzzzzzzzzz", new="q")
+    assert far.status == "error" and "closest" not in far.text  # nothing alike: no guess
+    assert (ws / "config.json").read_text() == '{\n  "name": "demo",\n  "retries": 3\n}\n'
+
+
+async def test_a_diff_read_lists_its_changed_lines_numbered(store: AsyncStore, ws: Path) -> None:
+    """The numbers in the new file are written nowhere in a diff; a reviewer must name one."""
+    diff = ("--- a/m.py\n+++ b/m.py\n@@ -1,4 +1,4 @@\n a = 1\n b = 2\n-c = 3\n+c = 4\n d = 5\n"
+            "@@ -20,2 +20,3 @@\n x = 1\n+y = 2\n z = 3\n")
+    (ws / "change.diff").write_text(diff)
+    (ws / "notes.txt").write_text(diff)  # the same text in a file that is not a diff: left as it is
+    shown = (await call(context(store, ws), "read_file", path="change.diff")).text
+    assert shown.startswith(diff)
+    listed = shown[len(diff):].split("[changed lines: path:line in the new file (+ added) or the old file "
+                                     "(- removed)]\n")[1]
+    assert listed.splitlines() == ["m.py:3 - c = 3", "m.py:3 + c = 4", "m.py:21 + y = 2"]
+    assert (await call(context(store, ws), "read_file", path="notes.txt")).text == diff + "[12 lines]"
+    (ws / "broken.diff").write_text("not a diff at all\n@@ nonsense\n")
+    broken = (await call(context(store, ws), "read_file", path="broken.diff")).text
+    assert broken == "not a diff at all\n@@ nonsense\n[2 lines]"
 
 
 async def test_binary_and_large_files(store: AsyncStore, ws: Path) -> None:
@@ -55,7 +95,7 @@ async def test_binary_and_large_files(store: AsyncStore, ws: Path) -> None:
     (ws / "big.txt").write_text("".join(f"line {i}\n" for i in range(20000)))
     result, stored = await invoke(TOOLS["read_file"], ctx, {"path": "big.txt"})
     assert result.truncated and len(result.text) < MODEL_CAP + 200
-    assert result.text.startswith("line 0\n") and result.text.rstrip().endswith("line 19999")
+    assert result.text.startswith("line 0\n") and result.text.endswith("line 19999\n[20000 lines]")
     assert "characters omitted" in result.text and "line 10000" in stored
 
 
@@ -104,6 +144,13 @@ async def test_messages_channels_and_delegation(store: AsyncStore, ws: Path) -> 
     ended = await call(lead, "read_tasks")
     assert f"#{child.id} [failed] dev p3: write the code → the mirror was down" in ended.text  # how it ended
     assert ended.text.endswith("(2 tasks: 1 queued, 1 failed)"), ended.text
+    done = await call(lead, "read_tasks", status="failed")
+    assert done.text.endswith("(1 task: 1 failed)")
+    # Only real statuses: a model's "completed" is a bad argument, not "no tasks".
+    made_up = await call(lead, "read_tasks", status="completed")
+    assert made_up.status == "error" and "bad arguments" in made_up.text
+    enum = TOOLS["read_tasks"].schema()["$defs"]["ReadTasksArgs"]["properties"]["status"]
+    assert "done" in json.dumps(enum) and "completed" not in json.dumps(enum)  # the grammar offers these
     no_task = await call(context(store, ws, "lead"), "delegate", to="dev", title="x")
     assert no_task.status == "error" and "no current task" in no_task.text
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.protocol import Task
+from agents.tools.diffs import ChangedLine
 
 MACHINE = re.compile(r"\b(disk|memory|ram|cpu|cores?|load|health|process(es)?|gpu|swap|uptime|been up|"
                      r"this machine)\b", re.I)
@@ -42,13 +43,23 @@ RAW_CONTENT_TOOLS = {"read_file", "search_files", "task"}
 # A number as a person writes it: not part of a word (notes2.txt) or a version (v1.2).
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
 
+# How an answer points at a line: "line 4", "l. 4", "inventory.py:4"; or quotes its code.
+LINE_REF = re.compile(r"(?:\bline\s*|\bl\.\s*|:)(\d+)\b", re.I)
+CODE_QUOTE = re.compile(r"`([^`\n]{3,})`")
+SPEAKS_OF_REMOVAL = re.compile(r"\b(remov(ed|es|ing)|delet(ed|es|ing)|dropp(ed|s|ing)|missing|no longer|"
+                               r"took out|taken out)\b", re.I)
+TELL = re.compile(r"\b(tell|message|notify|inform|post|announce|ask|let\s+\w+\s+know|channel|#\w+|"
+                  r"lead|dev|review|ops|scribe|team)\b", re.I)
+MESSAGE_TOOLS = ("send_message", "post_channel")
+# A clock time (15:52:03) or a date (2026-12-03), whose parts are not figures.
+CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b|\b\d{4}-\d{2}-\d{2}(?:[T ]\S*)?")
 NAMED_FILE = re.compile(r"\b[\w.-]+\.[a-z0-9]{1,6}\b", re.I)
 LISTING = re.compile(r"\b(files?|folders?|director(y|ies)|workspace)\b", re.I)
 MACHINE_TOOLS = {"system_health", "list_processes", "run_shell"}
 FILE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
 LISTING_TOOLS = {"list_dir", "search_files", "run_shell", "read_file"}
 EARLIER_TOOLS = {"read_log", "read_tasks", "memory_search", "read_messages"}
-WRITE_TOOLS = ("write_file", "edit_file")
+WRITE_TOOLS = ("write_file", "edit_file", "append_file")
 
 
 def is_question(task: Task) -> bool:
@@ -125,6 +136,12 @@ def numbers_in(text: str) -> list[float]:
     return [float(n.replace(",", ".")) for n in NUMBER.findall(text)]
 
 
+def figures_in(text: str) -> list[float]:
+    """The numbers a tool result shows as figures: not the parts of a clock time or a
+    date (measured: "15 files" was grounded by the log's 15:52:03)."""
+    return numbers_in(CLOCK.sub(" ", text))
+
+
 def _matches(said: float, seen: float) -> bool:
     """`said` is `seen`, or `seen` rounded as a person would (43.4 → 43, 12.34 → 12.3)."""
     if math.isclose(said, seen, rel_tol=1e-9, abs_tol=1e-9):
@@ -135,9 +152,31 @@ def _matches(said: float, seen: float) -> bool:
 def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
     """The numbers in `answer` that appear (as written, or rounded) in none of the
     evidence texts: the tool results of this task and the task's own words."""
-    seen = [n for text in evidence for n in numbers_in(text)]
+    seen = [n for text in evidence for n in figures_in(text)]
     return [raw for raw in NUMBER.findall(answer)
             if not any(_matches(float(raw.replace(",", ".")), s) for s in seen)]
+
+
+def off_the_change(answer: str, changes: Sequence[ChangedLine]) -> str:
+    """What a finding about a diff points at when none of it is a line the diff adds:
+    '' when it names an added line (by number or by quoting its code), names no line at
+    all, or speaks of what the change removed (a dropped guard is a finding)."""
+    added = [c for c in changes if c.added]
+    lines = {int(n) for n in LINE_REF.findall(answer)}
+    quotes = [q.strip() for q in CODE_QUOTE.findall(answer) if q.strip()]
+    if not added or not (lines or quotes) or SPEAKS_OF_REMOVAL.search(answer):
+        return ""
+    if lines & {c.line for c in added}:
+        return ""
+    code = [c.text.strip() for c in added if len(c.text.strip()) >= 4]
+    if any(q in c or c in q for q in quotes for c in code):
+        return ""
+    return ", ".join(([f"line {n}" for n in sorted(lines)] + [f"`{q}`" for q in quotes])[:3])
+
+
+def asks_to_tell(task: Task) -> bool:
+    """The task asks for a message or a post (to an agent, a channel, the team)."""
+    return bool(TELL.search(f"{task.title} {task.body}"))
 
 
 def only_delegates(answer: str) -> bool:
@@ -154,6 +193,7 @@ class Evidence:
     read: set[Path] = field(default_factory=set)  # files read whole in this task
     changed: list[str] = field(default_factory=list)  # files changed and verified
     delegated: list[str] = field(default_factory=list)  # the agents given subtasks
+    diff_changes: list[ChangedLine] = field(default_factory=list)  # of the diffs read
 
     def record(self, tool: str, status: str, text: str) -> None:
         if status == "ok":
@@ -178,4 +218,6 @@ def verify_change(workspace: Path, tool: str, path: str, content: str) -> str:
         return f"{path} does not hold what was written ({len(now)} characters, not {len(content)})"
     if tool == "edit_file" and content and content not in now:
         return f"{path} does not contain the new text"
+    if tool == "append_file" and not now.rstrip("\n").endswith(content.rstrip("\n")):
+        return f"{path} does not end with the appended text"
     return ""

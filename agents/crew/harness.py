@@ -24,6 +24,9 @@ class Harness(msgspec.Struct, frozen=True, kw_only=True):
     questions_read_only: bool = True  # a question is answered without write tools
     combine_verified: bool = True  # a parent waits for its subtasks and states only their results
     calculator: bool = True  # the calculate tool is offered to the agents configured with it
+    on_the_change: bool = True  # a finding about a diff read in this task points at a line it adds
+    act_after_refusal: bool = True  # after a refused answer the next step is a tool call
+    quiet: bool = True  # messaging tools only for a task that asks to tell someone
 
 
 DEFAULT = Harness()
@@ -43,12 +46,17 @@ ABLATIONS: dict[str, Harness] = {
     "questions may write": Harness(questions_read_only=False),
     "combine unchecked": Harness(combine_verified=False),
     "no calculator": Harness(calculator=False),
+    "findings off the change": Harness(on_the_change=False),
+    "refused answer repeated": Harness(act_after_refusal=False),
+    "chatter allowed": Harness(quiet=False),
     # Everything grounding adds, off at once: the harness as it was before it.
     "no grounding": Harness(evidence=False, grounded_numbers=False, verify_changes=False,
                             no_hand_back=False, keep_own=False, read_before_write=False,
-                            questions_read_only=False, combine_verified=False, calculator=False),
+                            questions_read_only=False, combine_verified=False, calculator=False,
+                            on_the_change=False, act_after_refusal=False, quiet=False),
 }
 # `--ablate grounding` runs only these against the default (a full ablation is 15 suites).
 GROUNDING = ("no grounding", "no evidence rule", "no grounded numbers", "no change verification",
              "hand-back allowed", "triage may re-route", "write without reading", "questions may write",
-             "combine unchecked", "no calculator")
+             "combine unchecked", "no calculator", "findings off the change", "refused answer repeated",
+             "chatter allowed")

@@ -31,6 +31,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "read_file": {"path": "README.md"},
     "write_file": {"path": "todo.txt", "content": "buy milk"},
     "edit_file": {"path": "todo.txt", "old": "milk", "new": "bread"},
+    "append_file": {"path": "todo.txt", "text": "eggs"},
     "list_dir": {"path": "."},
     "search_files": {"pattern": "TODO"},
     "run_shell": {"command": "ls -la"},
@@ -52,6 +53,7 @@ EXAMPLE_REASONS: dict[str, str] = {
     "run_shell": "see what is in the folder",
     "write_file": "keep the shopping list",
     "edit_file": "we have milk; bread is missing",
+    "append_file": "eggs are missing too",
 }
 
 

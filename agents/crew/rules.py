@@ -6,8 +6,11 @@ the agent's tools; the runner applies them when `harness.rules_first` is on.
   HEALTH_LIMITS); a subtask delegated to the agent is acted on; an agent that watches the
   machine acts on questions about it; one that reads the log acts on what happened.
 - First step: a question about which process does something starts with the process
-  list; one about the machine, with a look at it; one about what happened, with the log
-  (of the task it names, if it names one).
+  list; one about the workspace's files, with its listing; one about the machine, with
+  a look at it; one about what was learnt, with a
+  memory search; one about what happened, with the log (of the task it names, if it
+  names one); any other question to an agent whose only view is the crew's records
+  (no machine or file tools), with the task list and how each task ended.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ WHAT_HAPPENED = re.compile(r"\bwhat (happened|did|has happened|went)\b|\bhistory
 TASK_REFERENCE = re.compile(r"\btask\s*#?(\d{1,9})\b|#(\d{1,9})\b", re.I)
 MACHINE_WORDS = re.compile(r"\b(disk|memory|ram|cpu|load|health|process|processes|gpu|swap)\b", re.I)
 # "Which process uses the most memory?": a ranking the process list answers.
+# The files as a whole ("how many files", "which file in the workspace"), not one file.
+ABOUT_THE_FILES = re.compile(r"\b(which|how many|what|largest|biggest|smallest|newest|list)\b.*"
+                             r"\b(files|folders|directories|workspace)\b", re.I)
+LEARNT = re.compile(r"\b(learn(ed|t)?|lessons?|remember(ed)?)\b", re.I)
+# An agent with any of these sees the world; without them it sees only the crew's records.
+WORLD_TOOLS = {"system_health", "list_processes", "read_file", "list_dir", "search_files", "run_shell"}
 WHICH_PROCESS = re.compile(r"\b(which|what|top)\b.*\bprocess(es)?\b.*\b(memory|ram|cpu)\b", re.I)
 FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.[A-Za-z0-9]{1,8})\b")  # a.txt, sub/a.txt
 HEALTH_LIMITS = {"cpu": 90.0, "memory": 90.0, "disk": 90.0}  # percent; above: abnormal
@@ -83,14 +92,25 @@ def first_step(task: Task, tools: Collection[str], workspace: Path | None = None
         name = named_file(task, workspace)
         if name is not None:
             return ToolStep(tool="read_file", arguments={"path": name})
+    if "list_dir" in tools and ABOUT_THE_FILES.search(text):
+        # Measured: asked which file is the largest, Qwen-1.5B searched for "^$" and
+        # answered that there were no files.
+        return ToolStep(tool="list_dir", arguments={"path": "."})
     if "list_processes" in tools and WHICH_PROCESS.search(text):
         # Measured: given the health figures first, Qwen-1.5B said the top process "is not specified".
         by = "memory" if re.search(r"\b(memory|ram)\b", text, re.I) else "cpu"
         return ToolStep(tool="list_processes", arguments={"sort": by})
     if "system_health" in tools and MACHINE_WORDS.search(text):
         return ToolStep(tool="system_health", arguments={})
+    if "memory_search" in tools and LEARNT.search(text):
+        # Measured: asked what was learnt, Qwen-1.5B read the log and named a task title.
+        return ToolStep(tool="memory_search", arguments={"query": task.title})
     if "read_log" in tools and WHAT_HAPPENED.search(text):
         ref = TASK_REFERENCE.search(text)
         named = int(ref.group(1) or ref.group(2)) if ref else None
         return ToolStep(tool="read_log", arguments={"task": named} if named else {"last": 40})
+    if "read_tasks" in tools and "delegate" not in tools and not WORLD_TOOLS & set(tools):
+        # Measured: Qwen-1.5B read 20 log lines and took the count of photos backed up
+        # from a clock time; the task list says who did what and how it ended, counted.
+        return ToolStep(tool="read_tasks", arguments={})
     return None

@@ -18,7 +18,7 @@ import msgspec
 from agents.policy.paths import ResolvedPath
 from agents.policy.shell_parse import ParsedCommand
 
-PATH_TOOLS = frozenset({"read_file", "write_file", "edit_file", "list_dir", "search_files"})
+PATH_TOOLS = frozenset({"read_file", "write_file", "edit_file", "append_file", "list_dir", "search_files"})
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):

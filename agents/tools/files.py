@@ -8,6 +8,8 @@ Blocking file work runs on a thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import difflib
+import json
 import os
 import re
 import subprocess
@@ -18,12 +20,14 @@ import msgspec
 from agents.policy.paths import ResolvedPath, resolve_path
 from agents.tools import fs
 from agents.tools.base import Tool, ToolContext, ToolError
+from agents.tools.diffs import changes_summary
 
 MAX_READ = 1 << 20  # bytes read_file returns at most
 MAX_EDIT = 8 << 20  # bytes edit_file works on at most
 MAX_SEARCH_FILE = 1 << 20
 MAX_SEARCH_FILES = 5_000
 MAX_MATCHES = 200
+DIFF_SUFFIXES = (".diff", ".patch")  # read_file lists their changed lines after the text
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".tox"}
 
 
@@ -42,6 +46,11 @@ class EditArgs(msgspec.Struct, forbid_unknown_fields=True):
     new: str
 
 
+class AppendArgs(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    text: str
+
+
 class SearchArgs(msgspec.Struct, forbid_unknown_fields=True):
     pattern: str
     path: str = "."
@@ -52,6 +61,26 @@ def workspace_path(ctx: ToolContext, raw: str) -> ResolvedPath:
     if resolved.problem or resolved.relative is None:
         raise ToolError(f"{raw}: {resolved.problem}")
     return resolved
+
+
+def closest_line(text: str, wanted: str) -> str | None:
+    """The file's line most like `wanted` (the `old` a model gave, or its `new` when old
+    was empty), for an edit that did not match: measured, Qwen-1.5B sent the words of an
+    error message, or nothing, as `old` until its steps ran out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    probes = [p for p in wanted.splitlines() if p.strip()] or [wanted]
+    best: tuple[float, str] | None = None
+    for probe in probes:
+        for line in difflib.get_close_matches(probe, lines, n=1, cutoff=0.3):
+            score = difflib.SequenceMatcher(None, probe, line).ratio()
+            if best is None or score > best[0]:
+                best = (score, line)
+    return best[1] if best else None
+
+
+def _hint(text: str, wanted: str) -> str:
+    line = closest_line(text, wanted)
+    return f"; the closest line in the file is {json.dumps(line, ensure_ascii=False)}" if line else ""
 
 
 def _text(data: bytes) -> str | None:
@@ -67,8 +96,14 @@ async def read_file(ctx: ToolContext, args: PathArgs) -> str:
     text = _text(data)
     if text is None:
         return f"{where.relative}: a binary file of {size} bytes"
-    more = f"\n[… file is {size} bytes; the first {MAX_READ} shown]" if size > MAX_READ else ""
-    return text + more
+    notes = [f"[… file is {size} bytes; the first {MAX_READ} shown]"] if size > MAX_READ else []
+    # Counted here, as list_dir counts entries: measured, asked for a CSV's rows,
+    # Qwen-1.5B tried calculate("len(cities.csv) - 1").
+    lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    notes += [f"[{lines} line{'' if lines == 1 else 's'}]"] if size <= MAX_READ else []
+    if where.relative.endswith(DIFF_SUFFIXES) and (changes := changes_summary(text)):
+        notes.append(f"\n{changes}")
+    return text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(notes)
 
 
 async def write_file(ctx: ToolContext, args: WriteArgs) -> str:
@@ -81,17 +116,19 @@ async def write_file(ctx: ToolContext, args: WriteArgs) -> str:
 async def edit_file(ctx: ToolContext, args: EditArgs) -> str:
     """Exact string replacement of exactly one occurrence."""
     where = workspace_path(ctx, args.path)
-    if not args.old:
-        raise ToolError("edit_file: `old` is empty; give the exact text to replace")
     data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_EDIT)
     if size > MAX_EDIT:
         raise ToolError(f"{where.relative}: {size} bytes is too large to edit")
     text = _text(data)
     if text is None:
         raise ToolError(f"{where.relative}: a binary file; not edited")
+    if not args.old:
+        raise ToolError("edit_file: `old` is empty; copy the exact text to replace from the file"
+                        + _hint(text, args.new) + " (to add at the end, use append_file)")
     count = text.count(args.old)
     if count == 0:
-        raise ToolError(f"{where.relative}: the old text was not found; nothing changed")
+        raise ToolError(f"{where.relative}: the old text was not found; nothing changed"
+                        + _hint(text, args.old))
     if count > 1:
         raise ToolError(f"{where.relative}: the old text occurs {count} times; give more "
                         "surrounding text so that it matches exactly once")
@@ -103,6 +140,28 @@ async def edit_file(ctx: ToolContext, args: EditArgs) -> str:
     await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
     removed, added = args.old.count("\n") + 1, args.new.count("\n") + 1
     return f"edited {where.relative}: 1 replacement (-{removed} +{added} lines)"
+
+
+async def append_file(ctx: ToolContext, args: AppendArgs) -> str:
+    """`text` added at the end, on a line of its own: after a line break if the file
+    lacks a final one, and with one of its own (a missing file is created)."""
+    where = workspace_path(ctx, args.path)
+    if not args.text:
+        raise ToolError("append_file: `text` is empty; nothing to add")
+    try:
+        data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_EDIT)
+    except FileNotFoundError:
+        data, size = b"", 0
+    if size > MAX_EDIT:
+        raise ToolError(f"{where.relative}: {size} bytes is too large to append to")
+    text = _text(data)
+    if text is None:
+        raise ToolError(f"{where.relative}: a binary file; nothing appended")
+    lead = "\n" if text and not text.endswith("\n") else ""
+    tail = "" if args.text.endswith("\n") else "\n"
+    updated = text + lead + args.text + tail
+    await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
+    return f"appended {(args.text + tail).count(chr(10))} line(s) to {where.relative}"
 
 
 async def list_dir(ctx: ToolContext, args: PathArgs) -> str:
@@ -118,7 +177,9 @@ async def list_dir(ctx: ToolContext, args: PathArgs) -> str:
     kinds = [kind for _, kind, _ in entries]
     counts = ", ".join(f"{kinds.count(k)} {noun}{'' if kinds.count(k) == 1 else 's'}"
                        for k, noun in (("file", "file"), ("dir", "folder"), ("link", "link")) if k in kinds)
-    return "\n".join(lines) + f"\n({counts})"
+    files = [(size, name) for name, kind, size in entries if kind == "file"]
+    largest = f"; largest: {max(files)[1]}" if len(files) > 1 else ""  # ls -S's first line
+    return "\n".join(lines) + f"\n({counts}{largest})"
 
 
 def _candidates(workspace: Path, relative: str) -> list[str]:
@@ -178,6 +239,8 @@ FILE_TOOLS = [
          WriteArgs, "write", write_file),
     Tool("edit_file", "Replace exactly one occurrence of `old` with `new` in a workspace file.",
          EditArgs, "write", edit_file),
+    Tool("append_file", "Add text at the end of a workspace file, on a line of its own.",
+         AppendArgs, "write", append_file),
     Tool("list_dir", "List the entries of a directory in the workspace.", PathArgs, "read", list_dir),
     Tool("search_files", "Search the workspace's text files for a regular expression "
          "(ignored and binary files skipped).", SearchArgs, "read", search_files, timeout_s=60),

@@ -43,6 +43,7 @@ from app.render import line
 TASK_DEADLINE_S = 180.0  # a task still unfinished then counts as not done
 SUITE_RULES = [  # on top of the default rules: the suite measures the agents, not the gate
     RuleConfig(agent="dev", tool="write_file", pattern="*", decision="allow"),
+    RuleConfig(agent="dev", tool="append_file", pattern="*", decision="allow"),
     RuleConfig(agent="dev", tool="edit_file", pattern="*", decision="allow"),
     *[RuleConfig(agent=a, tool="run_shell", pattern="*", decision="allow") for a in ("dev", "ops", "review")],
 ]
