@@ -150,10 +150,10 @@ def test_parse_metrics() -> None:
     assert flavours.parse_metrics("garbage line\nvllm:num_requests_running NaN\n") == flavours.ServerLoad()
 
 
-def test_meter_path() -> None:
-    assert flavours.meter_path("llama-server") == "/slots"
-    assert flavours.meter_path("vllm") == "/metrics"
-    assert flavours.meter_path("llama-cpp-python") is None
+def test_meter_paths() -> None:
+    assert flavours.meter_paths("llama-server") == ("/slots", "/metrics")
+    assert flavours.meter_paths("vllm") == ("/metrics",)
+    assert flavours.meter_paths("llama-cpp-python") == ()
 
 
 class Clock:

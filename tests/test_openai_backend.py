@@ -167,7 +167,9 @@ async def test_a_silent_server_times_out_and_opens_the_breaker(monkeypatch: pyte
         errors.append(refused.error)
         probe = await b.probe()
         assert probe.breaker_open and not probe.reachable and probe.problem
-        assert b.snapshot().state == "failed" and "breaker open" in b.snapshot().device
+        snap = b.snapshot()
+        assert snap.state == "breaker_open" and "breaker open" in snap.device
+        assert [m.state for m in snap.backends] == ["breaker_open"] and "did not answer" in snap.detail
         await b.stop()
     for line in [*errors, probe.problem, *(r.getMessage() for r in caplog.records)]:
         assert SECRET not in (line or "")

@@ -254,13 +254,15 @@ def parse_metrics(text: str) -> ServerLoad:
     )
 
 
-def meter_path(flavour: str) -> str | None:
-    """What to poll for the meter: llama-server /slots, vLLM and SGLang /metrics."""
-    return {"llama-server": "/slots", "vllm": "/metrics", "sglang": "/metrics"}.get(flavour)
+def meter_paths(flavour: str) -> tuple[str, ...]:
+    """What to poll for the meter: llama-server /slots (and /metrics, when started with
+    --metrics), vLLM and SGLang /metrics; nothing for the others."""
+    return {"llama-server": ("/slots", "/metrics"), "vllm": ("/metrics",),
+            "sglang": ("/metrics",)}.get(flavour, ())
 
 
 __all__ = [
     "Detected", "Probes", "ServerLoad", "ServerSlot", "UsageCounts", "detect", "estimate_tokens",
-    "meter_path", "parse_metrics", "parse_slots", "request_params", "schema_params", "server_priority",
+    "meter_paths", "parse_metrics", "parse_slots", "request_params", "schema_params", "server_priority",
     "slot_count", "structured_output", "token_count", "tokenize_body", "tokenize_path", "usage_counts",
 ]

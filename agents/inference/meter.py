@@ -16,6 +16,9 @@ import msgspec
 from agents.inference.gpu import GpuInfo
 
 SlotState = Literal["idle", "prefill", "generating"]
+# "breaker_open": a remote server failed often enough that its circuit breaker holds
+# requests back; told apart from "failed" (an engine that died, a backend that never started).
+MeterState = Literal["starting", "ready", "stopped", "failed", "breaker_open"]
 
 
 class Speed(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +41,7 @@ class SlotInfo(msgspec.Struct, frozen=True, kw_only=True):
     tokens_generated: int  # by the current request (0 when idle)
     tokens_per_s: float  # generation rate of the current request
     cached_tokens: int  # KV cells this slot holds
+    backend: str = ""  # the backend it belongs to, named when several are in use
 
 
 class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,11 +59,25 @@ class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     speed: Speed | None = None  # None until the warm-up has measured it
 
 
+class BackendMeter(msgspec.Struct, frozen=True, kw_only=True):
+    """One backend's line on a meter that shows several."""
+
+    name: str
+    kind: str  # "embedded", or the server's flavour ("llama-server", "vllm", ...)
+    state: MeterState
+    detail: str = ""  # why it is failed or its breaker open (one line), else ""
+    model: str = ""
+    running: int = 0  # requests running: the server's own count where it reports one
+    waiting: int = 0  # requests waiting: ours queued, plus the server's queue where it reports one
+    kv_usage: float | None = None  # 0 .. 1; None where unknown
+    tokens_per_s: float = 0.0
+
+
 class MeterSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """What the TUI meter and `agentdeck status --json` (under `slots`) show."""
 
     ts: float
-    state: Literal["starting", "ready", "stopped", "failed"]
+    state: MeterState
     device: str  # GPU name, or "CPU"
     model: str
     slots: list[SlotInfo]
@@ -69,6 +87,24 @@ class MeterSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     tokens_per_s: float
     gpu: GpuInfo | None  # None: no NVIDIA GPU visible (a normal state)
     speed: Speed | None = None  # None: not measured (yet), or a backend without a model
+    kind: str = "embedded"  # or the server's flavour, for a remote backend
+    detail: str = ""  # why the state is failed or breaker_open (one line), else ""
+    # One per backend when several are in use (the routed backend's merge); a single
+    # backend's own summary where it knows more than its slots say (a remote server's load).
+    backends: list[BackendMeter] = msgspec.field(default_factory=list)
+
+
+def summarize(name: str, snap: MeterSnapshot) -> BackendMeter:
+    """A backend's summary line from its snapshot: its own where it gave one, else
+    counted from its slots."""
+    if len(snap.backends) == 1:
+        return msgspec.structs.replace(snap.backends[0], name=name, state=snap.state,
+                                       detail=snap.detail or snap.backends[0].detail)
+    return BackendMeter(name=name, kind=snap.kind, state=snap.state, detail=snap.detail, model=snap.model,
+                        running=sum(1 for s in snap.slots if s.state != "idle"),
+                        waiting=sum(snap.waiting.values()),
+                        kv_usage=snap.kv_used / snap.kv_total if snap.kv_total else None,
+                        tokens_per_s=snap.tokens_per_s)
 
 
 class SpeedGauge:

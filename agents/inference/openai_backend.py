@@ -41,13 +41,14 @@ from agents.inference import flavours
 from agents.inference.breaker import CircuitBreaker
 from agents.inference.chat import MessageLike, as_dicts
 from agents.inference.generation import Generation, deliver
-from agents.inference.meter import MeterSnapshot, SlotInfo, Speed
+from agents.inference.meter import BackendMeter, MeterSnapshot, MeterState, SlotInfo, Speed
 from agents.inference.types import FinishReason, Result, Usage
 
 log = logging.getLogger("agents.inference.openai")
 
 MAX_QUEUED = 256  # requests waiting client-side per backend; more are refused at once
 METER_POLL_S = 2.0  # a modest rate: the meter is for people, not for scheduling
+STALE_S = 3 * METER_POLL_S  # a server reading older than this is not shown (the server stopped answering)
 BACKOFF_S = 0.5  # first retry waits this, doubling, capped at BACKOFF_MAX_S
 BACKOFF_MAX_S = 8.0
 SPEED_WEIGHT = 0.2  # of the newest request in the moving speed averages
@@ -169,6 +170,7 @@ class OpenAIBackend:
         self._total_slots: int | None = None
         self._pins: dict[str, int] = {}  # agent -> llama-server slot
         self._load = flavours.ServerLoad()
+        self._polled_at = -STALE_S  # time.monotonic() of the last meter reading
         self._poller: asyncio.Task[None] | None = None
         self._refused = False  # the server refused our key at the last probe
 
@@ -206,8 +208,7 @@ class OpenAIBackend:
             log.warning("backend %s: %s", self.name, probe.problem)
         self._state = "ready"
         self.load_time_s = time.monotonic() - began
-        if flavours.meter_path(self.flavour) is not None:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_meter())
+        self._poller = asyncio.get_running_loop().create_task(self._poll_meter())
 
     async def stop(self) -> None:
         self._state = "stopped"
@@ -274,45 +275,71 @@ class OpenAIBackend:
         return count if count is not None else flavours.estimate_tokens(text)
 
     def snapshot(self) -> MeterSnapshot:
-        """Requests in flight and waiting (ours), the server's slots where it shows them,
-        speeds measured from real responses; state 'failed' while the breaker is open."""
+        """Requests in flight and waiting (ours), the server's slots and load where it shows
+        them (the poller's last reading, so this stays cheap), speeds measured from real
+        responses; state 'breaker_open' while the breaker holds requests back."""
         running = list(self._running.values())
         by_agent = {r.agent: r for r in running}
-        if self._server_slots:
+        fresh = time.monotonic() - self._polled_at < STALE_S
+        server_slots = self._server_slots if fresh else []
+        load = self._load if fresh else flavours.ServerLoad()
+        if server_slots:
             agent_of = {slot: agent for agent, slot in self._pins.items()}
             slots = []
-            for s in self._server_slots:
+            for s in server_slots:
                 agent = agent_of.get(s.index)
                 ours = by_agent.get(agent) if agent is not None else None
                 slots.append(SlotInfo(index=s.index, agent=agent, state="generating" if s.busy else "idle",
                                       tokens_generated=s.tokens_generated,
                                       tokens_per_s=ours.rate() if ours is not None and s.busy else 0.0,
-                                      cached_tokens=0))
+                                      cached_tokens=0, backend=self.name))
         else:
             slots = []
             for i in range(self.settings.max_concurrent):
                 r = running[i] if i < len(running) else None
                 if r is None:
                     slots.append(SlotInfo(index=i, agent=None, state="idle", tokens_generated=0,
-                                          tokens_per_s=0.0, cached_tokens=0))
+                                          tokens_per_s=0.0, cached_tokens=0, backend=self.name))
                 else:
                     slots.append(SlotInfo(index=i, agent=r.agent,
                                           state="generating" if r.first_token_at is not None else "prefill",
-                                          tokens_generated=r.tokens, tokens_per_s=r.rate(), cached_tokens=0))
+                                          tokens_generated=r.tokens, tokens_per_s=r.rate(), cached_tokens=0,
+                                          backend=self.name))
         waiting: dict[int, int] = {}
         for r in self._queue:
             waiting[r.priority] = waiting.get(r.priority, 0) + 1
-        state = self._state
+        state, detail = self._meter_state()
         breaker = self.breaker.state
-        if state == "ready" and breaker == "open":
-            state = "failed"
         host = urlsplit(self.url).netloc or self.url
         device = f"{self.flavour} at {host}" + ("" if breaker == "closed" else f" (breaker {breaker})")
-        kv = self._load.kv_usage
-        return MeterSnapshot(ts=time.time(), state=state, device=device, model=self.model,  # type: ignore[arg-type]
-                             slots=slots, waiting=waiting, kv_used=round(kv * 1000) if kv is not None else 0,
-                             kv_total=1000 if kv is not None else 0,
-                             tokens_per_s=sum(r.rate() for r in running), gpu=None, speed=self._speed)
+        tokens_per_s = sum(r.rate() for r in running)
+        if load.running is not None:
+            busy = load.running  # the server's count: other clients' requests load it too
+        elif server_slots:
+            busy = sum(1 for s in server_slots if s.busy)
+        else:
+            busy = len(running)
+        summary = BackendMeter(name=self.name, kind=self.flavour, state=state, detail=detail,
+                               model=self.model, running=busy, waiting=len(self._queue) + (load.waiting or 0),
+                               kv_usage=load.kv_usage, tokens_per_s=tokens_per_s)
+        # No KV cells here: a server's KV usage is a fraction, in the summary.
+        return MeterSnapshot(ts=time.time(), state=state, device=device, model=self.model, slots=slots,
+                             waiting=waiting, kv_used=0, kv_total=0, tokens_per_s=tokens_per_s, gpu=None,
+                             speed=self._speed, kind=self.flavour, detail=detail, backends=[summary])
+
+    def _meter_state(self) -> tuple[MeterState, str]:
+        """The meter's state and why: a breaker that is not closed shows as 'breaker_open'
+        (half-open too: the last word from the server was a failure) until a request succeeds."""
+        state: MeterState = self._state  # type: ignore[assignment]
+        breaker = self.breaker.state
+        if state != "ready" or breaker == "closed":
+            return state, ""
+        if breaker == "open":
+            when = f"next try in {self.breaker.retry_in_s():.0f} s"
+        else:
+            when = "the next request is a trial"
+        why = f"circuit breaker {breaker} ({when}): {self.breaker.last_error}"
+        return "breaker_open", self._one_line(why)
 
     # -- probe (doctor) --
 
@@ -603,23 +630,39 @@ class OpenAIBackend:
     # -- the meter poll --
 
     async def _poll_meter(self) -> None:
-        """llama-server /slots or vLLM/SGLang /metrics every few seconds (async I/O with
-        the connect timeout, so the loop never waits on it); a failed poll keeps the
-        last reading."""
-        path = flavours.meter_path(self.flavour)
-        assert path is not None and self._http is not None
+        """The flavour's meter paths (llama-server /slots and /metrics, vLLM and SGLang
+        /metrics) every METER_POLL_S: async I/O bounded by the connect timeout, so neither
+        the loop nor snapshot() waits on it. A path the server does not serve (404, or 501:
+        llama-server without --metrics) is not asked again; a failed poll keeps the last
+        reading until it is stale."""
+        assert self._http is not None
+        dropped: set[str] = set()
         while True:
-            if self.breaker.state == "closed":
-                try:
-                    response = await self._http.get(path)
-                    if response.status_code == 200:
-                        if path == "/slots":
-                            self._server_slots = flavours.parse_slots(response.json())
-                        else:
-                            self._load = flavours.parse_metrics(response.text)
-                except (httpx2.HTTPError, ValueError) as err:
-                    log.debug("backend %s: meter poll failed: %s", self.name, self._one_line(err))
+            paths = [p for p in flavours.meter_paths(self.flavour) if p not in dropped]
+            if paths and self.breaker.state == "closed":
+                for path in paths:
+                    if await self._poll_once(path) is False:
+                        dropped.add(path)
             await asyncio.sleep(METER_POLL_S)
+
+    async def _poll_once(self, path: str) -> bool | None:
+        """One meter reading; False: the server does not serve `path`; None: it failed now."""
+        assert self._http is not None
+        try:
+            response = await asyncio.wait_for(self._http.get(path), self.settings.connect_timeout_s)
+            if response.status_code in (404, 501):
+                return False
+            if response.status_code != 200:
+                return None
+            if path == "/slots":
+                self._server_slots = flavours.parse_slots(response.json())
+            else:
+                self._load = flavours.parse_metrics(response.text)
+        except (httpx2.HTTPError, ValueError, TimeoutError) as err:
+            log.debug("backend %s: meter poll of %s failed: %s", self.name, path, self._one_line(err))
+            return None
+        self._polled_at = time.monotonic()
+        return True
 
     async def _close_clients(self) -> None:
         if self._client is not None:

@@ -25,7 +25,7 @@ from agents.errors import ConfigError, ModelError
 from agents.inference.backend import Backend
 from agents.inference.chat import MessageLike
 from agents.inference.generation import Generation, deliver
-from agents.inference.meter import MeterSnapshot, SlotInfo
+from agents.inference.meter import MeterSnapshot, SlotInfo, summarize
 from agents.inference.types import Result, Usage
 
 if TYPE_CHECKING:
@@ -141,14 +141,16 @@ class RoutedBackend:
         return await self.backend_for(agent).count_tokens(text)
 
     def snapshot(self) -> MeterSnapshot:
-        """All backends in one meter: their slots one after another (numbered through),
-        work summed; state, speed and config are the default backend's."""
+        """All backends in one meter: their slots one after another (numbered through, each
+        labelled with its backend), work summed, one summary per backend (its state, load,
+        speed); state, speed and config are the default backend's."""
         snaps = self.snapshots()
         main = snaps[self.default]
         slots: list[SlotInfo] = []
         waiting: dict[int, int] = {}
-        for snap in snaps.values():
-            slots += [msgspec.structs.replace(s, index=len(slots) + i) for i, s in enumerate(snap.slots)]
+        for name, snap in snaps.items():
+            slots += [msgspec.structs.replace(s, index=len(slots) + i, backend=name)
+                      for i, s in enumerate(snap.slots)]
             for priority, n in snap.waiting.items():
                 waiting[priority] = waiting.get(priority, 0) + n
         return MeterSnapshot(
@@ -163,16 +165,21 @@ class RoutedBackend:
             tokens_per_s=sum(s.tokens_per_s for s in snaps.values()),
             gpu=next((s.gpu for s in snaps.values() if s.gpu is not None), None),
             speed=main.speed,
+            kind=main.kind,
+            detail=main.detail,
+            backends=[summarize(name, snap) for name, snap in snaps.items()],
         )
 
     # --- per backend, per agent ------------------------------------------------------------
 
     def snapshots(self) -> dict[str, MeterSnapshot]:
-        """Each backend's own meter, by name; one that did not start reads 'failed'."""
+        """Each backend's own meter, by name; one that did not start reads 'failed', with why."""
         out = {}
         for name, backend in self.backends.items():
             snap = backend.snapshot()
-            out[name] = msgspec.structs.replace(snap, state="failed") if name in self.down else snap
+            if name in self.down:
+                snap = msgspec.structs.replace(snap, state="failed", detail=self.down[name])
+            out[name] = snap
         return out
 
     def snapshot_for(self, agent: str) -> MeterSnapshot:
