@@ -5,7 +5,8 @@ in a temporary home; then, in the same run and on the same engine, the engine al
 five synthetic requests of the same sizes (each agent's prompt and generated tokens).
 Printed: aggregate generated tokens/s of both and their ratio, mean slot occupancy,
 per-phase latency (triage, step, reflect) and orchestration overhead (time per step
-outside model and tool calls). Figures, never assertions.
+outside model and tool calls). Figures, never assertions. --backend NAME: every agent,
+and the engine-alone comparison, on that configured backend (default: the config's default).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import msgspec
 from rich.console import Console
 
 from agents.config import Config, parse_config
+from agents.config.load import EMBEDDED_BACKEND
 from agents.crew.harness import ABLATIONS, GROUNDING
+from agents.errors import ConfigError
 from agents.inference import Backend, build_backends, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
@@ -47,6 +50,7 @@ TASKS = {
 
 
 class CrewFigures(msgspec.Struct, kw_only=True):
+    backend: str  # the configured backend every agent thought with
     model: str
     device: str
     tasks: int  # the five, plus any subtasks the agents delegated
@@ -89,19 +93,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "at once), or a comma-separated list of: " + ", ".join(ABLATIONS))
     p.add_argument("--tasks", default=None, metavar="PATTERN", help="with --suite: only the tasks whose "
                    "agent/name matches this regular expression (e.g. 'ops/' or 'edit')")
-    harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True)
+    harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True, backend=True)
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
+    chosen = harness.choose_backend(ctx.config, args.backend)
     if args.suite:
+        if args.backend is not None and chosen.name != EMBEDDED_BACKEND:  # the suite builds its own engine
+            raise ConfigError(f"--suite runs on the embedded engine; --backend {chosen.name} works "
+                              "without --suite")
         return _suite(ctx, args)
-    figures = asyncio.run(_bench(ctx.config, args.model, Console(stderr=True)))
+    figures = asyncio.run(_bench(ctx.config, args.model, Console(stderr=True), chosen))
     if args.json:
         print_json(figures)
         return 0
     line(f"crew: {figures.tasks} tasks (subtasks included): {figures.tasks_done} done, "
          f"{figures.tasks_failed} failed, {figures.tasks_deferred} deferred in {figures.wall_s:.1f} s "
-         f"({figures.model}, {figures.device}); {figures.model_calls} model calls, {figures.steps} steps")
+         f"({figures.backend}: {figures.model}, {figures.device}); {figures.model_calls} model calls, "
+         f"{figures.steps} steps")
     line(f"  generated tokens/s: crew {figures.crew_tokens_per_s:.1f}, engine alone "
          f"{figures.engine_tokens_per_s:.1f}, ratio {figures.ratio:.2f}")
     line(f"  mean generating slots: {figures.mean_generating_slots:.2f}")
@@ -110,8 +119,9 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigures:
-    model = resolve_model_path(model_arg, base.inference.model)
+async def _bench(base: Config, model_arg: str | None, err: Console, chosen: harness.Chosen) -> CrewFigures:
+    # --model is the embedded backend's; another backend's model is its own.
+    model = resolve_model_path(model_arg, base.inference.model) if chosen.name == EMBEDDED_BACKEND else None
     with tempfile.TemporaryDirectory(prefix="agentdeck-bench-crew-") as tmp:
         home, ws = Path(tmp) / "home", Path(tmp) / "ws"
         home.mkdir()
@@ -120,7 +130,9 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
             (ws / f"notes{i}.txt").write_text("x" * (100 * (i + 1)))
         config = parse_config(f'workspace = "{ws}"\nschedules = []\n')
         config.inference = base.inference
-        with LoadProgress(err, f"loading {model.name}") as progress:
+        config.backends = base.backends
+        config.default_backend = chosen.name  # the fresh config's agents have no model of their own
+        with LoadProgress(err, f"loading {model.name if model else chosen.name}") as progress:
             engine = build_backends(config, model=model, progress=progress)
             async with Host(home / "agentdeck.db", config, backend=engine, crew=True) as host:
                 for agent, text in TASKS.items():
@@ -130,9 +142,10 @@ async def _bench(base: Config, model_arg: str | None, err: Console) -> CrewFigur
                 wall = time.monotonic() - started
                 crew = await _crew_figures(host, wall)
                 alone = await _engine_alone(engine, crew["sizes"])
-                device = engine.snapshot().device
+                snapshot = engine.snapshot()
     return CrewFigures(
-        model=model.name, device=device, tasks=crew["tasks"], tasks_done=crew["done"],
+        backend=chosen.name, model=model.name if model else snapshot.model or chosen.settings.model,
+        device=snapshot.device, tasks=crew["tasks"], tasks_done=crew["done"],
         tasks_failed=crew["failed"], tasks_deferred=crew["deferred"], tasks_unfinished=crew["unfinished"],
         wall_s=round(wall, 2), crew_tokens_per_s=round(crew["tokens"] / wall, 1),
         engine_tokens_per_s=round(alone, 1), ratio=round(crew["tokens"] / wall / alone, 3) if alone else 0.0,

@@ -1,5 +1,6 @@
-"""What every `agentdeck bench` shares: the common options, the order the sides of a
-comparison run in each round, and a figure's median and range (min–max) over rounds.
+"""What every `agentdeck bench` shares: the common options, the backend a bench runs on
+(--backend), the order the sides of a comparison run in each round, and a figure's median
+and range (min–max) over rounds.
 
 A shared machine drifts: run side A then side B once and the ratio says as much about the
 moment as about A and B. So each round runs every side, in an order rotated by one each
@@ -14,6 +15,12 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
+import msgspec
+
+from agents.config import Config
+from agents.config.load import EMBEDDED_BACKEND
+from agents.config.schema import BackendConfig
+from agents.errors import ConfigError
 from app.args import at_least_one
 
 T = TypeVar("T")
@@ -30,9 +37,9 @@ def rounds_count(text: str) -> int:
 
 
 def add_common(p: argparse.ArgumentParser, *, rounds: int | None = None,
-               rounds_help: str = "interleaved rounds", model: bool = False) -> None:
+               rounds_help: str = "interleaved rounds", model: bool = False, backend: bool = False) -> None:
     """--json on every bench; --rounds (default `rounds`) on one that repeats a measurement;
-    --model on one that loads a model."""
+    --model on one that loads a model; --backend on one that can run on any backend."""
     p.add_argument("--json", action="store_true", help="print one JSON object")
     if rounds is not None:
         p.add_argument("--rounds", type=rounds_count, default=rounds, metavar="N",
@@ -41,6 +48,39 @@ def add_common(p: argparse.ArgumentParser, *, rounds: int | None = None,
         p.add_argument("--model", default=None, metavar="MODEL",
                        help="a GGUF file or an installed model's name (default: config, else the "
                             "embedded SmolLM2)")
+    if backend:
+        p.add_argument("--backend", default=None, metavar="NAME",
+                       help="run on this backend, a name from the config's [backends] (default: the "
+                            "config's default backend)")
+
+
+class Chosen(msgspec.Struct, frozen=True, kw_only=True):
+    """The backend a bench runs on: its name and settings ("embedded" when not configured)."""
+
+    name: str
+    settings: BackendConfig
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.kind == "embedded"
+
+
+def choose_backend(config: Config, name: str | None) -> Chosen:
+    """--backend NAME (None: the config's default) as its settings; an unknown name is a
+    one-line ConfigError listing the names there are."""
+    name = name or config.default_backend
+    if name in config.backends:
+        return Chosen(name=name, settings=config.backends[name])
+    if name == EMBEDDED_BACKEND:
+        return Chosen(name=name, settings=BackendConfig(kind="embedded"))
+    known = ", ".join(sorted({EMBEDDED_BACKEND, *config.backends}))
+    raise ConfigError(f"no backend named {name!r}; the config has: {known}")
+
+
+def only_on(config: Config, chosen: Chosen) -> Config:
+    """A copy of `config` in which every agent thinks with `chosen` (for build_backends)."""
+    agents = {n: msgspec.structs.replace(a, model="") for n, a in config.agents.items()}
+    return msgspec.structs.replace(config, default_backend=chosen.name, agents=agents)
 
 
 def order(sides: Sequence[T], round_: int) -> list[T]:

@@ -12,6 +12,12 @@ Each round also runs engine-only scenarios: TTFT of a priority-10 request under 
 inter-token stall a long prefill causes, 4 long prompts at once, two agents with long system
 prompts taking turns, and the prefix cache. Every figure is the median and range over rounds;
 ratios are taken per round. Figures, not assertions: a table, or one JSON object with --json.
+
+--backend NAME runs it on a configured backend instead of the default: an embedded one as
+above (on its own model); an OpenAI-compatible server gets the engine side (as "engine")
+and the scenarios, without the naive and reference sides (they load the model in this
+process). --vs-server runs the embedded engine against llama-cpp-python's server on the
+same model instead (app/bench/server_side_by_side.py).
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ import asyncio
 import os
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from agents.config import Config
-from agents.errors import AgentdeckError, ModelError
-from agents.inference import build_backend, resolve_model_path
+from agents.errors import AgentdeckError, ConfigError, ModelError
+from agents.inference import Backend, build_backend, build_backends, resolve_model_path
 from app.args import at_least_one
 from app.bench import harness
 from app.bench import inference_scenarios as sc
@@ -109,6 +116,7 @@ class PrefixCache(msgspec.Struct, kw_only=True):
 
 
 class Report(msgspec.Struct, kw_only=True):
+    backend: str  # the configured backend it ran on
     model: str
     device: str
     threads: int
@@ -121,11 +129,12 @@ class Report(msgspec.Struct, kw_only=True):
     long_prompt: int
     engine_load_s: float
     orders: list[list[str]]  # the order the sides ran in, each round
-    naive: Side
-    reference: Side
-    engine: Side
-    engine_over_naive: Stat  # tokens/s ratios, per round
-    engine_over_reference: Stat
+    # None on a server backend: those sides load the model in this process.
+    naive: Side | None
+    reference: Side | None
+    engine: Side  # the backend it ran on, all requests at once
+    engine_over_naive: Stat | None  # tokens/s ratios, per round
+    engine_over_reference: Stat | None
     ttft_under_load: UnderLoad
     prefill_stall: PrefillStall
     fair_prefill: FairPrefill
@@ -141,18 +150,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-prompt", type=at_least_one, default=1800, metavar="N",
                         help="tokens of the long prompt prefilled beside running sequences (default 1800; "
                         "the 4 fair-share prompts and the turn-taking system prompts scale with it)")
+    parser.add_argument("--vs-server", action="store_true",
+                        help="instead: the embedded engine against llama-cpp-python's OpenAI-compatible "
+                        "server (python -m llama_cpp.server) on the same model, side by side: tokens/s, "
+                        "TTFT and per-agent prefix reuse")
     harness.add_common(parser, rounds=3, rounds_help="rounds of every side, interleaved; medians and ranges",
-                       model=True)
+                       model=True, backend=True)
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     """Errors and Ctrl-C go to the CLI's boundary: one line, the error's exit code."""
-    report = asyncio.run(_bench(args, ctx.config, Console(stderr=True)))
+    chosen = harness.choose_backend(ctx.config, args.backend)
+    err = Console(stderr=True)
+    if args.vs_server:
+        from app.bench import server_side_by_side as vs
+
+        if not chosen.embedded:
+            raise ConfigError(f"--vs-server compares the embedded engine with a server on its model; "
+                              f"backend {chosen.name} is a server")
+        versus = asyncio.run(vs.run_versus(args, ctx.config, _model(ctx, args, chosen), err))
+        if args.json:
+            print_json(versus)
+        else:
+            vs.print_versus(versus, Console())
+        return 0
+    if chosen.embedded:
+        report = asyncio.run(_bench(args, ctx.config, err, chosen.name, _model(ctx, args, chosen)))
+    else:
+        report = asyncio.run(_bench_server(args, ctx.config, err, chosen))
     if args.json:
         print_json(report)
     else:
         _print_table(report, Console())
     return 0
+
+
+def _model(ctx: Context, args: argparse.Namespace, chosen: harness.Chosen) -> Path:
+    """The GGUF an embedded backend runs: --model, else the backend's own model, else
+    [inference]'s. (The bench command resolves --model before this, to the default when it
+    was not given: the default here means it was not.)"""
+    given = Path(args.model) if args.model else None
+    if chosen.settings.model:
+        default = resolve_model_path(None, ctx.config.inference.model, home=ctx.home)
+        if given is None or given == default:
+            return resolve_model_path(chosen.settings.model, ctx.config.inference.model, home=ctx.home)
+    return resolve_model_path(given, ctx.config.inference.model, home=ctx.home)
 
 
 # --- running the rounds ----------------------------------------------------------------------
@@ -175,9 +217,8 @@ def _context(base: int, n: int, slots: int, tokens: int, long: int) -> int:
     return max(base, -(-need // 256) * 256)
 
 
-async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Report:
+async def _bench(args: argparse.Namespace, config: Config, err: Console, name: str, path: Path) -> Report:
     inf = config.inference
-    path = resolve_model_path(args.model, inf.model)
     n, tokens, rounds, long = args.agents, args.tokens, args.rounds, args.long_prompt
     threads = inf.threads or os.cpu_count() or 1
     slots = max(inf.slots, n, 4)  # 4: the fair-prefill scenario's prompts all get a slot
@@ -218,12 +259,7 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
                 else:
                     runs[name].append(await sc.engine_side(engine, batch, tokens))
             _say(err, f"round {r + 1}/{rounds}: scenarios")
-            tag = f"Load {r + 1}."
-            scen["load"].append(await sc.ttft_under_load(engine, n, tokens, tag))
-            scen["stall"].append(await sc.prefill_stall(engine, min(n, slots - 1), tokens, long, tag))
-            scen["fair"].append(await sc.fair_prefill(engine, long))
-            scen["turns"].append(await sc.turns(engine, long, tokens))
-            scen["cache"].append(await sc.prefix_cache(engine, long))
+            await _scenarios(engine, scen, r, n, min(n, slots - 1), tokens, long, exact=True)
         device = engine.snapshot().device
         # Freed only here: after an error or Ctrl-C a worker thread may still be inside one
         # (to_thread cannot stop it), and the process is about to end anyway.
@@ -231,9 +267,10 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
         reference.close()
     finally:
         await engine.stop()
-    sides = {name: _side(rs) for name, rs in runs.items()}
-    tps = {name: s.tokens_per_s.rounds for name, s in sides.items()}
+    sides = {side: _side(rs) for side, rs in runs.items()}
+    tps = {side: s.tokens_per_s.rounds for side, s in sides.items()}
     return Report(
+        backend=name,
         model=path.name,
         device=device,
         threads=threads,
@@ -252,6 +289,57 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console) -> Repo
         engine=sides["engine"],
         engine_over_naive=_ratios(tps["engine"], tps["naive"]),
         engine_over_reference=_ratios(tps["engine"], tps["reference"]),
+        **_scenario_figures(scen, n),
+    )
+
+
+async def _bench_server(args: argparse.Namespace, config: Config, err: Console,
+                        chosen: harness.Chosen) -> Report:
+    """The engine side and the scenarios on an OpenAI-compatible server: the server's
+    context, threads and slots are its own; `max_concurrent` stands for slots."""
+    n, tokens, rounds, long = args.agents, args.tokens, args.rounds, args.long_prompt
+    backend = build_backends(harness.only_on(config, chosen), sampling=sc.greedy())
+    _say(err, f"connecting to backend {chosen.name}")
+    await backend.start()
+    runs: list[sc.SideRun] = []
+    scen: dict[str, list] = {k: [] for k in ("load", "stall", "fair", "turns", "cache")}
+    try:
+        warm = await backend.submit([{"role": "user", "content": "warm up"}], max_tokens=4, agent="warmup")
+        if warm.finish_reason not in ("stop", "length"):
+            raise AgentdeckError(f"backend {chosen.name}: {warm.error or warm.finish_reason}")
+        for r in range(rounds):
+            _say(err, f"round {r + 1}/{rounds}: {chosen.name}")
+            runs.append(await sc.engine_side(backend, sc.prompts(n, f"Round {r + 1}."), tokens, exact=False))
+            _say(err, f"round {r + 1}/{rounds}: scenarios")
+            running = max(1, min(n, chosen.settings.max_concurrent - 1))
+            await _scenarios(backend, scen, r, n, running, tokens, long, exact=False)
+        snap = backend.snapshot()
+    finally:
+        await backend.stop()
+    return Report(
+        backend=chosen.name, model=snap.model or chosen.settings.model, device=snap.device, threads=0,
+        slots=chosen.settings.max_concurrent, n_ctx=0, kv_layout="server", agents=n,
+        tokens_per_request=tokens, rounds=rounds, long_prompt=long,
+        engine_load_s=round(backend.load_time_s or 0.0, 3),
+        orders=[["engine"] for _ in range(rounds)], naive=None, reference=None, engine=_side(runs),
+        engine_over_naive=None, engine_over_reference=None, **_scenario_figures(scen, n),
+    )
+
+
+async def _scenarios(engine: Backend, scen: dict[str, list], r: int, n: int, running: int, tokens: int,
+                     long: int, *, exact: bool) -> None:
+    """One round of the scenarios beyond throughput; each appends its figures to `scen`."""
+    tag = f"Load {r + 1}."
+    scen["load"].append(await sc.ttft_under_load(engine, n, tokens, tag, exact=exact))
+    scen["stall"].append(await sc.prefill_stall(engine, running, tokens, long, tag, exact=exact))
+    scen["fair"].append(await sc.fair_prefill(engine, long, exact=exact))
+    scen["turns"].append(await sc.turns(engine, long, tokens, exact=exact))
+    scen["cache"].append(await sc.prefix_cache(engine, long, exact=exact))
+
+
+def _scenario_figures(scen: dict[str, list], n: int) -> dict[str, object]:
+    """The scenarios' Report fields."""
+    return dict(
         ttft_under_load=UnderLoad(
             generations=n,
             ttft_s=_stat([t for t, _ in scen["load"]], 3),
@@ -358,27 +446,38 @@ def _rng(s: Stat, scale: float = 1.0, digits: int = 1) -> str:
     return f"[dim]{s.min * scale:.{digits}f}–{s.max * scale:.{digits}f}[/]"
 
 
+def _engine_label(r: Report) -> str:
+    return "engine" if r.kv_layout != "server" else f"backend {r.backend}"
+
+
 def _print_table(r: Report, console: Console) -> None:
+    where = (f"{r.threads} threads · {r.slots} slots · {r.n_ctx} KV cells ({r.kv_layout})"
+             if r.kv_layout != "server" else f"{r.slots} requests at most in flight")
     console.print(
-        f"[bold]inference benchmark[/] · {r.model} · {r.device} · {r.threads} threads · {r.slots} slots · "
-        f"{r.n_ctx} KV cells ({r.kv_layout}) · "
+        f"[bold]inference benchmark[/] · backend {r.backend} · {r.model} · {r.device} · {where} · "
         f"{r.agents} requests × {r.tokens_per_request} tokens · {r.rounds} rounds, interleaved · "
         f"model load {r.engine_load_s:.2f} s"
     )
     # Each side: a row of medians over rounds, then a dim row of their ranges (min–max).
-    table = Table(caption="greedy, end-of-generation suppressed · TTFT: mean, from when all were asked")
+    eog = "suppressed" if r.kv_layout != "server" else "not suppressed (a server cannot be asked to)"
+    table = Table(caption=f"greedy, end-of-generation {eog} · TTFT: mean, from when all were asked")
     for col in ("path", "tokens/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms"):
         table.add_column(col, justify="left" if col == "path" else "right")
-    for name, side in (("naive", r.naive), ("reference", r.reference), ("engine", r.engine)):
+    for name, side in (("naive", r.naive), ("reference", r.reference), (_engine_label(r), r.engine)):
+        if side is None:
+            continue
         picks = ((side.tokens_per_s, 1, 1), (side.ttft_s, 1000, 0), (side.itl_p50_ms, 1, 1),
                  (side.itl_p99_ms, 1, 1))
         table.add_row(name, *(_med(s, k, d) for s, k, d in picks))
         table.add_row("[dim]  min–max[/]", *(_rng(s, k, d) for s, k, d in picks))
     console.print(table)
-    console.print("naive: high-level Llama, one request after another · reference: low-level batch API, "
-                  "no scheduling · engine: all submitted at once")
+    if r.naive is not None:
+        console.print("naive: high-level Llama, one request after another · reference: low-level batch API, "
+                      "no scheduling · engine: all submitted at once")
     ratios = (("engine ÷ naive", r.engine_over_naive), ("engine ÷ reference", r.engine_over_reference))
     for label, s in ratios:
+        if s is None:
+            continue
         console.print(f"{label}: [bold]{_med(s, 1, 2)}×[/] ({_rng(s, 1, 2)})")
 
     u, st, fp, t, pc = r.ttft_under_load, r.prefill_stall, r.fair_prefill, r.turn_taking, r.prefix_cache

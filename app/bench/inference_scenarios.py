@@ -7,8 +7,11 @@ suppressed, so each makes exactly `tokens` tokens per request:
   prompt, then one `llama_decode` per step with one token per sequence, numpy argmax;
 - `engine_side`: the engine, all requests submitted at once.
 Then engine-only scenarios: TTFT under load, the stall a long prefill causes, fair prefill
-sharing, turn-taking agents and the prefix cache. Only the Engine's public API is used,
-so the same bench measures any commit of the engine.
+sharing, turn-taking agents and the prefix cache. Only the `Backend` protocol is used, so
+the same bench measures any commit of the engine, and any other backend (`--backend`).
+A server cannot suppress end-of-generation (`ignore_eos` is not in the OpenAI API): with
+`exact=False` a request may also end "stop", short of its tokens; the figures count what
+it made.
 """
 
 from __future__ import annotations
@@ -264,13 +267,14 @@ class Stream:
         return await self.task
 
 
-def _check(result: Any, what: str, ok: tuple[str, ...] = ("length",)) -> None:
-    """Every measured request must make all its tokens (end-of-generation is suppressed)."""
-    if result.finish_reason not in ok:
-        raise AgentdeckError(f"{what}: engine request ended {result.finish_reason}: {result.error}")
+def _check(result: Any, what: str, ok: tuple[str, ...] = ("length",), *, exact: bool = True) -> None:
+    """Every measured request must make all its tokens (end-of-generation is suppressed),
+    or with `exact=False` end by itself ("stop") before that."""
+    if result.finish_reason not in ok and (exact or result.finish_reason != "stop"):
+        raise AgentdeckError(f"{what}: request ended {result.finish_reason}: {result.error}")
 
 
-async def engine_side(engine: Backend, batch: list[Messages], tokens: int) -> SideRun:
+async def engine_side(engine: Backend, batch: list[Messages], tokens: int, *, exact: bool = True) -> SideRun:
     t0 = time.perf_counter()
     streams = [
         Stream(engine.submit(m, agent=f"bench{i}", max_tokens=tokens, ignore_eos=True)).start()
@@ -279,7 +283,7 @@ async def engine_side(engine: Backend, batch: list[Messages], tokens: int) -> Si
     results = [await s.result() for s in streams]
     seconds = time.perf_counter() - t0
     for r in results:
-        _check(r, "throughput")
+        _check(r, "throughput", exact=exact)
     # Gaps between streamed pieces: one piece per token, bar a multi-byte character split
     # across tokens (rare in this English text).
     return SideRun(
@@ -305,14 +309,15 @@ async def filler(engine: Backend, target: int) -> str:
     return text(n)
 
 
-async def _cancel_all(streams: list[Stream]) -> None:
+async def _cancel_all(streams: list[Stream], *, exact: bool = True) -> None:
     for s in streams:
         s.gen.cancel()
     for s in streams:
-        _check(await s.result(), "background generation", ("length", "cancelled"))
+        _check(await s.result(), "background generation", ("length", "cancelled"), exact=exact)
 
 
-async def ttft_under_load(engine: Backend, n: int, tokens: int, tag: str) -> tuple[float, float]:
+async def ttft_under_load(engine: Backend, n: int, tokens: int, tag: str, *,
+                          exact: bool = True) -> tuple[float, float]:
     """(TTFT, queue wait) of a priority-10 request once N long generations are streaming."""
     streams = [
         Stream(engine.submit(m, agent=f"load{i}", max_tokens=4 * tokens, ignore_eos=True),
@@ -325,8 +330,8 @@ async def ttft_under_load(engine: Backend, n: int, tokens: int, tag: str) -> tup
         [{"role": "user", "content": f"{tag} Urgent: is the build green?"}],
         agent="urgent", priority=10, max_tokens=4, ignore_eos=True,
     )
-    await _cancel_all(streams)
-    _check(urgent, "priority request")
+    await _cancel_all(streams, exact=exact)
+    _check(urgent, "priority request", exact=exact)
     return urgent.usage.ttft_s or 0.0, urgent.usage.queue_wait_s
 
 
@@ -339,7 +344,8 @@ class Stall:
     before: list[float]  # their gaps before it arrived
 
 
-async def prefill_stall(engine: Backend, running: int, tokens: int, long_prompt: int, tag: str) -> Stall:
+async def prefill_stall(engine: Backend, running: int, tokens: int, long_prompt: int, tag: str, *,
+                        exact: bool = True) -> Stall:
     """Inter-token gaps of `running` generating sequences while a long prompt is prefilled."""
     settle = 8  # pieces each must have streamed first: past their own prefill
     system = await filler(engine, long_prompt)
@@ -355,8 +361,8 @@ async def prefill_stall(engine: Backend, running: int, tokens: int, long_prompt:
                                 agent="longone", max_tokens=1, ignore_eos=True)).start()
     result = await long.result()
     t_first = long.stamps[0] if long.stamps else time.perf_counter()
-    await _cancel_all(streams)
-    _check(result, "long prompt")
+    await _cancel_all(streams, exact=exact)
+    _check(result, "long prompt", exact=exact)
     # The step that gave the long prompt its first token also gave the running sequences a
     # piece, handed over in the same callback (a few microseconds either side of t_first):
     # a gap starting there is the first one after the prefill, not during it.
@@ -371,7 +377,7 @@ async def prefill_stall(engine: Backend, running: int, tokens: int, long_prompt:
     return Stall(running, result.usage.prompt_tokens, result.usage.ttft_s or 0.0, during, before)
 
 
-async def fair_prefill(engine: Backend, long_prompt: int) -> tuple[int, list[float]]:
+async def fair_prefill(engine: Backend, long_prompt: int, *, exact: bool = True) -> tuple[int, list[float]]:
     """(prompt tokens, sorted TTFTs) of 4 long prompts submitted at once."""
     systems = [await filler(engine, round(long_prompt * FAIR_SCALE)) for _ in range(4)]
     gens = [
@@ -381,7 +387,7 @@ async def fair_prefill(engine: Backend, long_prompt: int) -> tuple[int, list[flo
     ]
     results = [await g for g in gens]
     for r in results:
-        _check(r, "long prompts")
+        _check(r, "long prompts", exact=exact)
     return results[0].usage.prompt_tokens, sorted(r.usage.ttft_s or 0.0 for r in results)
 
 
@@ -393,25 +399,29 @@ class Turn:
     ttft: float
 
 
-async def turns(engine: Backend, long_prompt: int, tokens: int) -> list[Turn]:
+async def turns(engine: Backend, long_prompt: int, tokens: int, *, exact: bool = True) -> list[Turn]:
     """Two agents with long system prompts take turns; each turn extends its own chat."""
-    chats = {
-        a: [{"role": "system", "content": await filler(engine, round(long_prompt * TURN_SCALE))}]
-        for a in ("alpha", "beta")
-    }
+    systems = [await filler(engine, round(long_prompt * TURN_SCALE)) for _ in range(2)]
+    return await turns_with(engine, systems, tokens, exact=exact)
+
+
+async def turns_with(engine: Backend, systems: list[str], tokens: int, *, exact: bool = True) -> list[Turn]:
+    """The turn-taking scenario on given system prompts, one agent each (alpha, beta, ...)."""
+    names = ("alpha", "beta", "gamma", "delta")
+    chats = {a: [{"role": "system", "content": system}] for a, system in zip(names, systems, strict=False)}
     out = []
     for k in range(TURNS):
         for agent, chat in chats.items():
             chat.append({"role": "user", "content": f"Turn {k + 1}: what next?"})
             r = await engine.submit(chat, agent=f"turns-{agent}", max_tokens=min(tokens, 16), ignore_eos=True)
-            _check(r, "turn")
+            _check(r, "turn", exact=exact)
             chat.append({"role": "assistant", "content": r.text})
             u = r.usage
             out.append(Turn(agent, u.prompt_tokens, u.cached_prompt_tokens, u.ttft_s or 0.0))
     return out
 
 
-async def prefix_cache(engine: Backend, long_prompt: int) -> tuple[Any, Any]:
+async def prefix_cache(engine: Backend, long_prompt: int, *, exact: bool = True) -> tuple[Any, Any]:
     """Usage of a cold long-prompt request and of a second sharing its prefix."""
     system = await filler(engine, round(long_prompt * CACHE_SCALE))
     first = await engine.submit(
@@ -422,6 +432,6 @@ async def prefix_cache(engine: Backend, long_prompt: int) -> tuple[Any, Any]:
         [{"role": "system", "content": system}, {"role": "user", "content": "Next step?"}],
         agent="bench-cache", max_tokens=4, ignore_eos=True,
     )
-    _check(first, "prefix cache")
-    _check(second, "prefix cache")
+    _check(first, "prefix cache", exact=exact)
+    _check(second, "prefix cache", exact=exact)
     return first.usage, second.usage
