@@ -508,3 +508,40 @@ def test_a_question_about_the_workspace_files_starts_with_their_listing(tmp_path
     named = rules.first_step(task("How many lines does a.txt have?"), DEV, tmp_path)
     assert named is not None and (named.tool, named.arguments) == ("read_file", {"path": "a.txt"})
     assert rules.first_step(task("Which port does the settings file set?"), DEV, tmp_path) is None
+
+
+@pytest.mark.timeout(60)
+async def test_a_subtask_that_writes_waits_for_the_look_and_carries_its_result(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: lead handed ops the look at the disk and dev the write at
+    once; dev, with no figure, had to make one up or look again."""
+    host, _, ws = crew(tmp_path, LOOK_THEN_WRITE)
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, PORT_TO_FILE, "lead")
+        tasks = await host.store.read(queries.tasks)
+    look, write = [t for t in tasks if t.parent_id == ended.id]
+    assert (look.owner, look.status, write.owner, write.status) == ("review", "done", "dev", "done")
+    assert write.created_at >= look.updated_at  # handed out after the look ended
+    assert f"What the other subtasks found:\n- task {look.id} (review): The port is 8080." in write.body
+    assert (ws / "port.txt").read_text() == "8080"
+    assert ended.status == "done"
+
+
+PORT_TO_FILE = "Find out which port settings.ini sets and save just that number in port.txt."
+LOOK_THEN_WRITE = {
+    "lead": [call("delegate", to="review", title="Which port does settings.ini set?"),
+             call("delegate", to="dev", title="Save the port number in port.txt"),
+             final("Saved."), final("combined"), REFLECT],  # "combined" if it waits, else a reflection
+    "review": [final("The port is 8080."), REFLECT],  # after the rules read settings.ini
+    "dev": [call("write_file", path="port.txt", content="8080"), final("Wrote 8080 to port.txt."), REFLECT]}
+
+
+@pytest.mark.timeout(60)
+async def test_without_the_wait_the_write_is_handed_out_beside_the_look(tmp_path: Path) -> None:
+    host, _, ws = crew(tmp_path, LOOK_THEN_WRITE, Harness(writes_wait=False))
+    (ws / "settings.ini").write_text("[server]\nport = 8080\n")
+    async with host:
+        ended = await run_to_end(host, PORT_TO_FILE, "lead")
+        tasks = await host.store.read(queries.tasks)
+    _, write = [t for t in tasks if t.parent_id == ended.id]
+    assert "What the other subtasks found" not in write.body

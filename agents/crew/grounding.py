@@ -174,6 +174,11 @@ def off_the_change(answer: str, changes: Sequence[ChangedLine]) -> str:
     return ", ".join(([f"line {n}" for n in sorted(lines)] + [f"`{q}`" for q in quotes])[:3])
 
 
+def asks_for_change(task: Task) -> bool:
+    """The task asks for a file in the workspace to be created or changed."""
+    return "change" in _aspects(task)
+
+
 def asks_to_tell(task: Task) -> bool:
     """The task asks for a message or a post (to an agent, a channel, the team)."""
     return bool(TELL.search(f"{task.title} {task.body}"))

@@ -75,6 +75,7 @@ RECENT_MESSAGES = 3  # direct messages to the agent shown with each task
 DEFERRED = "deferred:"  # how a deferred task's result starts; it is not deferred twice
 ATTEMPTS = 2  # of a phase whose output does not parse
 DIFF_BYTES = 1 << 20  # of a diff read for its changed lines
+SIBLINGS_WAIT_S = 300.0  # a subtask that writes waits at most this long for its siblings' results
 
 
 class Refusal(msgspec.Struct, frozen=True):
@@ -451,6 +452,8 @@ class TaskRunner:
             refusal = f"{giver} gave you this task: do it yourself, or delegate to another agent"
             await self._refused(task, number, tool, refusal)
             return f"[refused] {refusal}"
+        if tool == "delegate" and self.harness.writes_wait:
+            step = await self._after_siblings(task, step)
         status, text = await self._call_tool(task, number, step)
         if status == "ok" and writes and path is not None and self.harness.verify_changes:
             content = str(args.get({"write_file": "content", "edit_file": "new"}.get(tool, "text"), ""))
@@ -469,6 +472,43 @@ class TaskRunner:
             evidence.read.add(path)  # what it holds now is what the agent just wrote
         evidence.record(tool, status, text)
         return f"[{status}] {text}"
+
+    async def _after_siblings(self, task: Task, step: ToolStep) -> ToolStep:
+        """A subtask that changes a file, handed out while subtasks that look things up are
+        still open, waits for them (bounded) and carries their results in its body.
+        Measured: asked to save the disk's use in disk.txt, lead handed ops the look and dev
+        the write at once, and dev, with no figure, had to make one up or look again."""
+        args = step.arguments
+        body = str(args.get("body", ""))
+        if not grounding.asks_for_change(msgspec.structs.replace(task, title=str(args.get("title", "")),
+                                                                 body=body)):
+            return step
+        await self._siblings_ended(task, SIBLINGS_WAIT_S)
+        done = [c for c in await self.store.read(queries.tasks) if c.parent_id == task.id
+                and c.status == "done" and c.result]
+        if not done:
+            return step
+        found = "\n".join(f"- task {c.id} ({c.owner}): {shorten(c.result or '', 300)}" for c in done)
+        body = "\n".join(part for part in (body, f"What the other subtasks found:\n{found}") if part)
+        return msgspec.structs.replace(step, arguments={**args, "body": body})
+
+    async def _siblings_ended(self, task: Task, most_s: float) -> None:
+        """Returns once no subtask of `task` is open, or after `most_s`: woken by each
+        commit to the store (a subtask ends in one), never by a timer."""
+        changed = asyncio.Event()
+        listener = lambda _events: changed.set()  # noqa: E731 - on the event loop, after a commit
+        self.shared_store.add_commit_listener(listener)
+        deadline = time.monotonic() + most_s
+        try:
+            while True:
+                changed.clear()  # before the read: a commit after it wakes the wait below
+                left = deadline - time.monotonic()
+                if left <= 0 or not await self._open_children(task):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+        finally:
+            self.shared_store.remove_commit_listener(listener)
 
     async def _refused(self, task: Task, number: int, tool: str, refusal: str) -> None:
         """A call grounding refused before the gate: recorded as a step, never run."""
