@@ -545,3 +545,18 @@ async def test_without_the_wait_the_write_is_handed_out_beside_the_look(tmp_path
         tasks = await host.store.read(queries.tasks)
     _, write = [t for t in tasks if t.parent_id == ended.id]
     assert "What the other subtasks found" not in write.body
+
+
+@pytest.mark.timeout(60)
+async def test_the_same_change_is_not_made_twice(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: it appended the changelog line, then appended it again."""
+    line = call("append_file", path="CHANGELOG.md", text="- fixed the login bug")
+    outputs = {"dev": [line, call("read_file", path="CHANGELOG.md"), line, final("Appended."), REFLECT]}
+    host, _, ws = crew(tmp_path, outputs)
+    (ws / "CHANGELOG.md").write_text("# Changes\n")
+    async with host:
+        ended = await run_to_end(host, "Append the line '- fixed the login bug' to CHANGELOG.md", "dev")
+        steps = await steps_of(host, ended.id)
+    assert steps == [("read_file", "ok"), ("append_file", "ok"), ("read_file", "ok"), ("append_file", "refused"),
+                     (None, "final")]
+    assert (ws / "CHANGELOG.md").read_text() == "# Changes\n- fixed the login bug\n"

@@ -199,6 +199,7 @@ class Evidence:
     changed: list[str] = field(default_factory=list)  # files changed and verified
     delegated: list[str] = field(default_factory=list)  # the agents given subtasks
     diff_changes: list[ChangedLine] = field(default_factory=list)  # of the diffs read
+    writes: set[str] = field(default_factory=set)  # each verified write call, as JSON
 
     def record(self, tool: str, status: str, text: str) -> None:
         if status == "ok":

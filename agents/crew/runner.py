@@ -430,6 +430,12 @@ class TaskRunner:
                        "then change only what must change")
             await self._refused(task, number, tool, refusal)
             return f"[refused] {refusal}"
+        said = json.dumps([tool, args], sort_keys=True)
+        if writes and self.harness.verify_changes and said in evidence.writes:
+            # Measured: Qwen-1.5B appended the changelog line, read the file, appended it again.
+            refusal = f"this exact change was made and verified already: {args.get('path')} is done"
+            await self._refused(task, number, tool, refusal)
+            return f"[refused] {refusal}"
         if writes and tool == "write_file" and self.harness.read_before_write and path is not None \
                 and path.is_file():
             # No placeholder words here: measured, Qwen-1.5B sent "the exact text to replace"
@@ -462,6 +468,7 @@ class TaskRunner:
             if problem:
                 return f"[error] {text}; but reading it back: {problem}"
             evidence.changed.append(str(path))
+            evidence.writes.add(said)
         if status == "ok" and tool == "delegate":
             evidence.delegated.append(str(args.get("to", "")))
         if status == "ok" and tool == "read_file" and path is not None:
