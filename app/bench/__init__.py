@@ -49,6 +49,7 @@ def _model_resolved(run: Callable[[Context, argparse.Namespace], int]) -> Callab
         if hasattr(args, "model"):
             from agents.inference import resolve_model_path
 
+            args.model_given = args.model is not None  # a backend's own model yields to --model only
             args.model = str(resolve_model_path(args.model, ctx.config.inference.model, home=ctx.home))
         return run(ctx, args)
     return handler

@@ -187,14 +187,11 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
 
 def _model(ctx: Context, args: argparse.Namespace, chosen: harness.Chosen) -> Path:
     """The GGUF an embedded backend runs: --model, else the backend's own model, else
-    [inference]'s. (The bench command resolves --model before this, to the default when it
-    was not given: the default here means it was not.)"""
-    given = Path(args.model) if args.model else None
-    if chosen.settings.model:
-        default = resolve_model_path(None, ctx.config.inference.model, home=ctx.home)
-        if given is None or given == default:
-            return resolve_model_path(chosen.settings.model, ctx.config.inference.model, home=ctx.home)
-    return resolve_model_path(given, ctx.config.inference.model, home=ctx.home)
+    [inference]'s (the bench command has resolved --model, to the default when not given)."""
+    if chosen.settings.model and not getattr(args, "model_given", True):
+        return resolve_model_path(chosen.settings.model, ctx.config.inference.model, home=ctx.home)
+    return resolve_model_path(Path(args.model) if args.model else None, ctx.config.inference.model,
+                              home=ctx.home)
 
 
 # --- running the rounds ----------------------------------------------------------------------
