@@ -560,3 +560,25 @@ async def test_the_same_change_is_not_made_twice(tmp_path: Path) -> None:
     assert steps == [("read_file", "ok"), ("append_file", "ok"), ("read_file", "ok"), ("append_file", "refused"),
                      (None, "final")]
     assert (ws / "CHANGELOG.md").read_text() == "# Changes\n- fixed the login bug\n"
+
+
+@pytest.mark.timeout(60)
+async def test_a_fix_is_offered_no_append_and_no_messages(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: asked to fix a typo, it messaged lead five times until its
+    steps ran out; given append_file, it appended the corrected line below the old one."""
+    outputs = {"dev": [call("edit_file", path="guide.txt", old="teh", new="the"), final("Fixed."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "guide.txt").write_text("Then run teh tests.\n")
+    async with host:
+        ended = await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
+    assert ended.status == "done" and (ws / "guide.txt").read_text() == "Then run the tests.\n"
+    offered = offers(step_requests(backend, "dev")[0])
+    assert "edit_file" in offered and {"append_file", "send_message"}.isdisjoint(offered)
+
+    outputs = {"dev": [call("edit_file", path="guide.txt", old="teh", new="the"), final("Fixed."), REFLECT]}
+    (tmp_path / "all").mkdir()
+    host, backend, ws = crew(tmp_path / "all", outputs, Harness(fitting_tools=False))
+    (ws / "guide.txt").write_text("Then run teh tests.\n")
+    async with host:
+        await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
+    assert {"append_file", "send_message"} <= offers(step_requests(backend, "dev")[0])

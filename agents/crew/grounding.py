@@ -51,6 +51,7 @@ SPEAKS_OF_REMOVAL = re.compile(r"\b(remov(ed|es|ing)|delet(ed|es|ing)|dropp(ed|s
 TELL = re.compile(r"\b(tell|message|notify|inform|post|announce|ask|let\s+\w+\s+know|channel|#\w+|"
                   r"lead|dev|review|ops|scribe|team)\b", re.I)
 MESSAGE_TOOLS = ("send_message", "post_channel")
+ADD = re.compile(r"\b(append|add|adds|adding|log|record|at the end|end of)\b", re.I)
 # A clock time (15:52:03) or a date (2026-12-03), whose parts are not figures.
 CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b|\b\d{4}-\d{2}-\d{2}(?:[T ]\S*)?")
 NAMED_FILE = re.compile(r"\b[\w.-]+\.[a-z0-9]{1,6}\b", re.I)
@@ -177,6 +178,11 @@ def off_the_change(answer: str, changes: Sequence[ChangedLine]) -> str:
 def asks_for_change(task: Task) -> bool:
     """The task asks for a file in the workspace to be created or changed."""
     return "change" in _aspects(task)
+
+
+def asks_to_add(task: Task) -> bool:
+    """The task asks for something added to a file (a line appended, an entry added)."""
+    return bool(ADD.search(f"{task.title} {task.body}"))
 
 
 def asks_to_tell(task: Task) -> bool:

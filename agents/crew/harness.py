@@ -26,7 +26,7 @@ class Harness(msgspec.Struct, frozen=True, kw_only=True):
     calculator: bool = True  # the calculate tool is offered to the agents configured with it
     on_the_change: bool = True  # a finding about a diff read in this task points at a line it adds
     act_after_refusal: bool = True  # after a refused answer the next step is a tool call
-    quiet: bool = True  # messaging tools only for a task that asks to tell someone
+    fitting_tools: bool = True  # messaging only when asked to tell, append_file only when asked to add
     writes_wait: bool = True  # a subtask that changes a file waits for its siblings' results
 
 
@@ -49,17 +49,17 @@ ABLATIONS: dict[str, Harness] = {
     "no calculator": Harness(calculator=False),
     "findings off the change": Harness(on_the_change=False),
     "refused answer repeated": Harness(act_after_refusal=False),
-    "chatter allowed": Harness(quiet=False),
+    "every tool offered": Harness(fitting_tools=False),
     "writes run ahead": Harness(writes_wait=False),
     # Everything grounding adds, off at once: the harness as it was before it.
     "no grounding": Harness(evidence=False, grounded_numbers=False, verify_changes=False,
                             no_hand_back=False, keep_own=False, read_before_write=False,
                             questions_read_only=False, combine_verified=False, calculator=False,
-                            on_the_change=False, act_after_refusal=False, quiet=False,
+                            on_the_change=False, act_after_refusal=False, fitting_tools=False,
                             writes_wait=False),
 }
 # `--ablate grounding` runs only these against the default (a full ablation is 15 suites).
 GROUNDING = ("no grounding", "no evidence rule", "no grounded numbers", "no change verification",
              "hand-back allowed", "triage may re-route", "write without reading", "questions may write",
              "combine unchecked", "no calculator", "findings off the change", "refused answer repeated",
-             "chatter allowed", "writes run ahead")
+             "every tool offered", "writes run ahead")

@@ -274,10 +274,13 @@ class TaskRunner:
             tools = [t for t in tools if t not in grounding.WRITE_TOOLS]
         if not self.harness.calculator:
             tools = [t for t in tools if t != "calculate"]
-        if self.harness.quiet and not grounding.asks_to_tell(task):
+        if self.harness.fitting_tools and not grounding.asks_to_tell(task):
             # Measured: asked to fix a typo, Qwen-1.5B sent lead five messages about sending
             # messages until its steps ran out; the final answer is what reaches the person.
             tools = [t for t in tools if t not in grounding.MESSAGE_TOOLS]
+        if self.harness.fitting_tools and not grounding.asks_to_add(task):
+            # Measured: asked to fix a typo, Qwen-1.5B appended the corrected line below the old one.
+            tools = [t for t in tools if t != "append_file"]
         return tools
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
