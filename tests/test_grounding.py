@@ -582,3 +582,27 @@ async def test_a_fix_is_offered_no_append_and_no_messages(tmp_path: Path) -> Non
     async with host:
         await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
     assert {"append_file", "send_message"} <= offers(step_requests(backend, "dev")[0])
+
+
+@pytest.mark.timeout(60)
+async def test_lead_hands_each_part_to_an_agent_with_a_tool_made_for_it(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B: lead handed ops both the file count and the CPU cores (ops
+    can run `ls`), where the suite expects the files to go to an agent with list_dir."""
+    outputs = {"lead": [call("delegate", to="ops", title="Count the workspace's files and this machine's cores"),
+                        final("ops has it."),  # refused: the workspace part has no fitting agent yet
+                        call("delegate", to="dev", title="How many files are in the workspace?"),
+                        final("Both asked."), final("combined"), REFLECT],
+               "ops": [final("It has two cores."), REFLECT],
+               "dev": [final("There are 2 files."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "a.txt").write_text("a")
+    (ws / "b.txt").write_text("b")
+    async with host:
+        ended = await run_to_end(host, "Tell me how many files are in the workspace and how many CPU cores "
+                                       "this machine has.", "lead")
+        steps = await steps_of(host, ended.id)
+        tasks = await host.store.read(queries.tasks)
+    assert steps[:3] == [("delegate", "ok"), (None, "refused"), ("delegate", "ok")]
+    told = step_requests(backend, "lead")[2].messages[-1].content
+    assert "the part about the workspace is not done: delegate it to dev or review" in told
+    assert sorted(t.owner for t in tasks if t.parent_id == ended.id) == ["dev", "ops"]

@@ -51,6 +51,7 @@ SPEAKS_OF_REMOVAL = re.compile(r"\b(remov(ed|es|ing)|delet(ed|es|ing)|dropp(ed|s
 TELL = re.compile(r"\b(tell|message|notify|inform|post|announce|ask|let\s+\w+\s+know|channel|#\w+|"
                   r"lead|dev|review|ops|scribe|team)\b", re.I)
 MESSAGE_TOOLS = ("send_message", "post_channel")
+GENERIC_TOOLS = {"run_shell"}  # can do nearly anything, so made for nothing in particular
 ADD = re.compile(r"\b(append|add|adds|adding|log|record|at the end|end of)\b", re.I)
 # A clock time (15:52:03) or a date (2026-12-03), whose parts are not figures.
 CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b|\b\d{4}-\d{2}-\d{2}(?:[T ]\S*)?")
@@ -178,6 +179,13 @@ def off_the_change(answer: str, changes: Sequence[ChangedLine]) -> str:
 def asks_for_change(task: Task) -> bool:
     """The task asks for a file in the workspace to be created or changed."""
     return "change" in _aspects(task)
+
+
+def fitting(can: set[str], toolsets: Iterable[Collection[str]]) -> set[str]:
+    """Of the tools that `can` do a part, those made for it: without run_shell, unless no
+    one has another of them."""
+    made_for = can - GENERIC_TOOLS
+    return made_for if any(made_for & set(tools) for tools in toolsets) else can
 
 
 def asks_to_add(task: Task) -> bool:

@@ -376,11 +376,13 @@ class TaskRunner:
         if needs and "delegate" in self.agent.tools:
             # Every part beyond the agent's own tools handed to an agent whose tools can do
             # it (measured: lead delegated the CPU cores and answered the file count itself).
+            others = {a: set(self.config.agents[a].tools) for a in self.agents if a != self.name}
             for aspect, can in grounding.uncovered(task, self._tools(task)).items():
-                if not any(can & set(self.config.agents[a].tools) for a in evidence.delegated
-                           if a in self.config.agents):
-                    able = [a for a in self.agents
-                            if a != self.name and can & set(self.config.agents[a].tools)]
+                # An agent with a tool made for it, not run_shell that can do anything (measured:
+                # lead handed ops both the file count and the cores, as ops can run `ls`).
+                fits = grounding.fitting(can, others.values())
+                if not any(fits & others[a] for a in evidence.delegated if a in others):
+                    able = [a for a, tools in others.items() if fits & tools]
                     return Refusal(f"the part about {aspect} is not done: delegate it"
                                    + (f" to {' or '.join(able)}" if able else ""))
         if harness.combine_verified and await self._open_children(task):
