@@ -195,19 +195,21 @@ async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_righ
     """Measured with Qwen-1.5B on 17, 25, 8: "the sum is 17" (a figure the file shows, but
     no sum) and "58"; then a calculate over figures it misread."""
     outputs = {"dev": [final("The sum is 17."),  # after the rules' first step read numbers.txt
-                       call("calculate", expression="17+52+8"), call("calculate", expression="17+25+8"),
-                       final("The sum is 50."), REFLECT]}
+                       call("calculate", expression="17+52+8"),
+                       call("calculate", expression="5+1"),  # measured: small operands made up
+                       call("calculate", expression="17+25+8"), final("The sum is 50."), REFLECT]}
     host, backend, ws = crew(tmp_path, outputs)
     (ws / "numbers.txt").write_text("17\n25\n8\n")
     async with host:
         ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
         steps = await steps_of(host, ended.id)
     assert (ended.status, ended.result) == ("done", "The sum is 50.")
-    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "refused"), ("calculate", "ok"),
-                     (None, "final")]
+    assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "refused"), ("calculate", "refused"),
+                     ("calculate", "ok"), (None, "final")]
     told = [q.messages[-1].content for q in step_requests(backend, "dev")]
-    assert "17: no tool computed this in this task; compute it with calculate" in told[1]
+    assert "17: no tool computed this in this task; compute it with calculate over the figures" in told[1]
     assert "52: in no tool result of this task" in told[2]
+    assert "5: in no tool result of this task" in told[3]  # 1 is a constant a calculation may use
 
 
 @pytest.mark.timeout(60)
@@ -421,6 +423,19 @@ def test_a_finding_about_a_diff_must_point_at_a_line_the_change_adds(answer: str
     assert grounding.off_the_change(answer, changed_lines(DIFF)) == pointed
 
 
+def test_asked_which_line_a_finding_must_name_one() -> None:
+    """Measured with Qwen-1.5B: "the query is not properly escaped" — the kind, no place."""
+    from agents.tools.diffs import changed_lines
+    changes = changed_lines(DIFF)
+    assert grounding.asks_which_line(task("Review change.diff: which line has a bug?"))
+    assert not grounding.asks_which_line(task("Review change.diff"))
+    vague = "The SQL query is not properly escaped: injection."
+    assert grounding.off_the_change(vague, changes, must_point=True) == "no line named"
+    assert grounding.off_the_change(vague, changes) == ""
+    assert grounding.off_the_change("No bugs found.", changes, must_point=True) == ""
+    assert grounding.off_the_change("users.py:2 is injectable.", changes, must_point=True) == ""
+
+
 def test_a_clock_time_or_a_date_grounds_no_figure() -> None:
     """Measured: "the backup copied 15 files" was grounded by the log's 15:52:03."""
     log = ["15:52:03 task.status ops task:1 {}", "2026-12-03T10:00:00 backup started"]
@@ -477,6 +492,7 @@ async def test_scribe_looks_at_the_task_list_or_the_memory_before_answering(tmp_
     assert steps == [[("read_tasks", "ok"), (None, "final")], [("memory_search", "ok"), (None, "final")]]
     first, second = step_requests(backend, "scribe")
     assert f"#{rotate.id} [done] ops p1: Rotate the logs → rotated 3 files" in first.messages[-1].content
+    assert f"#{who.id} [active] scribe p1: Which agent rotated the logs? (this task)" in first.messages[-1].content
     assert "TZ=UTC" in second.messages[-1].content
 
 

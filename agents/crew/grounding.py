@@ -52,7 +52,11 @@ TELL = re.compile(r"\b(tell|message|notify|inform|post|announce|ask|let\s+\w+\s+
                   r"lead|dev|review|ops|scribe|team)\b", re.I)
 MESSAGE_TOOLS = ("send_message", "post_channel")
 GENERIC_TOOLS = {"run_shell"}  # can do nearly anything, so made for nothing in particular
+# Figures a calculation may use that no tool showed: a header line less, a half, percent, units.
+CONSTANTS = {0.0, 1.0, 2.0, 100.0, 1000.0, 1024.0}
 ADD = re.compile(r"\b(append|add|adds|adding|log|record|at the end|end of)\b", re.I)
+WHICH_LINE = re.compile(r"\b(which|what) lines?\b|\bwhere\b", re.I)
+NO_FINDING = re.compile(r"\bno (bugs?|problems?|issues?|findings?)\b|\bnothing (wrong|found)\b", re.I)
 # A clock time (15:52:03) or a date (2026-12-03), whose parts are not figures.
 CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b|\b\d{4}-\d{2}-\d{2}(?:[T ]\S*)?")
 NAMED_FILE = re.compile(r"\b[\w.-]+\.[a-z0-9]{1,6}\b", re.I)
@@ -159,15 +163,18 @@ def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
             if not any(_matches(float(raw.replace(",", ".")), s) for s in seen)]
 
 
-def off_the_change(answer: str, changes: Sequence[ChangedLine]) -> str:
+def off_the_change(answer: str, changes: Sequence[ChangedLine], *, must_point: bool = False) -> str:
     """What a finding about a diff points at when none of it is a line the diff adds:
-    '' when it names an added line (by number or by quoting its code), names no line at
-    all, or speaks of what the change removed (a dropped guard is a finding)."""
+    '' when it names an added line (by number or by quoting its code), speaks of what the
+    change removed (a dropped guard is a finding), or names no line at all and need not
+    (must_point: the task asks which line; "no line named" is then the problem)."""
     added = [c for c in changes if c.added]
     lines = {int(n) for n in LINE_REF.findall(answer)}
     quotes = [q.strip() for q in CODE_QUOTE.findall(answer) if q.strip()]
-    if not added or not (lines or quotes) or SPEAKS_OF_REMOVAL.search(answer):
+    if not added or SPEAKS_OF_REMOVAL.search(answer):
         return ""
+    if not (lines or quotes):
+        return "no line named" if must_point and not NO_FINDING.search(answer) else ""
     if lines & {c.line for c in added}:
         return ""
     code = [c.text.strip() for c in added if len(c.text.strip()) >= 4]
@@ -186,6 +193,10 @@ def fitting(can: set[str], toolsets: Iterable[Collection[str]]) -> set[str]:
     one has another of them."""
     made_for = can - GENERIC_TOOLS
     return made_for if any(made_for & set(tools) for tools in toolsets) else can
+
+
+def asks_which_line(task: Task) -> bool:
+    return bool(WHICH_LINE.search(f"{task.title} {task.body}"))
 
 
 def asks_to_add(task: Task) -> bool:

@@ -402,7 +402,8 @@ class TaskRunner:
         if harness.on_the_change and evidence.diff_changes:
             # Measured: reading a diff, Qwen-1.5B put three bugs of four on lines the change
             # does not touch (`return rows.fetchone()` for an injection two lines up).
-            pointed = grounding.off_the_change(answer, evidence.diff_changes)
+            pointed = grounding.off_the_change(answer, evidence.diff_changes,
+                                               must_point=grounding.asks_which_line(task))
             if pointed:
                 added = [c for c in evidence.diff_changes if c.added][:8]
                 return Refusal(f"{pointed}: not a line this change adds; it adds "
@@ -415,7 +416,8 @@ class TaskRunner:
             if loose:
                 calc = "calculate" in self._tools(task)
                 if computed:
-                    how = ("compute it with calculate, e.g. 3+4+5 or len([...]) or 5-1" if calc
+                    # No example figures: measured, the 1.5B then computed "5+1" from "5-1".
+                    how = ("compute it with calculate over the figures the tools showed" if calc
                            else "compute it with a tool")
                     return Refusal(f"{', '.join(loose[:5])}: no tool computed this in this task; {how}")
                 return Refusal(f"{', '.join(loose[:5])}: in no tool result of this task; give the figures "
@@ -452,7 +454,7 @@ class TaskRunner:
         if tool == "calculate" and self.harness.grounded_numbers and grounding.asks_for_figures(task):
             expression = str(args.get("expression", ""))
             loose = [n for n in grounding.ungrounded_numbers(expression, evidence.texts())
-                     if float(n.replace(",", ".")) > 10]  # small counts and divisors the model may write
+                     if float(n.replace(",", ".")) not in grounding.CONSTANTS]
             if loose:
                 refusal = (f"{', '.join(loose[:5])}: in no tool result of this task; calculate with "
                            "the figures the tools showed")

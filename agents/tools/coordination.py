@@ -134,8 +134,11 @@ async def read_tasks(ctx: ToolContext, args: ReadTasksArgs) -> str:
         return "no tasks"
     # An ended task shows how it ended (a small model asked "why did it fail?" otherwise
     # makes the reason up), and the list is counted here, not by the model.
+    # The asking task is marked: measured, asked "which agent rotated the logs?", Qwen-1.5B
+    # named the owner of that very question, whose title says "rotated the logs".
     lines = [f"#{t.id} [{t.status}] {t.owner or '-'} p{t.priority}: {t.title}"
              + (f" → {shorten(t.result, RESULT_CHARS)}" if t.result and t.status in ENDED else "")
+             + (" (this task)" if t.id == ctx.task_id else "")
              for t in found]
     by_status = {s: sum(t.status == s for t in found) for s in dict.fromkeys(t.status for t in found)}
     counted = ", ".join(f"{n} {s}" for s, n in by_status.items())
