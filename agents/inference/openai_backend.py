@@ -513,17 +513,25 @@ class OpenAIBackend:
                                    retry=True, server=True) from None
                 except openai.OpenAIError as err:
                     raise self._failure(err) from None
-                except (httpx2.HTTPError, ValueError) as err:  # connection lost, malformed chunk
+                except httpx2.HTTPError as err:  # connection lost
                     raise _Failure(f"stream broke: {self._describe(err)}", retry=True, server=True) from None
+                except ValueError as err:  # not JSON
+                    raise self._malformed(err) from None
+                try:  # the client passes JSON of any other shape through as it came
+                    parts = [(choice.delta.content, choice.finish_reason) for choice in chunk.choices]
+                    if not all(content is None or isinstance(content, str) for content, _ in parts):
+                        raise TypeError("content is not text")
+                except (AttributeError, TypeError) as err:
+                    raise self._malformed(err) from None
                 finished = None
-                for choice in chunk.choices:
-                    if choice.delta.content:
+                for content, finish in parts:
+                    if content:
                         if request.first_token_at is None:
                             request.first_token_at = time.monotonic()
-                        pieces.append(choice.delta.content)
+                        pieces.append(content)
                         request.tokens += 1
-                        deliver([(request.gen, choice.delta.content, None)])
-                    finished = choice.finish_reason or finished
+                        deliver([(request.gen, content, None)])
+                    finished = finish or finished
                 if finished is not None:
                     reason = "length" if finished == "length" else "stop"
                 if chunk.usage is not None or finished is not None or not chunk.choices:
@@ -602,6 +610,10 @@ class OpenAIBackend:
         if isinstance(err, openai.APITimeoutError | openai.APIConnectionError):
             return _Failure(text, retry=True, server=True)
         return _Failure(text, retry=False, server=False)
+
+    def _malformed(self, err: Exception) -> _Failure:
+        """A chunk that is not JSON or not a chat completion chunk: the server's fault."""
+        return _Failure(f"malformed chunk: {self._describe(err)}", retry=True, server=True)
 
     def _describe(self, err: BaseException) -> str:
         if isinstance(err, openai.APIStatusError):
