@@ -10,6 +10,7 @@ the terminal reaches it too.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -37,11 +38,11 @@ def free_port() -> int:
 
 def missing() -> str:
     """Why the server cannot run here ("" when it can): its extra is not installed."""
-    try:
-        import fastapi  # noqa: F401  (the server's extra: missing means not installed here)
-        import llama_cpp.server  # noqa: F401
-    except ImportError as err:
-        return f"{err} (pip install 'llama-cpp-python[server]', or pip install -e '.[dev]')"
+    # Looked up, not imported: the server's extra is a dev dependency, never the product's.
+    for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        if importlib.util.find_spec(module) is None:
+            return (f"No module named {module!r} (pip install 'llama-cpp-python[server]', "
+                    "or pip install -e '.[dev]')")
     return ""
 
 
