@@ -316,3 +316,20 @@ async def test_a_stalled_stream_fails_naming_the_stall(make_backend: MakeBackend
     assert result.text == "Hel"
     assert fault_server.hit_count(STALL) == 1  # a first piece had come: not retried
     assert STALL_S <= took < STALL_S + 3.0  # well before the 10 s deadline
+
+
+@pytest.mark.timeout(30)
+async def test_an_unforeseen_exception_is_a_reason_and_counts_against_the_server(
+        make_backend: MakeBackend, monkeypatch: pytest.MonkeyPatch, logs: pytest.LogCaptureFixture) -> None:
+    """Whatever goes wrong inside a request, the task is told why in one line, and the
+    breaker hears of it (a half-open breaker left waiting would refuse every later call)."""
+    backend = await make_backend(GOOD, breaker_failures=1)
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError(f"something unforeseen with {SECRET}")
+
+    monkeypatch.setattr(backend, "_stream", broken)
+    result, _ = await timed(backend)
+    error = one_clean_line(result, backend, logs)
+    assert result.finish_reason == "error" and "RuntimeError: something unforeseen with ***" in error
+    assert backend.breaker.state == "open" and backend.snapshot().state == "breaker_open"

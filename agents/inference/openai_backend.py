@@ -448,6 +448,10 @@ class OpenAIBackend:
                     self.breaker.failed(self._one_line(failure))
                 else:
                     self.breaker.succeeded()
+            except Exception as err:  # anything unforeseen: a reason, and a breaker not left half-open
+                reason, error = "error", f"backend {self.name}: {self._describe(err)}"
+                log.warning("%s (unexpected)", error)  # one line, the key masked: no traceback
+                self.breaker.failed(self._one_line(error))
         except asyncio.CancelledError:
             reason, error = "cancelled", None
             if trial:
