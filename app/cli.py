@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="agentdeck",
         description="A crew of five local LLM agents in one terminal.",
+        epilog="Agents think with the embedded llama.cpp model, or with model servers you already run "
+               "(llama-server, vLLM, SGLang, Ollama): [backends.NAME] in config.toml, one per agent if "
+               "you like; `agentdeck doctor` checks each, `agentdeck bench inference --backend NAME` "
+               "measures one. See docs/backends.md.",
     )
     parser.add_argument("--headless", action="store_true", help="with no COMMAND: run without the TUI")
     parser.add_argument("--home", metavar="DIR", type=home_dir, help="state and config dir (default: "

@@ -28,7 +28,7 @@ PROBE_TIMEOUT_S = 5.0  # each server call of a backend probe; doctor must answer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "doctor", cmd_doctor, "check the set-up, one line per part")
+    p = add_command(sub, "doctor", cmd_doctor, "check the set-up, one line per part (each backend too)")
     add_json_flag(p)
 
 
