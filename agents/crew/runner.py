@@ -397,8 +397,9 @@ class TaskRunner:
         if harness.verify_changes and writes and not evidence.changed:
             # Whatever the words ("corrected", "is now 5"): measured, edits were claimed in
             # many ways and made in none.
+            offered = " or ".join(t for t in ("edit_file", "append_file") if t in self._tools(task))
             return Refusal("this task asks for a change to a file, and none was made and read back: make "
-                           "it with edit_file or append_file (write_file only for a new file)")
+                           f"it with {offered or 'a tool that writes'} (write_file only for a new file)")
         if harness.on_the_change and evidence.diff_changes:
             # Measured: reading a diff, Qwen-1.5B put three bugs of four on lines the change
             # does not touch (`return rows.fetchone()` for an injection two lines up).
