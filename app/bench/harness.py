@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
 import msgspec
+from rich.console import Console
 
 from agents.config import Config
 from agents.config.load import EMBEDDED_BACKEND
@@ -107,3 +108,24 @@ def spread(values: Iterable[float]) -> Spread:
     if not vals:
         raise ValueError("no values: a figure needs at least one round")
     return Spread(statistics.median(vals), min(vals), max(vals))
+
+
+class Stat(msgspec.Struct, kw_only=True):
+    """One figure over the rounds: median, range, and each round's value."""
+
+    median: float
+    min: float
+    max: float
+    rounds: list[float]
+
+
+def stat(values: list[float], digits: int) -> Stat:
+    vals = [round(v, digits) for v in values]
+    s = spread(vals)
+    return Stat(median=round(s.median, digits + 1), min=s.low, max=s.high, rounds=vals)
+
+
+def say(err: Console, text: str) -> None:
+    """Progress for a person watching; a pipe gets only the result."""
+    if err.is_terminal:
+        err.print(f"[dim]{text}[/]")

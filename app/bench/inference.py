@@ -39,6 +39,7 @@ from agents.inference import Backend, build_backend, build_backends, resolve_mod
 from app.args import at_least_one
 from app.bench import harness
 from app.bench import inference_scenarios as sc
+from app.bench.harness import Stat, say, stat
 from app.context import Context
 from app.progress import LoadProgress
 from app.render import print_json
@@ -47,14 +48,6 @@ HELP = "continuous batching vs one-at-a-time"
 SIDES = ("naive", "reference", "engine")
 _MAX_CTX = 1 << 17  # KV cells; beyond this the figures asked for would not fit in memory
 
-
-class Stat(msgspec.Struct, kw_only=True):
-    """One figure over the rounds: median, range, and each round's value."""
-
-    median: float
-    min: float
-    max: float
-    rounds: list[float]
 
 
 class Side(msgspec.Struct, kw_only=True):
@@ -248,14 +241,14 @@ async def _bench(args: argparse.Namespace, config: Config, err: Console, name: s
             orders.append(order)
             batch = sc.prompts(n, f"Round {r + 1}.")
             for name in order:
-                _say(err, f"round {r + 1}/{rounds}: {name}")
+                say(err, f"round {r + 1}/{rounds}: {name}")
                 if name == "naive":
                     runs[name].append(await asyncio.to_thread(naive.round, batch, tokens))
                 elif name == "reference":
                     runs[name].append(await asyncio.to_thread(reference.round, batch, tokens))
                 else:
                     runs[name].append(await sc.engine_side(engine, batch, tokens))
-            _say(err, f"round {r + 1}/{rounds}: scenarios")
+            say(err, f"round {r + 1}/{rounds}: scenarios")
             await _scenarios(engine, scen, r, n, min(n, slots - 1), tokens, long, exact=True)
         device = engine.snapshot().device
         # Freed only here: after an error or Ctrl-C a worker thread may still be inside one
@@ -296,7 +289,7 @@ async def _bench_server(args: argparse.Namespace, config: Config, err: Console,
     context, threads and slots are its own; `max_concurrent` stands for slots."""
     n, tokens, rounds, long = args.agents, args.tokens, args.rounds, args.long_prompt
     backend = build_backends(harness.only_on(config, chosen), sampling=sc.greedy())
-    _say(err, f"connecting to backend {chosen.name}")
+    say(err, f"connecting to backend {chosen.name}")
     await backend.start()
     runs: list[sc.SideRun] = []
     scen: dict[str, list] = {k: [] for k in ("load", "stall", "fair", "turns", "cache")}
@@ -305,9 +298,9 @@ async def _bench_server(args: argparse.Namespace, config: Config, err: Console,
         if warm.finish_reason not in ("stop", "length"):
             raise AgentdeckError(f"backend {chosen.name}: {warm.error or warm.finish_reason}")
         for r in range(rounds):
-            _say(err, f"round {r + 1}/{rounds}: {chosen.name}")
+            say(err, f"round {r + 1}/{rounds}: {chosen.name}")
             runs.append(await sc.engine_side(backend, sc.prompts(n, f"Round {r + 1}."), tokens, exact=False))
-            _say(err, f"round {r + 1}/{rounds}: scenarios")
+            say(err, f"round {r + 1}/{rounds}: scenarios")
             running = max(1, min(n, chosen.settings.max_concurrent - 1))
             await _scenarios(backend, scen, r, n, running, tokens, long, exact=False)
         snap = backend.snapshot()
@@ -339,60 +332,51 @@ def _scenario_figures(scen: dict[str, list], n: int) -> dict[str, object]:
     return dict(
         ttft_under_load=UnderLoad(
             generations=n,
-            ttft_s=_stat([t for t, _ in scen["load"]], 3),
-            queue_wait_s=_stat([w for _, w in scen["load"]], 3),
+            ttft_s=stat([t for t, _ in scen["load"]], 3),
+            queue_wait_s=stat([w for _, w in scen["load"]], 3),
         ),
         prefill_stall=_stall(scen["stall"]),
         fair_prefill=FairPrefill(
             prompts=4,
             prompt_tokens=scen["fair"][-1][0],
-            ttft_first_s=_stat([t[0] for _, t in scen["fair"]], 3),
-            ttft_median_s=_stat([statistics.median(t) for _, t in scen["fair"]], 3),
-            ttft_last_s=_stat([t[-1] for _, t in scen["fair"]], 3),
+            ttft_first_s=stat([t[0] for _, t in scen["fair"]], 3),
+            ttft_median_s=stat([statistics.median(t) for _, t in scen["fair"]], 3),
+            ttft_last_s=stat([t[-1] for _, t in scen["fair"]], 3),
         ),
         turn_taking=_turns(scen["turns"]),
         prefix_cache=_cache(scen["cache"]),
     )
 
 
-def _say(err: Console, text: str) -> None:
-    if err.is_terminal:  # progress for a person watching; a pipe gets only the result
-        err.print(f"[dim]{text}[/]")
-
 
 # --- figures over rounds -----------------------------------------------------------------------
 
 
-def _stat(values: list[float], digits: int) -> Stat:
-    vals = [round(v, digits) for v in values]
-    s = harness.spread(vals)
-    return Stat(median=round(s.median, digits + 1), min=s.low, max=s.high, rounds=vals)
-
 
 def _ratios(top: list[float], bottom: list[float]) -> Stat:
-    return _stat([t / b if b else 0.0 for t, b in zip(top, bottom, strict=True)], 3)
+    return stat([t / b if b else 0.0 for t, b in zip(top, bottom, strict=True)], 3)
 
 
 def _side(runs: list[sc.SideRun]) -> Side:
     return Side(
         tokens=[r.tokens for r in runs],
-        seconds=_stat([r.seconds for r in runs], 3),
-        tokens_per_s=_stat([r.tokens / r.seconds for r in runs], 1),
-        ttft_s=_stat([statistics.mean(r.ttft) for r in runs], 3),
-        ttft_own_s=_stat([statistics.mean(r.ttft_own) for r in runs], 3),
-        itl_p50_ms=_stat([sc.percentile(r.itl, 50) * 1000 for r in runs], 2),
-        itl_p99_ms=_stat([sc.percentile(r.itl, 99) * 1000 for r in runs], 2),
+        seconds=stat([r.seconds for r in runs], 3),
+        tokens_per_s=stat([r.tokens / r.seconds for r in runs], 1),
+        ttft_s=stat([statistics.mean(r.ttft) for r in runs], 3),
+        ttft_own_s=stat([statistics.mean(r.ttft_own) for r in runs], 3),
+        itl_p50_ms=stat([sc.percentile(r.itl, 50) * 1000 for r in runs], 2),
+        itl_p99_ms=stat([sc.percentile(r.itl, 99) * 1000 for r in runs], 2),
     )
 
 
 def _stall(stalls: list[sc.Stall]) -> PrefillStall:
     def ms(pick: Callable[[sc.Stall], list[float]], q: float) -> Stat:
-        return _stat([sc.percentile(pick(s), q) * 1000 for s in stalls], 2)
+        return stat([sc.percentile(pick(s), q) * 1000 for s in stalls], 2)
 
     return PrefillStall(
         running=stalls[-1].running,
         prompt_tokens=stalls[-1].prompt_tokens,
-        long_ttft_s=_stat([s.ttft for s in stalls], 3),
+        long_ttft_s=stat([s.ttft for s in stalls], 3),
         itl_before_p50_ms=ms(lambda s: s.before, 50),
         itl_p50_ms=ms(lambda s: s.during, 50),
         itl_p99_ms=ms(lambda s: s.during, 99),
@@ -409,14 +393,14 @@ def _turns(rounds: list[list[sc.Turn]]) -> Turns:
                 turn=k + 1,
                 agent=rounds[-1][k].agent,
                 prompt_tokens=rounds[-1][k].prompt_tokens,
-                cached_prompt_tokens=_stat([rs[k].cached_prompt_tokens for rs in rounds], 0),
-                ttft_s=_stat([rs[k].ttft for rs in rounds], 3),
+                cached_prompt_tokens=stat([rs[k].cached_prompt_tokens for rs in rounds], 0),
+                ttft_s=stat([rs[k].ttft for rs in rounds], 3),
             )
             for k in range(len(rounds[0]))
         ],
-        ttft_first_s=_stat([statistics.median(t.ttft for t in rs[:first]) for rs in rounds], 3),
-        ttft_later_s=_stat([statistics.median(t.ttft for t in rs[first:]) for rs in rounds], 3),
-        cached_later_min=_stat([min(t.cached_prompt_tokens for t in rs[first:]) for rs in rounds], 0),
+        ttft_first_s=stat([statistics.median(t.ttft for t in rs[:first]) for rs in rounds], 3),
+        ttft_later_s=stat([statistics.median(t.ttft for t in rs[first:]) for rs in rounds], 3),
+        cached_later_min=stat([min(t.cached_prompt_tokens for t in rs[first:]) for rs in rounds], 0),
     )
 
 
@@ -426,9 +410,9 @@ def _cache(pairs: list[tuple]) -> PrefixCache:
     return PrefixCache(
         prompt_tokens=pairs[-1][1].prompt_tokens,
         cached_prompt_tokens=pairs[-1][1].cached_prompt_tokens,
-        ttft_cold_s=_stat(cold, 4),
-        ttft_cached_s=_stat(hot, 4),
-        speedup=_stat([c / h if h > 0 else 0.0 for c, h in zip(cold, hot, strict=True)], 2),
+        ttft_cold_s=stat(cold, 4),
+        ttft_cached_s=stat(hot, 4),
+        speedup=stat([c / h if h > 0 else 0.0 for c, h in zip(cold, hot, strict=True)], 2),
     )
 
 

@@ -36,6 +36,7 @@ from agents.errors import AgentdeckError, ModelError
 from agents.inference import Backend, build_backend, build_backends
 from app.bench import harness
 from app.bench import inference_scenarios as sc
+from app.bench.harness import Stat, say, stat
 from app.bench.llama_cpp_server import ALIAS, LlamaCppServer, missing
 from app.progress import LoadProgress
 
@@ -43,14 +44,6 @@ SIDES = ("engine", "server")
 SERVER_BACKEND = "llama-cpp-server"  # the name the server's backend gets in this run
 TURN_TOKENS = 16  # tokens per turn, as the turn-taking scenario asks
 
-
-class Stat(msgspec.Struct, kw_only=True):
-    """One figure over the rounds: median, range, and each round's value."""
-
-    median: float
-    min: float
-    max: float
-    rounds: list[float]
 
 
 class AgentReuse(msgspec.Struct, kw_only=True):
@@ -160,7 +153,7 @@ async def run_versus(args: argparse.Namespace, config: Config, path: Path, err: 
             # The same cold system prompts for both sides: counted once, by the engine.
             systems = [await sc.filler(engine, round(long * sc.TURN_SCALE)) for _ in range(2)]
             for name in order:
-                _say(err, f"round {r + 1}/{rounds}: {name}")
+                say(err, f"round {r + 1}/{rounds}: {name}")
                 side = sides[name]
                 run = await sc.engine_side(side, batch, tokens, exact=False)
                 turns = await sc.turns_with(side, systems, TURN_TOKENS, exact=False)
@@ -214,22 +207,13 @@ def _llama_cpp_version() -> str:
     return str(getattr(llama_cpp, "__version__", "?"))
 
 
-def _say(err: Console, text: str) -> None:
-    if err.is_terminal:  # progress for a person watching; a pipe gets only the result
-        err.print(f"[dim]{text}[/]")
-
 
 # --- figures over rounds -----------------------------------------------------------------------
 
 
-def _stat(values: list[float], digits: int) -> Stat:
-    vals = [round(v, digits) for v in values]
-    s = harness.spread(vals)
-    return Stat(median=round(s.median, digits + 1), min=s.low, max=s.high, rounds=vals)
-
 
 def _ratios(top: Stat, bottom: Stat) -> Stat:
-    return _stat([t / b if b else 0.0 for t, b in zip(top.rounds, bottom.rounds, strict=True)], 3)
+    return stat([t / b if b else 0.0 for t, b in zip(top.rounds, bottom.rounds, strict=True)], 3)
 
 
 def _median_cached(turns: list[sc.Turn]) -> float:
@@ -248,9 +232,9 @@ def _figures(rounds: list[_Round], side: Backend, *, usage_reported: bool) -> Si
         AgentReuse(
             agent=name,
             prompt_tokens=later(rounds[-1].turns, name)[-1].prompt_tokens if usage_reported else None,
-            cached_prompt_tokens=_stat([_median_cached(later(r.turns, name))
+            cached_prompt_tokens=stat([_median_cached(later(r.turns, name))
                                         for r in rounds], 0) if usage_reported else None,
-            ttft_later_s=_stat([statistics.median(t.ttft for t in later(r.turns, name)) for r in rounds], 3),
+            ttft_later_s=stat([statistics.median(t.ttft for t in later(r.turns, name)) for r in rounds], 3),
         )
         for name in names
     ]
@@ -259,10 +243,10 @@ def _figures(rounds: list[_Round], side: Backend, *, usage_reported: bool) -> Si
         device=snapshot.device,
         load_s=round(side.load_time_s or 0.0, 3),
         tokens=[r.tokens for r in runs],
-        tokens_per_s=_stat([r.tokens / r.seconds for r in runs], 1),
-        ttft_s=_stat([statistics.mean(r.ttft) for r in runs], 3),
-        turn_ttft_first_s=_stat([statistics.median(t.ttft for t in r.turns[:first]) for r in rounds], 3),
-        turn_ttft_later_s=_stat([statistics.median(t.ttft for t in r.turns[first:]) for r in rounds], 3),
+        tokens_per_s=stat([r.tokens / r.seconds for r in runs], 1),
+        ttft_s=stat([statistics.mean(r.ttft) for r in runs], 3),
+        turn_ttft_first_s=stat([statistics.median(t.ttft for t in r.turns[:first]) for r in rounds], 3),
+        turn_ttft_later_s=stat([statistics.median(t.ttft for t in r.turns[first:]) for r in rounds], 3),
         usage_reported=usage_reported,
         agents=agents,
     )
