@@ -460,7 +460,7 @@ async def test_a_review_pointing_off_the_change_is_told_the_changed_lines(tmp_pa
     shown = requests[0].messages[-1].content  # the read, with the changed lines numbered
     assert "users.py:2 + rows = db.execute(f\"SELECT" in shown and "users.py:2 - rows" in shown
     told = requests[1].messages[-1].content
-    assert "`return rows.fetchone()`: not a line this change adds; it adds users.py:2 rows" in told
+    assert "`return rows.fetchone()`: not a line this change adds; the change adds users.py:2 rows" in told
 
 
 @pytest.mark.timeout(60)

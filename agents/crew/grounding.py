@@ -55,6 +55,7 @@ GENERIC_TOOLS = {"run_shell"}  # can do nearly anything, so made for nothing in 
 # Figures a calculation may use that no tool showed: a header line less, a half, percent, units.
 CONSTANTS = {0.0, 1.0, 2.0, 100.0, 1000.0, 1024.0}
 ADD = re.compile(r"\b(append|add|adds|adding|log|record|at the end|end of)\b", re.I)
+NO_LINE = "no line named"  # what off_the_change says of a finding that names none
 WHICH_LINE = re.compile(r"\b(which|what) lines?\b|\bwhere\b", re.I)
 NO_FINDING = re.compile(r"\bno (bugs?|problems?|issues?|findings?)\b|\bnothing (wrong|found)\b", re.I)
 # A clock time (15:52:03) or a date (2026-12-03), whose parts are not figures.
@@ -174,7 +175,7 @@ def off_the_change(answer: str, changes: Sequence[ChangedLine], *, must_point: b
     if not added or SPEAKS_OF_REMOVAL.search(answer):
         return ""
     if not (lines or quotes):
-        return "no line named" if must_point and not NO_FINDING.search(answer) else ""
+        return NO_LINE if must_point and not NO_FINDING.search(answer) else ""
     if lines & {c.line for c in added}:
         return ""
     code = [c.text.strip() for c in added if len(c.text.strip()) >= 4]

@@ -407,7 +407,8 @@ class TaskRunner:
                                                must_point=grounding.asks_which_line(task))
             if pointed:
                 added = [c for c in evidence.diff_changes if c.added][:8]
-                return Refusal(f"{pointed}: not a line this change adds; it adds "
+                what = pointed if pointed == grounding.NO_LINE else f"{pointed}: not a line this change adds"
+                return Refusal(f"{what}; the change adds "
                                + "; ".join(f"{c.path}:{c.line} {shorten(c.text.strip(), 80)}" for c in added)
                                + ". Say which added line is wrong, as path:N, and what is wrong with it",
                                in_words=True)
