@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.bus import Bus
+from agents.checkpoints.preview import PREVIEW_TOOLS, write_preview
+from agents.checkpoints.recorder import WRITING_TOOLS, Before, Checkpointer
 from agents.config import Config
 from agents.errors import InvalidTransition
 from agents.policy.decide import Decision, Policy, decide
@@ -99,6 +101,7 @@ class Gate:
         self.redact = redactor or redactor_for(home, config)
         # (agent, tool, resolved) approved for the rest of this instance's life.
         self.session_grants: set[tuple[str, str, str]] = set()
+        self.checkpoints = Checkpointer(home, config.checkpoints) if config.checkpoints.enabled else None
 
     async def policy(self) -> Policy:
         # Read every time: `agentdeck rules add` in another terminal applies at once.
@@ -126,10 +129,14 @@ class Gate:
                 return await self._finish(call.id, agent, ToolResult(status="denied", text=(
                     f"denied: {decision.reason}{by}")), decision, None)
             if asks:
+                preview = None
+                if tool in PREVIEW_TOOLS:  # what the write would change, from its arguments
+                    preview = await asyncio.to_thread(write_preview, tool, arguments,
+                                                      self.config.workspace_path())
                 approval = await as_agent.write(
                     r.request_approval, tool, arguments, decision.resolved, shorten(reason, REASON_CHARS),
                     timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,
-                    always_rule=decision.always_rule, ask_reason=decision.reason,
+                    always_rule=decision.always_rule, ask_reason=decision.reason, preview=preview,
                 )
                 approval = await self._answer(approval, on_ask)
                 if approval.status != "approved":
@@ -138,13 +145,31 @@ class Gate:
                         status="denied", text=f"not approved: {why}"), decision, approval)
                 if approval.scope == "session":
                     self.session_grants.add((agent, tool, decision.resolved))
-            result, stored = await invoke(TOOLS[tool], self._context(agent, task_id), arguments,
-                                          redact=self.redact)
+            context = self._context(agent, task_id)
+            result, stored = await self._invoke_recorded(tool, context, arguments, as_agent, call.id)
             await as_agent.write(r.finish_tool_call, call.id, result.status, stored)
             return GateOutcome(result=result, decision=decision, call_id=call.id, approval=approval)
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(as_agent, call.id, approval))
             raise
+
+    async def _invoke_recorded(self, tool: str, context: ToolContext, arguments: Any, as_agent: AgentStore,
+                               call_id: int) -> tuple[ToolResult, str]:
+        """Run the tool; a writing one between two checkpoints of its workspace, so what
+        it did to the files is recorded against the call (and its task) for undo."""
+        before: Before | None = None
+        if self.checkpoints is not None and tool in WRITING_TOOLS:
+            before = await self.checkpoints.before(context.workspace)
+        try:
+            ran = await invoke(TOOLS[tool], context, arguments, redact=self.redact)
+        except asyncio.CancelledError:
+            if before is not None and self.checkpoints is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.checkpoints.after(before, as_agent, call_id, cancelled=True))
+            raise
+        if before is not None and self.checkpoints is not None:
+            await self.checkpoints.after(before, as_agent, call_id)
+        return ran
 
     def _context(self, agent: str, task_id: int | None) -> ToolContext:
         settings = self.config.agents[agent]

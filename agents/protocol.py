@@ -119,6 +119,8 @@ class Approval(msgspec.Struct, kw_only=True):
     # The allow rule an `always` answer saves (None: `always` is not offered).
     always_rule: str | None = None
     ask_reason: str | None = None  # why the policy asks; `reason` is the agent's own words
+    # What a write would change, as a unified diff (capped), computed from the arguments.
+    preview: str | None = None
 
 
 class PermissionRule(msgspec.Struct, kw_only=True):
@@ -144,6 +146,68 @@ class ToolCall(msgspec.Struct, kw_only=True):
     # The process running it (pid, start time); None on calls recorded before owners were.
     owner_pid: int | None = None
     owner_started: float | None = None
+
+
+class FileState(msgspec.Struct, frozen=True):
+    """A path's content as git names it: mode (100644, 100755, 120000) and blob id."""
+
+    mode: str
+    blob: str
+
+
+class ChangedFile(msgspec.Struct, kw_only=True, frozen=True):
+    """One path's change between two checkpoints. `status`: A added, D deleted, M modified,
+    T type changed (file <-> link). Line counts are None for a binary file."""
+
+    path: str
+    status: str
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+    added: int | None = None
+    removed: int | None = None
+
+
+class NotCheckpointed(msgspec.Struct, kw_only=True, frozen=True):
+    """A path a checkpoint could not record (over a cap, unreadable), and why."""
+
+    path: str
+    reason: str
+
+
+class PlannedFile(msgspec.Struct, kw_only=True, frozen=True):
+    """One file of an undo or redo: the state it is put in (None: removed) and the state
+    it must be in now for that to be safe (None: absent)."""
+
+    path: str
+    target: FileState | None
+    expected: FileState | None
+
+
+CheckpointKind = Literal["call", "undo", "redo"]
+CheckpointStatus = Literal["running", "done", "failed"]
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """What one writing tool call did to the workspace (kind `call`), or an undo or redo of a
+    task's changes (with its plan, so a second run completes one a crash cut short)."""
+
+    id: int
+    kind: CheckpointKind
+    actor: str
+    task_id: int | None
+    tool_call_id: int | None
+    workspace: str
+    before_tree: str | None
+    after_tree: str | None
+    status: CheckpointStatus
+    files: list[ChangedFile]
+    skipped: list[NotCheckpointed]
+    plan: list[PlannedFile] | None
+    note: str
+    created_at: float
+    finished_at: float | None
 
 
 class AgentStatus(msgspec.Struct, kw_only=True):
@@ -336,6 +400,14 @@ class UsageRecorded(msgspec.Struct, tag="inference.usage", kw_only=True):
     usage: InferenceUsage
 
 
+class FilesChanged(msgspec.Struct, tag="files.changed", kw_only=True):
+    checkpoint: Checkpoint
+
+
+class FilesRestored(msgspec.Struct, tag="files.restored", kw_only=True):
+    checkpoint: Checkpoint  # an undo or redo, as it now stands (running, done, failed)
+
+
 Payload = (
     TaskCreated | TaskAssigned | TaskStatusChanged | TaskUpdated
     | ChannelCreated | MemberChanged | MessagePosted | MessageDeleted
@@ -343,7 +415,7 @@ Payload = (
     | ApprovalRequested | ApprovalDecided | RuleAdded | RuleRemoved
     | ToolStarted | ToolFinished | AgentStatusChanged
     | ScheduleSet | ScheduleFired | ScheduleSkipped | ScheduleRemoved | ScheduleFailed
-    | UsageRecorded
+    | UsageRecorded | FilesChanged | FilesRestored
     | AgentTriaged | AgentStepped | AgentReflected
 )  # fmt: skip
 

@@ -14,6 +14,7 @@ from agents.config.load import (
 )
 from agents.config.schema import (
     AgentConfig,
+    CheckpointConfig,
     Config,
     InferenceConfig,
     RuleConfig,
@@ -26,7 +27,8 @@ from agents.limits import MAX_N_BATCH, MAX_N_CTX, MAX_SLOTS, MAX_THREADS
 
 __all__ = [
     "CONFIG_FILE", "DATABASE_FILE", "DEFAULT_AGENTS", "DEFAULT_RULES", "DEFAULT_SCHEDULES", "HOME_ENV",
-    "MAX_CONFIG_BYTES", "MAX_N_BATCH", "MAX_N_CTX", "MAX_SLOTS", "MAX_THREADS", "AgentConfig", "Config",
-    "InferenceConfig", "RuleConfig", "SamplingConfig", "ScheduleConfig", "UiConfig", "default_config",
+    "MAX_CONFIG_BYTES", "MAX_N_BATCH", "MAX_N_CTX", "MAX_SLOTS", "MAX_THREADS", "AgentConfig",
+    "CheckpointConfig", "Config", "InferenceConfig", "RuleConfig", "SamplingConfig", "ScheduleConfig",
+    "UiConfig", "default_config",
     "default_config_text", "home_dir", "load_config", "parse_config",
 ]

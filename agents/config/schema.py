@@ -64,6 +64,10 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inference: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
     # The backend this agent thinks with: a name under [backends]; empty: default_backend.
     model: str = ""
+    # "worktree": when the workspace is a git repository, each task works in its own git
+    # worktree on branch agentdeck/task-N (merged with `agentdeck merge`); "shared": in the
+    # workspace itself.
+    isolation: Literal["shared", "worktree"] = "shared"
 
 
 class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -73,6 +77,20 @@ class RuleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tool: str
     pattern: str
     decision: Literal["allow", "ask", "deny"]
+
+
+class CheckpointConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[checkpoints]`: the workspace recorded around every writing tool call (for
+    `agentdeck changes` and `undo`), in a shadow git repository under the home."""
+
+    enabled: bool = True
+    # A file bigger than this, or new content past the snapshot cap, is not checkpointed
+    # (said plainly wherever the change is shown; such a file cannot be undone).
+    max_file_mb: Annotated[float, Meta(gt=0, le=4096)] = 10.0
+    max_snapshot_mb: Annotated[float, Meta(gt=0, le=65536)] = 200.0
+    # Worktrees of finished tasks (isolation = "worktree") are removed after a merge, or
+    # this many days after their task ended.
+    worktree_keep_days: Annotated[float, Meta(ge=0, le=3650)] = 7.0
 
 
 class UiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -185,6 +203,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
     schedules: list[ScheduleConfig] = msgspec.field(default_factory=list)
+    checkpoints: CheckpointConfig = msgspec.field(default_factory=CheckpointConfig)
     ui: UiConfig = msgspec.field(default_factory=UiConfig)
     # TUI key bindings by id, e.g. `"approval.once" = "y"` (see the README for the ids).
     keymap: dict[str, str] = msgspec.field(default_factory=dict)

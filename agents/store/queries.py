@@ -12,6 +12,7 @@ from agents.protocol import (
     AgentStatus,
     Approval,
     ChannelMessage,
+    Checkpoint,
     Event,
     Memory,
     PermissionRule,
@@ -322,3 +323,38 @@ def messages_without_task(conn: sqlite3.Connection, agents: Sequence[str]) -> li
         "AND m.deleted = 0 ORDER BY m.id", tuple(agents),
     ).fetchall()
     return [row[0] for row in found]
+
+
+def checkpoints(conn: sqlite3.Connection, task_ids: Sequence[int], *,
+                kinds: Sequence[str] = ("call", "undo", "redo")) -> list[Checkpoint]:
+    """The checkpoints of these tasks, oldest first."""
+    if not task_ids:
+        return []
+    found: list[Checkpoint] = []
+    for start in range(0, len(task_ids), 500):
+        part = list(task_ids[start:start + 500])
+        cur = conn.execute(
+            f"SELECT * FROM checkpoints WHERE task_id IN ({','.join('?' * len(part))}) "
+            f"AND kind IN ({','.join('?' * len(kinds))}) ORDER BY id", (*part, *kinds))
+        found += [rows.checkpoint(r) for r in cur.fetchall()]
+    return sorted(found, key=lambda c: c.id)
+
+
+def checkpoints_after(conn: sqlite3.Connection, after_id: int, paths: Sequence[str] = (),
+                      limit: int = 10_000) -> list[Checkpoint]:
+    """Call checkpoints newer than `after_id` (to name who changed a file since)."""
+    cur = conn.execute("SELECT * FROM checkpoints WHERE id > ? AND kind = 'call' ORDER BY id LIMIT ?",
+                       (after_id, limit))
+    found = [rows.checkpoint(r) for r in cur.fetchall()]
+    if not paths:
+        return found
+    wanted = set(paths)
+    return [c for c in found if any(f.path in wanted for f in c.files)]
+
+
+def tasks_with_changes(conn: sqlite3.Connection, limit: int = 50) -> list[tuple[int, int]]:
+    """(task id, number of call checkpoints that changed files) of the latest tasks that did."""
+    cur = conn.execute(
+        "SELECT task_id, COUNT(*) FROM checkpoints WHERE kind = 'call' AND task_id IS NOT NULL "
+        "AND files != '[]' GROUP BY task_id ORDER BY MAX(id) DESC LIMIT ?", (limit,))
+    return [(int(a), int(b)) for a, b in cur.fetchall()]

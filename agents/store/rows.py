@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import msgspec
+
 from agents.protocol import (
     AgentStatus,
     Approval,
+    ChangedFile,
     Channel,
     ChannelMember,
     ChannelMessage,
+    Checkpoint,
     InferenceUsage,
     Memory,
+    NotCheckpointed,
     PermissionRule,
+    PlannedFile,
     Schedule,
     Task,
     ToolCall,
@@ -65,7 +71,20 @@ def approval(r: sqlite3.Row) -> Approval:
         tool=r["tool"], arguments=json.loads(r["arguments"]), resolved=r["resolved"],
         reason=r["reason"], status=r["status"], decided_by=r["decided_by"], scope=r["scope"],
         created_at=r["created_at"], expires_at=r["expires_at"], decided_at=r["decided_at"],
-        always_rule=r["always_rule"], ask_reason=r["ask_reason"],
+        always_rule=r["always_rule"], ask_reason=r["ask_reason"], preview=r["preview"],
+    )
+
+
+def checkpoint(r: sqlite3.Row) -> Checkpoint:
+    plan = r["plan"]
+    return Checkpoint(
+        id=r["id"], kind=r["kind"], actor=r["actor"], task_id=r["task_id"],
+        tool_call_id=r["tool_call_id"], workspace=r["workspace"], before_tree=r["before_tree"],
+        after_tree=r["after_tree"], status=r["status"],
+        files=msgspec.json.decode(r["files"], type=list[ChangedFile]),
+        skipped=msgspec.json.decode(r["skipped"], type=list[NotCheckpointed]),
+        plan=None if plan is None else msgspec.json.decode(plan, type=list[PlannedFile]),
+        note=r["note"], created_at=r["created_at"], finished_at=r["finished_at"],
     )
 
 

@@ -243,6 +243,33 @@ CREATE TABLE memory_vectors (
 );
 """
 
+# v8: what each writing tool call did to the workspace, as two trees of a shadow git
+# repository under the home (`files`: the changed paths with +/- counts; `skipped`: what
+# was not checkpointed and why), and undos/redos of a task's changes with their plan
+# (each file's state to restore and the state it must have now), so that a second
+# `undo` completes one a crash cut short. And the diff an approval of a write shows.
+_V8 = """
+CREATE TABLE checkpoints (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT    NOT NULL CHECK (kind IN ('call', 'undo', 'redo')),
+    actor        TEXT    NOT NULL,
+    task_id      INTEGER REFERENCES tasks (id),  -- call: its task; undo/redo: the task undone
+    tool_call_id INTEGER REFERENCES tool_calls (id),
+    workspace    TEXT    NOT NULL,
+    before_tree  TEXT,
+    after_tree   TEXT,
+    status       TEXT    NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    files        TEXT    NOT NULL DEFAULT '[]',  -- JSON
+    skipped      TEXT    NOT NULL DEFAULT '[]',  -- JSON
+    plan         TEXT,                           -- JSON, undo/redo only
+    note         TEXT    NOT NULL DEFAULT '',
+    created_at   REAL    NOT NULL,
+    finished_at  REAL
+);
+CREATE INDEX checkpoints_by_task ON checkpoints (task_id, id);
+ALTER TABLE approvals ADD COLUMN preview TEXT;
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
-                                     (7, _V7)]
+                                     (7, _V7), (8, _V8)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -30,6 +30,7 @@ from agents.store.reducers.channels import (
     remove_member,
     send_direct,
 )
+from agents.store.reducers.checkpoints import finish_restore, record_checkpoint, start_restore
 from agents.store.reducers.memory import compact_memory, delete_memory, write_memory
 from agents.store.reducers.schedules import (
     fire_schedule,
@@ -62,6 +63,7 @@ __all__ = [
     "delete_memory",
     "delete_message",
     "expire_approvals",
+    "finish_restore",
     "finish_tool_call",
     "fire_schedule",
     "heartbeat",
@@ -69,6 +71,7 @@ __all__ = [
     "interrupt_running_tool_calls",
     "mark_schedule_failed",
     "post_message",
+    "record_checkpoint",
     "record_phase",
     "record_usage",
     "release_instance",
@@ -82,6 +85,7 @@ __all__ = [
     "set_agent_status",
     "set_schedule",
     "set_task_status",
+    "start_restore",
     "start_tool_call",
     "stop_runaway_tree",
     "task_from_message",

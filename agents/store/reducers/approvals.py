@@ -37,6 +37,7 @@ def request_approval(
     tool_call_id: int | None = None,
     always_rule: str | None = None,
     ask_reason: str | None = None,
+    preview: str | None = None,
 ) -> Approval:
     tx.check_actor(actor)
     if actor not in tx.agents:
@@ -52,10 +53,10 @@ def request_approval(
             raise PermissionDenied(f"{actor} does not own tool call {tool_call_id}")
     cur = tx.execute(
         "INSERT INTO approvals (agent, task_id, tool_call_id, tool, arguments, resolved, reason, "
-        "status, created_at, expires_at, always_rule, ask_reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "status, created_at, expires_at, always_rule, ask_reason, preview) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         (actor, task_id, tool_call_id, tool, json.dumps(arguments, sort_keys=True), resolved,
-         reason, tx.now, tx.now + timeout_s, always_rule, ask_reason),
+         reason, tx.now, tx.now + timeout_s, always_rule, ask_reason, preview),
     )
     assert cur.lastrowid is not None
     approval = rows.approval(tx.row("approvals", cur.lastrowid))
