@@ -225,6 +225,21 @@ class ShadowRepo:
                 found[os.fsdecode(name)] = FileState(mode, blob)
         return found
 
+    async def tree_of(self, states: dict[str, FileState]) -> str:
+        """A tree holding exactly these paths in these states (built in a scratch index):
+        a task's net change becomes one diff between two such trees."""
+        if not states:
+            return EMPTY_TREE
+        await self.ensure()
+        scratch = f"scratch-{os.getpid()}-{id(states)}"
+        lines = b"".join(b"%s %s\t%s\0" % (st.mode.encode(), st.blob.encode(), os.fsencode(path))
+                         for path, st in sorted(states.items()))
+        try:
+            await self.git(["update-index", "--add", "-z", "--index-info"], index=scratch, stdin=lines)
+            return (await self.git(["write-tree"], index=scratch)).decode().strip()
+        finally:
+            (self.git_dir / f"index-{scratch}").unlink(missing_ok=True)
+
     async def blob(self, blob: str) -> bytes:
         await self.ensure()
         return await self.git(["cat-file", "blob", blob])

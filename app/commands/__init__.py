@@ -16,6 +16,7 @@ from app.commands import (
     approvals,
     attach,
     backup,
+    changes,
     doctor,
     gate,
     log,
@@ -33,7 +34,7 @@ from app.commands import (
 # The order of `agentdeck --help`. (`send` has a module of its own: it comes before
 # `tell` and `messages` in the listing, `tasks` and `cancel` after them.)
 MODULES: tuple[ModuleType, ...] = (
-    run, attach, send, messages, tasks, status, approvals, schedules, rules, gate, log, doctor,
+    run, attach, send, messages, tasks, changes, status, approvals, schedules, rules, gate, log, doctor,
     models, backup, setup,
 )
 
