@@ -24,6 +24,7 @@ BENCHES = {
     "sampling": "app.bench.sampling",
     "crew": "app.bench.crew",
     "recall": "app.bench.recall",
+    "checkpoint": "app.bench.checkpoint",
     "tui": "app.bench.tui",
 }
 
