@@ -326,13 +326,13 @@ def _range(s: harness.Stat, fmt: str) -> str:
 def print_table(report: Report) -> None:
     print(f"checkpoint around a tool call that writes, edits, deletes and runs sed on one file each "
           f"(git {report.git}); median (min-max) over {report.rounds} round(s)")
-    head = (f"{'files':>7} {'tree':>10} {'cold':>9} {'unchanged':>9} {'checkpoint ms':>20} "
-            f"{'call ms':>18} {'ratio':>16} {'disk/call':>10} {'shadow':>10} {'/tree':>6}")
+    head = (f"{'files':>7} {'tree':>10} {'cold':>9} {'unchanged':>9} {'checkpoint ms':>22} "
+            f"{'call ms':>18} {'ratio':>14} {'disk/call':>10} {'shadow':>10} {'/tree':>6}")
     print(head)
     for t in report.trees:
         print(f"{t.files:>7} {_size(t.tree_disk_bytes):>10} {t.cold_ms / 1000:>8.2f}s "
-              f"{t.unchanged_ms:>7.1f}ms {_range(t.checkpoint_ms, '.1f'):>20} {_range(t.call_ms, '.1f'):>18} "
-              f"{_range(t.ratio, '.0f'):>16} {_size(t.growth_bytes.median):>10} "
+              f"{t.unchanged_ms:>7.1f}ms {_range(t.checkpoint_ms, '.1f'):>22} {_range(t.call_ms, '.1f'):>18} "
+              f"{_range(t.ratio, '.0f'):>14} {_size(t.growth_bytes.median):>10} "
               f"{_size(t.shadow_disk_bytes):>10} {t.shadow_over_tree:>6.2f}")
     print("checkpoint = before + after snapshot (with the diff and the checkpoint row); call = the four "
           "changes, the sed subprocess included; ratio = checkpoint / call; disk/call = growth of the "
