@@ -113,30 +113,66 @@ async def write_file(ctx: ToolContext, args: WriteArgs) -> str:
     return f"wrote {len(data)} bytes to {where.relative}"
 
 
+def edited_text(relative: str, text: str, old: str, new: str) -> str:
+    """`text` with exactly one occurrence of `old` replaced by `new`; ToolError (the
+    answer the model gets) when `old` is empty, missing or not unique. Pure: edit_file
+    and the preview an approval shows both call it, so what is shown is what runs."""
+    if not old:
+        raise ToolError("edit_file: `old` is empty; copy the exact text to replace from the file"
+                        + _hint(text, new) + " (to add at the end, use append_file)")
+    count = text.count(old)
+    if count == 0:
+        raise ToolError(f"{relative}: the old text was not found; nothing changed" + _hint(text, old))
+    if count > 1:
+        raise ToolError(f"{relative}: the old text occurs {count} times; give more "
+                        "surrounding text so that it matches exactly once")
+    start = text.index(old)
+    end = start + len(old)
+    if not new and (start == 0 or text[start - 1] == "\n") and text[end:end + 1] == "\n":
+        end += 1  # a whole line removed takes its line break along (no blank line left behind)
+    return text[:start] + new + text[end:]
+
+
+def appended_text(text: str, addition: str) -> str:
+    """`addition` at the end of `text` on a line of its own: after a line break if `text`
+    lacks a final one, and with one of its own. Pure, shared with the approval preview."""
+    lead = "\n" if text and not text.endswith("\n") else ""
+    tail = "" if addition.endswith("\n") else "\n"
+    return text + lead + addition + tail
+
+
+def planned_edit(workspace: Path, relative: str, old: str, new: str) -> tuple[str, str]:
+    """(the file's text now, its text after edit_file): every check the tool makes, no write."""
+    data, size = fs.read_bytes(workspace, relative, MAX_EDIT)
+    if size > MAX_EDIT:
+        raise ToolError(f"{relative}: {size} bytes is too large to edit")
+    text = _text(data)
+    if text is None:
+        raise ToolError(f"{relative}: a binary file; not edited")
+    return text, edited_text(relative, text, old, new)
+
+
+def planned_append(workspace: Path, relative: str, addition: str) -> tuple[str, str]:
+    """(the file's text now, "" when missing; its text after append_file): every check
+    the tool makes, no write."""
+    if not addition:
+        raise ToolError("append_file: `text` is empty; nothing to add")
+    try:
+        data, size = fs.read_bytes(workspace, relative, MAX_EDIT)
+    except FileNotFoundError:
+        data, size = b"", 0
+    if size > MAX_EDIT:
+        raise ToolError(f"{relative}: {size} bytes is too large to append to")
+    text = _text(data)
+    if text is None:
+        raise ToolError(f"{relative}: a binary file; nothing appended")
+    return text, appended_text(text, addition)
+
+
 async def edit_file(ctx: ToolContext, args: EditArgs) -> str:
     """Exact string replacement of exactly one occurrence."""
     where = workspace_path(ctx, args.path)
-    data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_EDIT)
-    if size > MAX_EDIT:
-        raise ToolError(f"{where.relative}: {size} bytes is too large to edit")
-    text = _text(data)
-    if text is None:
-        raise ToolError(f"{where.relative}: a binary file; not edited")
-    if not args.old:
-        raise ToolError("edit_file: `old` is empty; copy the exact text to replace from the file"
-                        + _hint(text, args.new) + " (to add at the end, use append_file)")
-    count = text.count(args.old)
-    if count == 0:
-        raise ToolError(f"{where.relative}: the old text was not found; nothing changed"
-                        + _hint(text, args.old))
-    if count > 1:
-        raise ToolError(f"{where.relative}: the old text occurs {count} times; give more "
-                        "surrounding text so that it matches exactly once")
-    start = text.index(args.old)
-    end = start + len(args.old)
-    if not args.new and (start == 0 or text[start - 1] == "\n") and text[end:end + 1] == "\n":
-        end += 1  # a whole line removed takes its line break along (no blank line left behind)
-    updated = text[:start] + args.new + text[end:]
+    _, updated = await asyncio.to_thread(planned_edit, ctx.workspace, where.relative, args.old, args.new)
     await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
     removed, added = args.old.count("\n") + 1, args.new.count("\n") + 1
     return f"edited {where.relative}: 1 replacement (-{removed} +{added} lines)"
@@ -146,21 +182,9 @@ async def append_file(ctx: ToolContext, args: AppendArgs) -> str:
     """`text` added at the end, on a line of its own: after a line break if the file
     lacks a final one, and with one of its own (a missing file is created)."""
     where = workspace_path(ctx, args.path)
-    if not args.text:
-        raise ToolError("append_file: `text` is empty; nothing to add")
-    try:
-        data, size = await asyncio.to_thread(fs.read_bytes, ctx.workspace, where.relative, MAX_EDIT)
-    except FileNotFoundError:
-        data, size = b"", 0
-    if size > MAX_EDIT:
-        raise ToolError(f"{where.relative}: {size} bytes is too large to append to")
-    text = _text(data)
-    if text is None:
-        raise ToolError(f"{where.relative}: a binary file; nothing appended")
-    lead = "\n" if text and not text.endswith("\n") else ""
-    tail = "" if args.text.endswith("\n") else "\n"
-    updated = text + lead + args.text + tail
+    _, updated = await asyncio.to_thread(planned_append, ctx.workspace, where.relative, args.text)
     await asyncio.to_thread(fs.write_bytes, ctx.workspace, where.relative, updated.encode("utf-8"))
+    tail = "" if args.text.endswith("\n") else "\n"
     return f"appended {(args.text + tail).count(chr(10))} line(s) to {where.relative}"
 
 
