@@ -4,7 +4,8 @@ Everything shown came from a model, a tool or the database, so every line goes t
 `safe_text` and is shown as plain text (never markup, never interpreted). Keys pressed
 in the first 300 ms are ignored, so a keystroke meant for the composer cannot approve
 something the person has not seen. Dismissed with the answer: once, session, always,
-deny, later (stays pending) or goto (stays pending; show the agent's pane).
+deny, later (stays pending) or goto (stays pending; show the agent's pane). A write's
+diff is shown in a box of its own that scrolls, so the keys stay on the screen.
 """
 
 from __future__ import annotations
@@ -17,19 +18,38 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from agents.protocol import Approval
-from agents.runtime.approval_text import approval_lines
+from agents.runtime.approval_text import PREVIEW_HEADING, approval_lines, preview_lines
 from agents.safe_text import safe_text
 
 GRACE_S = 0.3
 
 
+DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
+
+
+def diff_text(lines: list[str]) -> Text:
+    """Terminal-safe preview lines as one Text, added and removed lines coloured."""
+    text = Text()
+    for i, line in enumerate(lines):
+        style = "bold" if line.startswith(("+++ ", "--- ")) else DIFF_STYLES.get(line[:1], "")
+        text.append(("\n" if i else "") + line, style=style)
+    return text
+
+
 class ApprovalModal(ModalScreen[str]):
+    DEFAULT_CSS = """
+    ApprovalModal .approval-diff {
+        height: auto;
+        max-height: 20;
+        background: $panel;
+    }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer('once')", "approve once", id="approval.once"),
         Binding("s", "answer('session')", "this session", id="approval.session"),
@@ -50,13 +70,18 @@ class ApprovalModal(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         a = self.approval
-        lines = approval_lines(a, self.clock())
+        lines = approval_lines(a, self.clock(), with_preview=False)
+        preview = preview_lines(a)
         with Vertical(id="approval-box"):
             title = lines[0].rsplit(" (", 1)[0]  # its "(expires in …)" is the live countdown below
             yield Static(Text(safe_text(title), style="bold"), id="approval-title")
             for line in lines[1:]:
                 classes = "approval-reason" if line.lstrip().startswith("agent says:") else ""
                 yield Static(Text(safe_text(line)), classes=classes)
+            if preview:
+                yield Static(Text(PREVIEW_HEADING))
+                with VerticalScroll(classes="approval-diff"):
+                    yield Static(diff_text(preview), id="approval-diff")
             yield Static("", id="approval-countdown")
             keys = "y once · s this session · " + ("a always · " if a.always_rule else "") + \
                 "n deny · Esc later · g go to agent"
