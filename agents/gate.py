@@ -132,7 +132,7 @@ class Gate:
                 preview = None
                 if tool in PREVIEW_TOOLS:  # what the write would change, from its arguments
                     preview = await asyncio.to_thread(write_preview, tool, arguments,
-                                                      self.config.workspace_path())
+                                                      self.config.workspace_path(), self.home)
                 approval = await as_agent.write(
                     r.request_approval, tool, arguments, decision.resolved, shorten(reason, REASON_CHARS),
                     timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,

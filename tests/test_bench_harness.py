@@ -74,7 +74,7 @@ def test_rounds_out_of_range_is_a_one_line_error(bad: str, capsys: pytest.Captur
 
 
 def test_every_bench_has_the_one_shape() -> None:
-    assert set(BENCHES) == {"bus", "crew", "inference", "kv", "policy", "recall", "sampling", "tui"}
+    assert set(BENCHES) == {"bus", "checkpoint", "crew", "inference", "kv", "policy", "recall", "sampling", "tui"}
     for name, path in BENCHES.items():
         module = importlib.import_module(path)
         assert isinstance(module.HELP, str) and module.HELP, name
@@ -85,7 +85,7 @@ def test_every_bench_has_the_one_shape() -> None:
         assert args.json is False, name
         # A bench that loads a chat model takes --model; one that repeats takes --rounds
         # (recall's hit@3 is the same every time: one pass over fixed memories and queries).
-        assert ("model" in vars(args)) == (name not in ("bus", "policy", "recall")), name
+        assert ("model" in vars(args)) == (name not in ("bus", "policy", "recall", "checkpoint")), name
         assert ("rounds" in vars(args)) == (name not in ("bus", "recall")), name
 
 
