@@ -11,12 +11,13 @@ from typing import Any
 
 from agents.checkpoints.changes import TaskChanges, as_json, task_changes, task_patch
 from agents.checkpoints.undo import Outcome, Plan, restore
-from agents.protocol import ChangedFile, to_builtins
+from agents.protocol import to_builtins
+from agents.runtime.change_text import change_lines, summary_line
 from agents.safe_text import safe_json, safe_text
 from agents.store import AsyncStore, queries
 from app.args import add_command, add_json_flag, positive_int
 from app.context import Context
-from app.render import ago, line, print_json, shorten
+from app.render import line, print_json
 
 DIFF_CAP = 2_000_000  # characters of `--diff` printed; past it, one line says how much is left
 STATUS_WORDS = {"A": "added", "D": "deleted", "M": "modified", "T": "type changed"}
@@ -83,41 +84,6 @@ def _recent(ctx: Context, args: argparse.Namespace) -> int:
     for c in found:
         line(summary_line(c))
     return 0
-
-
-def summary_line(c: TaskChanges) -> str:
-    files = c.files
-    added, removed = sum(f.added or 0 for f in files), sum(f.removed or 0 for f in files)
-    state = {"undone": " [undone]", "restoring": " [undo unfinished: run it again]"}.get(c.state, "")
-    return safe_text(f"#{c.task.id} {c.task.owner or '-'} {ago(c.task.updated_at)}: {len(files)} file(s) "
-                     f"+{added} -{removed}{state}  {shorten(c.task.title, 50)}")
-
-
-def change_lines(c: TaskChanges) -> list[str]:
-    """The task's changes as terminal-safe lines: a heading, one line per file, then what
-    could not be recorded and the undo history."""
-    out = [summary_line(c)]
-    if len(c.task_ids) > 1:
-        out.append(f"  (with subtasks {', '.join(str(t) for t in c.task_ids if t != c.task.id)})")
-    multi = len(c.parts) > 1
-    for part in c.parts:
-        if multi:
-            out.append(safe_text(f"  in {part.workspace}:"))
-        out += [safe_text(f"  {file_line(f)}") for f in part.files]
-    out += [safe_text(f"  not checkpointed: {n.path} ({n.reason})") for n in c.not_checkpointed]
-    out += [safe_text(f"  not recorded: {u}") for u in c.unrecorded]
-    for r in c.restores:
-        out.append(safe_text(f"  {r.kind} {r.id} {r.status} {ago(r.created_at)}"
-                             + (f": {r.note}" if r.note else "")))
-    if c.state == "undone":
-        out.append(f"  undone; `agentdeck redo {c.task.id}` puts the changes back")
-    return out
-
-
-def file_line(f: ChangedFile) -> str:
-    counts = "binary" if f.added is None else f"+{f.added} -{f.removed}"
-    mode = f" mode {f.old_mode}→{f.new_mode}" if f.status == "M" and f.old_mode != f.new_mode else ""
-    return f"{f.status} {f.path}  {counts}{mode}"
 
 
 def _print_diff(diff: str) -> None:
