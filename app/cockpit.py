@@ -45,7 +45,7 @@ class Cockpit(App[int]):
         self.agents = connection.agents
         self.register_theme(AGENTDECK)
         self.theme = theme or remembered_theme(home, self.config.ui.theme)
-        self.deck_screen = DeckScreen(connection, grace_s=grace_s, clock=clock)
+        self.deck_screen = DeckScreen(connection, home, grace_s=grace_s, clock=clock)
 
     def get_default_screen(self) -> DeckScreen:
         return self.deck_screen

@@ -3,8 +3,9 @@ the engine, the live views) or attached (the home of an instance already running
 headless: the store and the bus, the meter from the instance's heartbeat).
 
 The app acts on the crew only through the connection's control surface: pause, resume,
-cancel, decide, stop. What only the crew in this process can do (pause a loop) raises
-NotHere when attached, with a sentence the app shows.
+cancel, decide, restore (undo or redo a task's changes to the files), stop. What only
+the crew in this process can do (pause a loop) raises NotHere when attached, with a
+sentence the app shows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 from pathlib import Path
 
 from agents.bus import Bus
+from agents.checkpoints.undo import Outcome, Plan, RestoreKind, restore
 from agents.config import Config
 from agents.crew import Crew
 from agents.crew.live import LiveView
@@ -78,6 +80,14 @@ class Connection:
     async def decide(self, approval_id: int, approve: bool, scope: ApprovalScope = "once") -> Approval:
         """The person's decision, through the reducer; the waiting agent reads it from the store."""
         return await self._store().write(r.decide_approval, OWNER, approval_id, approve, scope=scope)
+
+    async def restore(self, home: Path, task_id: int, kind: RestoreKind, *,
+                      force: bool = False) -> tuple[Plan, Outcome]:
+        """Undo (or redo) the task's changes to the files, as `agentdeck undo` does, from
+        this process for both: refused (UndoRefused, nothing changed) while the task is
+        live or where a file changed since, unless `force`."""
+        store = self._store()
+        return await restore(store.read, store.write, home, task_id, kind, force=force)
 
     def _store(self) -> AsyncStore:
         if self.store is None:

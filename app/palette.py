@@ -1,6 +1,6 @@
 """The command palette, built from the current state: send to an agent, pause or resume
-one, cancel a task, approve or deny what is pending, switch theme, open a task, export
-the log."""
+one, cancel a task, undo or redo the changes of the selected (or focused agent's) task,
+approve or deny what is pending, switch theme, open a task, export the log."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from agents.checkpoints.undo import RestoreKind
 from agents.errors import AgentdeckError
+from agents.runtime.change_text import outcome_text
 from agents.runtime.log_export import export_log
 from agents.safe_text import safe_text
 from agents.store import queries
@@ -46,6 +48,11 @@ class DeckCommands(Provider):
                 title = safe_text(task.title)[:60]
                 commands.append((f"open task {task.id}: {title}", partial(deck.open_task, task.id),
                                  f"{task.status}, {task.owner or 'unassigned'}"))
+            for tid in dict.fromkeys(t for t in (deck.selected_task, deck.focused_task) if t is not None):
+                commands.append((f"undo task {tid}'s changes", partial(_run, app, _restore, tid, "undo"),
+                                 "put back every file it changed, as before it (refused on a conflict)"))
+                commands.append((f"redo task {tid}'s changes", partial(_run, app, _restore, tid, "redo"),
+                                 "undo its undo: its changes back again"))
             for a in deck.approvals.pending:
                 what = safe_text(f"{a.agent} {a.tool}")
                 commands.append((f"approve {a.id}: {what}", partial(_run, app, _decide, a.id, True),
@@ -96,6 +103,12 @@ async def _cancel(app: Cockpit, task_id: int) -> str:
 async def _decide(app: Cockpit, approval_id: int, approve: bool) -> str:
     await app.connection.decide(approval_id, approve)
     return f"approval {approval_id} {'approved' if approve else 'denied'}"
+
+
+async def _restore(app: Cockpit, task_id: int, kind: RestoreKind) -> str:
+    plan, outcome = await app.connection.restore(app.home, task_id, kind)
+    app.deck_screen.read_changes()  # the detail and the panes say so now, not at the next refresh
+    return outcome_text(plan, outcome)
 
 
 async def _export(app: Cockpit) -> str:

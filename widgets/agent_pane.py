@@ -1,5 +1,6 @@
 """One agent's pane: state (a glyph and a word, not colour alone), health, task, the
-model output streaming as it is generated, the last tool call, tokens/s.
+files its task changed, the model output streaming as it is generated, the last tool
+call, tokens/s.
 
 The pane never receives a message per token: the app's timer hands it the agent's
 latest `AgentView`. Output that is Markdown is appended through Textual's Markdown
@@ -19,6 +20,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Markdown, Static
 
+from agents.checkpoints.changes import TaskChanges
+from agents.runtime.change_text import pane_line
 from agents.runtime.deck import AgentView
 from agents.safe_text import safe_text
 
@@ -77,6 +80,13 @@ def tail_lines(text: str, width: int, height: int) -> str:
 
 
 class AgentPane(Vertical):
+    DEFAULT_CSS = """
+    AgentPane .pane-changes {
+        height: 1;
+        color: $text-muted;
+        display: none;
+    }
+    """
     can_focus = True
 
     def __init__(self, agent: str, *, name: str | None = None, id: str | None = None,
@@ -88,10 +98,14 @@ class AgentPane(Vertical):
         self._stream = None
         self._mode = ""  # "plain" (JSON) or "markdown", per model call
         self._last: tuple[object, ...] = ()
+        self.task_id: int | None = None  # the task the pane last showed
+        self._changes: TaskChanges | None = None
+        self._changes_line = ""
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.agent), classes="pane-head")
         yield Static("", classes="pane-task")
+        yield Static("", classes="pane-changes")
         yield Static("", classes="pane-plain")
         with VerticalScroll(classes="pane-body"):
             yield Markdown("")
@@ -99,6 +113,7 @@ class AgentPane(Vertical):
 
     async def show(self, view: AgentView, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self.task_id = view.task_id
         summary = (view.state, view.health, progress_text(view, now), round(view.tokens_per_s), view.task_id,
                    view.task_title, view.last_tool, view.last_tool_outcome, view.detail, view.note)
         if summary != self._last:
@@ -119,6 +134,30 @@ class AgentPane(Vertical):
             if cls:
                 self.add_class(cls)
         await self._stream_text(view)
+
+    def show_changes(self, changes: TaskChanges | None) -> None:
+        """The files the current task changed, one line (none when it changed nothing);
+        the deck hands them over on its slow refresh."""
+        self._changes = changes
+        self._draw_changes()
+
+    def on_resize(self) -> None:
+        if self._changes is not None:
+            self._draw_changes()  # the line is cut to the width
+
+    def _draw_changes(self) -> None:
+        line = pane_line(self._changes, self.size.width)
+        if line == self._changes_line:
+            return
+        self._changes_line = line
+        shown = self.query_one(".pane-changes", Static)
+        shown.display = bool(line)
+        shown.update(Text(line))
+
+    @property
+    def changes_line(self) -> str:
+        """The changed-files line as shown (tests read it)."""
+        return self._changes_line
 
     async def _stream_text(self, view: AgentView) -> None:
         if not view.call or not view.phase:

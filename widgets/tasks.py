@@ -1,6 +1,7 @@
 """The task tree: parent links, status and owner; selecting a task (arrows or a click)
-shows its body and result, capped, and its steps and tool calls, drawn only when their
-section is opened (which the app loads and hands back)."""
+shows its body and result, capped, what it changed on disk (and its undos), and its
+steps and tool calls, drawn only when their section is opened (which the app loads and
+hands back)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class TaskView(Horizontal):
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._shape: tuple[object, ...] = ()
         self._steps: list[str] = []  # the selected task's steps, drawn when their section opens
+        self._changes: list[str] = []
 
     def compose(self) -> ComposeResult:
         tree: Tree[int] = Tree("tasks", id="task-tree")
@@ -40,11 +42,13 @@ class TaskView(Horizontal):
         yield tree
         with VerticalScroll(id="task-detail"):
             yield Static("select a task to see its body, result, steps and tool calls", id="task-detail-text")
+            yield Static("", id="task-changes-text")
             with Collapsible(title="steps and tool calls", collapsed=True, id="task-steps"):
                 yield Static("", id="task-steps-text")
 
     def on_mount(self) -> None:
         self.query_one("#task-steps", Collapsible).display = False
+        self.query_one("#task-changes-text", Static).display = False
 
     def show(self, tasks: list[Task]) -> None:
         """Rebuild the tree only when something in it changed."""
@@ -76,6 +80,22 @@ class TaskView(Horizontal):
         section = self.query_one("#task-steps", Collapsible)
         section.display = bool(steps)
         self._draw_steps()
+
+    def show_changes(self, lines: list[str]) -> None:
+        """What the selected task changed on disk (none: the section is hidden); redrawn
+        only when the lines differ."""
+        if lines == self._changes:
+            return
+        self._changes = lines
+        changes = self.query_one("#task-changes-text", Static)
+        changes.display = bool(lines)
+        text = "\n".join(["", "changes:", *(safe_text(line) for line in lines)]) if lines else ""
+        changes.update(Text(text))
+
+    @property
+    def change_text(self) -> str:
+        """The changes section as shown (tests read it)."""
+        return "\n".join(self._changes)
 
     def _draw_steps(self) -> None:
         section = self.query_one("#task-steps", Collapsible)

@@ -5,13 +5,16 @@ composer; the App around it holds the connection, the theme and quitting.
 Live data is pulled, never pushed: one timer at `[ui] refresh_hz` reads the deck (each
 agent's live view, the meter) and redraws only what changed; bus events arrive through
 one bounded subscription and the log redraws at most once per tick. The timer skips
-frames when drawing costs more CPU than its budget (agents/runtime/pacing.py).
+frames when drawing costs more CPU than its budget (agents/runtime/pacing.py). The files
+a task changed (the panes' tasks, the selected one) are read on the slow refresh, off
+the tick, and worked out again (git) only when a new checkpoint says they changed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on
@@ -26,6 +29,8 @@ from agents.errors import AgentdeckError
 from agents.intake import read_request
 from agents.protocol import OWNER, Approval
 from agents.runtime.approval_queue import ApprovalQueue, decision_for, what_became_of
+from agents.runtime.change_text import change_lines, worth_showing
+from agents.runtime.change_watch import ChangeWatch, Watched
 from agents.runtime.pacing import FramePacer
 from agents.runtime.task_detail import task_detail
 from agents.safe_text import safe_text
@@ -61,11 +66,12 @@ class DeckScreen(Screen[None]):
         Binding("f6", "show_tab('memory')", "memory", id="tab.memory", priority=True),
     ]
 
-    def __init__(self, connection: Connection, *, grace_s: float = GRACE_S,
+    def __init__(self, connection: Connection, home: Path, *, grace_s: float = GRACE_S,
                  clock: Callable[[], float] = time.time, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.connection = connection
+        self.changes = ChangeWatch(home)
         self.config = connection.config
         self.agents = connection.agents
         self.grace_s = grace_s
@@ -77,6 +83,8 @@ class DeckScreen(Screen[None]):
         self.last_slow = 0.0  # when tasks, channels and approvals were last read (monotonic)
         self._selected_task: int | None = None
         self._ticking = False
+        self._reading_changes = False
+        self._changes_again = False  # asked for while a read was under way: read once more
 
     # --- layout ---
 
@@ -163,6 +171,43 @@ class DeckScreen(Screen[None]):
             await self._gone(gone)
         self._show_badge()
         self._next_modal()
+        self.read_changes()
+
+    def read_changes(self) -> None:
+        """Read the files the shown tasks changed, in a worker: working them out may run
+        git, and the tick must not wait for it."""
+        if self._reading_changes:
+            self._changes_again = True
+            return
+        self._reading_changes = True
+        self.app.run_worker(self._refresh_changes(), group="changes", exit_on_error=False)
+
+    async def _refresh_changes(self) -> None:
+        try:
+            self._changes_again = True
+            while self._changes_again and not self.stopping:
+                self._changes_again = False
+                await self._read_changes_once()
+        except NoMatches:
+            pass  # the screen is being torn down
+        except RuntimeError:
+            if not self.stopping:  # the store closed under a read while the crew stops
+                raise
+        finally:
+            self._reading_changes = False
+
+    async def _read_changes_once(self) -> None:
+        store = self.connection.store
+        if store is None:
+            return
+        selected = self._selected_task
+        wanted = [p.task_id for p in self.panes.values() if p.task_id is not None]
+        found = await self.changes.read(store.read, [*wanted, *([selected] if selected is not None else [])])
+        for pane in self.panes.values():
+            watched = found.get(pane.task_id) if pane.task_id is not None else None
+            pane.show_changes(watched.changes if watched is not None else None)
+        if selected is not None and selected == self._selected_task:
+            self.query_one(TaskView).show_changes(_change_lines(found.get(selected)))
 
     async def _follow_events(self) -> None:
         await self.connection.ready.wait()
@@ -296,6 +341,19 @@ class DeckScreen(Screen[None]):
             for other in self.panes.values():
                 other.display = other is pane
 
+    @property
+    def selected_task(self) -> int | None:
+        """The task whose detail is shown (the palette offers to undo its changes)."""
+        return self._selected_task
+
+    @property
+    def focused_task(self) -> int | None:
+        """The current task of the agent whose pane has focus."""
+        focused = self.focused
+        pane = next((p for p in self.panes.values() if focused is p or (focused and p in focused.ancestors)),
+                    None)
+        return pane.task_id if pane is not None else None
+
     def open_task(self, task_id: int) -> None:
         self.action_show_tab("tasks")
         self.post_message(TaskView.Selected(task_id))
@@ -308,7 +366,10 @@ class DeckScreen(Screen[None]):
             return
         text, steps = await store.read(task_detail, event.task_id)
         if self._selected_task == event.task_id:
-            self.query_one(TaskView).show_detail(text, steps)
+            view = self.query_one(TaskView)
+            view.show_detail(text, steps)
+            view.show_changes([])  # the previous task's, until this one's are read
+            self.read_changes()
 
     @on(MemoryBrowser.Search)
     async def _search_memory(self, event: MemoryBrowser.Search) -> None:
@@ -317,3 +378,11 @@ class DeckScreen(Screen[None]):
         found = await self.connection.store.read(queries.search_memory, event.query, agent=None, limit=50,
                                                  include_compacted=True)
         self.query_one(MemoryBrowser).show(found)
+
+
+def _change_lines(watched: Watched | None) -> list[str]:
+    if watched is None:
+        return []
+    if watched.changes is None:
+        return [watched.error]
+    return change_lines(watched.changes) if worth_showing(watched.changes) else []
