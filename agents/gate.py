@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from agents.bus import Bus
+from agents.checkpoints.git import GitError
 from agents.checkpoints.preview import PREVIEW_TOOLS, write_preview
 from agents.checkpoints.recorder import WRITING_TOOLS, Before, Checkpointer
+from agents.checkpoints.worktrees import Worktrees, is_repository
 from agents.config import Config
 from agents.errors import InvalidTransition
 from agents.policy.decide import Decision, Policy, decide
@@ -80,10 +82,11 @@ def stored_rules(found: list[PermissionRule]) -> list[Rule]:
                  source=p.source) for p in found]
 
 
-def make_policy(config: Config, home: Path, rules: list[Rule]) -> Policy:
-    """The policy as configured now: rules from the config and the database."""
+def make_policy(config: Config, home: Path, rules: list[Rule], workspace: Path | None = None) -> Policy:
+    """The policy as configured now: rules from the config and the database. `workspace`:
+    where this call works (a task's worktree), if not the configured workspace."""
     return Policy(
-        workspace=config.workspace_path(), home=home,
+        workspace=workspace or config.workspace_path(), home=home,
         allowlists={name: list(a.tools) for name, a in config.enabled_agents().items()},
         rules=tuple(rules),
         shell_sandboxed=config.sandbox == "off" or find_bwrap() is not None,
@@ -102,11 +105,31 @@ class Gate:
         # (agent, tool, resolved) approved for the rest of this instance's life.
         self.session_grants: set[tuple[str, str, str]] = set()
         self.checkpoints = Checkpointer(home, config.checkpoints) if config.checkpoints.enabled else None
+        self.worktrees = Worktrees(home, config.workspace_path(), config.checkpoints.worktree_keep_days)
 
-    async def policy(self) -> Policy:
+    def isolated(self, agent: str, task_id: int | None) -> bool:
+        """Does this agent's task work in a worktree of its own?"""
+        settings = self.config.agents.get(agent)
+        return (task_id is not None and settings is not None and settings.isolation == "worktree"
+                and is_repository(self.config.workspace_path()))
+
+    def workspace_for(self, agent: str, task_id: int | None) -> Path:
+        """Where this agent's task works: its worktree, or the workspace."""
+        if task_id is not None and self.isolated(agent, task_id):
+            return self.worktrees.path_for(task_id)
+        return self.config.workspace_path()
+
+    async def prepare(self, agent: str, task_id: int | None) -> Path:
+        """The task's workspace, its worktree made on first use."""
+        if task_id is not None and self.isolated(agent, task_id):
+            return await self.worktrees.ensure(task_id)
+        return self.config.workspace_path()
+
+    async def policy(self, workspace: Path | None = None) -> Policy:
         # Read every time: `agentdeck rules add` in another terminal applies at once.
         found = await self.store.read(queries.rules)
-        return make_policy(self.config, self.home, [*config_rules(self.config), *stored_rules(found)])
+        return make_policy(self.config, self.home, [*config_rules(self.config), *stored_rules(found)],
+                           workspace)
 
     async def call(self, agent: str, tool: str, arguments: Any, *, reason: str = "",
                    task_id: int | None = None, on_ask: AskHandler | None = None,
@@ -115,7 +138,13 @@ class Gate:
         agent or tool; every other outcome is a result. `on_waiting` is awaited when the
         call is about to ask a person, before the question is written: whoever sees the
         question also sees the caller waiting."""
-        decision = decide(await self.policy(), agent, tool, arguments)
+        workspace: Path | None = None
+        unready = ""  # why the task's worktree could not be made: the call fails saying so
+        try:
+            workspace = await self.prepare(agent, task_id) if agent in self.config.agents else None
+        except GitError as err:
+            unready = f"error: the task's worktree could not be made: {err}"
+        decision = decide(await self.policy(workspace), agent, tool, arguments)
         asks = decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants
         if asks and on_waiting is not None:
             await on_waiting()
@@ -124,6 +153,9 @@ class Gate:
             arguments if isinstance(arguments, dict) else {"arguments": arguments}), task_id=task_id)
         approval: Approval | None = None
         try:
+            if unready:
+                return await self._finish(call.id, agent, ToolResult(status="error", text=unready),
+                                          decision, None)
             if decision.decision == "deny":
                 by = f" ({decision.rule})" if decision.rule else ""
                 return await self._finish(call.id, agent, ToolResult(status="denied", text=(
@@ -132,7 +164,7 @@ class Gate:
                 preview = None
                 if tool in PREVIEW_TOOLS:  # what the write would change, from its arguments
                     preview = await asyncio.to_thread(write_preview, tool, arguments,
-                                                      self.config.workspace_path(), self.home)
+                                                      workspace or self.config.workspace_path(), self.home)
                 approval = await as_agent.write(
                     r.request_approval, tool, arguments, decision.resolved, shorten(reason, REASON_CHARS),
                     timeout_s=self.config.approval_timeout_s, task_id=task_id, tool_call_id=call.id,
@@ -145,7 +177,7 @@ class Gate:
                         status="denied", text=f"not approved: {why}"), decision, approval)
                 if approval.scope == "session":
                     self.session_grants.add((agent, tool, decision.resolved))
-            context = self._context(agent, task_id)
+            context = self._context(agent, task_id, workspace)
             result, stored = await self._invoke_recorded(tool, context, arguments, as_agent, call.id)
             await as_agent.write(r.finish_tool_call, call.id, result.status, stored)
             return GateOutcome(result=result, decision=decision, call_id=call.id, approval=approval)
@@ -171,10 +203,10 @@ class Gate:
             await self.checkpoints.after(before, as_agent, call_id)
         return ran
 
-    def _context(self, agent: str, task_id: int | None) -> ToolContext:
+    def _context(self, agent: str, task_id: int | None, workspace: Path | None = None) -> ToolContext:
         settings = self.config.agents[agent]
         return ToolContext(
-            agent=agent, workspace=self.config.workspace_path(), home=self.home,
+            agent=agent, workspace=workspace or self.config.workspace_path(), home=self.home,
             store=AgentStore(self.store, agent), env=self.config.resolved_tool_env(agent),
             sandbox=sandbox_settings(self.config.sandbox, settings.network,
                                      hide_homes=self.config.sandbox_hide_homes,

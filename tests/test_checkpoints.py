@@ -37,7 +37,9 @@ def config_text(ws: Path, extra: str = "") -> str:
                     for t in ("write_file", "edit_file", "append_file"))
     rules += "".join(f'[[rules]]\nagent = "dev"\ntool = "run_shell"\npattern = "{c}"\ndecision = "allow"\n\n'
                      for c in COMMANDS)
-    return f'workspace = "{ws}"\n{extra}\n{rules}'
+    # dev works in the workspace itself here (in a repository its default is a worktree of
+    # its own, which tests/test_worktrees.py covers).
+    return f'workspace = "{ws}"\n{extra}\n[agents.dev]\nisolation = "shared"\n\n{rules}'
 
 
 @pytest.fixture

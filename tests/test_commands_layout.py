@@ -21,7 +21,8 @@ from app.cli import build_parser
 
 # `agentdeck --help`, in its order.
 LISTING = [
-    "run", "attach", "send", "tell", "messages", "tasks", "cancel", "status", "approvals", "approve",
+    "run", "attach", "send", "tell", "messages", "tasks", "cancel", "changes", "undo", "redo", "merge",
+    "status", "approvals", "approve",
     "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "models", "backup", "init", "secret", "bench",
 ]
 

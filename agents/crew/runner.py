@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from agents.checkpoints.git import GitError
 from agents.config import AgentConfig, Config
 from agents.crew import grounding, prompts, rules
 from agents.crew.budget import TokenCounter
@@ -285,6 +286,10 @@ class TaskRunner:
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
+        try:  # an isolated agent's task works in a worktree of its own: made before any step
+            await self.gate.prepare(self.name, task.id)
+        except GitError as err:
+            raise PhaseFailed(f"the task's worktree could not be made: {err}") from None
         steps: list[tuple[str, str]] = []
         tools = self._tools(task)
         # What the task is about includes what it is part of. Measured: lead handed ops
@@ -292,7 +297,8 @@ class TaskRunner:
         task = await self._in_scope(task)
         evidence = Evidence(shown=[("task", task.title), ("task", task.body)])
         needs = grounding.evidence_tools(task, tools) if self.harness.evidence else set()
-        first = (rules.first_step(task, tools, self.config.workspace_path()) if self.harness.rules_first
+        first = (rules.first_step(task, tools, self.gate.workspace_for(self.name, task.id))
+                 if self.harness.rules_first
                  else None)
         most = self.agent.max_steps
         self.live.max_steps = most
@@ -432,7 +438,7 @@ class TaskRunner:
         it was read in this task, a change is read back, and what came back is evidence."""
         tool, args = step.tool, step.arguments
         writes = tool in grounding.WRITE_TOOLS
-        path = self._workspace_file(args.get("path")) if writes or tool == "read_file" else None
+        path = self._workspace_file(args.get("path"), task) if writes or tool == "read_file" else None
         if writes and self.harness.read_before_write and path is not None \
                 and path.is_file() and path not in evidence.read:
             refusal = (f"{args.get('path')} exists and was not read in this task: read_file it first, "
@@ -472,8 +478,8 @@ class TaskRunner:
         status, text = await self._call_tool(task, number, step)
         if status == "ok" and writes and path is not None and self.harness.verify_changes:
             content = str(args.get({"write_file": "content", "edit_file": "new"}.get(tool, "text"), ""))
-            problem = grounding.verify_change(self.config.workspace_path(), tool,
-                                              str(path.relative_to(self.config.workspace_path())), content)
+            workspace = self.gate.workspace_for(self.name, task.id)
+            problem = grounding.verify_change(workspace, tool, str(path.relative_to(workspace)), content)
             if problem:
                 return f"[error] {text}; but reading it back: {problem}"
             evidence.changed.append(str(path))
@@ -532,11 +538,11 @@ class TaskRunner:
             task_id=task.id, step=number, tool=tool, decision=None, status="refused",
             summary=shorten(refusal)))
 
-    def _workspace_file(self, raw: object) -> Path | None:
-        """A tool's path argument as a real path inside the workspace, or None."""
+    def _workspace_file(self, raw: object, task: Task) -> Path | None:
+        """A tool's path argument as a real path inside the task's workspace, or None."""
         if not isinstance(raw, str) or not raw or "\x00" in raw:
             return None
-        workspace = self.config.workspace_path()
+        workspace = self.gate.workspace_for(self.name, task.id)
         path = Path(os.path.realpath(workspace / os.path.expanduser(raw)))
         return path if path.is_relative_to(workspace) else None
 
@@ -631,11 +637,26 @@ class TaskRunner:
                 importance=importance, memory_id=memory.id, by=by))
         except AgentdeckError as err:
             log.warning("%s: reflection on task %d not recorded: %s", self.name, task.id, err)
-        await self._end(task, "done", answer or "(no answer)")
+        await self._end(task, "done", (answer or "(no answer)") + await self._branch_note(task))
         try:
             await compact_if_needed(self.shared_store, self.backend, self.config, self.name)
         except AgentdeckError as err:
             log.warning("%s: compacting memory failed: %s", self.name, err)
+
+    async def _branch_note(self, task: Task) -> str:
+        """A task worked in a worktree: its changes committed on its branch, and the
+        result says where (and how to merge) so the person and other agents can find it."""
+        if not self.gate.isolated(self.name, task.id):
+            return ""
+        try:
+            done = await self.gate.worktrees.commit(task.id, f"agentdeck task {task.id}: {task.title}"[:200],
+                                                    self.name)
+        except GitError as err:
+            return f" [its worktree could not be committed: {err}]"
+        if done is None or not done.files:
+            return ""
+        return (f" [branch {done.branch}: {done.files} file(s) changed, +{done.added} -{done.removed}; "
+                f"`agentdeck merge {task.id}` merges it]")
 
     async def _end(self, task: Task, status: str, result: str) -> None:
         current = await self.store.read(queries.task, task.id)

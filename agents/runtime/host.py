@@ -47,6 +47,7 @@ from agents.store.database import checkpoint, disk_full, wal_bytes
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+WORKTREE_CLEAN_S = 3600.0  # how often ended tasks' worktrees are looked at
 # No new event for this long: checkpoint the WAL into the database and truncate it, so a
 # burst of writes does not leave a WAL larger than the database behind. (Heartbeats write
 # every second but add no event; a WAL that small is left alone.)
@@ -101,6 +102,8 @@ class Host:
         self.run_crew = crew
         self.harness = harness
         self.crew: Crew | None = None
+        self.gate: Gate | None = None  # the crew's
+        self._worktrees_checked_at = -WORKTREE_CLEAN_S
         self.memory_indexer: MemoryIndexer | None = None  # with the crew
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
         self.stopping = asyncio.Event()
@@ -211,7 +214,8 @@ class Host:
                                           start="now")
         self.recovery = await self._recover()
         if self.run_crew and not self.stopping.is_set():  # stopped while the model loaded
-            gate = Gate(self.store, self.config, self.db_path.parent, bus=self.bus)
+            gate = self.gate = Gate(self.store, self.config, self.db_path.parent, bus=self.bus)
+            self._loops.append(asyncio.create_task(self._every(self._clean_worktrees)))
             self.crew = Crew(self.store, self.bus, self.backend, gate, self.config, harness=self.harness)
             await self.crew.start(self.first_event_id)
             self.memory_indexer = MemoryIndexer(self.store, self.bus, Embedder(ensure_embedding_model))
@@ -315,6 +319,23 @@ class Host:
                         denied_by_policy=denied, schedules_fired=fired)
 
     # --- housekeeping ---
+
+    async def _clean_worktrees(self) -> None:
+        """Worktrees of tasks that ended `worktree_keep_days` ago are removed (their
+        branches stay); looked at once an hour, the first time at start."""
+        now = time.monotonic()
+        if self.gate is None or now < self._worktrees_checked_at + WORKTREE_CLEAN_S:
+            return
+        self._worktrees_checked_at = now
+        worktrees = self.gate.worktrees
+        ids = worktrees.worktree_tasks()
+        if not ids:
+            return
+        ended = {t.id: t.updated_at for t in await self.store.read(
+            queries.tasks, statuses=("done", "failed", "cancelled")) if t.id in set(ids)}
+        removed = await worktrees.clean(ended)
+        if removed:
+            log.info("removed the worktrees of ended tasks %s", ", ".join(map(str, removed)))
 
     async def _every(self, job: Callable[[], Awaitable[object]]) -> None:
         """Run `job` every TICK_S; a failure (a database locked for too long, say) is

@@ -20,6 +20,7 @@ from app.commands import (
     doctor,
     gate,
     log,
+    merge,
     messages,
     models,
     rules,
@@ -34,8 +35,8 @@ from app.commands import (
 # The order of `agentdeck --help`. (`send` has a module of its own: it comes before
 # `tell` and `messages` in the listing, `tasks` and `cancel` after them.)
 MODULES: tuple[ModuleType, ...] = (
-    run, attach, send, messages, tasks, changes, status, approvals, schedules, rules, gate, log, doctor,
-    models, backup, setup,
+    run, attach, send, messages, tasks, changes, merge, status, approvals, schedules, rules, gate, log,
+    doctor, models, backup, setup,
 )
 
 
