@@ -246,7 +246,7 @@ def test_doctor_reports_each_part(home: Path) -> None:
     out = ok(home, "doctor")
     names = [line.split()[1] for line in out.splitlines()]
     assert names == ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "sandbox",
-                     "keyring"]
+                     "checkpoints", "keyring"]
     assert all(line.split()[0] in ("ok", "warn") for line in out.splitlines())
 
 

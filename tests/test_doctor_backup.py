@@ -18,7 +18,8 @@ from helpers import AGENTS, REPO, agentdeck_cmd, ok, one_line_error, run, subpro
 from agents.store import Store
 from agents.store import reducers as r
 
-CHECK_NAMES = ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "sandbox", "keyring"]
+CHECK_NAMES = ["config", "database", "permissions", "model", "llama-cpp-python", "gpu", "sandbox",
+               "checkpoints", "keyring"]
 
 
 def damage_schema(db_path: Path) -> None:

@@ -88,6 +88,9 @@ async def test_two_tasks_at_once_edit_one_file_then_one_merges_and_the_other_con
     assert (repo / "a.txt").read_text() == "one\nTWO by first\nthree\n"
     assert not trees.path_for(first.id).exists()
     assert f"agentdeck/task-{first.id}" not in git(repo, "branch", "--list")
+    gone = run(home, "undo", str(first.id))  # its worktree is gone: never recreated by an undo
+    assert gone.returncode != 0 and "which is gone (merged or cleaned)" in one_line_error(gone)
+    assert not trees.path_for(first.id).exists()
 
     head = git(repo, "rev-parse", "HEAD")
     refused = run(home, "merge", str(second.id))

@@ -96,14 +96,22 @@ class ShadowRepo:
     async def git(self, args: list[str], *, index: str | None = None, stdin: bytes | None = None,
                   ok: tuple[int, ...] = (0,), literal: bool = True) -> bytes:
         env = self._env(index)
+        cwd = self.workspace
+        if not self.workspace.is_dir() and (self.git_dir / "HEAD").exists():
+            # The workspace is gone (a merged task's worktree): its recorded trees are
+            # still read here. These reads never look at the work tree's files.
+            cwd = self.git_dir
+            env["GIT_WORK_TREE"] = str(self.git_dir)
         if not literal:
             env.pop("GIT_LITERAL_PATHSPECS")
-        return await run_git(args, env=env, cwd=self.workspace, stdin=stdin, ok=ok)
+        return await run_git(args, env=env, cwd=cwd, stdin=stdin, ok=ok)
 
     async def ensure(self) -> None:
         """Create the shadow repository once; point its excludes at the workspace's own."""
         if self._ready:
             return
+        if not self.workspace.is_dir() and (self.git_dir / "HEAD").exists():
+            return  # gone since: what was recorded can be read, nothing snapshotted
         if not self.workspace.is_dir():
             raise GitError(f"workspace {self.workspace} is not a directory")
         if not (self.git_dir / "HEAD").exists():
@@ -139,6 +147,8 @@ class ShadowRepo:
 
     async def snapshot(self, index: str = "0") -> Snapshot:
         """The workspace now, as a tree; what could not be recorded, with why."""
+        if not self.workspace.is_dir():
+            raise GitError(f"workspace {self.workspace} is not a directory")
         await self.ensure()
         listed = await self.git(["ls-files", "-z", "--others", "--modified", "--exclude-standard"],
                                 index=index)

@@ -101,6 +101,10 @@ async def plan_restore(read: Reader, home: Path, task_id: int, kind: RestoreKind
     if kind == "redo" and changes.state != "undone":
         raise UndoRefused(f"task {task_id}'s changes are not undone; nothing to redo")
     plan = Plan(kind=kind, task_id=task_id, not_restorable=changes.not_checkpointed)
+    gone = [p.workspace for p in changes.parts if not _is_dir(p.workspace)]
+    if gone:  # a worktree merged or cleaned away: its changes live on in git, not here
+        raise UndoRefused(f"task {task_id} worked in {gone[0]}, which is gone (merged or cleaned); "
+                          "undo it in git (e.g. `git revert` of the merge)")
     who: dict[str, str] = {}
     for part in changes.parts:
         files = [PlannedFile(path=p, target=part.before[p], expected=part.after[p]) if kind == "undo"
@@ -110,6 +114,10 @@ async def plan_restore(read: Reader, home: Path, task_id: int, kind: RestoreKind
         who |= await _changed_since(read, part, changes)
     plan.conflicts = _conflicts(plan.parts, who, {})
     return plan
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)  # one stat: not worth a thread
 
 
 def _unrecorded_note(changes: TaskChanges) -> str:

@@ -206,6 +206,28 @@ def _sandbox(ctx: Context) -> Check:
                  "home hidden, no network")
 
 
+def _checkpoints(ctx: Context) -> Check:
+    """git is what checkpoints, undo and worktrees run on; the shadow repositories' size."""
+    import shutil
+
+    from agents.checkpoints.shadow import SHADOW_DIR
+    from agents.checkpoints.worktrees import is_repository
+
+    if not ctx.config.checkpoints.enabled:
+        return Check("checkpoints", "warn", "[checkpoints] enabled = false: changes are not recorded, "
+                     "nothing can be undone")
+    git = shutil.which("git")
+    if git is None:
+        return Check("checkpoints", "warn", "git is not installed: tool calls run, but what they change "
+                     "is not recorded and cannot be undone; install git")
+    shadow = ctx.home / SHADOW_DIR
+    size = sum(p.stat().st_size for p in shadow.rglob("*") if p.is_file()) if shadow.is_dir() else 0
+    worktrees = [n for n, a in ctx.config.enabled_agents().items() if a.isolation == "worktree"]
+    where = (f"; {', '.join(worktrees)} work in worktrees (the workspace is a git repository)"
+             if worktrees and is_repository(ctx.config.workspace_path()) else "")
+    return Check("checkpoints", "ok", f"git at {git}; shadow repositories {size / 1e6:.1f} MB{where}")
+
+
 def _keyring(_ctx: Context) -> Check:
     if keyring_usable():
         return Check("keyring", "ok", backend_name())
@@ -308,7 +330,7 @@ def _quiet(logger: str) -> Iterator[None]:
 CHECKS: list[tuple[str, Callable[[Context], Check]]] = [
     ("config", _config), ("database", _database), ("permissions", _permissions),
     ("model", _model), ("llama-cpp-python", _llama), ("gpu", _gpu), ("sandbox", _sandbox),
-    ("keyring", _keyring),
+    ("checkpoints", _checkpoints), ("keyring", _keyring),
 ]
 
 
