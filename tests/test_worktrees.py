@@ -21,7 +21,7 @@ from agents.config import Config, parse_config
 from agents.gate import Gate
 from agents.protocol import OWNER, Approval
 from agents.runtime import Host
-from agents.store import AsyncStore
+from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools.shell import find_bwrap
 
@@ -168,3 +168,24 @@ async def test_a_shell_command_in_bubblewrap_changes_the_worktree_not_the_checko
     await astore.write(r.cancel_task, OWNER, task.id)
     changes = json.loads(ok(home, "changes", str(task.id), "--json"))
     assert [(f["path"], f["status"]) for f in changes["files"]] == [("b.txt", "M")]
+
+
+async def test_a_delegation_naming_a_branch_takes_its_diff_along(
+        astore: AsyncStore, config: Config, home: Path, repo: Path) -> None:
+    """lead hands review "check agentdeck/task-N" (as dev's result names it): review's task
+    carries the branch's diff, so it reads the change itself."""
+    gate = Gate(astore, config, home)
+    work = await astore.write(r.create_task, OWNER, "edit b", owner="dev")
+    await gate.call("dev", "edit_file", {"path": "b.txt", "old": "bee", "new": "BEE"}, task_id=work.id)
+    await Worktrees(home, repo).commit(work.id, "edit b", "dev")
+    lead = await astore.write(r.create_task, OWNER, "get it reviewed", owner="lead")
+
+    async def approve(approval: Approval) -> None:  # this config's rules leave delegate asking
+        await astore.write(r.decide_approval, OWNER, approval.id, True)
+
+    outcome = await gate.call("lead", "delegate", {"to": "review", "title": f"review agentdeck/task-{work.id}"},
+                              task_id=lead.id, on_ask=approve)
+    assert outcome.result.status == "ok", outcome.result.text
+    [child] = [t for t in await astore.read(queries.tasks, owner="review")]
+    assert f"The diff of agentdeck/task-{work.id}" in child.body
+    assert "-bee" in child.body and "+BEE" in child.body
