@@ -154,9 +154,10 @@ def tool_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Iterable[str] = (),
-               show: Iterable[str] = ()) -> list[str]:
+               show: Iterable[str] = (), *, workspace_writable: bool = True) -> list[str]:
     """Mounts in order of depth, so a deeper one lies over a shallower one: the workspace
-    stays writable inside a hidden home directory, and agentdeck's home stays hidden
+    stays writable (read-only with `workspace_writable=False`: an MCP server without
+    workspace_write) inside a hidden home directory, and agentdeck's home stays hidden
     wherever it lies (a shown path never uncovers it). A shown path is bound only where
     it lies in a hidden one and uncovers no secret (`secret_in`)."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -167,7 +168,7 @@ def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Ite
     mounts += [(Path(p), "--ro-bind", 1) for p in dict.fromkeys(show)
                if not Path(p).is_relative_to(ws) and not Path(p).is_relative_to(own)
                and any(Path(p).is_relative_to(h) for h in hidden) and secret_in(p) is None]
-    mounts += [(ws, "--bind", 2), (own, "--tmpfs", 3)]
+    mounts += [(ws, "--bind" if workspace_writable else "--ro-bind", 2), (own, "--tmpfs", 3)]
     for path, kind, _ in sorted(mounts, key=lambda m: (len(m[0].parts), m[2])):
         argv += [kind, str(path)] + ([] if kind == "--tmpfs" else [str(path)])
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
