@@ -75,11 +75,6 @@ def _in_range(name: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def _clean(text: str) -> str:
-    """JSON can carry lone surrogates, which SQLite cannot store: keep what we can."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def _known_agent(name: str, agents: Sequence[str]) -> str:
     if name not in agents:
         raise ToolError(f"unknown agent {name!r} (agents: {', '.join(agents)})")
@@ -131,9 +126,10 @@ class DeckServer(MCPServer):
             raise  # its text is already generic; the SDK logs the crash
         except ToolError as exc:
             cause = exc.__cause__
-            detail = _validation_text(cause) if isinstance(cause, ValidationError) else str(exc)
             if isinstance(cause, ValidationError):
-                detail = f"Error executing tool {name}: {detail}"
+                detail = f"Error executing tool {name}: {_validation_text(cause)}"
+            else:
+                detail = str(exc)
             raise ToolError(one_line(detail)) from exc
 
 
@@ -158,9 +154,9 @@ def build_server(store: AsyncStore, agents: Sequence[str]) -> MCPServer:
             raise ToolError(f"the request is longer than {MAX_BODY} characters")
         _in_range("priority", priority, 0, MAX_PRIORITY)
         if to is not None:
-            to = _known_agent(_clean(to), agents)
+            to = _known_agent(to, agents)
         try:
-            request = read_request(_clean(text), agents, to=to)
+            request = read_request(text, agents, to=to)
             task = await store.write(create_task, OWNER, request.title, body=request.body,
                                      owner=request.owner, priority=priority)
         except AgentdeckError as exc:
