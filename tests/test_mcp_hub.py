@@ -125,6 +125,7 @@ def http_server(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+        proc.stderr.close()  # type: ignore[union-attr]
 
 
 def server_processes(script: str) -> list[psutil.Process]:
@@ -252,6 +253,36 @@ async def test_workspace_write_lets_it_write_the_workspace(conn_factory: Any, ws
     written = await conn.call("write", {"path": "new.txt", "text": "written"})
     assert not written.is_error
     assert (ws / "new.txt").read_text() == "written"
+
+
+@pytest.mark.timeout(120)
+async def test_a_server_that_never_answers_fails_its_start_in_time_and_is_gone(conn_factory: Any) -> None:
+    require_bwrap()
+    mute = McpServerConfig(command=sys.executable, args=["-c", "import time; time.sleep(600)  # mute-server"],
+                           start_timeout_s=2.0)
+    conn = conn_factory(mute, name="mute")
+    started = time.monotonic()
+    with pytest.raises(McpUnavailable, match="mcp server mute did not start within 2 s"):
+        await conn.start()
+    assert time.monotonic() - started < 15.0
+    assert conn.state == "down"
+    await until(_async(lambda: not server_processes("mute-server")), within=10)
+
+
+@pytest.mark.timeout(120)
+async def test_stop_while_starting_is_bounded(conn_factory: Any) -> None:
+    require_bwrap()
+    mute = McpServerConfig(command=sys.executable, args=["-c", "import time; time.sleep(600)  # mute-server"],
+                           start_timeout_s=300.0)
+    conn = conn_factory(mute, name="mute")
+    starting = asyncio.create_task(conn.start())
+    await until(_async(lambda: server_processes("mute-server")), within=30)
+    stopped = time.monotonic()
+    await conn.stop()
+    assert time.monotonic() - stopped < 15.0
+    with pytest.raises((McpUnavailable, asyncio.CancelledError)):
+        await asyncio.wait_for(starting, 5)
+    await until(_async(lambda: not server_processes("mute-server")), within=10)
 
 
 @pytest.mark.timeout(120)

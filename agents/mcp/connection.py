@@ -142,7 +142,11 @@ class _Session:
                 await self._stop.wait()
         except BaseException as err:
             if not self._ready.done():
-                self._ready.set_exception(err if isinstance(err, Exception) else McpUnavailable("cancelled"))
+                if isinstance(err, Exception):
+                    self._ready.set_exception(err)
+                    self._ready.exception()  # retrieved: open() may have stopped waiting
+                else:
+                    self._ready.cancel()
             if not isinstance(err, Exception):
                 raise
             log.debug("mcp session ended: %s", type(err).__name__)
@@ -157,6 +161,8 @@ class _Session:
         self._stop.set()
         runner = self._runner
         if runner is not None:
+            if not self._ready.done():
+                runner.cancel()  # still starting: nothing to wait for; the SDK cleans up
             done, _ = await asyncio.wait({runner}, timeout=STOP_GRACE_S)
             if not done:
                 runner.cancel()
