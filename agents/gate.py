@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agents.bus import Bus
 from agents.checkpoints.git import GitError
@@ -39,12 +39,19 @@ from agents.safe_text import shorten
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS, ToolResult, invoke
-from agents.tools.base import MAX_ID, AgentStore, ToolContext
+from agents.tools.base import MAX_ID, AgentStore, Tool, ToolContext
 from agents.tools.shell import find_bwrap, sandbox_settings
 
 REASON_CHARS = 200  # of the model's reason on an approval: a line a person reads
 
 AskHandler = Callable[[Approval], Awaitable[None]]
+
+
+class McpTools(Protocol):
+    """What the gate needs of the MCP hub (agents/mcp/hub.py): each agent's offered tools."""
+
+    def tools_for(self, agent: str) -> list[Tool]: ...
+
 WaitingHandler = Callable[[], Awaitable[None]]
 
 
@@ -82,10 +89,13 @@ def stored_rules(found: list[PermissionRule]) -> list[Rule]:
                  source=p.source) for p in found]
 
 
-def make_policy(config: Config, home: Path, rules: list[Rule], workspace: Path | None = None) -> Policy:
+def make_policy(config: Config, home: Path, rules: list[Rule], workspace: Path | None = None,
+                extra_tools: Mapping[str, Mapping[str, Tool]] | None = None) -> Policy:
     """The policy as configured now: rules from the config and the database. `workspace`:
-    where this call works (a task's worktree), if not the configured workspace."""
+    where this call works (a task's worktree), if not the configured workspace;
+    `extra_tools`: each agent's MCP tools offered now."""
     return Policy(
+        extra_tools=extra_tools or {},
         workspace=workspace or config.workspace_path(), home=home,
         allowlists={name: list(a.tools) for name, a in config.enabled_agents().items()},
         rules=tuple(rules),
@@ -106,6 +116,16 @@ class Gate:
         self.session_grants: set[tuple[str, str, str]] = set()
         self.checkpoints = Checkpointer(home, config.checkpoints) if config.checkpoints.enabled else None
         self.worktrees = Worktrees(home, config.workspace_path(), config.checkpoints.worktree_keep_days)
+        self.mcp: McpTools | None = None  # the host's MCP servers, when it runs any
+
+    def mcp_tools(self, agent: str) -> dict[str, Tool]:
+        """The MCP tools offered to `agent` now (scoped to it, pinned, expressible)."""
+        if self.mcp is None:
+            return {}
+        return {t.name: t for t in self.mcp.tools_for(agent)}
+
+    def tool_for(self, agent: str, name: str) -> Tool | None:
+        return TOOLS.get(name) or self.mcp_tools(agent).get(name)
 
     def isolated(self, agent: str, task_id: int | None) -> bool:
         """Does this agent's task work in a worktree of its own?"""
@@ -128,8 +148,9 @@ class Gate:
     async def policy(self, workspace: Path | None = None) -> Policy:
         # Read every time: `agentdeck rules add` in another terminal applies at once.
         found = await self.store.read(queries.rules)
+        extra = {agent: self.mcp_tools(agent) for agent in self.config.enabled_agents()} if self.mcp else None
         return make_policy(self.config, self.home, [*config_rules(self.config), *stored_rules(found)],
-                           workspace)
+                           workspace, extra)
 
     async def call(self, agent: str, tool: str, arguments: Any, *, reason: str = "",
                    task_id: int | None = None, on_ask: AskHandler | None = None,
@@ -189,11 +210,15 @@ class Gate:
                                call_id: int) -> tuple[ToolResult, str]:
         """Run the tool; a writing one between two checkpoints of its workspace, so what
         it did to the files is recorded against the call (and its task) for undo."""
+        found = self.tool_for(context.agent, tool)
+        if found is None:  # withheld or gone between the decision and now
+            gone = f"{tool} is no longer offered"
+            return ToolResult(status="error", text=gone), gone
         before: Before | None = None
-        if self.checkpoints is not None and tool in WRITING_TOOLS:
+        if self.checkpoints is not None and (tool in WRITING_TOOLS or self._mcp_writes(tool)):
             before = await self.checkpoints.before(context.workspace)
         try:
-            ran = await invoke(TOOLS[tool], context, arguments, redact=self.redact)
+            ran = await invoke(found, context, arguments, redact=self.redact)
         except asyncio.CancelledError:
             if before is not None and self.checkpoints is not None:
                 with contextlib.suppress(Exception):
@@ -202,6 +227,12 @@ class Gate:
         if before is not None and self.checkpoints is not None:
             await self.checkpoints.after(before, as_agent, call_id)
         return ran
+
+    def _mcp_writes(self, tool: str) -> bool:
+        """An MCP tool of a stdio server given the workspace to write: checkpointed too."""
+        parts = tool.split(".", 2)
+        server = self.config.mcp.get(parts[1]) if len(parts) == 3 and parts[0] == "mcp" else None
+        return server is not None and bool(server.command) and server.workspace_write
 
     def _context(self, agent: str, task_id: int | None, workspace: Path | None = None) -> ToolContext:
         settings = self.config.agents[agent]

@@ -210,6 +210,44 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     finished_at: float | None
 
 
+class McpToolListed(msgspec.Struct, kw_only=True, frozen=True):
+    """One tool as an MCP server lists it."""
+
+    name: str
+    description: str
+    input_schema: str  # JSON text, as listed
+
+
+class McpTool(msgspec.Struct, kw_only=True):
+    """An MCP tool as recorded: as last listed, and as a person approved it (pinned)."""
+
+    server: str
+    name: str
+    description: str
+    input_schema: str
+    schema_hash: str
+    pinned_description: str | None
+    pinned_schema: str | None
+    pinned_hash: str | None
+    listed: bool
+    first_seen: float
+    changed_at: float
+    approved_at: float | None
+
+    @property
+    def offered(self) -> bool:
+        """Agents see it only while it is listed as it was approved."""
+        return self.listed and self.pinned_hash == self.schema_hash
+
+    @property
+    def state(self) -> str:
+        if not self.listed:
+            return "gone"
+        if self.pinned_hash is None:
+            return "new"
+        return "pinned" if self.pinned_hash == self.schema_hash else "changed"
+
+
 class AgentStatus(msgspec.Struct, kw_only=True):
     agent: str
     state: AgentState
@@ -408,6 +446,12 @@ class FilesRestored(msgspec.Struct, tag="files.restored", kw_only=True):
     checkpoint: Checkpoint  # an undo or redo, as it now stands (running, done, failed)
 
 
+class McpToolsChanged(msgspec.Struct, tag="mcp.changed", kw_only=True):
+    server: str
+    tools: list[str]  # new or changed since pinned: withheld until a person approves
+    approved: bool = False  # the event of an approval
+
+
 Payload = (
     TaskCreated | TaskAssigned | TaskStatusChanged | TaskUpdated
     | ChannelCreated | MemberChanged | MessagePosted | MessageDeleted
@@ -415,7 +459,7 @@ Payload = (
     | ApprovalRequested | ApprovalDecided | RuleAdded | RuleRemoved
     | ToolStarted | ToolFinished | AgentStatusChanged
     | ScheduleSet | ScheduleFired | ScheduleSkipped | ScheduleRemoved | ScheduleFailed
-    | UsageRecorded | FilesChanged | FilesRestored
+    | UsageRecorded | FilesChanged | FilesRestored | McpToolsChanged
     | AgentTriaged | AgentStepped | AgentReflected
 )  # fmt: skip
 

@@ -23,7 +23,8 @@ from app.cli import build_parser
 LISTING = [
     "run", "attach", "send", "tell", "messages", "tasks", "cancel", "changes", "undo", "redo", "merge",
     "status", "approvals", "approve",
-    "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "models", "backup", "init", "secret", "bench",
+    "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "mcp", "models", "backup", "init", "secret",
+    "bench",
 ]
 
 

@@ -27,7 +27,7 @@ from agents.runtime import Host
 from agents.store import Store, queries
 from agents.store import reducers as r
 
-SERVE = [sys.executable, "-c", "from app.commands.mcp_serve import main; main()"]
+SERVE = [sys.executable, "-c", "from app.commands.mcp import main; main()"]
 CALL_S = 30.0  # the longest one request may take: a hang fails the test, it does not eat CI
 HOSTILE = "deploy \x1b]0;pwned\x07 now \x1b[2J\u202egnp.exe\r"
 RAW = ("\x1b", "\x07", "\u202e", "\r")

@@ -107,10 +107,11 @@ def _check_across(config: Config) -> None:
             raise InvalidArgument(f"agents.{name}.tools: unknown tool {unknown[0]!r} "
                                   f"(tools: {', '.join(tool_names)})")
     _check_backends(config)
+    _check_mcp(config)
     for i, rule in enumerate(config.rules):
         if rule.agent != "*" and rule.agent not in config.agents:
             raise InvalidArgument(f"rules[{i}].agent: unknown agent {rule.agent!r}")
-        if rule.tool not in tool_names:
+        if rule.tool not in tool_names and not mcp_rule_tool(rule.tool, config):
             raise InvalidArgument(f"rules[{i}].tool: unknown tool {rule.tool!r}")
         if not rule.pattern.strip():
             raise InvalidArgument(f"rules[{i}].pattern: empty")
@@ -131,6 +132,41 @@ def _check_across(config: Config) -> None:
             raise InvalidArgument(f"{where}.cron: not a cron expression: {sched.cron!r}")
         if not sched.name.strip():
             raise InvalidArgument(f"{where}.name: empty")
+
+
+MCP_SERVER_NAME = re.compile(r"[a-z][a-z0-9_\-]{0,31}")
+MCP_TOOL = re.compile(r"mcp\.([a-z][a-z0-9_\-]{0,31})\.([A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}|\*)")
+
+
+def mcp_rule_tool(tool: str, config: Config) -> bool:
+    """`mcp.SERVER.TOOL` or `mcp.SERVER.*` for a configured server."""
+    found = MCP_TOOL.fullmatch(tool)
+    return found is not None and found.group(1) in config.mcp
+
+
+def _check_mcp(config: Config) -> None:
+    for name, server in config.mcp.items():
+        where = f"mcp.{name}"
+        if not MCP_SERVER_NAME.fullmatch(name):
+            raise InvalidArgument(f"{where}: server names are lowercase letters, digits, _ or - "
+                                  "(they become part of tool names: mcp.NAME.TOOL)")
+        if bool(server.command) == bool(server.url):
+            raise InvalidArgument(f"{where}: give either command (a stdio server) or url (streamable HTTP)")
+        if server.url:
+            url = urlsplit(server.url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise InvalidArgument(f"{where}.url: {server.url!r} is not an http:// or https:// URL")
+        if server.command and (server.headers or not server.command.strip()):
+            raise InvalidArgument(f"{where}.headers: only a url server takes headers")
+        if server.url and (server.args or server.env):
+            raise InvalidArgument(f"{where}: args and env are for a command (stdio) server")
+        for agent in server.agents:
+            if agent not in config.agents:
+                raise InvalidArgument(f"{where}.agents: unknown agent {agent!r} "
+                                      f"(agents: {', '.join(config.agents)})")
+        for key, value in (*server.env.items(), *server.headers.items()):
+            if "\n" in key or "\n" in value or "\x00" in value:
+                raise InvalidArgument(f"{where}: {key!r}: a value with a line break or NUL")
 
 
 def _check_backends(config: Config) -> None:

@@ -161,6 +161,29 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     breaker_open_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 30.0
 
 
+class McpServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[mcp.NAME]`: a Model Context Protocol server whose tools agents may use, as
+    `mcp.NAME.TOOL`, through the gate. Either `command` (+ `args`, `env`; stdio, run in
+    bubblewrap) or `url` (+ `headers`; streamable HTTP). Values in `env` and `headers` may
+    be `keyring:NAME` (resolved when used, never stored or shown)."""
+
+    command: str = ""
+    args: list[str] = msgspec.field(default_factory=list)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    url: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    agents: list[str] = msgspec.field(default_factory=list)  # who sees its tools: none by default
+    enabled: bool = True
+    # stdio: may the server write the workspace (else it is read-only to it), reach the network.
+    workspace_write: bool = False
+    network: bool = False
+    call_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    start_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
+    # Consecutive failures (a crash, a timeout) that open its breaker, and for how long.
+    breaker_failures: Annotated[int, Meta(ge=1, le=1000)] = 3
+    breaker_open_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 60.0
+
+
 class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A recurring task for an agent: every `every_s` seconds, or on a `cron` expression."""
 
@@ -198,6 +221,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Named backends; "embedded" (the engine [inference] describes) always exists.
     backends: dict[str, BackendConfig] = msgspec.field(default_factory=dict)
     default_backend: str = "embedded"  # for agents without their own `model`
+    mcp: dict[str, McpServerConfig] = msgspec.field(default_factory=dict)
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)

@@ -62,7 +62,8 @@ from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, T
 from agents.safe_text import shorten
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
-from agents.tools.base import AgentStore
+from agents.tools import TOOLS
+from agents.tools.base import AgentStore, Tool
 from agents.tools.diffs import ChangedLine, changed_lines
 from agents.tools.files import DIFF_SUFFIXES
 
@@ -282,7 +283,12 @@ class TaskRunner:
         if self.harness.fitting_tools and not grounding.asks_to_add(task):
             # Measured: asked to fix a typo, Qwen-1.5B appended the corrected line below the old one.
             tools = [t for t in tools if t != "append_file"]
-        return tools
+        # The MCP servers' tools scoped to this agent and approved (agentdeck mcp).
+        return tools + sorted(self.gate.mcp_tools(self.name))
+
+    def _catalog(self) -> dict[str, Tool]:
+        """Every tool this agent may be offered, by name: the built-in ones and its MCP ones."""
+        return {**TOOLS, **self.gate.mcp_tools(self.name)}
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
@@ -366,10 +372,13 @@ class TaskRunner:
                     "no final answer before a tool has shown what it rests on" if look_first else
                     "after a refused answer, a tool call that fixes what was refused" if after_refusal
                     else "")
-        head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples, tools=tools)
+        catalog = self._catalog()
+        head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples, tools=tools,
+                                 catalog=catalog)
         turns = prompts.step_turns(steps, self.harness.result_chars)
         messages = await self.counter.fit(head, turns, self._prompt_budget())
-        step = await self._structured(f"step {number}", messages, step_schema(offered, final=not no_final),
+        step = await self._structured(f"step {number}", messages,
+                                      step_schema(offered, final=not no_final, catalog=catalog),
                                       task.id, functools.partial(parse_step, tools=offered,
                                                                  only_final=only_final, no_final=no_final))
         return step, msgspec.json.encode(step).decode()

@@ -9,11 +9,13 @@ tool it does not have.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
 from agents.tools import TOOLS
+from agents.tools.base import Tool
 
 TriageAction = Literal["act", "delegate", "defer", "ignore"]
 Outcome = Literal["success", "partial", "failure"]
@@ -89,13 +91,14 @@ def _without_lengths(schema: Any) -> Any:
     return schema
 
 
-def step_schema(tools: list[str], *, final: bool = True) -> dict[str, Any]:
+def step_schema(tools: list[str], *, final: bool = True,
+                catalog: Mapping[str, Tool] = TOOLS) -> dict[str, Any]:
     """One alternative per allowed tool (its name a constant, its arguments its own
     schema), plus the final answer unless `final` is off (grounding: look first)."""
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for name in tools:
-        schema = _without_lengths(msgspec.json.schema(TOOLS[name].args))
+        schema = _without_lengths(msgspec.json.schema(catalog[name].args))
         defs.update(schema.get("$defs", {}))
         options.append({
             "type": "object",

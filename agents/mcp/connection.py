@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,6 +202,11 @@ class McpConnection:
         self._secrets: list[str] = []  # resolved secret values: kept out of every reason
         self._private_home: str | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # A listing after a restart goes to the hub before any call runs (a server may come
+        # back with a changed tool: a rug pull); it answers which tools are withheld now.
+        self.on_relisted: Callable[[list[McpToolListed]], Awaitable[set[str]]] | None = None
+        self.withheld: set[str] = set()
+        self._listed_once = False
 
     # -- starting and stopping -------------------------------------------------------------
 
@@ -289,6 +294,9 @@ class McpConnection:
             reason = f"mcp server {self.name} {why}{self._clean(said)}"
             self._fail(reason)
             raise McpUnavailable(reason) from None
+        if self._listed_once and self.on_relisted is not None:
+            self.withheld = await self.on_relisted(tools)
+        self._listed_once = True
         self._session, self.tools = session, tools
         self.state, self.reason = "up", ""
         self._backoff = BACKOFF_FIRST_S
@@ -353,6 +361,10 @@ class McpConnection:
         try:
             async with asyncio.timeout(limit):
                 session = await self._connected()
+                if tool in self.withheld:  # changed while it was restarted: not this call
+                    raise McpUnavailable(f"mcp server {self.name}: {tool} changed since it was approved "
+                                         f"(seen when the server restarted); withheld until "
+                                         f"`agentdeck mcp approve {self.name}`")
                 result: CallToolResult = await session.client.call_tool(tool, arguments)
         except TimeoutError:
             reason = f"mcp server {self.name}: {tool} timed out after {limit:g} s (cancelled)"

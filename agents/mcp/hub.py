@@ -11,6 +11,7 @@ server, never instructions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -80,6 +81,7 @@ class McpHub:
                                        hide=config.sandbox_hide, show=config.sandbox_show)
             self.connections[name] = McpConnection(name, server, workspace=workspace, home=self.home,
                                                    env_resolver=env_resolver, sandbox=sandbox, now=now)
+            self.connections[name].on_relisted = functools.partial(self._relisted, name)
         self._pins: dict[str, dict[str, McpTool]] = {}
         self._tools: dict[str, Tool] = {}  # offered and expressible, by full name
         self._refused: dict[str, dict[str, str]] = {}  # server -> tool -> reason
@@ -112,6 +114,12 @@ class McpHub:
                         ", ".join(one_line(t.name, 80) for t in withheld[:10]))
         return withheld
 
+    async def _relisted(self, server: str, tools: list[McpToolListed]) -> set[str]:
+        """A restarted server's listing, recorded like any: what changed is withheld."""
+        withheld = await self._record(self.connections[server], tools)
+        await self.reload_pins()
+        return {t.name for t in withheld}
+
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.connections.values()), return_exceptions=True)
 
@@ -140,6 +148,8 @@ class McpHub:
                 except SchemaRefused as err:
                     refused.setdefault(server, {})[name] = str(err)
         self._pins, self._tools, self._refused = pins, tools, refused
+        for server, conn in self.connections.items():
+            conn.withheld = {n for n, p in pins.get(server, {}).items() if p.listed and not p.offered}
 
     def _tool(self, server: str, pin: McpTool) -> Tool:
         if not TOOL_NAME.fullmatch(pin.name):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +34,7 @@ from agents.policy.rules import (
 )
 from agents.policy.shell_parse import ParsedCommand, parse_command
 from agents.tools import TOOLS
-from agents.tools.base import ToolError
+from agents.tools.base import Tool, ToolError
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -57,6 +57,9 @@ class Policy:
     # bubblewrap really runs the commands (not sandbox = "off"): only then may an allow
     # rule match an interpreter running a workspace file.
     bwrap: bool = False
+    # Tools beyond the built-in ones, per agent: the MCP servers' (`mcp.SERVER.TOOL`) scoped
+    # to it and offered now (pinned and approved).
+    extra_tools: Mapping[str, Mapping[str, Tool]] = field(default_factory=dict)
 
 
 def _target(tool: str, args: msgspec.Struct, policy: Policy) -> ResolvedPath | ParsedCommand | str:
@@ -129,13 +132,19 @@ def decide(policy: Policy, agent: str, tool: str, arguments: object) -> Decision
     if agent not in policy.allowlists:
         raise InvalidArgument(f"unknown agent {agent!r} (agents: {', '.join(policy.allowlists)})",
                               exit_code=2)
-    if tool not in TOOLS:
+    extra = policy.extra_tools.get(agent, {})
+    known = TOOLS.get(tool) or extra.get(tool)
+    if known is None and tool.startswith("mcp."):  # unknown, withheld or out of its scope
+        return Decision(decision="deny", rule=None, reason=f"{tool} is not offered to {agent}: not one of "
+                        "its MCP servers' tools, or withheld until a person approves it (agentdeck mcp)",
+                        resolved="", always_rule=None)
+    if known is None:
         raise InvalidArgument(f"unknown tool {tool!r} (tools: {', '.join(TOOLS)})", exit_code=2)
-    if tool not in policy.allowlists[agent]:
+    if tool not in policy.allowlists[agent] and tool not in extra:
         return Decision(decision="deny", rule=None, reason=f"{tool} is not one of {agent}'s tools",
                         resolved="", always_rule=None)
     try:
-        args = TOOLS[tool].parse(arguments)
+        args = known.parse(arguments)
     except ToolError as err:
         return Decision(decision="deny", rule=None, reason=str(err), resolved="", always_rule=None)
     target = _target(tool, args, policy)

@@ -62,7 +62,12 @@ def path_matches(pattern: str, where: ResolvedPath) -> bool:
 
 
 def applies(rule: Rule, agent: str, tool: str) -> bool:
-    return rule.agent in (agent, "*") and rule.tool == tool
+    """The rule's agent and tool match: `mcp.SERVER.*` covers every tool of that server."""
+    if rule.agent not in (agent, "*"):
+        return False
+    if rule.tool.startswith("mcp.") and rule.tool.endswith(".*"):
+        return tool.startswith(rule.tool[:-1]) and "." not in tool[len(rule.tool) - 1:]
+    return rule.tool == tool
 
 
 def shell_rule_matches(rule: Rule, parsed: ParsedCommand, *, for_deny: bool) -> bool:

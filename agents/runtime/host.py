@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -39,10 +39,13 @@ from agents.memory.convert import ensure_embedding_model
 from agents.memory.embedder import Embedder, EmbedderUnavailable, attach, detach
 from agents.memory.indexer import MemoryIndexer
 from agents.processes import process_alive
-from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, ToolCall
+from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, McpToolsChanged, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
 from agents.store.database import checkpoint, disk_full, wal_bytes
+
+if TYPE_CHECKING:
+    from agents.mcp.hub import McpHub
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class Host:
         self.harness = harness
         self.crew: Crew | None = None
         self.gate: Gate | None = None  # the crew's
+        self.mcp: McpHub | None = None  # the MCP servers' tools, when any is configured
         self._worktrees_checked_at = -WORKTREE_CLEAN_S
         self.memory_indexer: MemoryIndexer | None = None  # with the crew
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
@@ -216,6 +220,17 @@ class Host:
         if self.run_crew and not self.stopping.is_set():  # stopped while the model loaded
             gate = self.gate = Gate(self.store, self.config, self.db_path.parent, bus=self.bus)
             self._loops.append(asyncio.create_task(self._every(self._clean_worktrees)))
+            if any(server.enabled for server in self.config.mcp.values()):
+                # MCP servers start with the crew (each within its start_timeout_s; one that
+                # fails is down with its reason, the others and the crew go on).
+                from agents.mcp.hub import McpHub  # the SDK is heavy: only when configured
+
+                self.mcp = McpHub(self.config, self.db_path.parent, self.store)
+                await self.mcp.start()
+                gate.mcp = self.mcp
+                approvals = await self.bus.subscribe("instance:mcp", EventFilter(kinds=["mcp.changed"]),
+                                                     start="now")
+                self._loops.append(asyncio.create_task(self._each(approvals, self._mcp_changed)))
             self.crew = Crew(self.store, self.bus, self.backend, gate, self.config, harness=self.harness)
             await self.crew.start(self.first_event_id)
             self.memory_indexer = MemoryIndexer(self.store, self.bus, Embedder(ensure_embedding_model))
@@ -244,6 +259,8 @@ class Host:
         steps: list[tuple[str, Callable[[], Awaitable[object]], float]] = []
         if self.crew is not None:
             steps.append(("stopping the crew", self.crew.stop, 0.0))
+        if self.mcp is not None:
+            steps.append(("stopping the MCP servers", self.mcp.stop, 0.0))
         if self._backend_started:
             steps.append(("stopping the inference backend", self.backend.stop, 0.0))
         if self.bus is not None:
@@ -319,6 +336,12 @@ class Host:
                         denied_by_policy=denied, schedules_fired=fired)
 
     # --- housekeeping ---
+
+    async def _mcp_changed(self, event: Event) -> None:
+        """A person approved changed MCP tools (`agentdeck mcp approve`, maybe from another
+        terminal): offer them from now on."""
+        if self.mcp is not None and isinstance(event.payload, McpToolsChanged) and event.payload.approved:
+            await self.mcp.reload_pins()
 
     async def _clean_worktrees(self) -> None:
         """Worktrees of tasks that ended `worktree_keep_days` ago are removed (their

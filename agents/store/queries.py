@@ -14,6 +14,7 @@ from agents.protocol import (
     ChannelMessage,
     Checkpoint,
     Event,
+    McpTool,
     Memory,
     PermissionRule,
     Schedule,
@@ -358,3 +359,12 @@ def tasks_with_changes(conn: sqlite3.Connection, limit: int = 50) -> list[tuple[
         "SELECT task_id, COUNT(*) FROM checkpoints WHERE kind = 'call' AND task_id IS NOT NULL "
         "AND files != '[]' GROUP BY task_id ORDER BY MAX(id) DESC LIMIT ?", (limit,))
     return [(int(a), int(b)) for a, b in cur.fetchall()]
+
+
+def mcp_tools(conn: sqlite3.Connection, server: str | None = None) -> list[McpTool]:
+    """MCP tools as recorded (pinned and last listed), by server and name."""
+    if server is None:
+        cur = conn.execute("SELECT * FROM mcp_tools ORDER BY server, name")
+    else:
+        cur = conn.execute("SELECT * FROM mcp_tools WHERE server = ? ORDER BY name", (server,))
+    return [rows.mcp_tool(r) for r in cur.fetchall()]

@@ -16,6 +16,7 @@ from agents.protocol import (
     ChannelMessage,
     Checkpoint,
     InferenceUsage,
+    McpTool,
     Memory,
     NotCheckpointed,
     PermissionRule,
@@ -85,6 +86,15 @@ def checkpoint(r: sqlite3.Row) -> Checkpoint:
         skipped=msgspec.json.decode(r["skipped"], type=list[NotCheckpointed]),
         plan=None if plan is None else msgspec.json.decode(plan, type=list[PlannedFile]),
         note=r["note"], created_at=r["created_at"], finished_at=r["finished_at"],
+    )
+
+
+def mcp_tool(r: sqlite3.Row) -> McpTool:
+    return McpTool(
+        server=r["server"], name=r["name"], description=r["description"], input_schema=r["input_schema"],
+        schema_hash=r["schema_hash"], pinned_description=r["pinned_description"],
+        pinned_schema=r["pinned_schema"], pinned_hash=r["pinned_hash"], listed=bool(r["listed"]),
+        first_seen=r["first_seen"], changed_at=r["changed_at"], approved_at=r["approved_at"],
     )
 
 

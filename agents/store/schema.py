@@ -270,6 +270,28 @@ CREATE INDEX checkpoints_by_task ON checkpoints (task_id, id);
 ALTER TABLE approvals ADD COLUMN preview TEXT;
 """
 
+# v9: MCP tools as pinned and as last listed. A tool is offered to agents only while what
+# the server lists (`description`, `schema_hash`) is what a person approved (`pinned_*`):
+# the first listing pins itself; a changed description or schema, or a tool new since,
+# waits for `agentdeck mcp approve SERVER`.
+_V9 = """
+CREATE TABLE mcp_tools (
+    server             TEXT NOT NULL,
+    name               TEXT NOT NULL,
+    description        TEXT NOT NULL,
+    input_schema       TEXT NOT NULL,            -- JSON, as listed
+    schema_hash        TEXT NOT NULL,            -- sha256 of name, description and schema
+    pinned_description TEXT,
+    pinned_schema      TEXT,
+    pinned_hash        TEXT,                     -- NULL: never approved
+    listed             INTEGER NOT NULL DEFAULT 1,  -- 0: the server no longer lists it
+    first_seen         REAL NOT NULL,
+    changed_at         REAL NOT NULL,
+    approved_at        REAL,
+    PRIMARY KEY (server, name)
+);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
-                                     (7, _V7), (8, _V8)]
+                                     (7, _V7), (8, _V8), (9, _V9)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -20,6 +20,7 @@ from app.commands import (
     doctor,
     gate,
     log,
+    mcp,
     merge,
     messages,
     models,
@@ -36,7 +37,7 @@ from app.commands import (
 # `tell` and `messages` in the listing, `tasks` and `cancel` after them.)
 MODULES: tuple[ModuleType, ...] = (
     run, attach, send, messages, tasks, changes, merge, status, approvals, schedules, rules, gate, log,
-    doctor, models, backup, setup,
+    doctor, mcp, models, backup, setup,
 )
 
 

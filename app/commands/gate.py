@@ -18,6 +18,7 @@ from agents.safe_text import safe_text
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools import TOOLS
+from agents.tools.base import Tool
 from app.args import Parser, add_command, add_json_flag, positive_int
 from app.context import Context
 from app.render import line, print_json
@@ -67,7 +68,9 @@ def parse_arguments(text: str) -> dict[str, Any]:
 def cmd_policy_check(ctx: Context, args: argparse.Namespace) -> int:
     arguments = parse_arguments(args.args_json)
     rules = [*config_rules(ctx.config), *stored_rules(ctx.store.read(queries.rules))]
-    decision = decide(make_policy(ctx.config, ctx.home, rules), args.agent, args.tool, arguments)
+    extra = asyncio.run(_mcp_offered(ctx)) if args.tool.startswith("mcp.") else None
+    decision = decide(make_policy(ctx.config, ctx.home, rules, extra_tools=extra), args.agent, args.tool,
+                      arguments)
     if args.json:
         print_json(decision)
         return 0
@@ -79,6 +82,21 @@ def cmd_policy_check(ctx: Context, args: argparse.Namespace) -> int:
         always = f"saves {decision.always_rule!r}" if decision.always_rule else "not offered"
         line(f"always:      {always}")
     return 0
+
+
+async def _mcp_offered(ctx: Context) -> dict[str, dict[str, Tool]]:
+    """Each agent's MCP tools as offered now, from the recorded pins: no server started
+    (their schemas are what the gate parses the arguments with)."""
+    from agents.mcp.hub import McpHub  # the SDK is heavy: only for an MCP tool
+
+    ctx.ensure_home()
+    store = await AsyncStore(ctx.db_path, ctx.config.enabled_agents()).open()
+    try:
+        hub = McpHub(ctx.config, ctx.home, store)
+        await hub.reload_pins()
+        return {agent: {t.name: t for t in hub.tools_for(agent)} for agent in ctx.config.enabled_agents()}
+    finally:
+        await store.close()
 
 
 # --- tool run ---

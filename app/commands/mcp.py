@@ -1,20 +1,111 @@
-"""`agentdeck mcp serve`: agentdeck as an MCP server on stdin/stdout, for an editor or a
-coding agent to hand the crew work and read what it did (agents/mcp/serve.py). It runs
-until stdin closes, SIGTERM or Ctrl-C; stdout carries the protocol only.
-
-Registered by `agentdeck mcp` (app/commands/mcp.py); `main()` runs it without the CLI,
-the home from $AGENTDECK_HOME.
+"""`agentdeck mcp`: the MCP servers agents take tools from — their tools and each tool's
+state (pinned, new, changed, gone) — `mcp approve SERVER` (a changed or new tool is offered
+to agents only once a person approved it, seeing the change), and `mcp serve`: agentdeck
+as an MCP server on stdin/stdout, for an editor or a coding agent to hand the crew work and
+read what it did (agents/mcp/serve.py), until stdin closes, SIGTERM or Ctrl-C; stdout
+carries the protocol only. `main()` runs `serve` without the CLI (home from
+$AGENTDECK_HOME).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import sys
 
-from agents.errors import AgentdeckError
+from agents.errors import AgentdeckError, InvalidArgument
+from agents.protocol import OWNER, McpTool, to_builtins
 from agents.safe_text import safe_text
+from agents.store import queries
+from agents.store import reducers as r
+from app.args import Parser, add_command, add_json_flag
 from app.context import Context
 from app.logs import setup_logging
+from app.render import line, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "mcp", cmd_mcp, "MCP servers' tools for the agents: list, approve changes; serve")
+    add_json_flag(p)
+    actions = p.add_subparsers(dest="mcp_command", metavar="ACTION", required=False, parser_class=Parser)
+    s = actions.add_parser("approve",
+                           help="offer SERVER's new or changed tools to its agents (shows the change)")
+    s.add_argument("server", metavar="SERVER")
+    s.add_argument("--tool", action="append", metavar="NAME", help="only this tool (repeatable)")
+    s.set_defaults(handler=cmd_mcp_approve)
+    s = actions.add_parser("serve", help="agentdeck as an MCP server on stdio (send tasks, read results)")
+    s.set_defaults(handler=cmd_mcp_serve)
+
+
+def _server(ctx: Context, name: str) -> None:
+    if name not in ctx.config.mcp:
+        known = ", ".join(ctx.config.mcp) or "none configured"
+        raise InvalidArgument(f"no MCP server {name!r} in the config (servers: {known})", exit_code=2)
+
+
+def cmd_mcp(ctx: Context, args: argparse.Namespace) -> int:
+    tools: list[McpTool] = ctx.store.read(queries.mcp_tools)
+    if args.json:
+        print_json([{"server": name, "transport": "stdio" if cfg.command else "http",
+                     "enabled": cfg.enabled, "agents": cfg.agents,
+                     "tools": [{**to_builtins(t), "state": t.state, "offered": t.offered}  # type: ignore[dict-item]
+                               for t in tools if t.server == name]}
+                    for name, cfg in ctx.config.mcp.items()])
+        return 0
+    if not ctx.config.mcp:
+        line("no MCP servers configured ([mcp.NAME] in config.toml; see the README)")
+        return 0
+    for name, cfg in ctx.config.mcp.items():
+        mine = [t for t in tools if t.server == name]
+        where = safe_text((cfg.command and " ".join([cfg.command, *cfg.args])) or cfg.url)
+        scope = ", ".join(cfg.agents) or "no agent (agents = [...])"
+        state = "" if cfg.enabled else " [disabled]"
+        line(f"{safe_text(name)}{state}: {where} — for {scope}; {len(mine)} tool(s) recorded")
+        if not mine:
+            line("  not listed yet: its tools are recorded (and pinned) when the instance first connects")
+        for t in mine:
+            line(safe_text(f"  {t.state:<8} mcp.{name}.{t.name}: {' '.join(t.description.split())[:100]}"))
+        waiting = [t for t in mine if t.listed and not t.offered]
+        if waiting:
+            line(f"  withheld from agents until approved: `agentdeck mcp approve {name}`")
+    return 0
+
+
+def change_lines(tool: McpTool) -> list[str]:
+    """What changed since the approved version, whole (a person must see all of it)."""
+    if tool.pinned_hash is None:
+        out = [f"new tool mcp.{tool.server}.{tool.name}", "description:", *tool.description.splitlines(),
+               "input schema:", json.dumps(json.loads(tool.input_schema), indent=2, sort_keys=True)]
+        return [safe_text(x) for x in out]
+    out = [f"changed tool mcp.{tool.server}.{tool.name}"]
+    for label, old, new in (("description", tool.pinned_description or "", tool.description),
+                            ("input schema", _pretty(tool.pinned_schema), _pretty(tool.input_schema))):
+        if old != new:
+            out += [f"{label}:"] + [d.rstrip("\n") for d in difflib.unified_diff(
+                old.splitlines(), new.splitlines(), "approved", "now", lineterm="")]
+    return [safe_text(x) for x in out]
+
+
+def _pretty(schema: str | None) -> str:
+    return json.dumps(json.loads(schema), indent=2, sort_keys=True) if schema else ""
+
+
+def cmd_mcp_approve(ctx: Context, args: argparse.Namespace) -> int:
+    _server(ctx, args.server)
+    waiting = [t for t in ctx.store.read(queries.mcp_tools, args.server) if t.listed and not t.offered
+               and (not args.tool or t.name in args.tool)]
+    for t in waiting:
+        for text in change_lines(t):
+            line(text)
+    approved = ctx.store.write(r.approve_mcp, OWNER, args.server, args.tool or ())
+    if not approved:
+        line(f"nothing to approve: every tool {args.server} lists is offered as approved")
+        return 0
+    line(f"approved {len(approved)} tool(s) of {args.server}: "
+         + ", ".join(safe_text(t.name) for t in approved)
+         + " (a running instance offers them from its next listing)")
+    return 0
 
 
 def cmd_mcp_serve(ctx: Context, args: argparse.Namespace) -> int:

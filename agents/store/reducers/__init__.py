@@ -31,6 +31,7 @@ from agents.store.reducers.channels import (
     send_direct,
 )
 from agents.store.reducers.checkpoints import finish_restore, record_checkpoint, start_restore
+from agents.store.reducers.mcp import approve_mcp, record_mcp_listing
 from agents.store.reducers.memory import compact_memory, delete_memory, write_memory
 from agents.store.reducers.schedules import (
     fire_schedule,
@@ -52,6 +53,7 @@ from agents.store.reducers.tools import finish_tool_call, interrupt_running_tool
 __all__ = [
     "add_member",
     "add_rule",
+    "approve_mcp",
     "assign_task",
     "cancel_approval",
     "cancel_task",
@@ -72,6 +74,7 @@ __all__ = [
     "mark_schedule_failed",
     "post_message",
     "record_checkpoint",
+    "record_mcp_listing",
     "record_phase",
     "record_usage",
     "release_instance",
