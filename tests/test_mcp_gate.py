@@ -237,3 +237,19 @@ async def test_a_server_that_comes_back_changed_after_a_crash_is_withheld(
         assert hub.tool("mcp.changing.ask") is None
     finally:
         await hub.stop()
+
+
+@pytest.mark.timeout(180)
+def test_doctor_lists_each_server_without_pinning_anything(home: Path, ws: Path) -> None:
+    require_bwrap()
+    text = (f'workspace = "{ws}"\n' + server_toml("fs", "fs_server.py")
+            + f'[mcp.gone]\ncommand = "{sys.executable}"\nargs = ["-c", "raise SystemExit(3)"]\n'
+            f'agents = ["ops"]\nstart_timeout_s = 20\n')
+    (home / "config.toml").write_text(text)
+    proc = run(home, "doctor")
+    lines = {ln.split()[1]: ln for ln in proc.stdout.splitlines() if ln.split()[1:2]}
+    assert lines["mcp.fs"].startswith("ok") and "reachable (stdio)" in lines["mcp.fs"]
+    assert "first listing" in lines["mcp.fs"]
+    assert lines["mcp.gone"].startswith("warn") and "not reachable" in lines["mcp.gone"]
+    assert "keep their other tools" in lines["mcp.gone"]
+    assert json.loads(ok(home, "mcp", "--json"))[0]["tools"] == []  # doctor pinned nothing

@@ -9,13 +9,16 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from agents.config import CONFIG_FILE
 from agents.errors import AgentdeckError
 from agents.home import loose_permissions
+from agents.safe_text import safe_text
 from agents.secrets import backend_name, keyring_usable
+from agents.store import AsyncStore, queries
 from agents.store.database import check_file, disk_full, room_error
 from agents.store.schema import SCHEMA_VERSION
 from app.args import add_command, add_json_flag
@@ -228,6 +231,59 @@ def _checkpoints(ctx: Context) -> Check:
     return Check("checkpoints", "ok", f"git at {git}; shadow repositories {size / 1e6:.1f} MB{where}")
 
 
+MCP_DOCTOR_START_S = 15.0  # each server's start and listing, at most, for doctor
+
+
+def _mcp(ctx: Context) -> list[Check]:
+    """One line per configured MCP server: reachable, its tools, and how they stand
+    against the pins (changed or new ones are withheld from agents). Read-only: doctor
+    records no listing, so it never pins anything."""
+    if not ctx.config.mcp:
+        return []
+    from agents.mcp.hub import McpHub
+    from agents.store.reducers.mcp import tool_hash
+
+    pins = {(t.server, t.name): t for t in ctx.store.read(queries.mcp_tools)}
+
+    async def probe() -> list[Check]:
+        store = await AsyncStore(ctx.db_path, ctx.config.enabled_agents()).open()
+        hub = McpHub(ctx.config, ctx.home, store)
+        try:
+            probes = (_mcp_one(name, conn) for name, conn in hub.connections.items())
+            return list(await asyncio.gather(*probes))
+        finally:
+            await hub.stop()
+            await store.close()
+
+    async def _mcp_one(name: str, conn: Any) -> Check:
+        where = f"mcp.{name}"
+        if not conn.config.enabled:
+            return Check(where, "ok", "disabled in the config")
+        try:
+            async with asyncio.timeout(min(conn.config.start_timeout_s, MCP_DOCTOR_START_S)):
+                listed = await conn.start()
+        except (AgentdeckError, TimeoutError) as err:
+            return Check(where, "warn", f"not reachable: {safe_text(str(err) or 'no answer in time')}; "
+                         f"its agents ({', '.join(conn.config.agents) or 'none'}) keep their other tools")
+        changed = new = pinned = 0
+        for tool in listed:
+            pin = pins.get((name, tool.name))
+            if pin is None or pin.pinned_hash is None:
+                new += 1
+            elif pin.pinned_hash != tool_hash(tool.name, tool.description, tool.input_schema):
+                changed += 1
+            else:
+                pinned += 1
+        first = " (first listing: the instance pins them when it starts)" if not any(
+            s == name for s, _ in pins) else ""
+        status = "warn" if (changed or new) and not first else "ok"
+        hint = f"; `agentdeck mcp approve {name}` after reading the change" if status == "warn" else ""
+        return Check(where, status, f"reachable ({conn.transport}); {len(listed)} tool(s): {pinned} pinned, "
+                     f"{changed} changed, {new} new{first}{hint}")
+
+    return asyncio.run(probe())
+
+
 def _keyring(_ctx: Context) -> Check:
     if keyring_usable():
         return Check("keyring", "ok", backend_name())
@@ -349,6 +405,10 @@ def run_checks(ctx: Context) -> list[Check]:
             results.append(Check(name, "fail", f"{err.filename or ''} {err.strerror or err}".strip()))
         except Exception as err:  # a bug in a check must not hide the other checks
             results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
+    try:
+        results.extend(_mcp(ctx))
+    except Exception as err:  # a bug in a check must not hide the other checks
+        results.append(Check("mcp", "fail", f"check failed: {type(err).__name__}: {err}"))
     try:
         results.extend(_backends(ctx))
     except AgentdeckError:
