@@ -10,12 +10,11 @@ $AGENTDECK_HOME).
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
 import sys
 
 from agents.errors import AgentdeckError, InvalidArgument
 from agents.protocol import OWNER, McpTool, to_builtins
+from agents.runtime.mcp_text import change_lines
 from agents.safe_text import safe_text
 from agents.store import queries
 from agents.store import reducers as r
@@ -70,25 +69,6 @@ def cmd_mcp(ctx: Context, args: argparse.Namespace) -> int:
         if waiting:
             line(f"  withheld from agents until approved: `agentdeck mcp approve {name}`")
     return 0
-
-
-def change_lines(tool: McpTool) -> list[str]:
-    """What changed since the approved version, whole (a person must see all of it)."""
-    if tool.pinned_hash is None:
-        out = [f"new tool mcp.{tool.server}.{tool.name}", "description:", *tool.description.splitlines(),
-               "input schema:", json.dumps(json.loads(tool.input_schema), indent=2, sort_keys=True)]
-        return [safe_text(x) for x in out]
-    out = [f"changed tool mcp.{tool.server}.{tool.name}"]
-    for label, old, new in (("description", tool.pinned_description or "", tool.description),
-                            ("input schema", _pretty(tool.pinned_schema), _pretty(tool.input_schema))):
-        if old != new:
-            out += [f"{label}:"] + [d.rstrip("\n") for d in difflib.unified_diff(
-                old.splitlines(), new.splitlines(), "approved", "now", lineterm="")]
-    return [safe_text(x) for x in out]
-
-
-def _pretty(schema: str | None) -> str:
-    return json.dumps(json.loads(schema), indent=2, sort_keys=True) if schema else ""
 
 
 def cmd_mcp_approve(ctx: Context, args: argparse.Namespace) -> int:
