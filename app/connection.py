@@ -3,7 +3,8 @@ the engine, the live views) or attached (the home of an instance already running
 headless: the store and the bus, the meter from the instance's heartbeat).
 
 The app acts on the crew only through the connection's control surface: pause, resume,
-cancel, decide, restore (undo or redo a task's changes to the files), stop. What only
+cancel, decide, approve MCP tools, restore (undo or redo a task's changes to the files),
+stop. What only
 the crew in this process can do (pause a loop) raises NotHere when attached, with a
 sentence the app shows.
 """
@@ -18,13 +19,14 @@ from agents.checkpoints.undo import Outcome, Plan, RestoreKind, restore
 from agents.config import Config
 from agents.crew import Crew
 from agents.crew.live import LiveView
-from agents.errors import AgentdeckError
+from agents.errors import AgentdeckError, InvalidArgument
 from agents.inference import Backend, MeterSnapshot
-from agents.protocol import OWNER, Approval, ApprovalScope
+from agents.protocol import OWNER, Approval, ApprovalScope, McpTool
 from agents.runtime import Host
 from agents.runtime.deck import DeckView, read_deck
 from agents.store import AsyncStore
 from agents.store import reducers as r
+from agents.store.tx import Tx
 
 
 class NotHere(AgentdeckError):
@@ -81,6 +83,12 @@ class Connection:
         """The person's decision, through the reducer; the waiting agent reads it from the store."""
         return await self._store().write(r.decide_approval, OWNER, approval_id, approve, scope=scope)
 
+    async def approve_mcp(self, server: str, shown: list[McpTool]) -> list[McpTool]:
+        """The person approves `server`'s tools as they were shown; refused (nothing
+        approved) if one changed again since. The host reloads its pins on the event."""
+        digests = {t.name: t.schema_hash for t in shown}
+        return await self._store().write(_approve_as_shown, OWNER, server, digests)
+
     async def restore(self, home: Path, task_id: int, kind: RestoreKind, *,
                       force: bool = False) -> tuple[Plan, Outcome]:
         """Undo (or redo) the task's changes to the files, as `agentdeck undo` does, from
@@ -100,6 +108,15 @@ class Connection:
     def _meter(self) -> MeterSnapshot | None:
         """The meter in hand (embedded: the backend's); None: the heartbeat's."""
         return None
+
+
+def _approve_as_shown(tx: Tx, actor: str, server: str, shown: dict[str, str]) -> list[McpTool]:
+    # One transaction: a server relisting while the review was open cannot slip a change in.
+    now = dict(tx.execute("SELECT name, schema_hash FROM mcp_tools WHERE server = ?", (server,)).fetchall())
+    changed = sorted(name for name, digest in shown.items() if now.get(name) != digest)
+    if changed:
+        raise InvalidArgument(f"mcp.{server}.{changed[0]} changed again while shown: review it again")
+    return r.approve_mcp(tx, actor, server, list(shown))
 
 
 class Embedded(Connection):

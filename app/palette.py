@@ -1,6 +1,7 @@
 """The command palette, built from the current state: send to an agent, pause or resume
 one, cancel a task, undo or redo the changes of the selected (or focused agent's) task,
-approve or deny what is pending, switch theme, open a task, export the log."""
+approve or deny what is pending, review an MCP server's withheld tools, switch theme,
+open a task, export the log."""
 
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ class DeckCommands(Provider):
                 commands.append((f"approve {a.id}: {what}", partial(_run, app, _decide, a.id, True),
                                  "approve once"))
                 commands.append((f"deny {a.id}: {what}", partial(_run, app, _decide, a.id, False), "deny"))
+            for server, tools in deck.mcp_withheld.items():
+                commands.append((f"review MCP changes of {server}", partial(deck.review_mcp, server),
+                                 f"{len(tools)} tool(s) new or changed, withheld from agents until approved"))
             commands.append(("export the log", partial(_run, app, _export),
                              "write the event log as JSON lines"))
         for theme in THEMES:

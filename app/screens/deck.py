@@ -1,6 +1,7 @@
 """The deck: the cockpit's one main screen (as Posting's MainScreen). It owns the
-layout, the keys, the timer that draws the runtime, the approval modals and the
-composer; the App around it holds the connection, the theme and quitting.
+layout, the keys, the timer that draws the runtime, the approval modals (and the review
+of MCP tools withheld until approved) and the composer; the App around it holds the
+connection, the theme and quitting.
 
 Live data is pulled, never pushed: one timer at `[ui] refresh_hz` reads the deck (each
 agent's live view, the meter) and redraws only what changed; bus events arrive through
@@ -27,10 +28,11 @@ from textual.widgets import Footer, Header, Input, ProgressBar, Static, TabbedCo
 
 from agents.errors import AgentdeckError
 from agents.intake import read_request
-from agents.protocol import OWNER, Approval
+from agents.protocol import OWNER, Approval, McpTool
 from agents.runtime.approval_queue import ApprovalQueue, decision_for, what_became_of
 from agents.runtime.change_text import change_lines, worth_showing
 from agents.runtime.change_watch import ChangeWatch, Watched
+from agents.runtime.mcp_text import withheld_by_server, withheld_summary
 from agents.runtime.pacing import FramePacer
 from agents.runtime.task_detail import task_detail
 from agents.safe_text import safe_text
@@ -42,6 +44,7 @@ from widgets.approval import GRACE_S, ApprovalModal
 from widgets.channels import DIRECT, Channels
 from widgets.composer import Composer
 from widgets.event_log import EventLog
+from widgets.mcp_review import McpReviewModal
 from widgets.memory import MemoryBrowser
 from widgets.meter import SlotMeter
 from widgets.tasks import TaskView
@@ -78,6 +81,8 @@ class DeckScreen(Screen[None]):
         self.clock = clock  # wall time for countdowns and the header (snapshots fix it)
         self.panes: dict[str, AgentPane] = {}
         self.approvals = ApprovalQueue()
+        self.mcp_withheld: dict[str, list[McpTool]] = {}  # by server, read on the slow refresh
+        self._mcp_told: set[tuple[str, str, str]] = set()  # (server, tool, hash) already notified
         self.pacer = FramePacer()
         self.stopping = False  # the App is letting go of the connection: draw no more
         self.last_slow = 0.0  # when tasks, channels and approvals were last read (monotonic)
@@ -169,6 +174,8 @@ class DeckScreen(Screen[None]):
         gone = self.approvals.update(await store.read(queries.approvals, status="pending"), self.clock())
         if gone is not None:
             await self._gone(gone)
+        if self.config.mcp:
+            await self._read_mcp()
         self._show_badge()
         self._next_modal()
         self.read_changes()
@@ -224,9 +231,13 @@ class DeckScreen(Screen[None]):
     def _show_badge(self) -> None:
         badge = self.query_one("#approval-badge", Static)
         count = len(self.approvals.pending)
-        badge.set_class(count > 0, "-shown")
         keys = self.key_for("approvals.next")
-        badge.update(f"{count} approval(s) pending — {keys} to decide" if count else "")
+        parts = [f"{count} approval(s) pending — {keys} to decide"] if count else []
+        if self.mcp_withheld:
+            then = " (after the approvals)" if count else ""
+            parts.append(f"{withheld_summary(self.mcp_withheld)} — {keys} to review{then}")
+        badge.set_class(bool(parts), "-shown")
+        badge.update(" · ".join(parts))
 
     def key_for(self, binding_id: str) -> str:
         """The key that runs a binding, as the keymap left it."""
@@ -280,9 +291,53 @@ class DeckScreen(Screen[None]):
 
     def action_next_approval(self) -> None:
         if not self.approvals.ask_again():
+            if self.mcp_withheld:  # no call waits: the MCP tools withheld are next
+                self.review_mcp(next(iter(self.mcp_withheld)))
+                return
             self.notify("no approvals pending")
             return
         self._next_modal()
+
+    # --- MCP tools withheld until approved ---
+
+    async def _read_mcp(self) -> None:
+        """The configured servers' tools listed but not offered (new or changed since
+        pinned); a notification the first time each change is seen."""
+        assert self.connection.store is not None
+        self.mcp_withheld = withheld_by_server(await self.connection.store.read(queries.mcp_tools),
+                                               self.config.mcp)
+        for server, tools in self.mcp_withheld.items():
+            seen = {(server, t.name, t.schema_hash) for t in tools}
+            if not seen <= self._mcp_told:
+                self._mcp_told |= seen
+                self.notify(safe_text(f"{withheld_summary({server: tools})} until you approve them: "
+                                      f"{self.key_for('approvals.next')} or the palette to review"),
+                            severity="warning")
+
+    def review_mcp(self, server: str) -> None:
+        """Show the server's withheld tools, each change whole, to approve or leave."""
+        if isinstance(self.app.screen, McpReviewModal):
+            return  # one review at a time
+        tools = self.mcp_withheld.get(server)
+        if not tools:
+            self.notify(safe_text(f"no MCP tools of {server} are withheld"))
+            return
+        self.app.push_screen(McpReviewModal(server, tools, grace_s=self.grace_s),
+                             lambda answer: self._mcp_answered(server, tools, answer))
+
+    def _mcp_answered(self, server: str, tools: list[McpTool], answer: str | None) -> None:
+        if answer == "approve":
+            self.app.run_worker(self._approve_mcp(server, tools), group="decide", exit_on_error=False)
+
+    async def _approve_mcp(self, server: str, tools: list[McpTool]) -> None:
+        try:
+            approved = await self.connection.approve_mcp(server, tools)
+            self.notify(safe_text(f"approved {len(approved)} tool(s) of {server}: "
+                                  + ", ".join(t.name for t in approved)))
+        except AgentdeckError as err:
+            self.notify(safe_text(f"MCP {server}: {err}"), severity="error")
+        await self._read_mcp()  # the badge (and a review again) as they are now, not at the next refresh
+        self._show_badge()
 
     # --- composer, tabs, panes, tasks, memory ---
 
