@@ -407,6 +407,8 @@ def run_checks(ctx: Context) -> list[Check]:
             results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
     try:
         results.extend(_mcp(ctx))
+    except AgentdeckError:
+        pass  # the config check above says what is wrong with it
     except Exception as err:  # a bug in a check must not hide the other checks
         results.append(Check("mcp", "fail", f"check failed: {type(err).__name__}: {err}"))
     try:
