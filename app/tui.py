@@ -21,12 +21,13 @@ from app.palette import DeckCommands
 from app.screens.deck import DeckScreen
 from themes import THEMES
 from widgets.approval import GRACE_S, ApprovalModal
+from widgets.mcp_review import McpReviewModal
 from widgets.composer import Composer
 
 
 def binding_ids() -> set[str]:
     found = set()
-    for owner in (Cockpit, DeckScreen, ApprovalModal, Composer):
+    for owner in (Cockpit, DeckScreen, ApprovalModal, McpReviewModal, Composer):
         found |= {b.id for b in owner.BINDINGS if getattr(b, "id", None)}  # type: ignore[union-attr]
     return found
 
