@@ -21,8 +21,8 @@ from app.palette import DeckCommands
 from app.screens.deck import DeckScreen
 from themes import THEMES
 from widgets.approval import GRACE_S, ApprovalModal
-from widgets.mcp_review import McpReviewModal
 from widgets.composer import Composer
+from widgets.mcp_review import McpReviewModal
 
 
 def binding_ids() -> set[str]:
