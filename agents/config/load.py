@@ -108,6 +108,7 @@ def _check_across(config: Config) -> None:
                                   f"(tools: {', '.join(tool_names)})")
     _check_backends(config)
     _check_mcp(config)
+    _check_notify_and_hooks(config)
     for i, rule in enumerate(config.rules):
         if rule.agent != "*" and rule.agent not in config.agents:
             raise InvalidArgument(f"rules[{i}].agent: unknown agent {rule.agent!r}")
@@ -167,6 +168,37 @@ def _check_mcp(config: Config) -> None:
         for key, value in (*server.env.items(), *server.headers.items()):
             if "\n" in key or "\n" in value or "\x00" in value:
                 raise InvalidArgument(f"{where}: {key!r}: a value with a line break or NUL")
+
+
+CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _check_notify_and_hooks(config: Config) -> None:
+    notify = config.notify
+    if notify.url:
+        url = urlsplit(notify.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidArgument(f"notify.url: {notify.url!r} is not an http:// or https:// URL")
+    if bool(notify.quiet_start) != bool(notify.quiet_end):
+        raise InvalidArgument("notify: give both quiet_start and quiet_end, or neither")
+    for key in ("quiet_start", "quiet_end"):
+        value = getattr(notify, key)
+        if value and not CLOCK.fullmatch(value):
+            raise InvalidArgument(f"notify.{key}: {value!r} is not a time of day as HH:MM")
+    for key, value in notify.headers.items():
+        if "\n" in key or "\n" in value or "\x00" in value:
+            raise InvalidArgument(f"notify.headers: {key!r}: a value with a line break or NUL")
+    for i, hook in enumerate(config.hooks):
+        where = f"hooks[{i}]"
+        if not hook.command.strip():
+            raise InvalidArgument(f"{where}.command: empty")
+        if hook.agent and hook.agent not in config.agents:
+            raise InvalidArgument(f"{where}.agent: unknown agent {hook.agent!r}")
+        if hook.tool and not hook.event.startswith("tool."):
+            raise InvalidArgument(f"{where}.tool: only tool.before and tool.after hooks match a tool")
+    for model in config.prices:
+        if not model.strip():
+            raise InvalidArgument("prices: an empty model name")
 
 
 def _check_backends(config: Config) -> None:

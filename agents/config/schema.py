@@ -184,6 +184,53 @@ class McpServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     breaker_open_s: Annotated[float, Meta(gt=0, le=DAY_S)] = 60.0
 
 
+NotifyEvent = Literal["approval.requested", "task.failed", "breaker.open"]
+HookEvent = Literal["task.created", "task.done", "task.failed", "tool.before", "tool.after",
+                    "approval.requested", "approval.decided"]
+
+
+class NotifyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[notify]`: telling the person when something waits for them or went wrong."""
+
+    events: list[NotifyEvent] = msgspec.field(
+        default_factory=lambda: ["approval.requested", "task.failed", "breaker.open"])
+    bell: bool = True  # the cockpit rings the terminal bell
+    terminal: bool = True  # and raises a desktop notification through the terminal (OSC 9/777)
+    desktop: bool = True  # desktop-notifier (or notify-send) when a desktop session is there
+    # A webhook for headless use: ntfy-compatible plain POST (the text as the body, a
+    # Title header) or JSON; empty: none. `headers` values may be `keyring:NAME`.
+    url: str = ""
+    format: Literal["ntfy", "json"] = "ntfy"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    retries: Annotated[int, Meta(ge=0, le=20)] = 4  # with backoff 1 s, 2 s, 4 s, ...
+    # Quiet hours, local time "HH:MM" (start after end wraps midnight); empty: none. In
+    # them nothing is sent but the webhook of an approval (it is recorded as skipped).
+    quiet_start: str = ""
+    quiet_end: str = ""
+
+
+class HookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[[hooks]]`: a command run on an event, the event as JSON on its stdin, in the
+    sandbox with a minimal environment. A `tool.before` hook denies the call by exiting 2
+    (its stderr the reason); one that crashes, hangs or prints garbage denies too."""
+
+    event: HookEvent
+    command: str
+    agent: str = ""  # only this agent's events (empty: every agent's)
+    tool: str = ""  # tool.before/tool.after: only this tool (empty: every tool)
+    timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
+
+
+class PriceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What a remote model bills, per million tokens, for `agentdeck usage`."""
+
+    prompt_per_mtok: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+    cached_per_mtok: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+    completion_per_mtok: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+    currency: str = "USD"
+
+
 class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A recurring task for an agent: every `every_s` seconds, or on a `cron` expression."""
 
@@ -222,6 +269,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backends: dict[str, BackendConfig] = msgspec.field(default_factory=dict)
     default_backend: str = "embedded"  # for agents without their own `model`
     mcp: dict[str, McpServerConfig] = msgspec.field(default_factory=dict)
+    notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
+    hooks: list[HookConfig] = msgspec.field(default_factory=list)
+    # Per model name (as a backend reports it), what its tokens cost.
+    prices: dict[str, PriceConfig] = msgspec.field(default_factory=dict)
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     # Extra environment for the tools agents run; values may be `keyring:NAME`.
     tool_env: dict[str, str] = msgspec.field(default_factory=dict)

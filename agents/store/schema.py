@@ -292,6 +292,28 @@ CREATE TABLE mcp_tools (
 );
 """
 
+# v10: notifications and their delivery (per approval, task or breaker: each channel's
+# attempts, HTTP status, outcome), so `agentdeck approvals` can say whether the person was
+# told; and which backend and model each model call used, for the token ledger.
+_V10 = """
+CREATE TABLE notifications (
+    id          INTEGER PRIMARY KEY,
+    event       TEXT    NOT NULL,             -- approval.requested, task.failed, breaker.open
+    subject     TEXT    NOT NULL,             -- 'approval:3', 'task:12', 'backend:gpu'
+    approval_id INTEGER REFERENCES approvals (id),
+    channel     TEXT    NOT NULL CHECK (channel IN ('webhook', 'desktop', 'terminal')),
+    status      TEXT    NOT NULL CHECK (status IN ('pending', 'sent', 'retrying', 'failed', 'skipped')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    detail      TEXT    NOT NULL DEFAULT '',
+    created_at  REAL    NOT NULL,
+    updated_at  REAL    NOT NULL
+);
+CREATE INDEX notifications_by_approval ON notifications (approval_id);
+ALTER TABLE inference_usage ADD COLUMN backend TEXT;
+ALTER TABLE inference_usage ADD COLUMN model TEXT;
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
-                                     (7, _V7), (8, _V8), (9, _V9)]
+                                     (7, _V7), (8, _V8), (9, _V9), (10, _V10)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
