@@ -7,10 +7,13 @@
    arguments, the resolved path or command, the agent's stated reason and the rule an
    `always` would save; the call waits (without blocking anything else) until the person
    answers once / session / always / deny, or the approval expires (denied, `timeout`).
+   Before anyone is asked, the `tool.before` hooks judge the call (agents/hooks): one that
+   denies, or fails, ends it `denied` with its reason, and no approval is created.
    The wait follows the approval's `approval.decided` event on the bus; the row stays
    the source of truth and is read when that event comes (and once before waiting).
 4. The tool runs with a context bound to the agent; its output, with every secret value
-   redacted, is capped for the model and stored (with a larger cap) on the row.
+   redacted, is capped for the model and stored (with a larger cap) on the row; the
+   `tool.after` hooks get it in the background.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from agents.checkpoints.recorder import WRITING_TOOLS, Before, Checkpointer
 from agents.checkpoints.worktrees import Worktrees, is_repository
 from agents.config import Config
 from agents.errors import InvalidTransition
+from agents.hooks import HookEvent, Hooks
+from agents.hooks.run import RESULT_CHARS
 from agents.policy.decide import Decision, Policy, decide
 from agents.policy.rules import Rule
 from agents.protocol import SYSTEM, Approval, PermissionRule
@@ -117,6 +122,7 @@ class Gate:
         self.checkpoints = Checkpointer(home, config.checkpoints) if config.checkpoints.enabled else None
         self.worktrees = Worktrees(home, config.workspace_path(), config.checkpoints.worktree_keep_days)
         self.mcp: McpTools | None = None  # the host's MCP servers, when it runs any
+        self.hooks = Hooks(config, home)  # [[hooks]] for tool.before and tool.after
 
     def mcp_tools(self, agent: str) -> dict[str, Tool]:
         """The MCP tools offered to `agent` now (scoped to it, pinned, expressible)."""
@@ -167,8 +173,6 @@ class Gate:
             unready = f"error: the task's worktree could not be made: {err}"
         decision = decide(await self.policy(workspace), agent, tool, arguments)
         asks = decision.decision == "ask" and (agent, tool, decision.resolved) not in self.session_grants
-        if asks and on_waiting is not None:
-            await on_waiting()
         as_agent = AgentStore(self.store, agent)
         call = await as_agent.write(r.start_tool_call, tool, recordable(
             arguments if isinstance(arguments, dict) else {"arguments": arguments}), task_id=task_id)
@@ -181,7 +185,16 @@ class Gate:
                 by = f" ({decision.rule})" if decision.rule else ""
                 return await self._finish(call.id, agent, ToolResult(status="denied", text=(
                     f"denied: {decision.reason}{by}")), decision, None)
+            # Hooks: tool.before judges the call after the policy and before a person is
+            # asked, so a hook's denial (or its failure: fail closed) never bothers anyone.
+            hooked = await self.hooks.before(agent, tool, recordable(arguments), task_id=task_id,
+                                             workspace=workspace or self.config.workspace_path())
+            if hooked is not None:
+                return await self._finish(call.id, agent, ToolResult(status="denied", text=hooked.message),
+                                          decision, None)
             if asks:
+                if on_waiting is not None:  # (after the hooks: a call they deny never waits)
+                    await on_waiting()
                 preview = None
                 if tool in PREVIEW_TOOLS:  # what the write would change, from its arguments
                     preview = await asyncio.to_thread(write_preview, tool, arguments,
@@ -201,6 +214,10 @@ class Gate:
             context = self._context(agent, task_id, workspace)
             result, stored = await self._invoke_recorded(tool, context, arguments, as_agent, call.id)
             await as_agent.write(r.finish_tool_call, call.id, result.status, stored)
+            # Hooks: tool.after, in the background (it never holds or changes the call).
+            self.hooks.fire(HookEvent(event="tool.after", agent=agent, tool=tool,
+                                      arguments=recordable(arguments), task_id=task_id,
+                                      status=result.status, result=stored[:RESULT_CHARS]), workspace)
             return GateOutcome(result=result, decision=decision, call_id=call.id, approval=approval)
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(as_agent, call.id, approval))
