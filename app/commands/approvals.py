@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from agents.notify.summary import notified_line
 from agents.protocol import OWNER
-from agents.runtime.approval_text import approval_lines
+from agents.runtime.approval_text import PREVIEW_HEADING, approval_lines, preview_lines
+from agents.safe_text import safe_text
 from agents.store import queries
+from agents.store.queries_notifications import notifications_by_approval
 from agents.store.reducers import decide_approval
 from app.args import add_command, add_json_flag, positive_int
 from app.context import Context
@@ -37,10 +40,15 @@ def cmd_approvals(ctx: Context, args: argparse.Namespace) -> int:
         line("no pending approvals" if not args.all else "no approvals")
         return 0
     now = time.time()
+    told = ctx.store.read(notifications_by_approval, [a.id for a in items])
     for i, a in enumerate(items):
         if i:
             line()
-        for text in approval_lines(a, now):
+        # Whether the person was told (webhook, desktop, terminal), before the long preview.
+        lines = [*approval_lines(a, now, with_preview=False), f"  {safe_text(notified_line(told[a.id]))}"]
+        if preview := preview_lines(a):
+            lines += [PREVIEW_HEADING, *(f"    {text}" for text in preview)]
+        for text in lines:
             line(text)
     return 0
 

@@ -13,10 +13,11 @@ the tick, and worked out again (git) only when a new checkpoint says they change
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from textual import on
 from textual.app import ComposeResult
@@ -27,7 +28,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
 
 from agents.errors import AgentdeckError
+from agents.inference.meter import MeterSnapshot
 from agents.intake import read_request
+from agents.notify.alerts import TerminalAlerts
+from agents.notify.text import Note, in_quiet_hours, terminal_alert
 from agents.protocol import OWNER, Approval, McpTool
 from agents.runtime.approval_queue import ApprovalQueue, decision_for, what_became_of
 from agents.runtime.change_text import change_lines, worth_showing
@@ -38,6 +42,7 @@ from agents.runtime.task_detail import task_detail
 from agents.safe_text import safe_text
 from agents.store import EventFilter, queries
 from agents.store import reducers as r
+from agents.store.reducers.notifications import record_notification
 from app.connection import Connection
 from widgets.agent_pane import AgentPane
 from widgets.approval import GRACE_S, ApprovalModal
@@ -81,6 +86,8 @@ class DeckScreen(Screen[None]):
         self.clock = clock  # wall time for countdowns and the header (snapshots fix it)
         self.panes: dict[str, AgentPane] = {}
         self.approvals = ApprovalQueue()
+        self.alerts = TerminalAlerts(self.config.notify)  # the bell and OSC 9/777, once per thing
+        self._meter_seen: MeterSnapshot | None = None
         self.mcp_withheld: dict[str, list[McpTool]] = {}  # by server, read on the slow refresh
         self._mcp_told: set[tuple[str, str, str]] = set()  # (server, tool, hash) already notified
         self.pacer = FramePacer()
@@ -156,6 +163,7 @@ class DeckScreen(Screen[None]):
         for view in deck.agents:
             await self.panes[view.name].show(view)
         self.query_one(SlotMeter).show(deck.meter, time.monotonic())
+        self._meter_seen = deck.meter
         self.query_one(EventLog).flush()
         now = time.monotonic()
         if now - self.last_slow >= SLOW_EVERY_S:
@@ -165,15 +173,20 @@ class DeckScreen(Screen[None]):
     async def _refresh_slow(self) -> None:
         store = self.connection.store
         assert store is not None
-        self.query_one(TaskView).show(await store.read(queries.tasks))
+        tasks = await store.read(queries.tasks)
+        self.query_one(TaskView).show(tasks)
         channels = self.query_one(Channels)
         if channels.selected == DIRECT:
             channels.show(await store.read(queries.direct_messages, OWNER))
         else:
             channels.show(await store.read(queries.messages, channels.selected))
-        gone = self.approvals.update(await store.read(queries.approvals, status="pending"), self.clock())
+        pending = await store.read(queries.approvals, status="pending")
+        gone = self.approvals.update(pending, self.clock())
         if gone is not None:
             await self._gone(gone)
+        if self.alerts.on:
+            self._alert([*self.alerts.approvals(self.approvals.pending), *self.alerts.tasks(tasks),
+                         *self.alerts.meter(self._meter_seen)])
         if self.config.mcp:
             await self._read_mcp()
         self._show_badge()
@@ -225,6 +238,34 @@ class DeckScreen(Screen[None]):
         log = self.query_one(EventLog)
         async for event in sub:
             log.add(event)  # drawn by the next tick, with everything else that came
+
+    # --- alerts ---
+
+    def _alert(self, notes: list[Note]) -> None:
+        """Ring the bell and raise a desktop notification through the terminal (its text
+        terminal-safe and capped), once for all that is new; recorded as the `terminal`
+        channel. In quiet hours: recorded as skipped."""
+        if not notes:
+            return
+        notify = self.config.notify
+        quiet = in_quiet_hours(notify, datetime.datetime.now())
+        driver = self.app._driver  # no public API writes a sequence to the terminal
+        if not quiet and driver is not None and not self.app.is_headless:
+            alerts = [terminal_alert(note, bell=False, osc=notify.terminal) for note in notes[:3]]
+            driver.write(("\a" if notify.bell else "") + "".join(alerts))
+        how = ", ".join(part for part, on in (("bell", notify.bell), ("OSC 9/777", notify.terminal)) if on)
+        self.app.run_worker(self._record_alerts(notes, "skipped" if quiet else "sent",
+                                                "quiet hours" if quiet else how),
+                            group="alerts", exit_on_error=False)
+
+    async def _record_alerts(self, notes: list[Note], status: Literal["sent", "skipped"],
+                             detail: str) -> None:
+        store = self.connection.store
+        if store is None:
+            return
+        for note in notes:
+            await store.write(record_notification, OWNER, note.event, note.subject, "terminal",
+                              approval_id=note.approval_id, status=status, detail=detail)
 
     # --- approvals ---
 
