@@ -281,6 +281,8 @@ class InferenceUsage(msgspec.Struct, kw_only=True):
     queue_s: float
     decode_s: float
     ts: float
+    backend: str | None = None  # the named backend that served it; None on rows before v10
+    model: str | None = None  # the model it named (prices are keyed by it)
 
 
 # --- event payloads (tag = event kind) ---------------------------------------------------

@@ -55,7 +55,7 @@ from agents.crew.schemas import (
 from agents.errors import AgentdeckError, InvalidArgument, TaskTreeTooLarge
 from agents.gate import Gate
 from agents.inference.backend import Backend
-from agents.inference.routed import agent_snapshot
+from agents.inference.routed import RoutedBackend, agent_snapshot
 from agents.inference.types import ChatMessage, Result
 from agents.memory.embedder import embedder_for
 from agents.protocol import OWNER, AgentReflected, AgentStepped, AgentTriaged, Task
@@ -725,11 +725,17 @@ class TaskRunner:
             self.live.feed(piece)
         result: Result = await gen
         usage = result.usage
+        # Who served it, for the ledger: the routed backend's name (a single one is the
+        # config's), and the model its meter names.
+        backend = (self.backend.backend_name(self.name) if isinstance(self.backend, RoutedBackend)
+                   else self.agent.model or self.config.default_backend)
+        model = agent_snapshot(self.backend, self.name).model[:200] or None  # the store's cap
         try:
             await self.store.write(r.record_usage, agent=self.name, prompt_tokens=usage.prompt_tokens,
                                    cached_tokens=usage.cached_prompt_tokens,
                                    completion_tokens=usage.completion_tokens, queue_s=usage.queue_wait_s,
-                                   decode_s=usage.decode_s, task_id=task_id)
+                                   decode_s=usage.decode_s, task_id=task_id, backend=backend,
+                                   model=model)
         except AgentdeckError as err:
             log.warning("%s: usage not recorded: %s", self.name, err)
         if result.finish_reason == "timeout":

@@ -133,5 +133,5 @@ def usage(r: sqlite3.Row) -> InferenceUsage:
     return InferenceUsage(
         id=r["id"], agent=r["agent"], task_id=r["task_id"], prompt_tokens=r["prompt_tokens"],
         cached_tokens=r["cached_tokens"], completion_tokens=r["completion_tokens"],
-        queue_s=r["queue_s"], decode_s=r["decode_s"], ts=r["ts"],
+        queue_s=r["queue_s"], decode_s=r["decode_s"], ts=r["ts"], backend=r["backend"], model=r["model"],
     )

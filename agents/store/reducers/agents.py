@@ -18,6 +18,7 @@ from agents.store import rows
 from agents.store.tx import Tx
 
 AGENT_STATES = AgentState.__args__  # type: ignore[attr-defined]
+MAX_LABEL = 200  # characters of a usage row's backend or model name
 
 
 def _own(tx: Tx, actor: str, agent: str, what: str) -> None:
@@ -72,8 +73,15 @@ def record_usage(
     queue_s: float,
     decode_s: float,
     task_id: int | None = None,
+    backend: str | None = None,
+    model: str | None = None,
 ) -> InferenceUsage:
+    """One model call's tokens and time; `backend` and `model`: who served it (the ledger
+    groups and prices by them), None when not known."""
     _own(tx, actor, agent, "usage")
+    for name, label in (("backend", backend), ("model", model)):
+        if label is not None and (not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL):
+            raise InvalidArgument(f"{name}: a name of 1 to {MAX_LABEL} characters, or none")
     for name, count in (("prompt_tokens", prompt_tokens), ("cached_tokens", cached_tokens),
                         ("completion_tokens", completion_tokens)):
         whole_in(count, name, 0, 2**31)
@@ -83,9 +91,9 @@ def record_usage(
         tx.row("tasks", task_id)
     cur = tx.execute(
         "INSERT INTO inference_usage (agent, task_id, prompt_tokens, cached_tokens, "
-        "completion_tokens, queue_s, decode_s, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "completion_tokens, queue_s, decode_s, ts, backend, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (agent, task_id, prompt_tokens, cached_tokens, completion_tokens, queue_s, decode_s,
-         tx.now),
+         tx.now, backend, model),
     )
     assert cur.lastrowid is not None
     usage = rows.usage(tx.row("inference_usage", cur.lastrowid))
