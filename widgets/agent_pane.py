@@ -1,6 +1,6 @@
 """One agent's pane: state (a glyph and a word, not colour alone), health, task, the
 files its task changed, the model output streaming as it is generated, the last tool
-call, tokens/s.
+call, tokens/s, and the task's tokens so far.
 
 The pane never receives a message per token: the app's timer hands it the agent's
 latest `AgentView`. Output that is Markdown is appended through Textual's Markdown
@@ -23,6 +23,7 @@ from textual.widgets import Markdown, Static
 from agents.checkpoints.changes import TaskChanges
 from agents.runtime.change_text import pane_line
 from agents.runtime.deck import AgentView
+from agents.runtime.ledger import TaskTokens, pane_tokens
 from agents.safe_text import safe_text
 
 STATES = {  # state -> (glyph and word, css class)
@@ -101,6 +102,7 @@ class AgentPane(Vertical):
         self.task_id: int | None = None  # the task the pane last showed
         self._changes: TaskChanges | None = None
         self._changes_line = ""
+        self._tokens = ""  # the current task's tokens so far, short (the deck's slow refresh)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.agent), classes="pane-head")
@@ -115,12 +117,15 @@ class AgentPane(Vertical):
         now = time.monotonic() if now is None else now
         self.task_id = view.task_id
         summary = (view.state, view.health, progress_text(view, now), round(view.tokens_per_s), view.task_id,
-                   view.task_title, view.last_tool, view.last_tool_outcome, view.detail, view.note)
+                   view.task_title, view.last_tool, view.last_tool_outcome, view.detail, view.note,
+                   self._tokens)
         if summary != self._last:
             self._last = summary
             # One line each, fixed: no layout pass (a full reflow per tick cost the engine CPU).
             self.query_one(".pane-head", Static).update(head_text(view, now), layout=False)
             task = f"#{view.task_id} {view.task_title}" if view.task_id else "no task"
+            if view.task_id and self._tokens:
+                task += f" · {self._tokens}"
             self.query_one(".pane-task", Static).update(Text(safe_text(task)), layout=False)
             outcome = f" → {view.last_tool_outcome}" if view.last_tool_outcome else " (running)"
             tool = f"last tool: {view.last_tool}{outcome}" if view.last_tool else view.detail
@@ -140,6 +145,16 @@ class AgentPane(Vertical):
         the deck hands them over on its slow refresh."""
         self._changes = changes
         self._draw_changes()
+
+    def show_tokens(self, tokens: TaskTokens | None) -> None:
+        """The current task's tokens so far (its subtasks' included), drawn on the task line
+        by the next `show`; the deck hands them over on its slow refresh."""
+        self._tokens = pane_tokens(tokens)
+
+    @property
+    def tokens_text(self) -> str:
+        """The tokens as the task line shows them (tests read it)."""
+        return self._tokens
 
     def on_resize(self) -> None:
         if self._changes is not None:

@@ -9,6 +9,7 @@ import sqlite3
 
 from agents.protocol import AgentReflected, AgentStepped, AgentTriaged, Event, to_builtins
 from agents.runtime.event_text import phase_text
+from agents.runtime.ledger import task_tokens, tokens_line
 from agents.safe_text import safe_text, shorten
 from agents.store import queries
 
@@ -43,9 +44,10 @@ def task_detail(conn: sqlite3.Connection, task_id: int) -> tuple[str, list[str]]
     task = queries.task(conn, task_id)
     if task is None:
         return f"task {task_id} is gone", []
+    tokens = tokens_line(task_tokens(conn, task_id))  # its subtasks' included
     text = "\n".join([f"#{task.id} {task.title}",
                       f"status {task.status} · owner {task.owner or '-'} · by {task.created_by}"
-                      f" · priority {task.priority}",
+                      f" · priority {task.priority}", *([tokens] if tokens else []),
                       "", capped(task.body or "(no body)"), "", f"result: {capped(task.result or '-')}"])
     steps = []
     for e in queries.recent_events(conn, DETAIL_STEPS, [f"task:{task_id}"]):
