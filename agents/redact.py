@@ -34,7 +34,8 @@ def secret_names(home: Path, config: Config) -> set[str]:
     except SecretError:
         names = set()
     envs = [config.tool_env, *(a.tool_env for a in config.agents.values()),
-            *(m.env for m in config.mcp.values()), *(m.headers for m in config.mcp.values())]
+            *(m.env for m in config.mcp.values()), *(m.headers for m in config.mcp.values()),
+            config.notify.headers]
     names |= {v.removeprefix(REFERENCE_PREFIX) for env in envs for v in env.values()
               if v.startswith(REFERENCE_PREFIX)}
     # AGENTDECK_SECRET_OTHER is the variable of `keyring:other`: one secret, not two.

@@ -24,7 +24,7 @@ LISTING = [
     "run", "attach", "send", "tell", "messages", "tasks", "cancel", "changes", "undo", "redo", "merge",
     "status", "approvals", "approve",
     "deny", "schedules", "rules", "policy", "tool", "log", "doctor", "mcp", "models", "backup", "init", "secret",
-    "bench",
+    "usage", "hooks", "service", "completion", "web", "bench",
 ]
 
 

@@ -99,8 +99,8 @@ class Notifier:
         """Follow the bus from event id `start` (the run's first), and poll `meter` for
         breakers. Nothing starts when no event is switched on or no channel is set."""
         events = set(self.config.events)
-        if not events or not (self.config.url or self.config.desktop):
-            return
+        if not events or not (self.config.url or (self.config.desktop and self._desktop_session())):
+            return  # nowhere to deliver (a headless machine without a webhook): nothing runs
         self.redact = await asyncio.to_thread(self._redactor)
         self._client = httpx2.AsyncClient(follow_redirects=False)
         kinds = [kind for kind, on in (("approval.requested", "approval.requested" in events),
@@ -179,10 +179,18 @@ class Notifier:
             return task_failed_note(payload.task_id, task, payload.result, event.ts, self.redact)
         return None
 
+    def _desktop_session(self) -> bool:
+        try:
+            desktop.check_desktop(self.env)
+        except desktop.DesktopUnavailable:
+            return False
+        return True
+
     async def _watch_breakers(self, meter: Callable[[], MeterSnapshot]) -> None:
         while True:
             try:
-                opened = open_breakers(meter())
+                snapshot = meter()
+                opened = open_breakers(snapshot) if isinstance(snapshot, MeterSnapshot) else {}
                 for name in sorted(set(opened) - self._breakers_open):
                     await self.notify(breaker_note(name, opened[name], time.time(), self.redact))
                 self._breakers_open = set(opened)

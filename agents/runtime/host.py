@@ -34,10 +34,12 @@ from agents.crew.harness import DEFAULT as DEFAULT_HARNESS
 from agents.crew.harness import Harness
 from agents.errors import InvalidTransition
 from agents.gate import Gate
+from agents.hooks import Hooks, run_event_hooks
 from agents.inference.backend import Backend
 from agents.memory.convert import ensure_embedding_model
 from agents.memory.embedder import Embedder, EmbedderUnavailable, attach, detach
 from agents.memory.indexer import MemoryIndexer
+from agents.notify.notifier import Notifier
 from agents.processes import process_alive
 from agents.protocol import SYSTEM, Approval, ApprovalRequested, Event, McpToolsChanged, ToolCall
 from agents.store import AsyncStore, EventFilter, queries
@@ -107,6 +109,7 @@ class Host:
         self.crew: Crew | None = None
         self.gate: Gate | None = None  # the crew's
         self.mcp: McpHub | None = None  # the MCP servers' tools, when any is configured
+        self.notifier: Notifier | None = None  # tells the person (webhook, desktop)
         self._worktrees_checked_at = -WORKTREE_CLEAN_S
         self.memory_indexer: MemoryIndexer | None = None  # with the crew
         self.first_event_id = 0  # events from here on are this run's (recovery's included)
@@ -214,6 +217,13 @@ class Host:
         self.bus = await Bus(store).start()
         self.first_event_id = await store.read(queries.last_event_id)
         await self._sync_schedules()
+        # Hooks on task and approval events (tool.before/after run in the gate), and the
+        # notifier: both follow the bus from here, in the background, bounded.
+        self._loops.append(asyncio.create_task(run_event_hooks(
+            self.bus, self.store, Hooks(self.config, self.db_path.parent), self.first_event_id)))
+        self.notifier = Notifier(self.config, self.db_path.parent, self.store)
+        await self.notifier.start(self.bus, start=self.first_event_id,
+                                  meter=self.backend.snapshot)
         policy = await self.bus.subscribe("instance:approvals", EventFilter(kinds=["approval.requested"]),
                                           start="now")
         self.recovery = await self._recover()
@@ -261,6 +271,8 @@ class Host:
             steps.append(("stopping the crew", self.crew.stop, 0.0))
         if self.mcp is not None:
             steps.append(("stopping the MCP servers", self.mcp.stop, 0.0))
+        if self.notifier is not None:
+            steps.append(("stopping notifications", self.notifier.stop, 0.0))
         if self._backend_started:
             steps.append(("stopping the inference backend", self.backend.stop, 0.0))
         if self.bus is not None:

@@ -312,6 +312,7 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_by_approval ON notifications (approval_id);
 ALTER TABLE inference_usage ADD COLUMN backend TEXT;
 ALTER TABLE inference_usage ADD COLUMN model TEXT;
+CREATE INDEX inference_usage_by_task ON inference_usage (task_id);
 """
 
 MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),

@@ -13,6 +13,7 @@ _ROW_NAMES = {
     "tasks": "task", "approvals": "approval", "tool_calls": "tool call", "memory": "memory",
     "messages": "message", "channels": "channel", "permission_rules": "permission rule",
     "agent_status": "status of agent", "schedules": "schedule", "inference_usage": "usage row",
+    "checkpoints": "checkpoint", "notifications": "notification",
 }
 
 

@@ -17,8 +17,10 @@ from app.commands import (
     attach,
     backup,
     changes,
+    completion,
     doctor,
     gate,
+    hooks,
     log,
     mcp,
     merge,
@@ -28,16 +30,19 @@ from app.commands import (
     run,
     schedules,
     send,
+    service,
     setup,
     status,
     tasks,
+    usage,
+    web,
 )
 
 # The order of `agentdeck --help`. (`send` has a module of its own: it comes before
 # `tell` and `messages` in the listing, `tasks` and `cancel` after them.)
 MODULES: tuple[ModuleType, ...] = (
     run, attach, send, messages, tasks, changes, merge, status, approvals, schedules, rules, gate, log,
-    doctor, mcp, models, backup, setup,
+    doctor, mcp, models, backup, setup, usage, hooks, service, completion, web,
 )
 
 

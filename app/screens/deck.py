@@ -33,6 +33,7 @@ from agents.intake import read_request
 from agents.notify.alerts import TerminalAlerts
 from agents.notify.text import Note, in_quiet_hours, terminal_alert
 from agents.protocol import OWNER, Approval, McpTool
+from agents.runtime import ledger
 from agents.runtime.approval_queue import ApprovalQueue, decision_for, what_became_of
 from agents.runtime.change_text import change_lines, worth_showing
 from agents.runtime.change_watch import ChangeWatch, Watched
@@ -223,9 +224,11 @@ class DeckScreen(Screen[None]):
         selected = self._selected_task
         wanted = [p.task_id for p in self.panes.values() if p.task_id is not None]
         found = await self.changes.read(store.read, [*wanted, *([selected] if selected is not None else [])])
+        tokens = await store.read(ledger.tasks_tokens, wanted)  # one query for every pane
         for pane in self.panes.values():
             watched = found.get(pane.task_id) if pane.task_id is not None else None
             pane.show_changes(watched.changes if watched is not None else None)
+            pane.show_tokens(tokens.get(pane.task_id) if pane.task_id is not None else None)
         if selected is not None and selected == self._selected_task:
             self.query_one(TaskView).show_changes(_change_lines(found.get(selected)))
 
