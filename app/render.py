@@ -8,13 +8,13 @@ as escapes, `print_json` writes exact JSON with them as `\\u` escapes.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.cells import cell_len
 
 from agents.protocol import Event, to_builtins
+from agents.runtime.event_text import ago as ago
 from agents.runtime.event_text import when as event_time
 from agents.safe_text import safe_json, safe_text
 from agents.safe_text import shorten as safe_shorten
@@ -42,19 +42,6 @@ def line(text: object = "") -> None:
 
 def when(ts: float | None) -> str:
     return "-" if ts is None else event_time(ts)
-
-
-def ago(ts: float | None, now: float | None = None) -> str:
-    if ts is None:
-        return "never"
-    seconds = max(0, int((now or time.time()) - ts))
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
 
 
 def _pad(text: str, width: int) -> str:

@@ -4,26 +4,11 @@ undo or redo did. Every line is terminal-safe."""
 
 from __future__ import annotations
 
-import time
-
 from agents.checkpoints.changes import TaskChanges
 from agents.checkpoints.undo import Outcome, Plan
 from agents.protocol import ChangedFile
+from agents.runtime.event_text import ago
 from agents.safe_text import safe_text, shorten
-
-
-def ago(ts: float | None, now: float | None = None) -> str:
-    # The same words as app/render.ago (the CLI's), which agents/ may not import.
-    if ts is None:
-        return "never"
-    seconds = max(0, int((now or time.time()) - ts))
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
 
 
 def _counts(c: TaskChanges) -> tuple[int, int]:

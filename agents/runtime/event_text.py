@@ -46,6 +46,20 @@ def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def ago(ts: float | None, now: float | None = None) -> str:
+    """"5m ago": the one wording of the CLI and the cockpit."""
+    if ts is None:
+        return "never"
+    seconds = max(0, int((now or time.time()) - ts))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
 def event_text(event: Event) -> str:
     """One terminal-safe line: payloads carry titles, reasons and tool output."""
     payload = to_builtins(event.payload)

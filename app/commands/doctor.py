@@ -405,18 +405,13 @@ def run_checks(ctx: Context) -> list[Check]:
             results.append(Check(name, "fail", f"{err.filename or ''} {err.strerror or err}".strip()))
         except Exception as err:  # a bug in a check must not hide the other checks
             results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
-    try:
-        results.extend(_mcp(ctx))
-    except AgentdeckError:
-        pass  # the config check above says what is wrong with it
-    except Exception as err:  # a bug in a check must not hide the other checks
-        results.append(Check("mcp", "fail", f"check failed: {type(err).__name__}: {err}"))
-    try:
-        results.extend(_backends(ctx))
-    except AgentdeckError:
-        pass  # the config check above says what is wrong with it
-    except Exception as err:  # a bug in a check must not hide the other checks
-        results.append(Check("backends", "fail", f"check failed: {type(err).__name__}: {err}"))
+    for name, checks in (("mcp", _mcp), ("backends", _backends)):  # a line per server each
+        try:
+            results.extend(checks(ctx))
+        except AgentdeckError:
+            pass  # the config check above says what is wrong with it
+        except Exception as err:  # a bug in a check must not hide the other checks
+            results.append(Check(name, "fail", f"check failed: {type(err).__name__}: {err}"))
     return results
 
 
