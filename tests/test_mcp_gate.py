@@ -253,3 +253,22 @@ def test_doctor_lists_each_server_without_pinning_anything(home: Path, ws: Path)
     assert lines["mcp.gone"].startswith("warn") and "not reachable" in lines["mcp.gone"]
     assert "keep their other tools" in lines["mcp.gone"]
     assert json.loads(ok(home, "mcp", "--json"))[0]["tools"] == []  # doctor pinned nothing
+
+
+def test_a_server_program_where_the_sandbox_hides_it_is_shown_read_only(tmp_path: Path) -> None:
+    """A fresh clone in /tmp, a venv under a home: the sandbox hides both, so the server's
+    program (its venv's root) and the files its args name are bound back, read-only."""
+    from agents.config.schema import McpServerConfig
+    from agents.mcp.connection import server_paths
+    from agents.tools.shell import bwrap_argv
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, venv / "bin" / "python")
+    script = tmp_path / "servers" / "s.py"
+    script.parent.mkdir()
+    script.write_text("")
+    found = server_paths(McpServerConfig(command=str(venv / "bin" / "python"), args=[str(script), "-v"]))
+    assert str(venv) in found and str(script.parent) in found
+    argv = bwrap_argv("bwrap", tmp_path / "ws", tmp_path / "home", False, (), found)
+    assert ["--ro-bind", str(venv), str(venv)] == argv[argv.index(str(venv)) - 1:argv.index(str(venv)) + 2]

@@ -175,6 +175,23 @@ class _Session:
             await self.stderr.close()
 
 
+def server_paths(cfg: McpServerConfig) -> list[str]:
+    """What a stdio server itself needs to see, read-only, where the sandbox hides it (a
+    home, /tmp): its program (a virtualenv's whole root, for `.venv/bin/python`; the
+    installation a link points into) and the directories of files named in its args."""
+    found: list[str] = []
+    program = shutil.which(cfg.command) or cfg.command
+    if os.path.isabs(program) and os.path.exists(program):
+        where = Path(program)
+        found.append(str(where.parent.parent if where.parent.name == "bin" else where.parent))
+        real = Path(os.path.realpath(program))
+        found.append(str(real.parent.parent if real.parent.name == "bin" else real.parent))
+    for arg in cfg.args:
+        if os.path.isabs(arg) and os.path.isfile(arg):
+            found.append(str(Path(arg).parent))
+    return [p for p in dict.fromkeys(found) if p != "/"]
+
+
 class McpConnection:
     """One configured MCP server."""
 
@@ -331,7 +348,7 @@ class McpConnection:
             if self._sandbox.bwrap is None:
                 raise McpUnavailable(f"mcp server {self.name}: {BWRAP_MISSING}")
             sandbox = bwrap_argv(self._sandbox.bwrap, self.workspace, self.home, cfg.network,
-                                 self._sandbox.hide, self._sandbox.show,
+                                 self._sandbox.hide, [*self._sandbox.show, *server_paths(cfg)],
                                  workspace_writable=cfg.workspace_write)
             # What the SDK passes through from our own environment, taken out again.
             unset = [a for var in ("USER", "LOGNAME") for a in ("--unsetenv", var)]

@@ -164,7 +164,7 @@ def bwrap_argv(bwrap: str, workspace: Path, home: Path, network: bool, hide: Ite
     ws, own = real_path(workspace), real_path(home)
     # (path, kind, rank): at equal depth a hide goes first and agentdeck's home last.
     mounts = [(Path(p), "--tmpfs", 0) for p in hide if Path(p) != ws]
-    hidden = [Path(h) for h in hide]
+    hidden = [Path(h) for h in hide] + [Path("/tmp")]  # /tmp is a private tmpfs too
     mounts += [(Path(p), "--ro-bind", 1) for p in dict.fromkeys(show)
                if not Path(p).is_relative_to(ws) and not Path(p).is_relative_to(own)
                and any(Path(p).is_relative_to(h) for h in hidden) and secret_in(p) is None]
