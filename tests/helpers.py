@@ -222,3 +222,16 @@ def model_work(store: Store, task_id: int, tools: Collection[str]) -> list[dict]
     made = len(triages) + len(steps) + sum(r["by"] == "model" for r in reflections)
     assert calls >= made and tokens > 0, (calls, tokens, phases)
     return steps
+
+
+def require_bwrap(what: str = "sandboxed commands") -> None:
+    """Skip where bubblewrap is truly absent; under CI that fails instead: a sandbox test
+    must never pass unrun, nor run its commands unsandboxed."""
+    import pytest
+
+    from agents.tools.shell import find_bwrap
+
+    if find_bwrap() is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"bubblewrap (bwrap) is missing: {what} must run sandboxed here")
+        pytest.skip("bubblewrap (bwrap) is not installed")

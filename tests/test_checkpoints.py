@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import agentdeck_cmd, as_unprivileged, ok, one_line_error, run, subprocess_env, time_left
+from helpers import (
+    agentdeck_cmd,
+    as_unprivileged,
+    ok,
+    one_line_error,
+    require_bwrap,
+    run,
+    subprocess_env,
+    time_left,
+)
 
 from agents.checkpoints.changes import task_changes
 from agents.checkpoints.shadow import Limits, ShadowRepo
@@ -26,9 +35,7 @@ from agents.gate import Gate
 from agents.protocol import OWNER, Approval
 from agents.store import AsyncStore
 from agents.store import reducers as r
-from agents.tools.shell import find_bwrap
 
-CI = bool(os.environ.get("CI"))
 COMMANDS = ("sed", "rm", "mkdir", "cp", "ln", "chmod", "truncate", "mv")
 
 
@@ -44,10 +51,7 @@ def config_text(ws: Path, extra: str = "") -> str:
 
 @pytest.fixture
 def config(home: Path, ws: Path) -> Config:
-    if find_bwrap() is None:
-        if CI:
-            pytest.fail("bubblewrap (bwrap) is missing: shell commands must run sandboxed here")
-        pytest.skip("bubblewrap (bwrap) is not installed")
+    require_bwrap("shell commands")
     text = config_text(ws)
     (home / "config.toml").write_text(text)  # the same config for the CLI's undo
     return parse_config(text)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
-from helpers import until
+from helpers import require_bwrap, until
 
 from agents.bus import Bus
 from agents.config import Config, parse_config
@@ -22,12 +21,10 @@ from agents.hooks import Hooks, run_event_hooks
 from agents.protocol import OWNER, Approval, ToolFinished
 from agents.store import AsyncStore, EventFilter, queries
 from agents.store import reducers as r
-from agents.tools.shell import find_bwrap
 from app.args import Parser
 from app.commands import hooks as hooks_command
 from app.context import Context
 
-CI = bool(os.environ.get("CI"))
 WRITE = {"path": "notes.txt", "content": "hello"}  # dev's write_file asks by default
 # Reads the event from stdin and denies with what it read: the reason proves the JSON came.
 DENY = ("e=$(cat); case \"$e\" in *'\"tool\":\"write_file\"'*'\"path\":\"notes.txt\"'*) "
@@ -35,11 +32,8 @@ DENY = ("e=$(cat); case \"$e\" in *'\"tool\":\"write_file\"'*'\"path\":\"notes.t
 
 
 @pytest.fixture(autouse=True)
-def require_bwrap() -> None:
-    if find_bwrap() is None:
-        if CI:
-            pytest.fail("bubblewrap (bwrap) is missing: hooks must run sandboxed here")
-        pytest.skip("bubblewrap (bwrap) is not installed")
+def needs_bwrap() -> None:
+    require_bwrap("hooks")
 
 
 def hook_toml(event: str, command: str, **extra: object) -> str:

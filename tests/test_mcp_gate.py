@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import finished, ok, reflect, run
+from helpers import finished, ok, reflect, require_bwrap, run
 from scripted_backend import ScriptedBackend, queued
 
 from agents.config import Config, parse_config
@@ -24,17 +24,8 @@ from agents.runtime import Host
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
 from agents.tools.base import ToolError
-from agents.tools.shell import find_bwrap
 
 SERVERS = Path(__file__).parent / "mcp_servers"
-CI = bool(os.environ.get("CI"))
-
-
-def require_bwrap() -> None:
-    if find_bwrap() is None:
-        if CI:
-            pytest.fail("bubblewrap (bwrap) is missing: MCP stdio servers must run sandboxed here")
-        pytest.skip("bubblewrap (bwrap) is not installed")
 
 
 def server_toml(name: str, script: str, agents: str = '["dev"]', extra: str = "") -> str:

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import msgspec
 import psutil
 import pytest
@@ -31,23 +31,15 @@ from agents.protocol import OWNER
 from agents.store import AsyncStore
 from agents.store import reducers as r
 from agents.tools.base import SandboxSettings, ToolError, invoke
-from agents.tools.shell import find_bwrap, sandbox_settings
+from agents.tools.shell import sandbox_settings
 
 SERVERS = REPO / "tests" / "mcp_servers"
-BWRAP = find_bwrap()
-CI = bool(os.environ.get("CI"))
-MISSING = "bubblewrap (bwrap) is not installed or cannot create a sandbox here; `apt install bubblewrap`"
 
 
 
 
 def require_bwrap() -> None:
-    """Skipped where bwrap is truly absent; under CI that fails instead: a sandbox test
-    must never pass unrun, nor run its server unsandboxed."""
-    if BWRAP is None:
-        if CI:
-            pytest.fail(MISSING)
-        pytest.skip(MISSING)
+    helpers.require_bwrap("MCP stdio servers")
 
 
 def stdio(script: str = "fs_server.py", **kw: Any) -> McpServerConfig:

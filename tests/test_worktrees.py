@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import finished, ok, one_line_error, reflect, run
+from helpers import finished, ok, one_line_error, reflect, require_bwrap, run
 from scripted_backend import ScriptedBackend, queued
 
 from agents.checkpoints.worktrees import Worktrees
@@ -23,7 +23,6 @@ from agents.protocol import OWNER, Approval
 from agents.runtime import Host
 from agents.store import AsyncStore, queries
 from agents.store import reducers as r
-from agents.tools.shell import find_bwrap
 
 RULES = "".join(f'[[rules]]\nagent = "dev"\ntool = "{t}"\npattern = "**"\ndecision = "allow"\n\n'
                 for t in ("write_file", "edit_file", "read_file"))
@@ -149,10 +148,7 @@ async def test_a_workspace_without_a_commit_fails_the_call_saying_why(
 @pytest.mark.timeout(120)
 async def test_a_shell_command_in_bubblewrap_changes_the_worktree_not_the_checkout(
         astore: AsyncStore, home: Path, repo: Path) -> None:
-    if find_bwrap() is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap (bwrap) is missing: shell commands must run sandboxed here")
-        pytest.skip("bubblewrap (bwrap) is not installed")
+    require_bwrap("shell commands")
     config = parse_config(f'workspace = "{repo}"\n{RULES}')
     gate = Gate(astore, config, home)
     task = await astore.write(r.create_task, OWNER, "shell edit", owner="dev")

@@ -86,7 +86,7 @@ async def plan_restore(read: Reader, home: Path, task_id: int, kind: RestoreKind
         cut = running[-1]
         plan = Plan(kind="redo" if cut.kind == "redo" else "undo", task_id=task_id, resuming=cut)
         plan.parts = [PartPlan(cut.workspace, cut.plan or [], "")]
-        plan.conflicts = _conflicts(plan.parts, {}, {})
+        plan.conflicts = _conflicts(plan.parts, {})
         return plan
     live = await _live(read, changes)
     if live:
@@ -112,7 +112,7 @@ async def plan_restore(read: Reader, home: Path, task_id: int, kind: RestoreKind
                  for p in sorted(part.before) if part.before[p] != part.after[p]]
         plan.parts.append(PartPlan(part.workspace, files, part.first_full_tree))
         who |= await _changed_since(read, part, changes)
-    plan.conflicts = _conflicts(plan.parts, who, {})
+    plan.conflicts = _conflicts(plan.parts, who)
     return plan
 
 
@@ -147,7 +147,7 @@ async def _changed_since(read: Reader, part: WorkspaceChanges, changes: TaskChan
     return found
 
 
-def _conflicts(parts: list[PartPlan], who: dict[str, str], _: dict[str, str]) -> list[Conflict]:
+def _conflicts(parts: list[PartPlan], who: dict[str, str]) -> list[Conflict]:
     found: list[Conflict] = []
     for part in parts:
         root = Path(part.workspace)
