@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import signal
 
-# Until this module has loaded, Ctrl-C ends the process quietly with 130; main() then
-# imports everything else inside its own boundary. (Restored at the end of the module,
-# so importing app.cli elsewhere leaves SIGINT as it was.)
+# Until main()'s boundary is in place, Ctrl-C ends the process quietly with 130; main()
+# then imports everything else inside that boundary. (Imported elsewhere, app.cli gives
+# SIGINT back at the end of the module.)
 try:
     _previous_sigint = signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 except ValueError:  # imported off the main thread: signals are not ours to set
@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None, *, _process: bool = False) -> int:
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _interrupt_again
     try:
+        if _process:  # from here a Ctrl-C is a KeyboardInterrupt that this boundary catches
+            _set_sigint(signal.default_int_handler)
         # A stdout or stderr that cannot encode some character (a latin-1 or ASCII pipe)
         # shows it as an escape instead of failing halfway through the output.
         for stream in (sys.stdout, sys.stderr):
@@ -143,7 +145,14 @@ def _set_sigint(handler: object) -> object:
         return None
 
 
-if _previous_sigint is not None:
+def _runs_as_the_process() -> bool:
+    """`python -m app.cli` or the `agentdeck` console script: entry() follows at once. Giving
+    SIGINT back before main()'s boundary would leave a gap in which a Ctrl-C prints a
+    traceback (CI hit it once in 1300 runs, signalled just after the imports)."""
+    return __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "agentdeck"
+
+
+if _previous_sigint is not None and not _runs_as_the_process():
     signal.signal(signal.SIGINT, _previous_sigint)
 
 if __name__ == "__main__":
