@@ -90,8 +90,10 @@ def strip_sdist(sdist: Path, out: Path) -> tuple[int, int]:
             if not rel or not kept(rel) or not (member.isfile() or member.isdir()):
                 drop += 1
                 continue
-            member.name = f"{SOURCE_DIR}/{rel}"
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+            # A fresh header: a copied one keeps a long name's PAX `path`, which wins over .name.
+            info = tarfile.TarInfo(f"{SOURCE_DIR}/{rel}")
+            info.type, info.mode, info.mtime, info.size = member.type, member.mode, member.mtime, member.size
+            dst.addfile(info, src.extractfile(member) if member.isfile() else None)
             keep += 1
     return keep, drop
 

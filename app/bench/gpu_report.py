@@ -113,7 +113,9 @@ def collect(runs: Path, *, device: str, commit: str, command: str, phases: Path 
     rows = {(r.model, r.agents): r for r in (row_of(p) for p in runs.glob("bench-*.json"))}
     for model, agents in expected or []:
         rows.setdefault((model, agents), Row(model=model, agents=agents, ok=False, error="not run"))
-    ordered = sorted(rows.values(), key=lambda r: (r.model, r.agents))
+    # Models in the order they were expected (the order they ran), then any others by name.
+    first = {m: i for i, (m, _) in reversed(list(enumerate(expected or [])))}
+    ordered = sorted(rows.values(), key=lambda r: (first.get(r.model, len(first)), r.model, r.agents))
     return GpuBench(device=device, commit=commit, command=command, phases=read_phases(phases), rows=ordered)
 
 
