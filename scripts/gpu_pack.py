@@ -156,6 +156,14 @@ def repo_bytes(repo: Path = REPO) -> int:
     return total
 
 
+def packed_at(repo: Path = REPO) -> str:
+    """HEAD, marked when the tree has uncommitted changes."""
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (head.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
 def budget(pack: int, repo: int) -> tuple[bool, str]:
     """Whether `pack` fits: the repository keeps at least HEADROOM of the limit for itself."""
     room = TRAVEL_LIMIT - max(repo, HEADROOM)
@@ -194,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     pack = tree_bytes(out)
     ok, line = budget(pack, repo_bytes())
     (out / "manifest.json").write_text(json.dumps({
-        "llama_cpp_python": LLAMA_VERSION, "sdist": sdist.name, "pack_bytes": pack,
+        # gpu-check's fallback for the report where the device's copy has no .git
+        "commit": packed_at(), "llama_cpp_python": LLAMA_VERSION, "sdist": sdist.name, "pack_bytes": pack,
         "wheels": sorted(w.name for w in (out / "wheels").glob("*.whl")),
     }, indent=1) + "\n")
     print(line)
