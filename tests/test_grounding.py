@@ -245,7 +245,8 @@ async def test_an_existing_file_is_never_rewritten_whole_even_after_a_read(tmp_p
     outputs = {"dev": [call("write_file", path="CHANGELOG.md", content="# Changelog\n- a\n- b"),
                        call("edit_file", path="CHANGELOG.md", old="- b\n", new="- b\n- c\n"),
                        final("Appended '- c'."), REFLECT]}
-    host, _, ws = crew(tmp_path, outputs)
+    # Without the edit targets, which would not offer write_file here at all.
+    host, _, ws = crew(tmp_path, outputs, Harness(edit_targets=False))
     (ws / "CHANGELOG.md").write_text("# Changelog\n\n- a\n- b\n")
     async with host:
         ended = await run_to_end(host, "Append the line '- c' to the end of CHANGELOG.md.", "dev")
@@ -259,7 +260,8 @@ async def test_an_existing_file_is_never_rewritten_whole_even_after_a_read(tmp_p
 async def test_a_change_request_answered_without_a_change_is_refused_however_worded(tmp_path: Path) -> None:
     outputs = {"dev": [final("The typo 'teh' is now 'the'."),
                        call("edit_file", path="guide.txt", old="teh", new="the"), final("Done."), REFLECT]}
-    host, _, ws = crew(tmp_path, outputs)
+    # Without the edit targets, which would offer no final answer before the change.
+    host, _, ws = crew(tmp_path, outputs, Harness(edit_targets=False))
     (ws / "guide.txt").write_text("run teh tests\n")
     async with host:
         ended = await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
@@ -503,7 +505,8 @@ async def test_an_append_goes_through_append_file_and_is_read_back(tmp_path: Pat
     outputs = {"dev": [call("write_file", path="CHANGELOG.md", content="- fixed the login bug\n"),
                        call("append_file", path="CHANGELOG.md", text="- fixed the login bug"),
                        final("Appended the line."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
+    # Without the edit targets, which would not offer write_file here at all.
+    host, backend, ws = crew(tmp_path, outputs, Harness(edit_targets=False))
     (ws / "CHANGELOG.md").write_text("# Changes\n\n- first release\n")
     async with host:  # the rules read CHANGELOG.md first: the task names it
         ended = await run_to_end(host, "Append the line '- fixed the login bug' to CHANGELOG.md", "dev")
@@ -582,7 +585,8 @@ async def test_the_same_change_is_not_made_twice(tmp_path: Path) -> None:
 async def test_a_fix_is_offered_no_append_and_no_messages(tmp_path: Path) -> None:
     """Measured with Qwen-1.5B: asked to fix a typo, it messaged lead five times until its
     steps ran out; given append_file, it appended the corrected line below the old one."""
-    outputs = {"dev": [call("edit_file", path="guide.txt", old="teh", new="the"), final("Fixed."), REFLECT]}
+    outputs = {"dev": [call("edit_file", path="guide.txt", old="Then run teh tests.", new="Then run the tests."),
+                       final("Fixed."), REFLECT]}
     host, backend, ws = crew(tmp_path, outputs)
     (ws / "guide.txt").write_text("Then run teh tests.\n")
     async with host:
@@ -593,7 +597,7 @@ async def test_a_fix_is_offered_no_append_and_no_messages(tmp_path: Path) -> Non
 
     outputs = {"dev": [call("edit_file", path="guide.txt", old="teh", new="the"), final("Fixed."), REFLECT]}
     (tmp_path / "all").mkdir()
-    host, backend, ws = crew(tmp_path / "all", outputs, Harness(fitting_tools=False))
+    host, backend, ws = crew(tmp_path / "all", outputs, Harness(fitting_tools=False, edit_targets=False))
     (ws / "guide.txt").write_text("Then run teh tests.\n")
     async with host:
         await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
@@ -622,3 +626,91 @@ async def test_lead_hands_each_part_to_an_agent_with_a_tool_made_for_it(tmp_path
     told = step_requests(backend, "lead")[2].messages[-1].content
     assert "the part about the workspace is not done: delegate it to dev or review" in told
     assert sorted(t.owner for t in tasks if t.parent_id == ended.id) == ["dev", "ops"]
+
+
+# --- edit targets: once the files a change names are read, the next step changes them ---
+
+def test_edit_choices_offer_the_read_files_and_their_unique_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.ini").write_text('[server]\nport = 8080\n\nport = 8080\n  "retries": 3\nport\nx\n')
+    (tmp_path / "b.txt").write_text("x-ray\n")
+    narrowed = grounding.edit_choices({"a.ini": tmp_path / "a.ini", "b.txt": tmp_path / "b.txt"},
+                                      ["read_file", "edit_file", "append_file"], ["- done"])
+    assert set(narrowed) == {"edit_file", "append_file"}
+    edit = narrowed["edit_file"]["properties"]
+    assert edit["path"] == {"enum": ["a.ini", "b.txt"]}
+    # Twice-present lines and blank ones are no edit_file `old`, nor "port", found in other lines.
+    assert edit["old"] == {"enum": ["[server]", '  "retries": 3', "x", "x-ray"]}
+    assert narrowed["append_file"]["properties"]["text"] == {"enum": ["- done"]}
+    (tmp_path / "long.txt").write_text("".join(f"line {i:04d}\n" for i in range(grounding.EDIT_LINES_MAX + 1)))
+    free = grounding.edit_choices({"long.txt": tmp_path / "long.txt"}, ["edit_file", "append_file"])
+    assert free["edit_file"]["properties"]["old"] == {"type": "string"}
+    assert free["append_file"]["properties"]["text"] == {"type": "string"}  # nothing quoted
+    assert grounding.edit_choices({"a.ini": tmp_path / "a.ini"}, ["read_file"]) == {}
+
+
+def test_the_texts_a_task_quotes_are_found_and_an_apostrophe_is_no_quote() -> None:
+    found = grounding.quoted(task("Don't wait: append '- fixed the login bug' and \"v2\" to notes.md"))
+    assert found == ["- fixed the login bug", "v2"]
+
+
+@pytest.mark.timeout(60)
+async def test_once_the_named_file_is_read_the_next_step_can_only_change_it(tmp_path: Path) -> None:
+    """Measured with Qwen-0.5B: having read settings.ini, it called edit_file on the prompt's
+    example (todo.txt, `old` "milk") three times, or read the file again until its steps ran out."""
+    outputs = {"dev": [call("edit_file", path="settings.ini", old="port = 8080", new="port = 9090"),
+                       final("The port is now 9090."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "settings.ini").write_text("[server]\nport = 8080\nworkers = 4\n")
+    async with host:
+        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    assert ended.status == "done" and (ws / "settings.ini").read_text() == "[server]\nport = 9090\nworkers = 4\n"
+    change, answer = step_requests(backend, "dev")
+    assert offers(change) == {"edit_file"}  # no final answer, no other tool, until the change is made
+    arguments = change.schema["anyOf"][0]["properties"]["arguments"]  # type: ignore[index]
+    assert arguments["properties"]["path"] == {"enum": ["settings.ini"]}
+    assert arguments["properties"]["old"] == {"enum": ["[server]", "port = 8080", "workers = 4"]}
+    assert "final" in offers(answer) and "read_file" in offers(answer)  # made: free again
+
+
+@pytest.mark.timeout(60)
+async def test_an_append_of_a_quoted_line_offers_that_line(tmp_path: Path) -> None:
+    outputs = {"dev": [call("append_file", path="CHANGELOG.md", text="- fixed the login bug"),
+                       final("Appended."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "CHANGELOG.md").write_text("# Changes\n\n- first release\n")
+    async with host:
+        ended = await run_to_end(host, "Append the line '- fixed the login bug' to CHANGELOG.md", "dev")
+    assert ended.status == "done"
+    assert (ws / "CHANGELOG.md").read_text() == "# Changes\n\n- first release\n- fixed the login bug\n"
+    change = step_requests(backend, "dev")[0]
+    assert offers(change) == {"edit_file", "append_file"}
+    append = next(o for o in change.schema["anyOf"] if o["properties"]["tool"]["const"] == "append_file")  # type: ignore[index]
+    assert append["properties"]["arguments"]["properties"]["text"] == {"enum": ["- fixed the login bug"]}
+
+
+@pytest.mark.timeout(60)
+async def test_a_change_that_names_a_file_still_to_make_is_not_narrowed(tmp_path: Path) -> None:
+    outputs = {"dev": [call("write_file", path="copy.txt", content="hello\n"), final("copy.txt holds hello."),
+                       REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "notes.txt").write_text("hello\nworld\n")
+    async with host:
+        ended = await run_to_end(host, "Copy the first line of notes.txt into a new file copy.txt.", "dev")
+    assert (ended.status, ended.result) == ("done", "copy.txt holds hello."), ended.result
+    assert (ws / "copy.txt").read_text() == "hello\n"
+    assert "write_file" in offers(step_requests(backend, "dev")[0])
+
+
+@pytest.mark.timeout(60)
+async def test_without_edit_targets_the_step_after_the_read_offers_every_tool(tmp_path: Path) -> None:
+    outputs = {"dev": [call("edit_file", path="settings.ini", old="8080", new="9090"), final("Done."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs, Harness(edit_targets=False))
+    (ws / "settings.ini").write_text("port = 8080\n")
+    async with host:
+        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    assert ended.status == "done"
+    step = step_requests(backend, "dev")[0]
+    assert {"read_file", "write_file", "edit_file", "final"} <= offers(step)
+    edit = next(o for o in step.schema["anyOf"] if o["properties"].get("tool", {}).get("const") == "edit_file")  # type: ignore[index]
+    assert "$ref" in edit["properties"]["arguments"]  # the tool's own schema, not narrowed
+

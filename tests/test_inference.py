@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -562,6 +563,18 @@ def test_json_strings_in_grammars_exclude_control_characters() -> None:
     gbnf = schema_to_gbnf({"type": "object", "properties": {"poem": {"type": "string"}}, "required": ["poem"]})
     char = next(line for line in gbnf.splitlines() if line.startswith("char ::="))
     assert char.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F]'), char
+
+
+@pytest.mark.timeout(120)
+async def test_an_enum_of_strings_with_quotes_and_backslashes_is_a_grammar_llama_cpp_takes(engine: Engine) -> None:
+    """The lines of a JSON file offered as edit_file's `old`: llama-cpp-python's converter
+    left the backslash of `\\"` unescaped, and llama.cpp rejected the grammar (measured)."""
+    lines = ['  "retries": 3', 'path = C:\\temp\\"x"', "{"]
+    schema = {"type": "object", "properties": {"old": {"enum": lines}}, "required": ["old"],
+              "additionalProperties": False}
+    for prompt in ("Pick the retries line.", "Pick the path line.", "Pick the brace."):
+        res = await engine.submit(ask(prompt), agent="picker", schema=schema, max_tokens=48).result()
+        assert json.loads(res.text)["old"] in lines, res.text
 
 
 @pytest.mark.timeout(300)  # 15 sampled answers: past the 120 s default on a loaded machine

@@ -253,3 +253,49 @@ def verify_change(workspace: Path, tool: str, path: str, content: str) -> str:
     if tool == "append_file" and not now.rstrip("\n").endswith(content.rstrip("\n")):
         return f"{path} does not end with the appended text"
     return ""
+
+
+EDIT_LINES_MAX = 200  # lines of a file offered as edit_file's `old`; past it `old` stays free
+EDIT_LINE_CHARS = 400  # longer lines are left out of the choice
+
+
+QUOTED = re.compile(r"""(?<![\w'])'([^'\n]{2,300})'(?![\w'])|"([^"\n]{2,300})"|`([^`\n]{2,300})`""")
+
+
+def quoted(task: Task) -> list[str]:
+    """The texts the task quotes ('- fixed the login bug', "x", `x`), once each, in order."""
+    return list(dict.fromkeys(next(g for g in m.groups() if g is not None)
+                              for m in QUOTED.finditer(f"{task.title} {task.body}")))
+
+
+def edit_choices(files: dict[str, Path], tools: Collection[str],
+                 quotes: Sequence[str] = ()) -> dict[str, dict]:
+    """The arguments' schemas of the tools that change `files` (names as the task wrote
+    them, each read in this task), narrowed to them: `path` one of the names, and
+    edit_file's `old` one of their lines that occurs once (whole lines: measured, the
+    0.5B copied the prompt's example `old` and path instead of the file it had just read);
+    append_file's `text` one of `quotes`, the texts the task quotes, when there are any
+    (measured: asked to append '- fixed the login bug', the 0.5B appended it and a line
+    of its own). Empty when no such tool is offered. Reads the files: call it off the
+    event loop."""
+    names = sorted(files)
+    lines: list[str] = []
+    for path in files.values():
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        split = text.splitlines()
+        lines += [line for line in dict.fromkeys(split) if line.strip() and len(line) <= EDIT_LINE_CHARS
+                  and text.count(line) == 1]
+    lines = list(dict.fromkeys(lines))
+    old: dict = {"enum": lines} if 0 < len(lines) <= EDIT_LINES_MAX else {"type": "string"}
+    text_field = {"type": "string"}
+    shapes = {
+        "edit_file": {"path": {"enum": names}, "old": old, "new": text_field},
+        "append_file": {"path": {"enum": names}, "text": {"enum": list(quotes)} if quotes else text_field},
+    }
+    return {tool: {"type": "object", "properties": props, "required": list(props),
+                   "additionalProperties": False}
+            for tool, props in shapes.items() if tool in tools}
+

@@ -28,6 +28,7 @@ class Harness(msgspec.Struct, frozen=True, kw_only=True):
     act_after_refusal: bool = True  # after a refused answer the next step is a tool call
     fitting_tools: bool = True  # messaging only when asked to tell, append_file only when asked to add
     writes_wait: bool = True  # a subtask that changes a file waits for its siblings' results
+    edit_targets: bool = True  # once the files to change are read: change them, `old` one of their lines
 
 
 DEFAULT = Harness()
@@ -51,15 +52,16 @@ ABLATIONS: dict[str, Harness] = {
     "refused answer repeated": Harness(act_after_refusal=False),
     "every tool offered": Harness(fitting_tools=False),
     "writes run ahead": Harness(writes_wait=False),
+    "edits unguided": Harness(edit_targets=False),
     # Everything grounding adds, off at once: the harness as it was before it.
     "no grounding": Harness(evidence=False, grounded_numbers=False, verify_changes=False,
                             no_hand_back=False, keep_own=False, read_before_write=False,
                             questions_read_only=False, combine_verified=False, calculator=False,
                             on_the_change=False, act_after_refusal=False, fitting_tools=False,
-                            writes_wait=False),
+                            writes_wait=False, edit_targets=False),
 }
 # `--ablate grounding` runs only these against the default (a full ablation is 15 suites).
 GROUNDING = ("no grounding", "no evidence rule", "no grounded numbers", "no change verification",
              "hand-back allowed", "triage may re-route", "write without reading", "questions may write",
              "combine unchecked", "no calculator", "findings off the change", "refused answer repeated",
-             "every tool offered", "writes run ahead")
+             "every tool offered", "writes run ahead", "edits unguided")

@@ -73,6 +73,11 @@ def triage_rule(task: Task, tools: Collection[str]) -> Triage | None:
     return None
 
 
+def named_files(task: Task) -> list[str]:
+    """Every file name the task's words name (`settings.ini`, `sub/a.txt`), once each, in order."""
+    return list(dict.fromkeys(FILE_NAME.findall(f"{task.title} {task.body}")))
+
+
 def named_file(task: Task, workspace: Path) -> str | None:
     """The first file the task names (`settings.ini`, `change.diff`) that exists in the
     workspace, as written; None when it names none."""

@@ -317,7 +317,9 @@ class TaskRunner:
                 else:
                     look_first = bool(needs) and evidence.ok_calls == 0
                     again = self.harness.act_after_refusal and refused
-                    step, said = await self._step(task, context, number, steps, tools, look_first, again)
+                    narrowed = await self._edit_targets(task, tools, evidence)
+                    step, said = await self._step(task, context, number, steps, tools, look_first, again,
+                                                  narrowed)
                 refused = False
                 self.live.steps += 1
                 if isinstance(step, FinalStep):
@@ -352,12 +354,30 @@ class TaskRunner:
             return task
         return msgspec.structs.replace(task, body="\n".join([task.body, *titles]))
 
+    async def _edit_targets(self, task: Task, tools: list[str], evidence: Evidence) -> dict[str, dict]:
+        """A task that asks for a change, once every file it names exists and was read here
+        and before anything changed: the schemas of the tools that change those files,
+        narrowed to them (grounding.edit_choices). Empty: the step is not narrowed."""
+        if not self.harness.edit_targets or evidence.changed or not grounding.asks_for_change(task):
+            return {}
+        files: dict[str, Path] = {}
+        for name in rules.named_files(task):
+            path = self._workspace_file(name, task)
+            if path is None or path not in evidence.read:  # not read yet, or a file to create
+                return {}
+            files[name] = path
+        if not files:
+            return {}
+        return await asyncio.to_thread(grounding.edit_choices, files, tools, grounding.quoted(task))
+
     async def _step(self, task: Task, context: str, number: int, steps: list[tuple[str, str]],
                     tools: list[str], look_first: bool, after_refusal: bool = False,
-                    ) -> tuple[ToolStep | FinalStep, str]:
+                    narrowed: dict[str, dict] | None = None) -> tuple[ToolStep | FinalStep, str]:
         """The model's step `number`: the step and its JSON as fed back. No final answer
         when look_first (no tool has shown anything yet in a task that needs evidence) or
-        after_refusal (the answer before was refused: a tool call must fix it)."""
+        after_refusal (the answer before was refused: a tool call must fix it). `narrowed`:
+        the change tools with their arguments narrowed to the files read, the only
+        choice (no final answer: the change is what was asked)."""
         most = self.agent.max_steps
         # The last step, or a step after the model repeated itself, may only answer:
         # a loop of identical calls would otherwise run out the steps.
@@ -365,12 +385,16 @@ class TaskRunner:
         offered = [] if number == most or repeated else tools
         if look_first and offered and self.harness.evidence:
             offered = [t for t in tools if t in grounding.first_look(task, tools)] or offered
+        if narrowed and offered:
+            offered = [t for t in offered if t in narrowed] or offered
+        changing = bool(narrowed) and all(t in narrowed for t in offered)
         only_final = f"step {number} of {most} allows only a final answer" if not offered else ""
         if repeated and number < most:
             only_final += " (the step before repeated the same call)"
         no_final = ("" if not offered else
                     "no final answer before a tool has shown what it rests on" if look_first else
                     "after a refused answer, a tool call that fixes what was refused" if after_refusal
+                    else "the files to change are read: the next step changes them" if changing
                     else "")
         catalog = self._catalog()
         head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples, tools=tools,
@@ -378,7 +402,8 @@ class TaskRunner:
         turns = prompts.step_turns(steps, self.harness.result_chars)
         messages = await self.counter.fit(head, turns, self._prompt_budget())
         step = await self._structured(f"step {number}", messages,
-                                      step_schema(offered, final=not no_final, catalog=catalog),
+                                      step_schema(offered, final=not no_final, catalog=catalog,
+                                                  narrowed=narrowed if changing else None),
                                       task.id, functools.partial(parse_step, tools=offered,
                                                                  only_final=only_final, no_final=no_final))
         return step, msgspec.json.encode(step).decode()

@@ -91,19 +91,25 @@ def _without_lengths(schema: Any) -> Any:
     return schema
 
 
-def step_schema(tools: list[str], *, final: bool = True,
-                catalog: Mapping[str, Tool] = TOOLS) -> dict[str, Any]:
+def step_schema(tools: list[str], *, final: bool = True, catalog: Mapping[str, Tool] = TOOLS,
+                narrowed: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One alternative per allowed tool (its name a constant, its arguments its own
-    schema), plus the final answer unless `final` is off (grounding: look first)."""
+    schema, or the narrower one `narrowed` gives for it), plus the final answer unless
+    `final` is off (grounding: look first). The gate still checks every call against
+    the tool's own schema."""
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for name in tools:
-        schema = _without_lengths(msgspec.json.schema(catalog[name].args))
-        defs.update(schema.get("$defs", {}))
+        if narrowed and name in narrowed:
+            arguments = narrowed[name]
+        else:
+            schema = _without_lengths(msgspec.json.schema(catalog[name].args))
+            defs.update(schema.get("$defs", {}))
+            arguments = {"$ref": schema["$ref"]}
         options.append({
             "type": "object",
             # reason is optional and last: a model may skip it and nothing waits on it.
-            "properties": {"tool": {"const": name}, "arguments": {"$ref": schema["$ref"]},
+            "properties": {"tool": {"const": name}, "arguments": arguments,
                            "reason": _text()},
             "required": ["tool", "arguments"],
             "additionalProperties": False,

@@ -13,11 +13,23 @@ _LOOSE_CHAR = 'char ::= [^"\\\\]'
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
 
 
+# Its literals escape `"` but not the backslash, so a const or enum whose JSON holds a
+# quote (`"  \"retries\": 3"`, a line of a JSON file) ended the literal early and llama.cpp
+# rejected the grammar. llama.cpp's converter escapes both; so do we.
+_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
+
+
 @functools.lru_cache(maxsize=128)
 def _convert(schema_json: str) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from llama_cpp.llama_grammar import SchemaConverter
 
-    return json_schema_to_gbnf(schema_json).replace(_LOOSE_CHAR, _JSON_CHAR)
+    class _Converter(SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            return '"' + "".join(_LITERAL_ESCAPES.get(c, c) for c in literal) + '"'
+
+    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter.visit(converter.resolve_refs(json.loads(schema_json), "stdin"), "")
+    return converter.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 def schema_to_gbnf(schema: dict[str, Any]) -> str:
