@@ -26,7 +26,7 @@ from rich.console import Console
 from agents.config import Config, parse_config
 from agents.config.load import EMBEDDED_BACKEND
 from agents.crew.harness import ABLATIONS, GROUNDING
-from agents.errors import ConfigError
+from agents.errors import ConfigError, InvalidArgument
 from agents.inference import Backend, build_backends, resolve_model_path
 from agents.protocol import OWNER
 from agents.runtime import Host
@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "at once), or a comma-separated list of: " + ", ".join(ABLATIONS))
     p.add_argument("--tasks", default=None, metavar="PATTERN", help="with --suite: only the tasks whose "
                    "agent/name matches this regular expression (e.g. 'ops/' or 'edit')")
+    p.add_argument("--keep", default=None, type=Path, metavar="DIR", help="with --suite: keep each task's "
+                   "home and workspace under DIR (a new directory) to see what the agents did: "
+                   "`agentdeck --home DIR/R-HARNESS-I/home log`")
     harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True, backend=True)
 
 
@@ -230,8 +233,13 @@ async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
     from app.bench.suite import print_suite, run_suite
 
+    if args.keep is not None:
+        try:
+            args.keep.mkdir(parents=True)
+        except OSError as err:
+            raise InvalidArgument(f"--keep {args.keep}: {err.strerror} (give a new directory)") from None
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate or [],
-                                  rounds=args.rounds, pattern=args.tasks))
+                                  rounds=args.rounds, pattern=args.tasks, keep=args.keep))
     if args.json:
         print_json(every)
         return 0

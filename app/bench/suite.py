@@ -17,6 +17,7 @@ round so that a noisy machine affects all alike. `--tasks PATTERN` runs a subset
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import tempfile
 import time
@@ -131,10 +132,13 @@ def _judge(task: SuiteTask, answer: str, ws: Path, db: Path, config: Config,
 
 
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: Sequence[str] = (),
-                    rounds: int = 1, pattern: str | None = None) -> list[SuiteFigures]:
+                    rounds: int = 1, pattern: str | None = None,
+                    keep: Path | None = None) -> list[SuiteFigures]:
     """The suite (or the tasks matching `pattern`) with the default harness (and each
     variant named in `ablate`, from harness.ABLATIONS), `rounds` times, interleaved in
-    an order rotated each round; one SuiteFigures per harness."""
+    an order rotated each round; one SuiteFigures per harness. `keep`: a new directory
+    (made by the caller) that keeps every task's home and workspace instead of a
+    temporary one."""
     try:
         tasks = select(pattern)
     except re.error as err:
@@ -144,7 +148,8 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     model = resolve_model_path(model_arg, base.inference.model)
     variants = {"default": DEFAULT, **{name: ABLATIONS[name] for name in ablate}}
     results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
-    with tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
+    kept = contextlib.nullcontext(str(keep)) if keep else None
+    with kept or tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
         for round_ in range(rounds):
             for name, harness in order(list(variants.items()), round_):
                 err.print(f"[dim]round {round_ + 1}/{rounds}: harness {name}[/]")
