@@ -191,6 +191,21 @@ async def test_a_question_cannot_be_answered_before_a_look_and_never_writes(tmp_
 
 
 @pytest.mark.timeout(60)
+async def test_a_question_for_a_figure_answered_without_one_is_refused(tmp_path: Path) -> None:
+    """Measured with Qwen-0.5B: asked how much disk is free, in GiB, it answered "ok"."""
+    outputs = {"dev": [final("ok"), final("There are two lines."), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "notes.txt").write_text("a\nb\n")
+    async with host:
+        ended = await run_to_end(host, "How many lines does notes.txt have?", "dev")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", "There are two lines.")
+    assert steps == [("read_file", "ok"), (None, "refused"), (None, "final")]
+    assert "the answer gives none" in step_requests(backend, "dev")[1].messages[-1].content
+    assert grounding.gives_a_figure("none failed") and not grounding.gives_a_figure("it is fine")
+
+
+@pytest.mark.timeout(60)
 async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_right_one(tmp_path: Path) -> None:
     """Measured with Qwen-1.5B on 17, 25, 8: "the sum is 17" (a figure the file shows, but
     no sum) and "58"; then a calculate over figures it misread."""
@@ -494,8 +509,36 @@ async def test_scribe_looks_at_the_task_list_or_the_memory_before_answering(tmp_
     assert steps == [[("read_tasks", "ok"), (None, "final")], [("memory_search", "ok"), (None, "final")]]
     first, second = step_requests(backend, "scribe")
     assert f"#{rotate.id} [done] ops p1: Rotate the logs → rotated 3 files" in first.messages[-1].content
-    assert f"#{who.id} [active] scribe p1: Which agent rotated the logs? (this task)" in first.messages[-1].content
+    assert f"#{who.id} " not in first.messages[-1].content  # the asking task is not listed
     assert "TZ=UTC" in second.messages[-1].content
+
+
+@pytest.mark.timeout(60)
+async def test_scribe_reads_the_tasks_of_the_status_asked_about_or_those_sharing_its_words(tmp_path: Path) -> None:
+    """Measured with Qwen-0.5B: given the whole task list, it answered with its last line
+    (the count line, or the asking task itself)."""
+    outputs = {"scribe": [final("Task 2 failed: apt could not reach the mirror."), REFLECT,
+                          final("ops copied 212 files."), REFLECT, final("3 tasks."), REFLECT]}
+    host, backend, _ = crew(tmp_path, outputs)
+    history = [("ops", "Back up the photos folder", "done", "copied 212 files to /backup/photos"),
+               ("dev", "Update the web server package", "failed", "apt could not reach the package mirror"),
+               ("ops", "Rotate the logs", "done", "rotated 3 log files")]
+    async with host:
+        for owner, title, status, result in history:
+            made = await host.store.write(r.create_task, OWNER, title, owner=owner)
+            await host.store.write(r.set_task_status, OWNER, made.id, "active")
+            await host.store.write(r.set_task_status, OWNER, made.id, status, result)
+        for question in ("Which earlier task failed, and why?", "How many files did the photo backup copy?",
+                         "Which agent restarted the printer?"):
+            await run_to_end(host, question, "scribe")
+    failed, photos, unmatched = (q.messages[-1].content for q in step_requests(backend, "scribe"))
+    assert failed.splitlines() == ["Result: [ok] #2 [failed] dev p1: Update the web server package → apt could not "
+                                   "reach the package mirror", "(1 task: 1 failed)"]
+    assert photos.splitlines()[0].endswith("#1 [done] ops p1: Back up the photos folder → copied 212 files to "
+                                           "/backup/photos") and "Rotate" not in photos
+    # Nothing shares its words: every other task (the two questions before it too), said so.
+    assert "no task matches 'Which agent restarted the printer?'; all of them:" in unmatched
+    assert unmatched.endswith("(5 tasks: 4 done, 1 failed)") and "#6 " not in unmatched
 
 
 @pytest.mark.timeout(60)

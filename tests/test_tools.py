@@ -143,7 +143,11 @@ async def test_messages_channels_and_delegation(store: AsyncStore, ws: Path) -> 
     await store.write(r.set_task_status, "dev", child.id, "failed", "the mirror was down")
     ended = await call(lead, "read_tasks")
     assert f"#{child.id} [failed] dev p3: write the code → the mirror was down" in ended.text  # how it ended
-    assert ended.text.endswith("(2 tasks: 1 queued, 1 failed)"), ended.text
+    # Lead's own task (the asking one) is not listed: a small model answered with its line.
+    assert ended.text.endswith("(1 task: 1 failed)") and "plan" not in ended.text, ended.text
+    assert (await call(context(store, ws, "scribe"), "read_tasks")).text.endswith("(2 tasks: 1 queued, 1 failed)")
+    matched = await call(lead, "read_tasks", matching="which code was written?")
+    assert matched.text.startswith(f"#{child.id} [failed]"), matched.text
     done = await call(lead, "read_tasks", status="failed")
     assert done.text.endswith("(1 task: 1 failed)")
     # Only real statuses: a model's "completed" is a bad argument, not "no tasks".

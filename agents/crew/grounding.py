@@ -139,6 +139,15 @@ def asks_for_figures(task: Task) -> bool:
     return bool(FIGURES.search(f"{task.title} {task.body}"))
 
 
+NUMBER_WORDS = re.compile(r"\b(no|none|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|"
+                          r"twelve)\b", re.I)
+
+
+def gives_a_figure(answer: str) -> bool:
+    """The answer states a figure: a number, or one in words ("none", "three")."""
+    return bool(NUMBER.search(answer) or NUMBER_WORDS.search(answer))
+
+
 def numbers_in(text: str) -> list[float]:
     return [float(n.replace(",", ".")) for n in NUMBER.findall(text)]
 

@@ -73,6 +73,10 @@ def triage_rule(task: Task, tools: Collection[str]) -> Triage | None:
     return None
 
 
+STATUS_WORDS = {"failed": re.compile(r"\b(fail(ed|s)?|broke|went wrong)\b", re.I),
+                "done": re.compile(r"\b(completed?|succeeded|successful(ly)?|finished)\b", re.I)}
+
+
 def named_files(task: Task) -> list[str]:
     """Every file name the task's words name (`settings.ini`, `sub/a.txt`), once each, in order."""
     return list(dict.fromkeys(FILE_NAME.findall(f"{task.title} {task.body}")))
@@ -117,5 +121,10 @@ def first_step(task: Task, tools: Collection[str], workspace: Path | None = None
     if "read_tasks" in tools and "delegate" not in tools and not WORLD_TOOLS & set(tools):
         # Measured: Qwen-1.5B read 20 log lines and took the count of photos backed up
         # from a clock time; the task list says who did what and how it ended, counted.
-        return ToolStep(tool="read_tasks", arguments={})
+        # Measured: given the whole list, the 0.5B answered with its last line (a count, or
+        # an unrelated task): the tasks of the status the question names, or those sharing
+        # its words, when any does.
+        status = next((s for s, words in STATUS_WORDS.items() if words.search(text)), None)
+        return ToolStep(tool="read_tasks",
+                        arguments={"status": status} if status else {"matching": task.title})
     return None

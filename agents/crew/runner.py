@@ -452,6 +452,11 @@ class TaskRunner:
                                + "; ".join(f"{c.path}:{c.line} {shorten(c.text.strip(), 80)}" for c in added)
                                + ". Say which added line is wrong, as path:N, and what is wrong with it",
                                in_words=True)
+        if harness.grounded_numbers and needs and grounding.asks_for_figures(task) \
+                and grounding.is_question(task) and not grounding.gives_a_figure(answer):
+            # Measured: asked how much disk is free, in GiB, the 0.5B answered "ok".
+            return Refusal("the question asks for a figure and the answer gives none: state it as the "
+                           "tool results show it", in_words=True)
         if harness.grounded_numbers and needs and grounding.asks_for_figures(task):
             computed = grounding.asks_for_computed_figure(task)
             loose = grounding.ungrounded_numbers(answer, evidence.texts(computed=computed))

@@ -56,6 +56,8 @@ class ReadTasksArgs(msgspec.Struct, forbid_unknown_fields=True):
     status: TaskStatus | None = None
     owner: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 30
+    # Words: only the tasks whose title and result share the most of them.
+    matching: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 class MemorySearchArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -154,23 +156,47 @@ async def delegate(ctx: ToolContext, args: DelegateArgs) -> str:
     return f"task {task.id} created for {args.to} (subtask of {ctx.task_id})"
 
 
+# Words every question holds: matching on them would find the other questions.
+_NOT_MATCHED = {"which", "what", "when", "where", "that", "this", "with", "have", "does", "many", "much",
+                "task", "tasks", "agent", "earlier", "from", "were", "they", "there", "about", "did"}
+
+
+def _stems(text: str) -> set[str]:
+    """A text's words of four letters or more, cut to five ("photos" and "photo" meet)."""
+    return {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _NOT_MATCHED}
+
+
+def _best_matches(tasks: list[Task], words: str) -> list[Task]:
+    """The tasks sharing the most word stems with `words` (title and result); none when no
+    task shares any."""
+    wanted = _stems(words)
+    scored = [(len(wanted & _stems(f"{t.title} {t.result or ''}")), t) for t in tasks]
+    best = max((score for score, _ in scored), default=0)
+    return [t for score, t in scored if best and score == best]
+
+
 async def read_tasks(ctx: ToolContext, args: ReadTasksArgs) -> str:
     statuses = (args.status,) if args.status else ()
     found: list[Task] = await ctx.store.read(queries.tasks, owner=args.owner, statuses=statuses)
+    # Not the asking task itself: measured, asked "which agent rotated the logs?", Qwen-1.5B
+    # named the owner of that very question, and the 0.5B answered with its line.
+    found = [t for t in found if t.id != ctx.task_id]
+    head = ""
+    if args.matching:
+        best = _best_matches(found, args.matching)
+        head = "" if best or not found else f"no task matches {args.matching!r}; all of them:\n"
+        found = best or found
     found = found[-_limit(args.limit, 200):]
     if not found:
         return "no tasks"
     # An ended task shows how it ended (a small model asked "why did it fail?" otherwise
     # makes the reason up), and the list is counted here, not by the model.
-    # The asking task is marked: measured, asked "which agent rotated the logs?", Qwen-1.5B
-    # named the owner of that very question, whose title says "rotated the logs".
     lines = [f"#{t.id} [{t.status}] {t.owner or '-'} p{t.priority}: {t.title}"
              + (f" → {shorten(t.result, RESULT_CHARS)}" if t.result and t.status in ENDED else "")
-             + (" (this task)" if t.id == ctx.task_id else "")
              for t in found]
     by_status = {s: sum(t.status == s for t in found) for s in dict.fromkeys(t.status for t in found)}
     counted = ", ".join(f"{n} {s}" for s, n in by_status.items())
-    return "\n".join(lines) + f"\n({len(found)} task{'' if len(found) == 1 else 's'}: {counted})"
+    return head + "\n".join(lines) + f"\n({len(found)} task{'' if len(found) == 1 else 's'}: {counted})"
 
 
 async def memory_search(ctx: ToolContext, args: MemorySearchArgs) -> str:
@@ -219,7 +245,8 @@ CREW_TOOLS = [
     Tool("post_channel", "Post a message to a channel.", PostArgs, "message", post_channel, timeout_s=10),
     Tool("delegate", "Create a subtask of your current task for another agent.", DelegateArgs,
          "message", delegate, timeout_s=10),
-    Tool("read_tasks", "List tasks, optionally by status or owner.", ReadTasksArgs, "read", read_tasks,
+    Tool("read_tasks", "List the other tasks, optionally by status or owner, or those matching some words.",
+         ReadTasksArgs, "read", read_tasks,
          timeout_s=10),
     Tool("memory_search", "Search your memories and the shared ones.", MemorySearchArgs, "read",
          memory_search, timeout_s=10),
