@@ -302,7 +302,8 @@ async def test_without_read_before_write_the_blind_rewrite_goes_through(tmp_path
 async def test_a_claimed_change_never_made_fails_the_task_when_the_steps_run_out(tmp_path: Path) -> None:
     outputs = {"dev": [call("list_dir", path="."), final("I created notes.txt containing hello."),
                        final("Created notes.txt with hello.")]}
-    host, _, ws = crew(tmp_path, outputs, extra="[agents.dev]\nmax_steps = 3\n")
+    # Without the edit targets, which would offer no final answer before the file is made.
+    host, _, ws = crew(tmp_path, outputs, Harness(edit_targets=False), extra="[agents.dev]\nmax_steps = 3\n")
     async with host:
         ended = await run_to_end(host, "Create notes.txt containing hello", "dev")
         steps = await steps_of(host, ended.id)
@@ -316,7 +317,7 @@ async def test_a_claimed_change_never_made_fails_the_task_when_the_steps_run_out
 @pytest.mark.timeout(60)
 async def test_without_change_verification_the_claim_ends_done(tmp_path: Path) -> None:
     outputs = {"dev": [call("list_dir", path="."), final("I created notes.txt containing hello."), REFLECT]}
-    host, _, ws = crew(tmp_path, outputs, Harness(verify_changes=False))
+    host, _, ws = crew(tmp_path, outputs, Harness(verify_changes=False, edit_targets=False))
     async with host:
         ended = await run_to_end(host, "Create notes.txt containing hello", "dev")
     assert ended.status == "done" and not (ws / "notes.txt").exists()
@@ -757,3 +758,29 @@ async def test_without_edit_targets_the_step_after_the_read_offers_every_tool(tm
     edit = next(o for o in step.schema["anyOf"] if o["properties"].get("tool", {}).get("const") == "edit_file")  # type: ignore[index]
     assert "$ref" in edit["properties"]["arguments"]  # the tool's own schema, not narrowed
 
+
+@pytest.mark.timeout(60)
+async def test_a_file_to_create_is_the_only_path_and_a_figure_for_it_is_looked_up_first(tmp_path: Path) -> None:
+    """Measured with Qwen-0.5B: asked to create todo.md, or to save the disk's use in
+    disk.txt, it edited the prompt's example todo.txt."""
+    outputs = {"dev": [call("write_file", path="todo.md", content="- buy milk\n"), final("Created todo.md."),
+                       REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    async with host:
+        ended = await run_to_end(host, "Create todo.md with the line '- buy milk'.", "dev")
+    assert ended.status == "done" and (ws / "todo.md").read_text() == "- buy milk\n"
+    create = step_requests(backend, "dev")[0]
+    assert offers(create) == {"write_file"}
+    assert create.schema["anyOf"][0]["properties"]["arguments"]["properties"]["path"] == {"enum": ["todo.md"]}  # type: ignore[index]
+
+    (tmp_path / "look").mkdir()
+    outputs = {"dev": [json.dumps({"action": "act", "reason": "mine"}), call("list_dir", path="."),
+                       call("write_file", path="count.txt", content="0\n"), final("Saved."), REFLECT]}
+    # Without the rules' first look, so that the model's own first step is seen.
+    host, backend, ws = crew(tmp_path / "look", outputs, Harness(rules_first=False))
+    async with host:
+        ended = await run_to_end(host, "Save the number of files in the workspace in count.txt.", "dev")
+    assert ended.status == "done" and (ws / "count.txt").read_text() == "0\n", ended.result
+    look, save = step_requests(backend, "dev")[:2]
+    assert offers(look) != {"write_file"} and "list_dir" in offers(look)  # not narrowed before a look
+    assert offers(save) == {"write_file"}

@@ -98,6 +98,12 @@ def _aspects(task: Task) -> dict[str, set[str]]:
     return found
 
 
+def needs_a_look(task: Task) -> bool:
+    """The task is about the machine, the workspace's files or earlier work, beyond the
+    files it names: what it writes must come from a look."""
+    return bool(set(_aspects(task)) - {"a file", "change"})
+
+
 def evidence_tools(task: Task, tools: Collection[str]) -> set[str]:
     """The agent's tools that can show what this task is about (the machine, the
     workspace, earlier work); empty: the task needs no evidence from this agent. An agent
@@ -275,6 +281,36 @@ def quoted(task: Task) -> list[str]:
     """The texts the task quotes ('- fixed the login bug', "x", `x`), once each, in order."""
     return list(dict.fromkeys(next(g for g in m.groups() if g is not None)
                               for m in QUOTED.finditer(f"{task.title} {task.body}")))
+
+
+def change_choices(named: dict[str, Path], read: Collection[Path], tools: Collection[str],
+                   quotes: Sequence[str] = (), *, may_create: bool = True) -> dict[str, dict]:
+    """The change tools a change task's next step is narrowed to, by the files it names
+    (as written → real path): once every existing one was read, edit_choices for those,
+    and write_file with `path` one of the names still to create (measured: asked to create
+    todo.md, or to save a figure in disk.txt, the 0.5B edited the prompt's example
+    todo.txt). Empty when a named file exists unread (read it first), a name is a
+    folder, or only files to create are named and `may_create` is off (look first).
+    Looks at the disk: call it off the event loop."""
+    existing: dict[str, Path] = {}
+    new: list[str] = []
+    for name, path in named.items():
+        if path.is_file():
+            if path not in read:
+                return {}
+            existing[name] = path
+        elif path.exists():
+            return {}
+        else:
+            new.append(name)
+    if not existing and not (new and may_create):
+        return {}
+    choices = edit_choices(existing, tools, quotes) if existing else {}
+    if new and may_create and "write_file" in tools:
+        props = {"path": {"enum": new}, "content": {"type": "string"}}
+        choices["write_file"] = {"type": "object", "properties": props, "required": list(props),
+                                 "additionalProperties": False}
+    return choices
 
 
 def edit_choices(files: dict[str, Path], tools: Collection[str],

@@ -355,20 +355,22 @@ class TaskRunner:
         return msgspec.structs.replace(task, body="\n".join([task.body, *titles]))
 
     async def _edit_targets(self, task: Task, tools: list[str], evidence: Evidence) -> dict[str, dict]:
-        """A task that asks for a change, once every file it names exists and was read here
-        and before anything changed: the schemas of the tools that change those files,
-        narrowed to them (grounding.edit_choices). Empty: the step is not narrowed."""
+        """A task that asks for a change, before anything changed: once every existing file
+        it names was read here, the schemas of the tools that change those files and
+        create the ones it names that do not exist yet, narrowed to them
+        (grounding.change_choices). Empty: the step is not narrowed."""
         if not self.harness.edit_targets or evidence.changed or not grounding.asks_for_change(task):
             return {}
-        files: dict[str, Path] = {}
+        named: dict[str, Path] = {}
         for name in rules.named_files(task):
             path = self._workspace_file(name, task)
-            if path is None or path not in evidence.read:  # not read yet, or a file to create
+            if path is None:
                 return {}
-            files[name] = path
-        if not files:
-            return {}
-        return await asyncio.to_thread(grounding.edit_choices, files, tools, grounding.quoted(task))
+            named[name] = path
+        # A file to create holds what a look found, when the task needs one: look first.
+        looked = evidence.ok_calls > 0 or not grounding.needs_a_look(task)
+        return await asyncio.to_thread(grounding.change_choices, named, evidence.read, tools,
+                                       grounding.quoted(task), may_create=looked) if named else {}
 
     async def _step(self, task: Task, context: str, number: int, steps: list[tuple[str, str]],
                     tools: list[str], look_first: bool, after_refusal: bool = False,
