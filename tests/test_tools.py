@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,7 +177,11 @@ async def test_machine_tools(store: AsyncStore, ws: Path) -> None:
     for part in ("cpu:", "memory:", "disk (workspace):", "gpu"):
         assert part in health.text
     procs = await call(ctx, "list_processes", sort="memory", limit=200)
-    assert str(os.getpid()) in [line.split()[0] for line in procs.text.splitlines()[1:]]
+    head, *ranked = procs.text.splitlines()
+    assert head == "processes by memory, the most first:"
+    assert any(f"(pid {os.getpid()}," in line for line in ranked)
+    sizes = [int(re.search(r": (\d+) MB memory", line).group(1)) for line in ranked]  # type: ignore[union-attr]
+    assert sizes == sorted(sizes, reverse=True) and ranked[0].startswith("1. ")
 
 
 async def test_run_shell_reports_the_exit_status_and_times_out(store: AsyncStore, ws: Path) -> None:

@@ -64,9 +64,11 @@ def _processes(sort: str, limit: int) -> str:
                       info["username"] or "?"))
     key = (lambda t: t[0]) if sort == "cpu" else (lambda t: t[1])
     procs.sort(key=key, reverse=True)
-    lines = [f"{'pid':>7}  {'cpu%':>5}  {'rss':>9}  user  name"]
-    lines += [f"{pid:>7}  {cpu:>5.1f}  {rss / 2**20:>7.0f}MB  {user}  {name}"
-              for cpu, rss, pid, name, user in procs[:limit]]
+    # Ranked, the name first: measured, given a table led by pids, Qwen-0.5B answered
+    # "which process uses the most memory?" with a pid.
+    lines = [f"processes by {'CPU' if sort == 'cpu' else 'memory'}, the most first:"]
+    lines += [f"{rank}. {name}: {rss / 2**20:.0f} MB memory, {cpu:.1f}% CPU (pid {pid}, user {user})"
+              for rank, (cpu, rss, pid, name, user) in enumerate(procs[:limit], 1)]
     return "\n".join(lines)
 
 
