@@ -6,13 +6,14 @@ end through the real crew on the scripted backend."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import AGENTS, reflect
+from helpers import AGENTS, agentdeck_cmd, reflect, subprocess_env
 from rich.console import Console
 from scripted_backend import ScriptedBackend, queued
 
@@ -234,6 +235,16 @@ async def test_a_bad_tasks_pattern_is_refused_before_any_model_loads() -> None:
     for pattern in ("(", "zzz-no-such"):
         with pytest.raises(InvalidArgument, match="--tasks"):
             await run_suite(default_config(), None, Console(stderr=True), pattern=pattern)
+
+
+@pytest.mark.timeout(60)
+def test_keep_takes_only_a_new_directory_and_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    done = subprocess.run(agentdeck_cmd("bench", "crew", "--suite", "--keep", str(tmp_path / "kept")),
+                          env=subprocess_env(tmp_path / "home"), capture_output=True, text=True, timeout=50)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"agentdeck: --keep {tmp_path / 'kept'}: File exists "
+                                                "(give a new directory)"]
 
 
 def test_figures_are_medians_over_rounds_with_per_task_tallies() -> None:
