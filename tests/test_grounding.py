@@ -143,6 +143,19 @@ async def run_to_end(host: Host, title: str, owner: str, created_by: str = OWNER
         await asyncio.sleep(0.02)
 
 
+async def run_one(tmp_path: Path, outputs: dict[str, list[str]], title: str, files: dict[str, str],
+                  harness: Harness = DEFAULT) -> tuple[Task, ScriptedBackend, Path, list[tuple[str | None, str]]]:
+    """One task for dev in a workspace holding `files`, run to its end: (it, the backend,
+    the workspace, its steps)."""
+    host, backend, ws = crew(tmp_path, outputs, harness)
+    for name, text in files.items():
+        (ws / name).write_text(text)
+    async with host:
+        ended = await run_to_end(host, title, "dev")
+        steps = await steps_of(host, ended.id)
+    return ended, backend, ws, steps
+
+
 async def steps_of(host: Host, task_id: int) -> list[tuple[str | None, str]]:
     events = await host.store.read(queries.events_after, 0, 10_000)
     return [(e.payload.tool, e.payload.status) for e in events
@@ -194,11 +207,8 @@ async def test_a_question_cannot_be_answered_before_a_look_and_never_writes(tmp_
 async def test_a_question_for_a_figure_answered_without_one_is_refused(tmp_path: Path) -> None:
     """Measured with Qwen-0.5B: asked how much disk is free, in GiB, it answered "ok"."""
     outputs = {"dev": [final("ok"), final("There are two lines."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "notes.txt").write_text("a\nb\n")
-    async with host:
-        ended = await run_to_end(host, "How many lines does notes.txt have?", "dev")
-        steps = await steps_of(host, ended.id)
+    ended, backend, _, steps = await run_one(tmp_path, outputs, "How many lines does notes.txt have?",
+                                             {"notes.txt": "a\nb\n"})
     assert (ended.status, ended.result) == ("done", "There are two lines.")
     assert steps == [("read_file", "ok"), (None, "refused"), (None, "final")]
     assert "the answer gives none" in step_requests(backend, "dev")[1].messages[-1].content
@@ -213,11 +223,8 @@ async def test_a_sum_the_model_made_is_refused_and_the_calculator_gives_the_righ
                        call("calculate", expression="17+52+8"),
                        call("calculate", expression="5+1"),  # measured: small operands made up
                        call("calculate", expression="17+25+8"), final("The sum is 50."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "numbers.txt").write_text("17\n25\n8\n")
-    async with host:
-        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
-        steps = await steps_of(host, ended.id)
+    ended, backend, _, steps = await run_one(tmp_path, outputs, "What is the sum of the numbers in numbers.txt?",
+                                             {"numbers.txt": "17\n25\n8\n"})
     assert (ended.status, ended.result) == ("done", "The sum is 50.")
     assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "refused"), ("calculate", "refused"),
                      ("calculate", "ok"), (None, "final")]
@@ -352,11 +359,8 @@ async def test_a_refused_answer_cannot_be_sent_again_at_the_next_step(tmp_path: 
     refused again and again until the steps run out."""
     outputs = {"dev": [final("The sum is 17, 25 and 8."), call("calculate", expression="17+25+8"),
                        final("The sum is 50."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "numbers.txt").write_text("17\n25\n8\n")
-    async with host:
-        ended = await run_to_end(host, "What is the sum of the numbers in numbers.txt?", "dev")
-        steps = await steps_of(host, ended.id)
+    ended, backend, _, steps = await run_one(tmp_path, outputs, "What is the sum of the numbers in numbers.txt?",
+                                             {"numbers.txt": "17\n25\n8\n"})
     assert (ended.status, ended.result) == ("done", "The sum is 50.")
     assert steps == [("read_file", "ok"), (None, "refused"), ("calculate", "ok"), (None, "final")]
     asked = step_requests(backend, "dev")
@@ -631,20 +635,16 @@ async def test_a_fix_is_offered_no_append_and_no_messages(tmp_path: Path) -> Non
     steps ran out; given append_file, it appended the corrected line below the old one."""
     outputs = {"dev": [call("edit_file", path="guide.txt", old="Then run teh tests.", new="Then run the tests."),
                        final("Fixed."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "guide.txt").write_text("Then run teh tests.\n")
-    async with host:
-        ended = await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path, outputs, "Fix the typo 'teh' in guide.txt.",
+                                       {"guide.txt": "Then run teh tests.\n"})
     assert ended.status == "done" and (ws / "guide.txt").read_text() == "Then run the tests.\n"
     offered = offers(step_requests(backend, "dev")[0])
     assert "edit_file" in offered and {"append_file", "send_message"}.isdisjoint(offered)
 
     outputs = {"dev": [call("edit_file", path="guide.txt", old="teh", new="the"), final("Fixed."), REFLECT]}
     (tmp_path / "all").mkdir()
-    host, backend, ws = crew(tmp_path / "all", outputs, Harness(fitting_tools=False, edit_targets=False))
-    (ws / "guide.txt").write_text("Then run teh tests.\n")
-    async with host:
-        await run_to_end(host, "Fix the typo 'teh' in guide.txt.", "dev")
+    _, backend, _, _ = await run_one(tmp_path / "all", outputs, "Fix the typo 'teh' in guide.txt.",
+                                  {"guide.txt": "Then run teh tests.\n"}, Harness(fitting_tools=False, edit_targets=False))
     assert {"append_file", "send_message"} <= offers(step_requests(backend, "dev")[0])
 
 
@@ -703,10 +703,8 @@ async def test_once_the_named_file_is_read_the_next_step_can_only_change_it(tmp_
     example (todo.txt, `old` "milk") three times, or read the file again until its steps ran out."""
     outputs = {"dev": [call("edit_file", path="settings.ini", old="port = 8080", new="port = 9090"),
                        final("The port is now 9090."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "settings.ini").write_text("[server]\nport = 8080\nworkers = 4\n")
-    async with host:
-        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path, outputs, "In settings.ini, change the port from 8080 to 9090.",
+                                       {"settings.ini": "[server]\nport = 8080\nworkers = 4\n"})
     assert ended.status == "done" and (ws / "settings.ini").read_text() == "[server]\nport = 9090\nworkers = 4\n"
     change, answer = step_requests(backend, "dev")
     assert offers(change) == {"edit_file"}  # no final answer, no other tool, until the change is made
@@ -720,10 +718,8 @@ async def test_once_the_named_file_is_read_the_next_step_can_only_change_it(tmp_
 async def test_an_append_of_a_quoted_line_offers_that_line(tmp_path: Path) -> None:
     outputs = {"dev": [call("append_file", path="CHANGELOG.md", text="- fixed the login bug"),
                        final("Appended."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "CHANGELOG.md").write_text("# Changes\n\n- first release\n")
-    async with host:
-        ended = await run_to_end(host, "Append the line '- fixed the login bug' to CHANGELOG.md", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path, outputs, "Append the line '- fixed the login bug' to CHANGELOG.md",
+                                       {"CHANGELOG.md": "# Changes\n\n- first release\n"})
     assert ended.status == "done"
     assert (ws / "CHANGELOG.md").read_text() == "# Changes\n\n- first release\n- fixed the login bug\n"
     change = step_requests(backend, "dev")[0]
@@ -736,10 +732,8 @@ async def test_an_append_of_a_quoted_line_offers_that_line(tmp_path: Path) -> No
 async def test_a_change_that_names_a_file_still_to_make_is_not_narrowed(tmp_path: Path) -> None:
     outputs = {"dev": [call("write_file", path="copy.txt", content="hello\n"), final("copy.txt holds hello."),
                        REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    (ws / "notes.txt").write_text("hello\nworld\n")
-    async with host:
-        ended = await run_to_end(host, "Copy the first line of notes.txt into a new file copy.txt.", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path, outputs, "Copy the first line of notes.txt into a new file copy.txt.",
+                                       {"notes.txt": "hello\nworld\n"})
     assert (ended.status, ended.result) == ("done", "copy.txt holds hello."), ended.result
     assert (ws / "copy.txt").read_text() == "hello\n"
     assert "write_file" in offers(step_requests(backend, "dev")[0])
@@ -748,10 +742,8 @@ async def test_a_change_that_names_a_file_still_to_make_is_not_narrowed(tmp_path
 @pytest.mark.timeout(60)
 async def test_without_edit_targets_the_step_after_the_read_offers_every_tool(tmp_path: Path) -> None:
     outputs = {"dev": [call("edit_file", path="settings.ini", old="8080", new="9090"), final("Done."), REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs, Harness(edit_targets=False))
-    (ws / "settings.ini").write_text("port = 8080\n")
-    async with host:
-        ended = await run_to_end(host, "In settings.ini, change the port from 8080 to 9090.", "dev")
+    ended, backend, _, _ = await run_one(tmp_path, outputs, "In settings.ini, change the port from 8080 to 9090.",
+                                      {"settings.ini": "port = 8080\n"}, Harness(edit_targets=False))
     assert ended.status == "done"
     step = step_requests(backend, "dev")[0]
     assert {"read_file", "write_file", "edit_file", "final"} <= offers(step)
@@ -765,9 +757,7 @@ async def test_a_file_to_create_is_the_only_path_and_a_figure_for_it_is_looked_u
     disk.txt, it edited the prompt's example todo.txt."""
     outputs = {"dev": [call("write_file", path="todo.md", content="- buy milk\n"), final("Created todo.md."),
                        REFLECT]}
-    host, backend, ws = crew(tmp_path, outputs)
-    async with host:
-        ended = await run_to_end(host, "Create todo.md with the line '- buy milk'.", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path, outputs, "Create todo.md with the line '- buy milk'.", {})
     assert ended.status == "done" and (ws / "todo.md").read_text() == "- buy milk\n"
     create = step_requests(backend, "dev")[0]
     assert offers(create) == {"write_file"}
@@ -777,9 +767,8 @@ async def test_a_file_to_create_is_the_only_path_and_a_figure_for_it_is_looked_u
     outputs = {"dev": [json.dumps({"action": "act", "reason": "mine"}), call("list_dir", path="."),
                        call("write_file", path="count.txt", content="0\n"), final("Saved."), REFLECT]}
     # Without the rules' first look, so that the model's own first step is seen.
-    host, backend, ws = crew(tmp_path / "look", outputs, Harness(rules_first=False))
-    async with host:
-        ended = await run_to_end(host, "Save the number of files in the workspace in count.txt.", "dev")
+    ended, backend, ws, _ = await run_one(tmp_path / "look", outputs, "Save the number of files in the workspace in count.txt.",
+                                       {}, Harness(rules_first=False))
     assert ended.status == "done" and (ws / "count.txt").read_text() == "0\n", ended.result
     look, save = step_requests(backend, "dev")[:2]
     assert offers(look) != {"write_file"} and "list_dir" in offers(look)  # not narrowed before a look
