@@ -142,6 +142,16 @@ async def final(astore: AsyncStore, row_id: int, within: float = 20.0) -> Notifi
     return await row(astore, row_id)
 
 
+async def deliver_once(config: Config, a: Approval, home: Path, astore: AsyncStore, bus: Bus) -> Notification:
+    """A notifier started for one approval's note, stopped once its one delivery ended: that delivery."""
+    notifier = await started(config, home, astore, bus)
+    try:
+        [row_id] = await notifier.notify(note_for(a))
+        return await final(astore, row_id)
+    finally:
+        await notifier.stop()
+
+
 def note_for(a: Approval, event: str = "approval.requested") -> Note:
     return Note(event=event, subject=f"approval:{a.id}", approval_id=a.id, ts=1.0,  # type: ignore[arg-type]
                 title=f"agentdeck: dev waits for approval {a.id}", text=f"approval {a.id}: dev asks")
@@ -167,12 +177,7 @@ async def test_each_webhook_delivery_is_recorded(case: str, hooks: list[Hook], h
     url = serve(hooks, *script).url if script else closed_port_url()
     config = notify_config(ws, url, extra=f"retries = {retries}\ntimeout_s = {timeout}")
     a = await approval(astore)  # before the start: told by notify() below, not by the bus
-    notifier = await started(config, home, astore, bus)
-    try:
-        [row_id] = await notifier.notify(note_for(a))
-        got = await final(astore, row_id)
-    finally:
-        await notifier.stop()
+    got = await deliver_once(config, a, home, astore, bus)
     assert (got.channel, got.status, got.attempts, got.http_status) == ("webhook", status, attempts, http_status)
     assert len(got.detail.split(", ")) == attempts  # each attempt's outcome, in order
     if script:
@@ -290,12 +295,7 @@ async def test_a_header_secret_not_set_fails_naming_it(hooks: list[Hook], home: 
     hook = serve(hooks, 200)
     config = notify_config(ws, hook.url, extra='[notify.headers]\nAuthorization = "keyring:NOT_SET_YET"')
     a = await approval(astore)
-    notifier = await started(config, home, astore, bus)
-    try:
-        [row_id] = await notifier.notify(note_for(a))
-        got = await final(astore, row_id)
-    finally:
-        await notifier.stop()
+    got = await deliver_once(config, a, home, astore, bus)
     assert got.status == "failed" and "NOT_SET_YET is not set" in got.detail and not hook.received
 
 

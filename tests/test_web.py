@@ -42,20 +42,13 @@ class Web:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    return ws
-
-
-@pytest.fixture
-def instance(home: Path, db_path: Path, workspace: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def instance(home: Path, db_path: Path, ws: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """The crew running headless on this home (dev's outputs scripted), as `attach` finds it."""
-    (home / "config.toml").write_text(f'workspace = "{workspace}"\nsandbox = "off"\nschedules = []\n')
+    (home / "config.toml").write_text(f'workspace = "{ws}"\nsandbox = "off"\nschedules = []\n')
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"dev": DEV_SCRIPT}))
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crew_host.py")), str(db_path),
-                             str(workspace), str(script), "cli"], env=subprocess_env(home),
+                             str(ws), str(script), "cli"], env=subprocess_env(home),
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -172,7 +165,7 @@ SCREEN_TEXT = """() => {
 
 
 @pytest.mark.timeout(240)
-def test_a_browser_shows_the_crew_and_decides_an_approval(web: Web, db_path: Path, workspace: Path,
+def test_a_browser_shows_the_crew_and_decides_an_approval(web: Web, db_path: Path, ws: Path,
                                                           tmp_path: Path) -> None:
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
@@ -215,4 +208,4 @@ def test_a_browser_shows_the_crew_and_decides_an_approval(web: Web, db_path: Pat
         finally:
             browser.close()
     assert approval is not None and approval.status == "approved"
-    assert done.status == "done" and (workspace / "notes.txt").read_text() == "hello"
+    assert done.status == "done" and (ws / "notes.txt").read_text() == "hello"
