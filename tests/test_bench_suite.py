@@ -5,6 +5,7 @@ end through the real crew on the scripted backend."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -18,11 +19,12 @@ from rich.console import Console
 from scripted_backend import ScriptedBackend, queued
 
 from agents.config import InferenceConfig, default_config
-from agents.crew.harness import DEFAULT
+from agents.crew.harness import ABLATIONS, DEFAULT, Harness
 from agents.errors import InvalidArgument
 from agents.protocol import OWNER
 from agents.store import Store, queries
 from agents.store import reducers as r
+from app.bench import suite
 from app.bench import suite_tasks as st
 from app.bench.suite import TaskResult, figures, run_suite, run_task
 
@@ -276,3 +278,45 @@ async def test_a_change_task_runs_through_the_crew_and_is_verified(tmp_path: Pat
                             InferenceConfig(), deadline_s=30)
     assert (result.status, result.correct) == ("done", True), result.reason
     assert (tmp_path / "ws" / "notes.txt").read_text() == "hello"
+    assert {"verify_changes", "keep_own"} <= set(result.acted)  # read back; acted on, not re-routed
+    assert "questions_read_only" not in result.acted  # not a question
+
+
+@pytest.mark.timeout(60)
+async def test_where_acted_reruns_a_lever_off_only_in_the_tasks_where_it_acted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The carrying over itself (the promise behind it is tests/test_levers_acted.py):
+    each round's default runs first and says which levers acted per task."""
+    acted = {"disk-percent": ["evidence", "grammar"], "memory-percent": ["grammar"]}
+    ran: list[tuple[int, str, str]] = []
+
+    async def fake_run_task(task: st.SuiteTask, where: Path, backend: object, harness: Harness,
+                            inference: InferenceConfig) -> TaskResult:
+        name = next(n for n, h in {"default": DEFAULT, **ABLATIONS}.items() if h == harness)
+        ran.append((int(where.name.split("-")[0]), name, task.name))
+        return TaskResult(name=task.name, agent=task.agent, prompt=task.prompt, status="done", done=True,
+                          correct=harness == DEFAULT, reason="", answer="", wall_s=0.0, acted=acted[task.name])
+
+    monkeypatch.setattr(suite, "run_task", fake_run_task)
+    monkeypatch.setattr(suite, "build_backend", lambda *a, **k: None)
+    every = await run_suite(default_config(), None, Console(file=io.StringIO()),  # the embedded model's path
+                            ablate=["no calculator", "no evidence rule"], rounds=2,
+                            pattern="ops/(disk|memory)-percent", where_acted=True)
+    for round_ in (0, 1):  # the default first, whatever the rotation; a lever off only where it acted
+        assert [(n, t) for r_, n, t in ran if r_ == round_] == [
+            ("default", "disk-percent"), ("default", "memory-percent"), ("no evidence rule", "disk-percent")]
+    by = {fig.harness: fig for fig in every}
+    assert [[(x.correct, x.carried) for x in found] for found in by["no evidence rule"].results] == \
+        [[(False, False), (True, True)]] * 2
+    assert by["no calculator"].correct_share.median == 1.0  # never acted: the default's results
+    assert all(x.carried for found in by["no calculator"].results for x in found)
+
+
+@pytest.mark.timeout(60)
+def test_where_acted_without_ablate_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(agentdeck_cmd("bench", "crew", "--suite", "--where-acted", "--keep", str(tmp_path / "k")),
+                          env=subprocess_env(tmp_path / "home"), capture_output=True, text=True, timeout=50)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == ["agentdeck: --where-acted needs --ablate: it reruns ablations "
+                                                "where their levers acted"]
+    assert not (tmp_path / "k").exists()  # refused before anything was made

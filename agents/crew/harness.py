@@ -65,3 +65,10 @@ GROUNDING = ("no grounding", "no evidence rule", "no grounded numbers", "no chan
              "hand-back allowed", "triage may re-route", "write without reading", "questions may write",
              "combine unchecked", "no calculator", "findings off the change", "refused answer repeated",
              "every tool offered", "writes run ahead", "edits unguided")
+
+
+def levers_off(harness: Harness) -> frozenset[str]:
+    """The levers (field names) `harness` sets apart from the default: what an ablation
+    turns off, to be matched against the levers that acted in a task (TaskRunner.acted)."""
+    return frozenset(name for name in harness.__struct_fields__
+                     if getattr(harness, name) != getattr(DEFAULT, name))

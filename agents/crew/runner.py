@@ -83,6 +83,7 @@ SIBLINGS_WAIT_S = 300.0  # a subtask that writes waits at most this long for its
 class Refusal(msgspec.Struct, frozen=True):
     """Why a final answer cannot end its task, told to the model."""
     why: str
+    lever: str  # the harness lever that refused it
     in_words: bool = False  # fixed by answering again (else by a tool call first)
 
 
@@ -101,7 +102,8 @@ class PhaseFailed(AgentdeckError):
 
 class TaskRunner:
     def __init__(self, name: str, config: Config, store: AsyncStore, backend: Backend, gate: Gate,
-                 live: LiveView, counter: TokenCounter, harness: Harness = DEFAULT) -> None:
+                 live: LiveView, counter: TokenCounter, harness: Harness = DEFAULT,
+                 acted: set[str] | None = None) -> None:
         self.name = name
         self.config = config
         self.agent: AgentConfig = config.agents[name]
@@ -112,6 +114,10 @@ class TaskRunner:
         self.live = live
         self.counter = counter
         self.harness = harness
+        # The harness levers (its field names) that changed what the model was shown or
+        # offered, or what became of its output: `bench crew --suite --where-acted` reruns a
+        # task with a lever off only where the lever acted (elsewhere the run is the same).
+        self.acted = acted if acted is not None else set()
         self.agents = list(config.enabled_agents())
 
     # --- the whole task ---
@@ -184,6 +190,7 @@ class TaskRunner:
             answer, steps = await self._act(task, context)
             open_children = await self._open_children(task)
             if open_children and self.harness.combine_verified:
+                self.acted.add("combine_verified")
                 # Its answer would run ahead of the work: the subtasks' results make it.
                 await self.store.write(r.set_task_status, task.id, "blocked",
                                        "waiting for subtasks " + ", ".join(str(c.id) for c in open_children))
@@ -244,6 +251,7 @@ class TaskRunner:
             triage = Triage(action="act", reason=f"{triage.reason} (no such agent to delegate to: acting)")
         giver = await self._giver(task)
         if triage.action == "delegate" and self.harness.no_hand_back and triage.delegate_to == giver:
+            self.acted.add("no_hand_back")
             triage = Triage(action="act", reason=f"{triage.reason} ({giver} gave me this task: acting)")
         if triage.action == "defer" and (task.result or "").startswith(DEFERRED):
             triage = Triage(action="act", reason=f"{triage.reason} (deferred once already: acting now)")
@@ -256,6 +264,7 @@ class TaskRunner:
         if not self.harness.rules_first:
             return None
         if rules.is_health_check(task, self.agent.tools):
+            self.acted.add("rules_first")
             # psutil measures the CPU over 0.2 s, sleeping: in a thread, or the loop stalls.
             normal, figures = await asyncio.to_thread(rules.health_is_normal)
             return rules.health_triage(normal, figures)
@@ -264,6 +273,9 @@ class TaskRunner:
                 and grounding.evidence_tools(task, self._tools(task)):
             # Measured: triage sent most of the person's tasks away from the agent they chose.
             rule = Triage(action="act", reason="the person gave it to me, and my tools can do it")
+            self.acted.add("keep_own")
+        if rule is not None:
+            self.acted.add("rules_first")
         return rule
 
     # --- act ---
@@ -273,18 +285,27 @@ class TaskRunner:
         calculator only while its lever is on."""
         tools = list(self.agent.tools)
         if self.harness.questions_read_only and grounding.is_question(task):
-            tools = [t for t in tools if t not in grounding.WRITE_TOOLS]
+            tools = self._without(tools, set(grounding.WRITE_TOOLS), "questions_read_only")
         if not self.harness.calculator:
             tools = [t for t in tools if t != "calculate"]
+        elif "calculate" in tools:
+            self.acted.add("calculator")
         if self.harness.fitting_tools and not grounding.asks_to_tell(task):
             # Measured: asked to fix a typo, Qwen-1.5B sent lead five messages about sending
             # messages until its steps ran out; the final answer is what reaches the person.
-            tools = [t for t in tools if t not in grounding.MESSAGE_TOOLS]
+            tools = self._without(tools, set(grounding.MESSAGE_TOOLS), "fitting_tools")
         if self.harness.fitting_tools and not grounding.asks_to_add(task):
             # Measured: asked to fix a typo, Qwen-1.5B appended the corrected line below the old one.
-            tools = [t for t in tools if t != "append_file"]
+            tools = self._without(tools, {"append_file"}, "fitting_tools")
         # The MCP servers' tools scoped to this agent and approved (agentdeck mcp).
         return tools + sorted(self.gate.mcp_tools(self.name))
+
+    def _without(self, tools: list[str], left_out: set[str], lever: str) -> list[str]:
+        """`tools` less `left_out`; the lever acted when that took one away."""
+        kept = [t for t in tools if t not in left_out]
+        if len(kept) < len(tools):
+            self.acted.add(lever)
+        return kept
 
     def _catalog(self) -> dict[str, Tool]:
         """Every tool this agent may be offered, by name: the built-in ones and its MCP ones."""
@@ -303,9 +324,13 @@ class TaskRunner:
         task = await self._in_scope(task)
         evidence = Evidence(shown=[("task", task.title), ("task", task.body)])
         needs = grounding.evidence_tools(task, tools) if self.harness.evidence else set()
+        if needs:
+            self.acted.add("evidence")
         first = (rules.first_step(task, tools, self.gate.workspace_for(self.name, task.id))
                  if self.harness.rules_first
                  else None)
+        if first is not None:
+            self.acted.add("rules_first")
         most = self.agent.max_steps
         self.live.max_steps = most
         refused = False  # the step before was a refused final answer
@@ -318,6 +343,8 @@ class TaskRunner:
                     look_first = bool(needs) and evidence.ok_calls == 0
                     again = self.harness.act_after_refusal and refused
                     narrowed = await self._edit_targets(task, tools, evidence)
+                    self.acted.update(lever for lever, on in (("act_after_refusal", again),
+                                                              ("edit_targets", narrowed)) if on)
                     step, said = await self._step(task, context, number, steps, tools, look_first, again,
                                                   narrowed)
                 refused = False
@@ -325,6 +352,8 @@ class TaskRunner:
                 if isinstance(step, FinalStep):
                     refusal = await self._check_final(task, step.final, evidence, needs)
                     problem = refusal.why if refusal else ""
+                    if refusal is not None:
+                        self.acted.add(refusal.lever)
                     await self.store.write(r.record_phase, AgentStepped(
                         task_id=task.id, step=number, tool=None, decision=None,
                         status="refused" if problem else "final", summary=shorten(step.final)))
@@ -399,6 +428,10 @@ class TaskRunner:
                     else "the files to change are read: the next step changes them" if changing
                     else "")
         catalog = self._catalog()
+        if self.harness.examples:
+            self.acted.add("examples")
+        if any(len(result) > self.harness.result_chars for _, result in steps):
+            self.acted.add("result_chars")
         head = prompts.step_head(self.name, self.agent, context, examples=self.harness.examples, tools=tools,
                                  catalog=catalog)
         turns = prompts.step_turns(steps, self.harness.result_chars)
@@ -426,22 +459,25 @@ class TaskRunner:
                 if not any(fits & others[a] for a in evidence.delegated if a in others):
                     able = [a for a, tools in others.items() if fits & tools]
                     return Refusal(f"the part about {aspect} is not done: delegate it"
-                                   + (f" to {' or '.join(able)}" if able else ""))
+                                   + (f" to {' or '.join(able)}" if able else ""), lever="evidence")
         if harness.combine_verified and await self._open_children(task):
+            self.acted.add("combine_verified")
             return None  # this answer waits: the subtasks' results will make the task's answer
         if needs and evidence.ok_calls == 0:
             return Refusal("nothing in this task has been looked at: use one of " + ", ".join(sorted(needs))
-                           + " first")
+                           + " first", lever="evidence")
         if harness.no_hand_back and grounding.only_delegates(answer):
             return Refusal("saying the task will be handed on is not an answer: do it with your tools"
-                           + (", or call the delegate tool" if "delegate" in self.agent.tools else ""))
+                           + (", or call the delegate tool" if "delegate" in self.agent.tools else ""),
+                           lever="no_hand_back")
         writes = set(grounding.WRITE_TOOLS) & needs  # the task asks for a change to a file
         if harness.verify_changes and writes and not evidence.changed:
             # Whatever the words ("corrected", "is now 5"): measured, edits were claimed in
             # many ways and made in none.
             offered = " or ".join(t for t in ("edit_file", "append_file") if t in self._tools(task))
             return Refusal("this task asks for a change to a file, and none was made and read back: make "
-                           f"it with {offered or 'a tool that writes'} (write_file only for a new file)")
+                           f"it with {offered or 'a tool that writes'} (write_file only for a new file)",
+                           lever="verify_changes")
         if harness.on_the_change and evidence.diff_changes:
             # Measured: reading a diff, Qwen-1.5B put three bugs of four on lines the change
             # does not touch (`return rows.fetchone()` for an injection two lines up).
@@ -453,12 +489,12 @@ class TaskRunner:
                 return Refusal(f"{what}; the change adds "
                                + "; ".join(f"{c.path}:{c.line} {shorten(c.text.strip(), 80)}" for c in added)
                                + ". Say which added line is wrong, as path:N, and what is wrong with it",
-                               in_words=True)
+                               lever="on_the_change", in_words=True)
         if harness.grounded_numbers and needs and grounding.asks_for_figures(task) \
                 and grounding.is_question(task) and not grounding.gives_a_figure(answer):
             # Measured: asked how much disk is free, in GiB, the 0.5B answered "ok".
             return Refusal("the question asks for a figure and the answer gives none: state it as the "
-                           "tool results show it", in_words=True)
+                           "tool results show it", lever="grounded_numbers", in_words=True)
         if harness.grounded_numbers and needs and grounding.asks_for_figures(task):
             computed = grounding.asks_for_computed_figure(task)
             loose = grounding.ungrounded_numbers(answer, evidence.texts(computed=computed))
@@ -468,10 +504,11 @@ class TaskRunner:
                     # No example figures: measured, the 1.5B then computed "5+1" from "5-1".
                     how = ("compute it with calculate over the figures the tools showed" if calc
                            else "compute it with a tool")
-                    return Refusal(f"{', '.join(loose[:5])}: no tool computed this in this task; {how}")
+                    return Refusal(f"{', '.join(loose[:5])}: no tool computed this in this task; {how}",
+                                   lever="grounded_numbers")
                 return Refusal(f"{', '.join(loose[:5])}: in no tool result of this task; give the figures "
                                f"the tools showed" + (" or compute them with calculate" if calc else ""),
-                               in_words=True)
+                               lever="grounded_numbers", in_words=True)
         return None
 
     async def _grounded_call(self, task: Task, number: int, step: ToolStep, evidence: Evidence) -> str:
@@ -484,13 +521,13 @@ class TaskRunner:
                 and path.is_file() and path not in evidence.read:
             refusal = (f"{args.get('path')} exists and was not read in this task: read_file it first, "
                        "then change only what must change")
-            await self._refused(task, number, tool, refusal)
+            await self._refused(task, number, tool, refusal, "read_before_write")
             return f"[refused] {refusal}"
         said = json.dumps([tool, args], sort_keys=True)
         if writes and self.harness.verify_changes and said in evidence.writes:
             # Measured: Qwen-1.5B appended the changelog line, read the file, appended it again.
             refusal = f"this exact change was made and verified already: {args.get('path')} is done"
-            await self._refused(task, number, tool, refusal)
+            await self._refused(task, number, tool, refusal, "verify_changes")
             return f"[refused] {refusal}"
         if writes and tool == "write_file" and self.harness.read_before_write and path is not None \
                 and path.is_file():
@@ -498,7 +535,7 @@ class TaskRunner:
             # as `old`, twice.
             refusal = (f"{args.get('path')} exists and write_file is for new files: add at its end with "
                        "append_file, or change one line with edit_file, `old` copied from the file as read")
-            await self._refused(task, number, tool, refusal)
+            await self._refused(task, number, tool, refusal, "read_before_write")
             return f"[refused] {refusal}"
         if tool == "calculate" and self.harness.grounded_numbers and grounding.asks_for_figures(task):
             expression = str(args.get("expression", ""))
@@ -507,17 +544,18 @@ class TaskRunner:
             if loose:
                 refusal = (f"{', '.join(loose[:5])}: in no tool result of this task; calculate with "
                            "the figures the tools showed")
-                await self._refused(task, number, tool, refusal)
+                await self._refused(task, number, tool, refusal, "grounded_numbers")
                 return f"[refused] {refusal}"
         giver = await self._giver(task) if tool == "delegate" and self.harness.no_hand_back else None
         if giver is not None and args.get("to") == giver:
             refusal = f"{giver} gave you this task: do it yourself, or delegate to another agent"
-            await self._refused(task, number, tool, refusal)
+            await self._refused(task, number, tool, refusal, "no_hand_back")
             return f"[refused] {refusal}"
         if tool == "delegate" and self.harness.writes_wait:
             step = await self._after_siblings(task, step)
         status, text = await self._call_tool(task, number, step)
         if status == "ok" and writes and path is not None and self.harness.verify_changes:
+            self.acted.add("verify_changes")
             content = str(args.get({"write_file": "content", "edit_file": "new"}.get(tool, "text"), ""))
             workspace = self.gate.workspace_for(self.name, task.id)
             problem = grounding.verify_change(workspace, tool, str(path.relative_to(workspace)), content)
@@ -546,6 +584,7 @@ class TaskRunner:
         if not grounding.asks_for_change(msgspec.structs.replace(task, title=str(args.get("title", "")),
                                                                  body=body)):
             return step
+        self.acted.add("writes_wait")
         await self._siblings_ended(task, SIBLINGS_WAIT_S)
         done = [c for c in await self.store.read(queries.tasks) if c.parent_id == task.id
                 and c.status == "done" and c.result]
@@ -573,8 +612,10 @@ class TaskRunner:
         finally:
             self.shared_store.remove_commit_listener(listener)
 
-    async def _refused(self, task: Task, number: int, tool: str, refusal: str) -> None:
-        """A call grounding refused before the gate: recorded as a step, never run."""
+    async def _refused(self, task: Task, number: int, tool: str, refusal: str, lever: str) -> None:
+        """A call grounding refused before the gate (`lever` refused it): recorded as a step,
+        never run."""
+        self.acted.add(lever)
         await self.store.write(r.record_phase, AgentStepped(
             task_id=task.id, step=number, tool=tool, decision=None, status="refused",
             summary=shorten(refusal)))
@@ -626,6 +667,8 @@ class TaskRunner:
             results = "\n".join(f"- task {c.id} ({c.owner}, {c.status}): {c.result or ''}" for c in children)
             only = (" State only what these results say; say which subtask failed, if one did."
                     if self.harness.combine_verified else "")
+            if only:
+                self.acted.add("combine_verified")
             messages = [prompts.system_message(self.name, self.agent), ChatMessage(role="user", content=(
                 f"{context}\n\nYour subtasks finished:\n{results}\n\nCombine their results into the "
                 f'answer.{only} Answer {{"final": "..."}}.'))]
@@ -749,6 +792,8 @@ class TaskRunner:
         limit = plan_call(await self.counter.size(messages), cap, speed,
                           override_s=sampling.timeout_s, most_s=self.config.inference.max_call_s,
                           key=f"agents.{self.name}.inference.timeout_s")
+        if self.harness.grammar:
+            self.acted.add("grammar")
         gen = self.backend.submit(messages, agent=self.name, sampling=sampling,
                                   schema=schema if self.harness.grammar else None,
                                   max_tokens=limit.max_tokens, priority=self.agent.priority,

@@ -87,13 +87,14 @@ async def choose_agent(backend: Backend, config: Config, title: str, body: str) 
 
 class AgentLoop:
     def __init__(self, name: str, config: Config, store: AsyncStore, backend: Backend,
-                 gate: Gate, harness: Harness = DEFAULT) -> None:
+                 gate: Gate, harness: Harness = DEFAULT, acted: set[str] | None = None) -> None:
         self.name = name
         self.config = config
         self.store = store
         self.backend = backend
         self.gate = gate
         self.harness = harness
+        self.acted = acted if acted is not None else set()  # the levers that acted (TaskRunner.acted)
         # Waiting work, highest priority first, then oldest: (-priority, created_at, task id,
         # the task as handed in). The id is unique in the queue (`pending`), so the Task
         # itself is never compared.
@@ -165,7 +166,7 @@ class AgentLoop:
         task_id = task.id
         try:
             runner = TaskRunner(self.name, self.config, self.store, self.backend, self.gate, self.live,
-                                self.counter, self.harness)
+                                self.counter, self.harness, self.acted)
             await runner.run(task)
         except asyncio.CancelledError:
             await asyncio.shield(self._requeue(task_id))  # stopped mid-task: it resumes next start
@@ -201,7 +202,11 @@ class Crew:
         self.bus = bus
         self.config = config
         self.agents = list(config.enabled_agents())
-        self.loops = {name: AgentLoop(name, config, store, backend, gate, harness) for name in self.agents}
+        # The harness levers that acted in any of its agents' tasks since it started: the
+        # suite runs one task per crew, and reruns it with a lever off only where it acted.
+        self.levers_acted: set[str] = set()
+        self.loops = {name: AgentLoop(name, config, store, backend, gate, harness, self.levers_acted)
+                      for name in self.agents}
         self.backend = backend
         self._tasks: list[asyncio.Task[None]] = []  # for as long as the crew runs
         # Task id -> the job routing it, until that job ends (one per unassigned task: kept

@@ -96,6 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", default=None, type=Path, metavar="DIR", help="with --suite: keep each task's "
                    "home and workspace under DIR (a new directory) to see what the agents did: "
                    "`agentdeck --home DIR/R-HARNESS-I/home log`")
+    p.add_argument("--where-acted", action="store_true", help="with --ablate: the default first in each "
+                   "round, then each lever off only in the tasks where that lever acted; elsewhere the "
+                   "default's result is carried over, as a lever that did not act changed nothing")
     harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True, backend=True)
 
 
@@ -233,13 +236,16 @@ async def _engine_alone(engine: Backend, sizes: list[tuple[int, int]]) -> float:
 def _suite(ctx: Context, args: argparse.Namespace) -> int:
     from app.bench.suite import print_suite, run_suite
 
+    if args.where_acted and not args.ablate:
+        raise InvalidArgument("--where-acted needs --ablate: it reruns ablations where their levers acted")
     if args.keep is not None:
         try:
             args.keep.mkdir(parents=True)
         except OSError as err:
             raise InvalidArgument(f"--keep {args.keep}: {err.strerror} (give a new directory)") from None
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate or [],
-                                  rounds=args.rounds, pattern=args.tasks, keep=args.keep))
+                                  rounds=args.rounds, pattern=args.tasks, keep=args.keep,
+                                  where_acted=args.where_acted))
     if args.json:
         print_json(every)
         return 0

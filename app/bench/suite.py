@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.config import Config, InferenceConfig, RuleConfig, parse_config
-from agents.crew.harness import ABLATIONS, DEFAULT, Harness
+from agents.crew.harness import ABLATIONS, DEFAULT, Harness, levers_off
 from agents.errors import InvalidArgument
 from agents.inference import Backend, build_backend, resolve_model_path
 from agents.protocol import OWNER
@@ -60,6 +60,8 @@ class TaskResult(msgspec.Struct, kw_only=True):
     reason: str  # the checker's, or why it was not judged
     answer: str
     wall_s: float
+    acted: list[str] = []  # the harness levers that acted in it (TaskRunner.acted), sorted
+    carried: bool = False  # not run: the default's result, as the levers turned off never acted in it
 
 
 class Share(msgspec.Struct, frozen=True):
@@ -112,6 +114,7 @@ async def run_task(task: SuiteTask, tmp: Path, backend: Backend, harness: Harnes
         await host.crew.wait_idle(deadline_s)
         wall = time.monotonic() - started
         final = await host.store.read(queries.task, created.id)
+        acted = sorted(host.crew.levers_acted)
         answer = (final.result or "") if final else ""
         status = final.status if final else "?"
         verdict = Verdict(False, f"not done: {status}")
@@ -122,7 +125,7 @@ async def run_task(task: SuiteTask, tmp: Path, backend: Backend, harness: Harnes
             verdict = await asyncio.to_thread(_judge, task, answer, ws, db, config, before)
     return TaskResult(name=task.name, agent=task.agent, prompt=task.prompt, status=status,
                       done=status == "done", correct=status == "done" and verdict.ok, reason=verdict.reason,
-                      answer=answer[:300], wall_s=round(wall, 1))
+                      answer=answer[:300], wall_s=round(wall, 1), acted=acted)
 
 
 def _judge(task: SuiteTask, answer: str, ws: Path, db: Path, config: Config,
@@ -133,12 +136,15 @@ def _judge(task: SuiteTask, answer: str, ws: Path, db: Path, config: Config,
 
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: Sequence[str] = (),
                     rounds: int = 1, pattern: str | None = None,
-                    keep: Path | None = None) -> list[SuiteFigures]:
+                    keep: Path | None = None, where_acted: bool = False) -> list[SuiteFigures]:
     """The suite (or the tasks matching `pattern`) with the default harness (and each
     variant named in `ablate`, from harness.ABLATIONS), `rounds` times, interleaved in
     an order rotated each round; one SuiteFigures per harness. `keep`: a new directory
     (made by the caller) that keeps every task's home and workspace instead of a
-    temporary one."""
+    temporary one. `where_acted`: the default runs first in each round, and a variant
+    reruns only the tasks in which a lever it turns off acted in that round's default
+    run; the others carry the default's result over (a lever that never acted changed
+    nothing the model was shown or offered, nor what became of its output)."""
     try:
         tasks = select(pattern)
     except re.error as err:
@@ -151,10 +157,18 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     kept = contextlib.nullcontext(str(keep)) if keep else None
     with kept or tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
         for round_ in range(rounds):
-            for name, harness in order(list(variants.items()), round_):
+            ablations = list(variants.items())[1:]
+            turns = ([("default", DEFAULT), *order(ablations, round_)] if where_acted
+                     else order(list(variants.items()), round_))
+            for name, harness in turns:
                 err.print(f"[dim]round {round_ + 1}/{rounds}: harness {name}[/]")
                 found: list[TaskResult] = []
                 for i, task in enumerate(tasks):  # one at a time: a checker sees only its task's effects
+                    if where_acted and name != "default":
+                        same = results["default"][round_][i]
+                        if not levers_off(harness) & set(same.acted):
+                            found.append(msgspec.structs.replace(same, carried=True))
+                            continue
                     with LoadProgress(err, f"{task.agent}/{task.name}: {task.prompt}") as progress:
                         engine = build_backend(base.inference, model=model, progress=progress)
                     result = await run_task(task, Path(tmp) / f"{round_}-{name}-{i}", engine, harness,
@@ -196,5 +210,9 @@ def print_suite(every: list[SuiteFigures]) -> None:
             line(f"  {_mark(result):<8} {tally.agent}/{tally.name}: done {tally.done}/{fig.rounds}, "
                  f"correct {tally.correct}/{fig.rounds} — {result.reason} -> {result.answer[:120]}")
     for fig in every:
+        runs = [x for found in fig.results for x in found]
+        carried = sum(x.carried for x in runs)
+        rerun = (f" ({len(runs) - carried} of {len(runs)} task runs rerun, where the lever acted)"
+                 if carried else "")
         line(f"suite ({fig.model}, harness {fig.harness}, {fig.tasks} tasks, {fig.rounds} round(s), "
-             f"median): {_share(fig.done_share)} done, {_share(fig.correct_share)} verified correct")
+             f"median): {_share(fig.done_share)} done, {_share(fig.correct_share)} verified correct{rerun}")
