@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from scripted_backend import ScriptRequest
@@ -35,8 +36,12 @@ SCENARIOS: dict[str, tuple[str, str, dict[str, str], dict[str, list[str]]]] = {
 }
 
 
-class Run(tuple[str, str, set[str], dict[str, list[ScriptRequest]]]):
-    """A scenario's end: (status, result, the levers that acted, each agent's requests)."""
+class Run(NamedTuple):
+    """A scenario's end."""
+    status: str
+    result: str
+    acted: set[str]  # the levers that acted
+    requests: dict[str, list[ScriptRequest]]  # what each agent's model was sent, in order
 
 
 def fresh(where: Path) -> None:
@@ -57,7 +62,7 @@ async def run(where: Path, scenario: str, harness: Harness) -> Run:
     requests: dict[str, list[ScriptRequest]] = {}
     for request in backend.requests:
         requests.setdefault(request.agent, []).append(request)
-    return Run((ended.status, ended.result or "", acted, requests))
+    return Run(ended.status, ended.result or "", acted, requests)
 
 
 @pytest.mark.timeout(60)
@@ -65,21 +70,21 @@ async def test_a_lever_acts_where_it_refuses_and_not_where_the_model_was_right(t
     right = await run(tmp_path / "run", "sum, computed", DEFAULT)
     made_up = await run(tmp_path / "run", "sum, made up then computed", DEFAULT)
     assert right[:2] == made_up[:2] == ("done", "The sum is 50.")
-    assert "grounded_numbers" in made_up[2] and "grounded_numbers" not in right[2]
+    assert "grounded_numbers" in made_up.acted and "grounded_numbers" not in right.acted
     # What shaped both: a question (no write tools), evidence first (the rules read the file).
-    assert {"evidence", "questions_read_only", "rules_first", "grammar", "calculator"} <= right[2]
-    assert not {"verify_changes", "read_before_write", "edit_targets", "combine_verified"} & right[2]
+    assert {"evidence", "questions_read_only", "rules_first", "grammar", "calculator"} <= right.acted
+    assert not {"verify_changes", "read_before_write", "edit_targets", "combine_verified"} & right.acted
 
 
 @pytest.mark.timeout(60)
 async def test_a_change_and_a_delegation_record_the_levers_that_shaped_them(tmp_path: Path) -> None:
     change = await run(tmp_path / "run", "a change", DEFAULT)
     assert change[:2] == ("done", "The port is now 9090.")
-    assert {"edit_targets", "verify_changes", "rules_first"} <= change[2]
-    assert "read_before_write" not in change[2]  # the file was read (the rules' first step) before the edit
+    assert {"edit_targets", "verify_changes", "rules_first"} <= change.acted
+    assert "read_before_write" not in change.acted  # the file was read (the rules' first step) before the edit
     delegated = await run(tmp_path / "run", "delegated, combined", DEFAULT)
     assert delegated[:2] == ("done", "dev: The port is 8080.")
-    assert "combine_verified" in delegated[2]
+    assert "combine_verified" in delegated.acted
 
 
 def test_levers_off_names_what_each_ablation_turns_off() -> None:
@@ -93,9 +98,9 @@ def test_levers_off_names_what_each_ablation_turns_off() -> None:
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_a_lever_that_did_not_act_changes_nothing_when_turned_off(tmp_path: Path, scenario: str) -> None:
     default = await run(tmp_path / "run", scenario, DEFAULT)
-    quiet = [name for name, h in ABLATIONS.items() if not levers_off(h) & default[2]]
+    quiet = [name for name, h in ABLATIONS.items() if not levers_off(h) & default.acted]
     assert quiet, "every ablation acted: the scenario checks nothing"
     for name in quiet:
         off = await run(tmp_path / "run", scenario, ABLATIONS[name])
         assert off[:2] == default[:2], name
-        assert off[3] == default[3], f"{name}: the model was sent something else, yet no lever of it acted"
+        assert off.requests == default.requests, f"{name}: the model was sent something else, yet no lever of it acted"
