@@ -26,7 +26,7 @@ from agents.store import Store, queries
 from agents.store import reducers as r
 from app.bench import suite
 from app.bench import suite_tasks as st
-from app.bench.suite import TaskResult, figures, run_suite, run_task
+from app.bench.suite import TaskResult, figures, print_suite, run_suite, run_task
 
 BY_NAME = {t.name: t for t in st.SUITE}
 
@@ -284,7 +284,7 @@ async def test_a_change_task_runs_through_the_crew_and_is_verified(tmp_path: Pat
 
 @pytest.mark.timeout(60)
 async def test_where_acted_reruns_a_lever_off_only_in_the_tasks_where_it_acted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The carrying over itself (the promise behind it is tests/test_levers_acted.py):
     each round's default runs first and says which levers acted per task."""
     acted = {"disk-percent": ["evidence", "grammar"], "memory-percent": ["grammar"]}
@@ -310,6 +310,11 @@ async def test_where_acted_reruns_a_lever_off_only_in_the_tasks_where_it_acted(
         [[(False, False), (True, True)]] * 2
     assert by["no calculator"].correct_share.median == 1.0  # never acted: the default's results
     assert all(x.carried for found in by["no calculator"].results for x in found)
+    print_suite(every)
+    said = capsys.readouterr().out.splitlines()
+    assert "  levers that acted, in how many of its 4 task runs: grammar 4, evidence 2" in said
+    assert any(s.startswith("suite (") and "harness no evidence rule" in s and "50% verified correct "
+               "(2 of 4 task runs rerun, where the lever acted)" in s for s in said), said
 
 
 @pytest.mark.timeout(60)

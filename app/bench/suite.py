@@ -216,3 +216,15 @@ def print_suite(every: list[SuiteFigures]) -> None:
                  if carried else "")
         line(f"suite ({fig.model}, harness {fig.harness}, {fig.tasks} tasks, {fig.rounds} round(s), "
              f"median): {_share(fig.done_share)} done, {_share(fig.correct_share)} verified correct{rerun}")
+        if fig.harness == "default" and any(x.acted for x in runs):
+            line(f"  levers that acted, in how many of its {len(runs)} task runs: " + ", ".join(
+                f"{lever} {count}" for lever, count in acted_counts(runs)))
+
+
+def acted_counts(runs: list[TaskResult]) -> list[tuple[str, int]]:
+    """Each lever that acted, with the number of task runs it acted in; most first."""
+    counts: dict[str, int] = {}
+    for x in runs:
+        for lever in x.acted:
+            counts[lever] = counts.get(lever, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
