@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from scripted_backend import ScriptedBackend, ScriptRequest, queued
 
@@ -213,6 +214,35 @@ async def test_a_question_for_a_figure_answered_without_one_is_refused(tmp_path:
     assert steps == [("read_file", "ok"), (None, "refused"), (None, "final")]
     assert "the answer gives none" in step_requests(backend, "dev")[1].messages[-1].content
     assert grounding.gives_a_figure("none failed") and not grounding.gives_a_figure("it is fine")
+
+
+@pytest.mark.timeout(60)
+async def test_a_count_other_than_the_tools_count_of_its_subject_is_refused(tmp_path: Path) -> None:
+    """Measured with Qwen-1.5B, both rounds: "The machine has 5 CPU cores." beside
+    system_health's "of 2 cores" (a load average rounded to 5 let it through)."""
+    cores = psutil.cpu_count()
+    outputs = {"ops": [final(f"The machine has {cores + 3} CPU cores."), final(f"It has {cores} cores."), REFLECT]}
+    host, backend, _ = crew(tmp_path, outputs)
+    async with host:
+        ended = await run_to_end(host, "How many CPU cores does this machine have?", "ops")
+        steps = await steps_of(host, ended.id)
+    assert (ended.status, ended.result) == ("done", f"It has {cores} cores.")
+    assert steps == [("system_health", "ok"), (None, "refused"), (None, "final")]
+    told = [q.messages[-1].content for q in step_requests(backend, "ops")]
+    assert f"the tool results count cores: {cores}, and the answer says {cores + 3}" in told[1]
+
+
+@pytest.mark.parametrize(("question", "answer", "results", "off"), [
+    ("How many files are in the workspace?", "There are 4 files.", ["a\nb\nc\n3 files"], True),
+    ("How many files are there?", "3", ["3 files"], False),
+    ("How many CPU cores does this machine have?", "13% of 2 cores used, load 2.24", ["of 2 cores"], False),
+    ("How many files are larger than 1 KB?", "1", ["3 files"], False),  # a condition: no total answers it
+    ("How many data rows does data.csv have?", "5", ["id,x\n1,2\n(5 lines)"], False),  # lines are not rows
+    ("How many cores does it have?", "It has many.", ["of 2 cores"], False),  # no count: another check's
+])
+def test_a_count_is_held_to_the_tools_count_of_the_same_thing(question: str, answer: str, results: list[str],
+                                                               off: bool) -> None:
+    assert bool(grounding.count_off_its_subject(question, answer, results)) is off
 
 
 @pytest.mark.timeout(60)

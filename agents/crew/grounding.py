@@ -179,6 +179,41 @@ def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
             if not any(_matches(float(raw.replace(",", ".")), s) for s in seen)]
 
 
+# A question for the count of a whole ("how many CPU cores does this machine have", "how
+# many files are in the workspace"); not one with a condition ("how many files are larger
+# than 1 KB"), whose count a tool's total does not give.
+WHOLE_COUNT = re.compile(r"\bhow many\s+(?:[\w-]+\s+){0,2}?(?P<a>[a-z]+s)\s+(?:does|do|did)\s+"
+                         r"(?:[\w.-]+\s+){0,3}?(?:have|has|hold|holds|contain|contains)\b|"
+                         r"\bhow many\s+(?:[\w-]+\s+){0,2}?(?P<b>[a-z]+s)\s+(?:are|were)\s+(?:there|in)\b",
+                         re.I)
+
+
+def _counts_of(noun: str, text: str) -> set[float]:
+    """The numbers `text` puts right before `noun` ("2 cores", "3 files", "of 2 CPU cores")."""
+    stem = re.escape(noun[:-1])
+    return {float(n.replace(",", ".")) for n in
+            re.findall(rf"(?<![\w.])(\d+(?:[.,]\d+)?)\s+(?:[\w-]+\s+)?{stem}s?\b", text, re.I)}
+
+
+def count_off_its_subject(question: str, answer: str, results: Iterable[str]) -> str:
+    """A count the answer gives for what the question counts, when the tool results count
+    it too and none of theirs is the answer's: what the results say ('' when in line, or
+    when they do not count it). Measured: asked how many CPU cores, with "cpu: 13% of 2
+    cores; load 2.24, ..." before it, Qwen-1.5B answered 5 in both rounds; a 5 rounded
+    from a load average let it through the figure check."""
+    found = WHOLE_COUNT.search(question)
+    if found is None:
+        return ""
+    noun = (found.group("a") or found.group("b")).lower()
+    seen = set().union(*(_counts_of(noun, text) for text in results))
+    said = _counts_of(noun, answer) or set(numbers_in(answer))
+    if not seen or not said or said & seen:
+        return ""
+    def listed(numbers: set[float]) -> str:
+        return ", ".join(f"{n:g}" for n in sorted(numbers))
+    return f"the tool results count {noun}: {listed(seen)}, and the answer says {listed(said)}"
+
+
 def off_the_change(answer: str, changes: Sequence[ChangedLine], *, must_point: bool = False) -> str:
     """What a finding about a diff points at when none of it is a line the diff adds:
     '' when it names an added line (by number or by quoting its code), speaks of what the

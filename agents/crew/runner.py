@@ -495,6 +495,12 @@ class TaskRunner:
             # Measured: asked how much disk is free, in GiB, the 0.5B answered "ok".
             return Refusal("the question asks for a figure and the answer gives none: state it as the "
                            "tool results show it", lever="grounded_numbers", in_words=True)
+        if harness.grounded_numbers and needs and grounding.is_question(task):
+            off = grounding.count_off_its_subject(task.title, answer,
+                                                  [text for tool, text in evidence.shown if tool != "task"])
+            if off:
+                return Refusal(f"{off}: give the count the tools showed", lever="grounded_numbers",
+                               in_words=True)
         if harness.grounded_numbers and needs and grounding.asks_for_figures(task):
             computed = grounding.asks_for_computed_figure(task)
             loose = grounding.ungrounded_numbers(answer, evidence.texts(computed=computed))
