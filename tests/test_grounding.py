@@ -546,6 +546,9 @@ async def test_scribe_looks_at_the_task_list_or_the_memory_before_answering(tmp_
     assert f"#{rotate.id} [done] ops p1: Rotate the logs → rotated 3 files" in first.messages[-1].content
     assert f"#{who.id} " not in first.messages[-1].content  # the asking task is not listed
     assert "TZ=UTC" in second.messages[-1].content
+    # A question records nothing: measured, Qwen-1.5B saved what it read with memory_write
+    # and answered that it had written a reflection.
+    assert all("memory_write" not in offers(q) for q in (first, second))
 
 
 @pytest.mark.timeout(60)

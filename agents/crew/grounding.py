@@ -67,6 +67,11 @@ FILE_TOOLS = {"read_file", "list_dir", "search_files", "run_shell"}
 LISTING_TOOLS = {"list_dir", "search_files", "run_shell", "read_file"}
 EARLIER_TOOLS = {"read_log", "read_tasks", "memory_search", "read_messages"}
 WRITE_TOOLS = ("write_file", "edit_file", "append_file")
+# Not offered for a question either. Measured: asked which agent rotated the logs, and what
+# was learnt about the date tests, Qwen-1.5B saved what read_tasks and memory_search showed
+# with memory_write and answered that it had written a reflection (both rounds, both tasks);
+# what a task teaches is kept by the reflect phase anyway.
+RECORD_TOOLS = ("memory_write",)
 
 
 def is_question(task: Task) -> bool:

@@ -21,7 +21,7 @@ class Harness(msgspec.Struct, frozen=True, kw_only=True):
     no_hand_back: bool = True  # never to the agent that gave the task; "I will delegate" is no answer
     keep_own: bool = True  # a task the person gave an agent whose tools can do it is acted on
     read_before_write: bool = True  # an existing file is changed only after it was read here
-    questions_read_only: bool = True  # a question is answered without write tools
+    questions_read_only: bool = True  # a question is answered without write tools (nor memory_write)
     combine_verified: bool = True  # a parent waits for its subtasks and states only their results
     calculator: bool = True  # the calculate tool is offered to the agents configured with it
     on_the_change: bool = True  # a finding about a diff read in this task points at a line it adds

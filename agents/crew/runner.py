@@ -285,7 +285,8 @@ class TaskRunner:
         calculator only while its lever is on."""
         tools = list(self.agent.tools)
         if self.harness.questions_read_only and grounding.is_question(task):
-            tools = self._without(tools, set(grounding.WRITE_TOOLS), "questions_read_only")
+            read_only = {*grounding.WRITE_TOOLS, *grounding.RECORD_TOOLS}
+            tools = self._without(tools, read_only, "questions_read_only")
         if not self.harness.calculator:
             tools = [t for t in tools if t != "calculate"]
         elif "calculate" in tools:
