@@ -178,6 +178,9 @@ def read_shape(path: Path) -> ModelShape | None:
     init_backend()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
+    # An empty device list: reading metadata needs no GPU, so none is opened or queried.
+    no_devices = (ctypes.c_void_p * 1)(None)
+    params.devices = ctypes.cast(no_devices, ctypes.c_void_p)
     ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not ptr:
         return None

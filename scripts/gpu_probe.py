@@ -1,0 +1,127 @@
+"""Where a llama.cpp build crashes on a new machine, in one short run (issue 22): each way
+of loading a model runs in its own subprocess under faulthandler, so a segfault in one
+still lets the others report, and the first case that crashes is rerun under cuda-gdb
+(the GPU image's only debugger) for the native backtrace.
+
+    python scripts/gpu_probe.py MODEL.gguf [--cap SECONDS]
+
+Prints one line per case ("ok", "crashed (signal 11)", "failed (rc N)", "timed out") and
+exits 0; what each case printed is kept in its own output, shown for those that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Each case is a small program: MODEL is the model's path.
+PRELUDE = """
+import ctypes, faulthandler, sys, threading
+faulthandler.enable()
+import llama_cpp
+MODEL = sys.argv[1].encode()
+
+def load(vocab_only, n_gpu_layers=-1, no_devices=False):
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = vocab_only
+    params.n_gpu_layers = n_gpu_layers
+    if no_devices:  # an empty NULL-terminated device list: no GPU is looked at
+        params.devices = ctypes.cast((ctypes.c_void_p * 1)(None), ctypes.c_void_p)
+    ptr = llama_cpp.llama_model_load_from_file(MODEL, params)
+    assert ptr, "load returned NULL"
+    llama_cpp.llama_model_free(ptr)
+
+def in_thread(fn, *args, **kw):
+    errors = []
+    def run():
+        try:
+            fn(*args, **kw)
+        except BaseException as e:
+            errors.append(e)
+    t = threading.Thread(target=run)
+    t.start(); t.join()
+    if errors:
+        raise errors[0]
+"""
+
+CASES: dict[str, str] = {
+    "vocab-only, main thread": "load(True)",
+    "vocab-only, no devices, main thread": "load(True, no_devices=True)",
+    "vocab-only, in a thread": "in_thread(load, True)",
+    "full load on the GPU, main thread": "load(False)",
+    "full load on the GPU, in a thread": "in_thread(load, False)",
+    "full load on the CPU, main thread": "load(False, n_gpu_layers=0)",
+    "agentdeck read_shape, main thread":
+        "from pathlib import Path\nfrom agents.inference.model import read_shape\n"
+        "print(read_shape(Path(MODEL.decode())))",
+    "agentdeck init_backend + vocab-only, main thread":
+        "from agents.inference.model import init_backend\ninit_backend()\nload(True)",
+}
+
+
+def run_case(body: str, model: str, cap: float) -> tuple[str, str]:
+    """(verdict, output) of one case in a fresh interpreter."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PRELUDE + body + "\nprint('ok')", model],
+                              capture_output=True, text=True, timeout=cap, cwd=REPO)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return "timed out", out
+    out = done.stdout + done.stderr
+    if done.returncode < 0:
+        return f"crashed (signal {-done.returncode})", out
+    if done.returncode:
+        return f"failed (rc {done.returncode})", out
+    return "ok", out
+
+
+def backtrace(body: str, model: str, cap: float) -> str:
+    """The native backtrace of a crashing case under cuda-gdb, or why there is none."""
+    gdb = shutil.which("cuda-gdb") or next(
+        (p for p in ("/usr/local/cuda/bin/cuda-gdb",) if Path(p).exists()), None)
+    if gdb is None:
+        return "no cuda-gdb on this machine"
+    script = REPO / "build" / "gpu-probe-case.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(PRELUDE + body + "\nprint('ok')\n")
+    try:
+        done = subprocess.run(
+            [gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", "set cuda api_failures ignore",
+             "-ex", "run", "-ex", "bt 40", "-ex", "info threads",
+             "--args", sys.executable, str(script), model],
+            capture_output=True, text=True, timeout=cap, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return f"cuda-gdb ran past {cap:.0f} s"
+    lines = (done.stdout + done.stderr).splitlines()
+    heads = ("#", "Thread", "  Id", "*", "Program received", "Program terminated")
+    keep = [ln for ln in lines if ln.startswith(heads) or "signal" in ln.lower()]
+    return "\n".join(keep[-80:]) or "\n".join(lines[-40:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model")
+    p.add_argument("--cap", type=float, default=30.0, help="seconds per case")
+    p.add_argument("--gdb-cap", type=float, default=60.0, help="seconds for the cuda-gdb rerun")
+    args = p.parse_args(argv)
+    first_crash = None
+    for name, body in CASES.items():
+        verdict, out = run_case(body, args.model, args.cap)
+        print(f"probe: {name}: {verdict}", flush=True)
+        if verdict != "ok":
+            print("\n".join("    " + ln for ln in out.splitlines()[-25:]), flush=True)
+            if first_crash is None and verdict.startswith("crashed"):
+                first_crash = (name, body)
+    if first_crash is not None:
+        print(f"probe: cuda-gdb on '{first_crash[0]}':", flush=True)
+        print(backtrace(first_crash[1], args.model, args.gdb_cap), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
