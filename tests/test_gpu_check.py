@@ -275,3 +275,20 @@ def test_runs_cut_short_become_rows_that_say_so(dry_run: Path, tmp_path: Path) -
     md = gpu_report.markdown(bench)
     assert "| random-1b | 16 | not run |" in md
     assert json.loads(msgspec.json.encode(bench))["rows"][0]["model"] == "smollm2-135m"
+
+
+@pytest.mark.timeout(150)
+@needs_smollm2
+def test_the_load_probe_passes_every_case_here_and_names_a_crash(tmp_path: Path) -> None:
+    """gpu_probe tells a segfault from a failure and an ok, each case in its own process:
+    on the first H200 run a crash said only "rc 139"."""
+    import gpu_probe
+
+    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_probe.py"), str(SMOLLM2), "--gdb-cap", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("probe: ")]
+    assert done.returncode == 0 and len(lines) == len(gpu_probe.CASES)
+    assert all(ln.endswith(": ok") for ln in lines), done.stdout
+    assert gpu_probe.run_case("ctypes.string_at(0)", str(SMOLLM2), 60)[0] == "crashed (signal 11)"
+    verdict, out = gpu_probe.run_case("load(False, n_gpu_layers=0)", str(tmp_path / "missing.gguf"), 60)
+    assert verdict == "failed (rc 1)" and "load returned NULL" in out
