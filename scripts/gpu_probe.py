@@ -59,6 +59,14 @@ CASES: dict[str, str] = {
     "agentdeck read_shape, main thread":
         "from pathlib import Path\nfrom agents.inference.model import read_shape\n"
         "print(read_shape(Path(MODEL.decode())))",
+    "agentdeck NVML reading, then read_shape, main thread":
+        "from pathlib import Path\nfrom agents.inference.gpu import read_gpus\n"
+        "from agents.inference.model import read_shape\nprint(read_gpus())\n"
+        "print(read_shape(Path(MODEL.decode())))",
+    "agentdeck engine start and stop":
+        "from agents.config import InferenceConfig\nfrom agents.inference.engine import Engine\n"
+        "eng = Engine(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model_path=MODEL.decode())\n"
+        "eng.start_sync()\neng.stop_sync()",
     "agentdeck init_backend + vocab-only, main thread":
         "from agents.inference.model import init_backend\ninit_backend()\nload(True)",
 }
