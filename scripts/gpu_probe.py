@@ -67,6 +67,28 @@ CASES: dict[str, str] = {
         "from agents.config import InferenceConfig\nfrom agents.inference.engine import Engine\n"
         "eng = Engine(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model_path=MODEL.decode())\n"
         "eng.start_sync()\neng.stop_sync()",
+    # What `bench inference` does next, in its order: the engine answers a request, then
+    # the naive side (llama-cpp-python's high-level Llama) and the reference side load.
+    "agentdeck engine, one request":
+        "import asyncio\nfrom agents.config import InferenceConfig\n"
+        "from agents.inference import build_backend\n"
+        "from app.bench.inference_scenarios import greedy\n"
+        "async def go():\n"
+        "    eng = build_backend(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model=MODEL.decode(),"
+        " sampling=greedy())\n"
+        "    await eng.start()\n"
+        "    try:\n"
+        "        ask = [{'role': 'user', 'content': 'warm up'}]\n"
+        "        print(await eng.submit(ask, max_tokens=8, agent='probe'))\n"
+        "    finally:\n"
+        "        await eng.stop()\n"
+        "asyncio.run(go())",
+    "high-level Llama on the GPU, one completion (the bench's naive side)":
+        "from agents.config import InferenceConfig\nfrom app.bench.inference_scenarios import Naive\n"
+        "Naive(MODEL.decode(), InferenceConfig(n_ctx=4096, slots=5, n_batch=256)).llm.close()",
+    "agentdeck reference side (the bench's bare loop)":
+        "from agents.config import InferenceConfig\nfrom app.bench.inference_scenarios import Reference\n"
+        "Reference(MODEL.decode(), InferenceConfig(n_ctx=4096, slots=5, n_batch=256), 2).close()",
     "agentdeck init_backend + vocab-only, main thread":
         "from agents.inference.model import init_backend\ninit_backend()\nload(True)",
 }
@@ -125,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join("    " + ln for ln in out.splitlines()[-25:]), flush=True)
             # A crash the product works around (a vocab-only read with devices) is not
             # worth the debugger's time; one in a full load or in read_shape is.
-            blocking = "full load" in name or "agentdeck" in name
+            blocking = "full load" in name or "agentdeck" in name or "Llama" in name
             if first_crash is None and blocking and verdict.startswith("crashed") and args.gdb_cap > 0:
                 first_crash = (name, body)
     if first_crash is not None:
