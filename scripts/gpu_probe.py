@@ -23,10 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 PRELUDE = """
 import ctypes, faulthandler, sys, threading
 faulthandler.enable()
-import llama_cpp
+if "lazy" not in sys.argv[2:]:  # llama.cpp's libraries loaded on the main thread first
+    import llama_cpp
 MODEL = sys.argv[1].encode()
 
 def load(vocab_only, n_gpu_layers=-1, no_devices=False):
+    import llama_cpp
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = vocab_only
     params.n_gpu_layers = n_gpu_layers
@@ -89,15 +91,25 @@ CASES: dict[str, str] = {
     "agentdeck reference side (the bench's bare loop)":
         "from agents.config import InferenceConfig\nfrom app.bench.inference_scenarios import Reference\n"
         "Reference(MODEL.decode(), InferenceConfig(n_ctx=4096, slots=5, n_batch=256), 2).close()",
+    # The libraries first loaded in a worker thread, as an engine thread did before
+    # init_backend ran on the thread that builds the engine (the H200 bench crash).
+    "lazy: first load of the libraries in a thread, vocab-only there": "in_thread(load, True)",
+    "lazy: first load of the libraries in a thread with a 64 MiB stack":
+        "threading.stack_size(64 << 20)\nin_thread(load, True)",
+    "lazy: agentdeck engine built on the main thread, one request": "ENGINE_REQUEST",
     "agentdeck init_backend + vocab-only, main thread":
         "from agents.inference.model import init_backend\ninit_backend()\nload(True)",
 }
 
 
-def run_case(body: str, model: str, cap: float) -> tuple[str, str]:
+CASES["lazy: agentdeck engine built on the main thread, one request"] = CASES["agentdeck engine, one request"]
+
+
+def run_case(name: str, body: str, model: str, cap: float) -> tuple[str, str]:
     """(verdict, output) of one case in a fresh interpreter."""
+    lazy = ["lazy"] if name.startswith("lazy:") else []
     try:
-        done = subprocess.run([sys.executable, "-c", PRELUDE + body + "\nprint('ok')", model],
+        done = subprocess.run([sys.executable, "-c", PRELUDE + body + "\nprint('ok')", model, *lazy],
                               capture_output=True, text=True, timeout=cap, cwd=REPO)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -110,7 +122,7 @@ def run_case(body: str, model: str, cap: float) -> tuple[str, str]:
     return "ok", out
 
 
-def backtrace(body: str, model: str, cap: float) -> str:
+def backtrace(name: str, body: str, model: str, cap: float) -> str:
     """The native backtrace of a crashing case under cuda-gdb, or why there is none."""
     gdb = shutil.which("cuda-gdb") or next(
         (p for p in ("/usr/local/cuda/bin/cuda-gdb",) if Path(p).exists()), None)
@@ -123,7 +135,7 @@ def backtrace(body: str, model: str, cap: float) -> str:
         done = subprocess.run(
             [gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", "set cuda api_failures ignore",
              "-ex", "run", "-ex", "bt 40", "-ex", "info threads",
-             "--args", sys.executable, str(script), model],
+             "--args", sys.executable, str(script), model, *(["lazy"] if name.startswith("lazy:") else [])],
             capture_output=True, text=True, timeout=cap, cwd=REPO)
     except subprocess.TimeoutExpired:
         return f"cuda-gdb ran past {cap:.0f} s"
@@ -141,18 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     first_crash = None
     for name, body in CASES.items():
-        verdict, out = run_case(body, args.model, args.cap)
+        verdict, out = run_case(name, body, args.model, args.cap)
         print(f"probe: {name}: {verdict}", flush=True)
         if verdict != "ok":
             print("\n".join("    " + ln for ln in out.splitlines()[-25:]), flush=True)
             # A crash the product works around (a vocab-only read with devices) is not
             # worth the debugger's time; one in a full load or in read_shape is.
-            blocking = "full load" in name or "agentdeck" in name or "Llama" in name
+            blocking = "full load" in name or "agentdeck" in name or "Llama" in name or "lazy" in name
             if first_crash is None and blocking and verdict.startswith("crashed") and args.gdb_cap > 0:
                 first_crash = (name, body)
     if first_crash is not None:
         print(f"probe: cuda-gdb on '{first_crash[0]}':", flush=True)
-        print(backtrace(first_crash[1], args.model, args.gdb_cap), flush=True)
+        print(backtrace(*first_crash, args.model, args.gdb_cap), flush=True)
     return 0
 
 
