@@ -42,7 +42,6 @@ from agents.inference.model import (
     LlamaModel,
     ProgressFn,
     fit_n_ctx,
-    init_backend,
     offloads_to_gpu,
     read_shape,
     resolve_model_path,
@@ -73,11 +72,6 @@ class Engine:
         progress: ProgressFn | None = None,
         max_pending: int = 256,
     ) -> None:
-        # llama.cpp's libraries load here, on the thread that builds the engine (the main
-        # one in every front end), never first on the engine thread: a CUDA build first
-        # loaded in a worker thread segfaulted in its tokenizer's std::regex on an H200
-        # (bench/gpu-2026-12-04.md). ~0.3 s, once per process.
-        init_backend()
         self.config: InferenceConfig = config  # the effective one once started (n_ctx fitted)
         self.model_path: Path = resolve_model_path(model_path, config.model)
         self.default_sampling = sampling or SamplingConfig()

@@ -126,10 +126,6 @@ class Embedder:
     converting on first use must not block the loop)."""
 
     def __init__(self, model: Path | Callable[[], Path], *, timeout_s: float = EMBED_TIMEOUT_S) -> None:
-        from agents.inference.model import init_backend
-
-        # llama.cpp loads on this thread, not first on the embedder's (see Engine.__init__).
-        init_backend()
         self._source = model
         self.timeout_s = timeout_s
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
