@@ -289,6 +289,7 @@ def test_the_load_probe_passes_every_case_here_and_names_a_crash(tmp_path: Path)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("probe: ")]
     assert done.returncode == 0 and len(lines) == len(gpu_probe.CASES)
     assert all(ln.endswith(": ok") for ln in lines), done.stdout
-    assert gpu_probe.run_case("ctypes.string_at(0)", str(SMOLLM2), 60)[0] == "crashed (signal 11)"
-    verdict, out = gpu_probe.run_case("load(False, n_gpu_layers=0)", str(tmp_path / "missing.gguf"), 60)
+    assert gpu_probe.run_case("a crash", "ctypes.string_at(0)", str(SMOLLM2), 60)[0] == "crashed (signal 11)"
+    missing = str(tmp_path / "missing.gguf")
+    verdict, out = gpu_probe.run_case("a missing file", "load(False, n_gpu_layers=0)", missing, 60)
     assert verdict == "failed (rc 1)" and "load returned NULL" in out
