@@ -32,7 +32,10 @@ def _opened(trace: str) -> list[str]:
 @pytest.mark.parametrize("module", ["agents.inference", "app.cli", "app.tui", "app.bench.inference_scenarios",
                                     "agents.memory.convert", "agents.runtime.host"])
 def test_llama_cpp_is_mapped_before_numpy(module: str) -> None:
-    done = _run(f"import importlib, sys; importlib.import_module({module!r}); "
+    # app.cli imports the standard library alone until it builds its parser, which
+    # registers every command (tests/test_commands_layout.py): the parser is built too.
+    done = _run(f"import importlib, sys; m = importlib.import_module({module!r}); "
+                "getattr(m, 'build_parser', lambda: None)(); "
                 "print('llama_cpp' in sys.modules, 'numpy' in sys.modules)", LD_DEBUG="files")
     assert done.returncode == 0, done.stderr[-2000:]
     opened = _opened(done.stderr)
