@@ -51,6 +51,23 @@ def in_thread(fn, *args, **kw):
         raise errors[0]
 """
 
+# What `bench inference` does first: the engine answers a request.
+ENGINE_REQUEST = (
+    "import asyncio\nfrom agents.config import InferenceConfig\n"
+    "from agents.inference import build_backend\n"
+    "from app.bench.inference_scenarios import greedy\n"
+    "async def go():\n"
+    "    eng = build_backend(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model=MODEL.decode(),"
+    " sampling=greedy())\n"
+    "    await eng.start()\n"
+    "    try:\n"
+    "        ask = [{'role': 'user', 'content': 'warm up'}]\n"
+    "        print(await eng.submit(ask, max_tokens=8, agent='probe'))\n"
+    "    finally:\n"
+    "        await eng.stop()\n"
+    "asyncio.run(go())"
+)
+
 CASES: dict[str, str] = {
     "vocab-only, main thread": "load(True)",
     "vocab-only, no devices, main thread": "load(True, no_devices=True)",
@@ -69,22 +86,9 @@ CASES: dict[str, str] = {
         "from agents.config import InferenceConfig\nfrom agents.inference.engine import Engine\n"
         "eng = Engine(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model_path=MODEL.decode())\n"
         "eng.start_sync()\neng.stop_sync()",
-    # What `bench inference` does next, in its order: the engine answers a request, then
-    # the naive side (llama-cpp-python's high-level Llama) and the reference side load.
-    "agentdeck engine, one request":
-        "import asyncio\nfrom agents.config import InferenceConfig\n"
-        "from agents.inference import build_backend\n"
-        "from app.bench.inference_scenarios import greedy\n"
-        "async def go():\n"
-        "    eng = build_backend(InferenceConfig(n_ctx=4096, slots=5, n_batch=256), model=MODEL.decode(),"
-        " sampling=greedy())\n"
-        "    await eng.start()\n"
-        "    try:\n"
-        "        ask = [{'role': 'user', 'content': 'warm up'}]\n"
-        "        print(await eng.submit(ask, max_tokens=8, agent='probe'))\n"
-        "    finally:\n"
-        "        await eng.stop()\n"
-        "asyncio.run(go())",
+    # What `bench inference` does, in its order: the engine answers a request, then the
+    # naive side (llama-cpp-python's high-level Llama) and the reference side load.
+    "agentdeck engine, one request": ENGINE_REQUEST,
     "high-level Llama on the GPU, one completion (the bench's naive side)":
         "from agents.config import InferenceConfig\nfrom app.bench.inference_scenarios import Naive\n"
         "Naive(MODEL.decode(), InferenceConfig(n_ctx=4096, slots=5, n_batch=256)).llm.close()",
@@ -97,21 +101,21 @@ CASES: dict[str, str] = {
     "lazy: first load of the libraries in a thread, vocab-only there": "in_thread(load, True)",
     "lazy: numpy first, then vocab-only": "import numpy\nload(True)",
     "lazy: agentdeck, then numpy, then vocab-only": "import agents, numpy\nload(True)",
-    "lazy: agentdeck engine, llama_cpp not imported first, one request": "ENGINE_REQUEST",
+    "lazy: agentdeck engine, llama_cpp not imported first, one request": ENGINE_REQUEST,
     "agentdeck init_backend + vocab-only, main thread":
         "from agents.inference.model import init_backend\ninit_backend()\nload(True)",
 }
 
 
-_LAZY_ENGINE = "lazy: agentdeck engine, llama_cpp not imported first, one request"
-CASES[_LAZY_ENGINE] = CASES["agentdeck engine, one request"]
+def _lazy(name: str) -> list[str]:
+    """The argument that keeps PRELUDE from importing llama_cpp first."""
+    return ["lazy"] if name.startswith("lazy:") else []
 
 
 def run_case(name: str, body: str, model: str, cap: float) -> tuple[str, str]:
     """(verdict, output) of one case in a fresh interpreter."""
-    lazy = ["lazy"] if name.startswith("lazy:") else []
     try:
-        done = subprocess.run([sys.executable, "-c", PRELUDE + body + "\nprint('ok')", model, *lazy],
+        done = subprocess.run([sys.executable, "-c", PRELUDE + body + "\nprint('ok')", model, *_lazy(name)],
                               capture_output=True, text=True, timeout=cap, cwd=REPO)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -137,7 +141,7 @@ def backtrace(name: str, body: str, model: str, cap: float) -> str:
         done = subprocess.run(
             [gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", "set cuda api_failures ignore",
              "-ex", "run", "-ex", "bt 40", "-ex", "info threads",
-             "--args", sys.executable, str(script), model, *(["lazy"] if name.startswith("lazy:") else [])],
+             "--args", sys.executable, str(script), model, *_lazy(name)],
             capture_output=True, text=True, timeout=cap, cwd=REPO)
     except subprocess.TimeoutExpired:
         return f"cuda-gdb ran past {cap:.0f} s"
