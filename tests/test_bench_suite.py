@@ -202,6 +202,15 @@ def test_a_percentage_counts_only_where_the_answer_gives_it_for_its_subject(prep
     assert st.judge(task, echo, ws, store, before).ok
 
 
+def test_a_percentage_is_not_a_row_count(prepared) -> None:
+    # The wrong answer's memory figure once matched the row count (memory at 3.7%, 4 rows).
+    task = BY_NAME["count-rows"]
+    ws, store, before = prepared(task)
+    assert not st.judge(task, "memory 4%; cities.csv has 5 rows", ws, store, before).ok
+    assert not st.judge(task, "4 percent of the file; 5 rows", ws, store, before).ok
+    assert st.judge(task, "memory 4%; cities.csv has 4 rows", ws, store, before).ok
+
+
 @pytest.mark.parametrize("name", sorted(n for n in BY_NAME if n.startswith("diff-")))
 def test_a_review_that_quotes_the_buggy_code_counts_as_naming_its_line(name: str, prepared) -> None:
     task = BY_NAME[name]
