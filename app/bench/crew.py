@@ -99,11 +99,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where-acted", action="store_true", help="with --ablate: the default first in each "
                    "round, then each lever off only in the tasks where that lever acted; elsewhere the "
                    "default's result is carried over, as a lever that did not act changed nothing")
+    p.add_argument("--journal", default=None, type=Path, metavar="FILE", help="with --suite: keep each "
+                   "task run in FILE as it finishes; run again with the same FILE to resume a stopped run "
+                   "(only the runs it lacks are made; more --rounds or levers may be added). Refused if the "
+                   "code, model file or engine settings differ from those that wrote it")
     harness.add_common(p, rounds=1, rounds_help="with --suite: repeat N times", model=True, backend=True)
+
+
+SUITE_ONLY = {"ablate": "--ablate", "tasks": "--tasks", "keep": "--keep", "where_acted": "--where-acted",
+              "journal": "--journal"}
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     chosen = harness.choose_backend(ctx.config, args.backend)
+    given = [flag for attr, flag in SUITE_ONLY.items() if getattr(args, attr) not in (None, False)]
+    if given and not args.suite:
+        raise InvalidArgument(f"{', '.join(given)} only with --suite")
     if args.suite:
         if args.backend is not None and chosen.name != EMBEDDED_BACKEND:  # the suite builds its own engine
             raise ConfigError(f"--suite runs on the embedded engine; --backend {chosen.name} works "
@@ -245,7 +256,7 @@ def _suite(ctx: Context, args: argparse.Namespace) -> int:
             raise InvalidArgument(f"--keep {args.keep}: {err.strerror} (give a new directory)") from None
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate or [],
                                   rounds=args.rounds, pattern=args.tasks, keep=args.keep,
-                                  where_acted=args.where_acted))
+                                  where_acted=args.where_acted, journal=args.journal))
     if args.json:
         print_json(every)
         return 0

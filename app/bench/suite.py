@@ -37,6 +37,8 @@ from agents.runtime import Host
 from agents.store import Store, queries
 from agents.store import reducers as r
 from app.bench.harness import order, spread
+from app.bench.journal import Journal, header_for, open_journal
+from app.bench.suite_result import Share, SuiteFigures, TaskResult, TaskTally
 from app.bench.suite_tasks import SuiteTask, Verdict, judge, select, snapshot
 from app.progress import LoadProgress
 from app.render import line
@@ -48,44 +50,6 @@ SUITE_RULES = [  # on top of the default rules: the suite measures the agents, n
     RuleConfig(agent="dev", tool="edit_file", pattern="*", decision="allow"),
     *[RuleConfig(agent=a, tool="run_shell", pattern="*", decision="allow") for a in ("dev", "ops", "review")],
 ]
-
-
-class TaskResult(msgspec.Struct, kw_only=True):
-    name: str
-    agent: str
-    prompt: str
-    status: str  # the task's status at the end ("?" if it was not found)
-    done: bool
-    correct: bool  # done, and the checker agreed
-    reason: str  # the checker's, or why it was not judged
-    answer: str
-    wall_s: float
-    acted: list[str] = []  # the harness levers that acted in it (TaskRunner.acted), sorted
-    carried: bool = False  # not run: the default's result, as the levers turned off never acted in it
-
-
-class Share(msgspec.Struct, frozen=True):
-    median: float
-    low: float
-    high: float
-
-
-class TaskTally(msgspec.Struct, kw_only=True):
-    name: str
-    agent: str
-    done: int  # rounds in which it ended done
-    correct: int  # rounds in which it was verified correct
-
-
-class SuiteFigures(msgspec.Struct, kw_only=True):
-    model: str
-    harness: str  # "default" or the lever turned off
-    tasks: int
-    rounds: int
-    done_share: Share  # over rounds
-    correct_share: Share
-    per_task: list[TaskTally]
-    results: list[list[TaskResult]]  # per round, per task
 
 
 def suite_config(ws: Path, inference: InferenceConfig) -> Config:
@@ -136,7 +100,8 @@ def _judge(task: SuiteTask, answer: str, ws: Path, db: Path, config: Config,
 
 async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate: Sequence[str] = (),
                     rounds: int = 1, pattern: str | None = None,
-                    keep: Path | None = None, where_acted: bool = False) -> list[SuiteFigures]:
+                    keep: Path | None = None, where_acted: bool = False,
+                    journal: Path | None = None) -> list[SuiteFigures]:
     """The suite (or the tasks matching `pattern`) with the default harness (and each
     variant named in `ablate`, from harness.ABLATIONS), `rounds` times, interleaved in
     an order rotated each round; one SuiteFigures per harness. `keep`: a new directory
@@ -144,7 +109,9 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     temporary one. `where_acted`: the default runs first in each round, and a variant
     reruns only the tasks in which a lever it turns off acted in that round's default
     run; the others carry the default's result over (a lever that never acted changed
-    nothing the model was shown or offered, nor what became of its output)."""
+    nothing the model was shown or offered, nor what became of its output). `journal`:
+    a file keeping each task run as it finishes; the runs it already holds are reused
+    (app/bench/journal.py)."""
     try:
         tasks = select(pattern)
     except re.error as err:
@@ -152,6 +119,11 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     if not tasks:
         raise InvalidArgument(f"--tasks {pattern!r} matches no suite task (agent/name)")
     model = resolve_model_path(model_arg, base.inference.model)
+    book: Journal | None = None
+    if journal is not None:
+        book = open_journal(journal, await asyncio.to_thread(header_for, model, base.inference))
+        runs = f"{book.reused} earlier task run{'' if book.reused == 1 else 's'}"
+        err.print(f"[dim]journal: {runs} reused ({escape(str(journal))})[/]")
     variants = {"default": DEFAULT, **{name: ABLATIONS[name] for name in ablate}}
     results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
     kept = contextlib.nullcontext(str(keep)) if keep else None
@@ -169,11 +141,18 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                         if not levers_off(harness) & set(same.acted):
                             found.append(msgspec.structs.replace(same, carried=True))
                             continue
-                    with LoadProgress(err, f"{task.agent}/{task.name}: {task.prompt}") as progress:
+                    key = f"{task.agent}/{task.name}"
+                    earlier = book.get(round_, name, key) if book else None
+                    if earlier is not None:
+                        found.append(earlier)
+                        continue
+                    with LoadProgress(err, f"{key}: {task.prompt}") as progress:
                         engine = build_backend(base.inference, model=model, progress=progress)
                     result = await run_task(task, Path(tmp) / f"{round_}-{name}-{i}", engine, harness,
                                             base.inference)
-                    err.print(f"[dim]  {_mark(result)} {task.agent}/{task.name} ({result.wall_s:.0f} s): "
+                    if book:
+                        await asyncio.to_thread(book.add, round_, name, key, result)
+                    err.print(f"[dim]  {_mark(result)} {key} ({result.wall_s:.0f} s): "
                               f"{escape(result.reason)}[/]")  # a file's "[server]" is text, not markup
                     found.append(result)
                 results[name].append(found)
