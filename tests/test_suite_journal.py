@@ -37,28 +37,42 @@ def _result(name: str, correct: bool = True) -> TaskResult:
 
 def test_a_new_journal_keeps_each_run_and_a_reopened_one_gives_them_back(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    book = jr.open_journal(path, HEADER)
-    assert book.reused == 0
-    book.add(0, "default", "ops/a", _result("a"))
-    book.add(0, "no calculator", "ops/a", _result("a", correct=False))
-    again = jr.open_journal(path, HEADER)
-    assert again.reused == 2
-    assert again.get(0, "default", "ops/a") == _result("a")
-    assert again.get(0, "no calculator", "ops/a") == _result("a", correct=False)
-    assert again.get(1, "default", "ops/a") is None  # another round: not there
+    with jr.open_journal(path, HEADER) as book:
+        assert book.reused == 0
+        book.add(0, "default", "ops/a", _result("a"))
+        book.add(0, "no calculator", "ops/a", _result("a", correct=False))
+    with jr.open_journal(path, HEADER) as again:
+        assert again.reused == 2
+        assert again.get(0, "default", "ops/a") == _result("a")
+        assert again.get(0, "no calculator", "ops/a") == _result("a", correct=False)
+        assert again.get(1, "default", "ops/a") is None  # another round: not there
     assert len(path.read_bytes().splitlines()) == 3  # the header and one line per run
 
 
 def test_a_line_torn_by_a_kill_is_dropped_and_the_next_run_is_a_whole_line(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    jr.open_journal(path, HEADER).add(0, "default", "ops/a", _result("a"))
+    with jr.open_journal(path, HEADER) as book:
+        book.add(0, "default", "ops/a", _result("a"))
     whole = path.read_bytes()
     path.write_bytes(whole + b'{"round":0,"harness":"default","task":"ops/b","res')  # killed mid-write
-    book = jr.open_journal(path, HEADER)
-    assert book.reused == 1 and book.get(0, "default", "ops/b") is None
-    assert path.read_bytes() == whole  # cut back to the last whole line
-    book.add(0, "default", "ops/b", _result("b"))
-    assert jr.open_journal(path, HEADER).get(0, "default", "ops/b") == _result("b")
+    with jr.open_journal(path, HEADER) as book:
+        assert book.reused == 1 and book.get(0, "default", "ops/b") is None
+        assert path.read_bytes() == whole  # cut back to the last whole line
+        book.add(0, "default", "ops/b", _result("b"))
+    with jr.open_journal(path, HEADER) as book:
+        assert book.get(0, "default", "ops/b") == _result("b")
+
+
+def test_a_journal_in_use_by_a_run_is_refused_until_that_run_lets_go(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with jr.open_journal(path, HEADER) as book:
+        book.add(0, "default", "ops/a", _result("a"))
+        with pytest.raises(InvalidArgument) as refused:
+            jr.open_journal(path, HEADER)
+        assert str(refused.value) == f"--journal {path}: in use by another run (wait for it, or give another file)"
+        book.add(0, "default", "ops/b", _result("b"))  # the holder goes on
+    with jr.open_journal(path, HEADER) as book:
+        assert book.reused == 2
 
 
 @pytest.mark.parametrize(("field", "said"), [("source", "other code"),
@@ -67,7 +81,8 @@ def test_a_line_torn_by_a_kill_is_dropped_and_the_next_run_is_a_whole_line(tmp_p
 def test_a_journal_written_otherwise_is_refused_in_one_line_and_left_alone(
         tmp_path: Path, field: str, said: str) -> None:
     path = tmp_path / "j.jsonl"
-    jr.open_journal(path, HEADER).add(0, "default", "ops/a", _result("a"))
+    with jr.open_journal(path, HEADER) as book:
+        book.add(0, "default", "ops/a", _result("a"))
     before = path.read_bytes()
     other = msgspec.structs.replace(HEADER, **{field: "d" * 64})
     with pytest.raises(InvalidArgument) as refused:
@@ -80,7 +95,8 @@ def test_a_journal_written_otherwise_is_refused_in_one_line_and_left_alone(
 
 def test_a_changed_line_a_foreign_file_and_a_directory_are_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    jr.open_journal(path, HEADER).add(0, "default", "ops/a", _result("a"))
+    with jr.open_journal(path, HEADER) as book:
+        book.add(0, "default", "ops/a", _result("a"))
     path.write_bytes(path.read_bytes() + b'{"round": "zero"}\n')
     with pytest.raises(InvalidArgument, match=r"line 3 is not a task run; the file was changed by hand"):
         jr.open_journal(path, HEADER)

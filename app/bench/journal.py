@@ -10,13 +10,16 @@ when made by the same code, on the same model file and engine settings, so a jou
 written otherwise is refused in one line rather than mixed in.
 
 Each line is appended whole and synced before the next task starts: a process killed
-mid-write loses at most that line, which the next open drops."""
+mid-write loses at most that line, which the next open drops. A run holds the file
+locked, so a second run on the same journal is refused rather than duplicating work."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -75,12 +78,24 @@ def header_for(model: Path, inference: InferenceConfig) -> Header:
 
 
 class Journal:
-    """An open journal: the runs it holds, and an append for each new one."""
+    """An open, locked journal: the runs it holds, and an append for each new one. Close it
+    (or use it as a context manager) to let another run have it."""
 
-    def __init__(self, path: Path, header: Header, entries: dict[tuple[int, str, str], TaskResult]) -> None:
+    def __init__(self, path: Path, file: BinaryIO, header: Header,
+                 entries: dict[tuple[int, str, str], TaskResult]) -> None:
         self.path = path
         self.header = header
+        self._file = file
         self._entries = entries
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()  # the lock goes with the descriptor
 
     @property
     def reused(self) -> int:
@@ -92,30 +107,48 @@ class Journal:
     def add(self, round_: int, harness: str, task: str, result: TaskResult) -> None:
         """Appends one line and syncs it (blocking: call it off the event loop)."""
         line = msgspec.json.encode(Entry(round=round_, harness=harness, task=task, result=result)) + b"\n"
-        with self.path.open("ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._file.write(line)
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._entries[(round_, harness, task)] = result
 
 
 def open_journal(path: Path, header: Header) -> Journal:
-    """The journal at `path` for runs described by `header`: a new one (the file made, the
-    header written), or the existing one, its entries read and a line torn by a kill
-    dropped. Anything else is a one-line InvalidArgument naming the problem."""
+    """The journal at `path` for runs described by `header`, locked: a new one (the file
+    made, the header written), or the existing one, its entries read and a line torn by a
+    kill dropped. Anything else is a one-line InvalidArgument naming the problem."""
     where = f"--journal {path}"
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raw = None
+        file = path.open("a+b")  # made if missing; every write goes to the end
     except OSError as err:
         raise InvalidArgument(f"{where}: {err.strerror}") from None
-    if not raw:
+    try:
         try:
-            path.write_bytes(msgspec.json.encode(header) + b"\n")
-        except OSError as err:
-            raise InvalidArgument(f"{where}: {err.strerror}") from None
-        return Journal(path, header, {})
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidArgument(f"{where}: in use by another run (wait for it, or give another "
+                                  "file)") from None
+        file.seek(0)
+        raw = file.read()
+        if not raw:
+            file.write(msgspec.json.encode(header) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+            return Journal(path, file, header, {})
+        entries, torn = _read(where, raw, header)
+        if torn:  # what is kept ends with a newline before anything is appended
+            file.truncate(len(raw) - torn)
+        return Journal(path, file, header, entries)
+    except OSError as err:
+        file.close()
+        raise InvalidArgument(f"{where}: {err.strerror}") from None
+    except BaseException:
+        file.close()
+        raise
+
+
+def _read(where: str, raw: bytes, header: Header) -> tuple[dict[tuple[int, str, str], TaskResult], int]:
+    """The entries of a journal's bytes, and how many bytes at its end a kill left torn."""
     lines = raw.split(b"\n")
     torn = lines.pop()  # after the last newline: empty, or a line a kill cut short
     try:
@@ -142,10 +175,4 @@ def open_journal(path: Path, header: Header) -> Journal:
             raise InvalidArgument(f"{where}: line {number} is not a task run; the file was changed "
                                   "by hand or by something else") from None
         entries[(entry.round, entry.harness, entry.task)] = entry.result
-    if torn:
-        try:  # what is kept ends with a newline before anything is appended
-            with path.open("r+b") as f:
-                f.truncate(len(raw) - len(torn))
-        except OSError as err:
-            raise InvalidArgument(f"{where}: {err.strerror}") from None
-    return Journal(path, found, entries)
+    return entries, len(torn)

@@ -126,8 +126,9 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
         err.print(f"[dim]journal: {runs} reused ({escape(str(journal))})[/]")
     variants = {"default": DEFAULT, **{name: ABLATIONS[name] for name in ablate}}
     results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
-    kept = contextlib.nullcontext(str(keep)) if keep else None
-    with kept or tempfile.TemporaryDirectory(prefix="agentdeck-suite-") as tmp:
+    homes = (contextlib.nullcontext(str(keep)) if keep
+             else tempfile.TemporaryDirectory(prefix="agentdeck-suite-"))
+    with book or contextlib.nullcontext(), homes as tmp:
         for round_ in range(rounds):
             ablations = list(variants.items())[1:]
             turns = ([("default", DEFAULT), *order(ablations, round_)] if where_acted
