@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
-from helpers import agentdeck_cmd, one_line_error, run, subprocess_env, time_left
+from helpers import REPO, agentdeck_cmd, one_line_error, run, subprocess_env, time_left
 from rich.console import Console
 
 from agents.config import InferenceConfig, default_config
@@ -105,8 +107,59 @@ def test_a_changed_line_a_foreign_file_and_a_directory_are_refused_in_one_line(t
     with pytest.raises(InvalidArgument, match=r"not a suite journal \(give a new file to start one\)"):
         jr.open_journal(notes, HEADER)
     assert notes.read_text() == "my notes\n"
-    with pytest.raises(InvalidArgument, match=r"^--journal .*: Is a directory$"):
+    with pytest.raises(InvalidArgument, match=r"^--journal .*: not a regular file$"):
         jr.open_journal(tmp_path, HEADER)
+
+
+def test_a_header_cut_short_by_a_kill_is_written_again(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(msgspec.json.encode(HEADER)[:40])  # killed while the new file's header was written
+    with jr.open_journal(path, HEADER) as book:
+        assert book.reused == 0
+        book.add(0, "default", "ops/a", _result("a"))
+    with jr.open_journal(path, HEADER) as book:
+        assert book.get(0, "default", "ops/a") == _result("a")
+
+
+def test_a_later_journal_version_and_a_fifo_are_refused_in_one_line(tmp_path: Path) -> None:
+    later = tmp_path / "later.jsonl"
+    later.write_bytes(b'{"kind": "agentdeck suite journal", "version": 2, "new_field": 1}\n')
+    with pytest.raises(InvalidArgument, match=r": journal version 2; this agentdeck reads 1$"):
+        jr.open_journal(later, HEADER)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidArgument, match=r"^--journal .*/fifo: not a regular file$"):
+        jr.open_journal(fifo, HEADER)
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from agents.errors import InvalidArgument
+from app.bench import journal as jr
+from test_suite_journal import HEADER, _result
+book = jr.open_journal(Path(sys.argv[1]), HEADER)
+book.add(0, "default", "ops/a", _result("a"))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (Path(sys.argv[1]).stat().st_size + 10,) * 2)
+try:
+    book.add(0, "default", "ops/b", _result("b"))
+except InvalidArgument as err:
+    print(err)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_write_that_fails_mid_run_is_one_line_and_the_runs_before_it_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True, text=True,
+                          timeout=time_left(), env=subprocess_env(tmp_path / "home",
+                                                                  PYTHONPATH=f"{REPO}:{REPO / 'tests'}"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout == (f"--journal {path}: File too large; the runs before this one are kept: run again "
+                           "with this file to resume\n")
+    with jr.open_journal(path, HEADER) as book:  # what was torn is dropped; the first run is there
+        assert book.reused == 1 and book.get(0, "default", "ops/a") == _result("a")
 
 
 def test_the_header_names_the_code_the_model_file_and_the_settings(tmp_path: Path) -> None:
@@ -126,6 +179,7 @@ def test_the_header_names_the_code_the_model_file_and_the_settings(tmp_path: Pat
 async def test_a_resumed_suite_makes_only_the_runs_its_journal_lacks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[tuple[int, str, str]] = []
+    acted = {"disk-percent": ["calculator", "evidence"], "memory-percent": []}  # no lever acted in it
 
     async def fake_run_task(task: st.SuiteTask, where: Path, backend: object, harness: Harness,
                             inference: InferenceConfig) -> TaskResult:
@@ -133,7 +187,7 @@ async def test_a_resumed_suite_makes_only_the_runs_its_journal_lacks(
         ran.append((int(where.name.split("-")[0]), name, task.name))
         return TaskResult(name=task.name, agent=task.agent, prompt=task.prompt, status="done", done=True,
                           correct=harness == DEFAULT, reason="", answer=f"run {len(ran)}", wall_s=0.0,
-                          acted=["calculator", "evidence"])
+                          acted=acted[task.name])
 
     monkeypatch.setattr(suite, "run_task", fake_run_task)
     monkeypatch.setattr(suite, "build_backend", lambda *a, **k: None)
@@ -143,20 +197,25 @@ async def test_a_resumed_suite_makes_only_the_runs_its_journal_lacks(
     first = await run_suite(default_config(), None, Console(file=said, width=300), ablate=["no evidence rule"],
                             rounds=1, **common)
     assert "journal: 0 earlier task runs reused" in said.getvalue()
-    assert len(ran) == 4
+    assert ran == [(0, "default", "disk-percent"), (0, "default", "memory-percent"),
+                   (0, "no evidence rule", "disk-percent")]
+    assert len(path.read_bytes().splitlines()) == 1 + 3  # carried results are not runs: not kept
     ran.clear()
     # Later: a second round and one more lever. Round 0's runs come from the journal.
     said = io.StringIO()
     second = await run_suite(default_config(), None, Console(file=said, width=300),
                              ablate=["no evidence rule", "no calculator"], rounds=2, **common)
-    assert "journal: 4 earlier task runs reused" in said.getvalue()
-    assert sorted(ran) == sorted([(0, "no calculator", "disk-percent"), (0, "no calculator", "memory-percent"),
-                                  (1, "default", "disk-percent"), (1, "default", "memory-percent"),
-                                  (1, "no evidence rule", "disk-percent"), (1, "no evidence rule", "memory-percent"),
-                                  (1, "no calculator", "disk-percent"), (1, "no calculator", "memory-percent")])
+    assert "journal: 3 earlier task runs reused" in said.getvalue()
+    assert sorted(ran) == sorted([(0, "no calculator", "disk-percent"), (1, "default", "disk-percent"),
+                                  (1, "default", "memory-percent"), (1, "no evidence rule", "disk-percent"),
+                                  (1, "no calculator", "disk-percent")])
     by_first, by_second = ({f.harness: f for f in every} for every in (first, second))
     for harness in ("default", "no evidence rule"):  # the very runs kept the first time
         assert by_second[harness].results[0] == by_first[harness].results[0]
+    # memory-percent under a lever off: the default's result of the same round, carried over
+    assert [(x.answer, x.carried) for x in (found[1] for found in by_second["no calculator"].results)] == \
+        [(by_second["default"].results[r][1].answer, True) for r in (0, 1)]
+    assert len(path.read_bytes().splitlines()) == 1 + 3 + 5
 
 
 # --- the real CLI, the real model, a real signal ---
@@ -183,7 +242,8 @@ def test_a_suite_stopped_by_sigterm_resumes_from_its_journal_with_the_real_model
     second = run(home, *args)
     assert second.returncode == 0, second.stderr
     assert "journal: 1 earlier task run reused" in second.stderr
-    assert "disk-percent (" not in second.stderr  # not run again: no line for a new run of it
+    assert "ops/cpu-count (" in second.stderr  # a line per new run: cpu-count's
+    assert "ops/disk-percent (" not in second.stderr  # and none for disk-percent: not run again
     (figures,) = json.loads(second.stdout)
     results = figures["results"][0]
     assert [x["name"] for x in results] == ["disk-percent", "cpu-count"]
@@ -200,10 +260,11 @@ def test_suite_options_without_suite_are_refused_in_one_line(tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(60)
-def test_a_journal_that_cannot_be_read_is_refused_before_any_model_loads(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_journal_is_refused_in_one_line_and_left_as_it_was(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a journal\n")
     done = run(tmp_path / "home", "bench", "crew", "--suite", "--journal", str(notes))
     assert done.returncode != 0
     assert one_line_error(done) == (f"agentdeck: --journal {notes}: not a suite journal (give a new file "
                                     "to start one)")
+    assert notes.read_text() == "not a journal\n"

@@ -250,8 +250,8 @@ def _suite(ctx: Context, args: argparse.Namespace) -> int:
     if args.where_acted and not args.ablate:
         raise InvalidArgument("--where-acted needs --ablate: it reruns ablations where their levers acted")
     if args.keep is not None:
-        try:
-            args.keep.mkdir(parents=True)
+        try:  # resuming a journal keeps adding to the same directory
+            args.keep.mkdir(parents=True, exist_ok=args.journal is not None)
         except OSError as err:
             raise InvalidArgument(f"--keep {args.keep}: {err.strerror} (give a new directory)") from None
     every = asyncio.run(run_suite(ctx.config, args.model, Console(stderr=True), ablate=args.ablate or [],

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,12 +33,20 @@ from app.bench.suite_result import TaskResult
 
 KIND = "agentdeck suite journal"
 VERSION = 1
+HEADER_MAX = 4096  # bytes: a header line is about 400; a longer first line is not a journal
+
+
+class Stamp(msgspec.Struct):
+    """What any journal version's header starts with."""
+
+    kind: str = ""
+    version: int = 0
 
 
 class Header(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: str
     version: int
-    source: str  # sha256 over the agents and app packages' Python files
+    source: str  # source_digest(): the code that ran the crew and judged it
     model: str  # the file's name, for a person reading the journal
     model_sha256: str
     inference: str  # sha256 of the engine settings (the model path aside)
@@ -50,13 +60,24 @@ class Entry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def source_digest() -> str:
-    """The code that runs the crew and judges it: every .py file of both packages, by
-    path and content, so an edited harness, prompt or checker gives another digest."""
+    """The code that runs the crew and judges it: every regular file of both packages (the
+    prompts and rules in default_crew.toml as much as the .py files), by path and content,
+    and the llama.cpp bindings' version. Conservative on purpose: a comment edited is
+    another digest too, which is why a long ablation runs from a checkout of one commit."""
     digest = hashlib.sha256()
+    try:
+        bindings = importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        bindings = "none"
+    digest.update(f"llama_cpp_python {bindings}\0".encode())
     for package in (agents, app):
         root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\0".encode())
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root)
+            if ("__pycache__" in relative.parts or any(p.startswith(".") for p in relative.parts)
+                    or path.is_symlink() or not path.is_file()):  # an editor's lock link, a stray dir
+                continue
+            digest.update(f"{package.__name__}/{relative.as_posix()}\0".encode())
             digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()
@@ -105,23 +126,31 @@ class Journal:
         return self._entries.get((round_, harness, task))
 
     def add(self, round_: int, harness: str, task: str, result: TaskResult) -> None:
-        """Appends one line and syncs it (blocking: call it off the event loop)."""
+        """Appends one line and syncs it (blocking: call it off the event loop). A failed
+        write (a full disk) is a one-line InvalidArgument: the runs before it are kept."""
         line = msgspec.json.encode(Entry(round=round_, harness=harness, task=task, result=result)) + b"\n"
-        self._file.write(line)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise InvalidArgument(f"--journal {self.path}: {err.strerror or err}; the runs before this one "
+                                  "are kept: run again with this file to resume") from None
         self._entries[(round_, harness, task)] = result
 
 
 def open_journal(path: Path, header: Header) -> Journal:
     """The journal at `path` for runs described by `header`, locked: a new one (the file
     made, the header written), or the existing one, its entries read and a line torn by a
-    kill dropped. Anything else is a one-line InvalidArgument naming the problem."""
+    kill dropped. Anything else is a one-line InvalidArgument naming the problem. Blocking:
+    call it off the event loop."""
     where = f"--journal {path}"
     try:
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # a directory, a FIFO, a terminal
+            raise InvalidArgument(f"{where}: not a regular file")
         file = path.open("a+b")  # made if missing; every write goes to the end
     except OSError as err:
-        raise InvalidArgument(f"{where}: {err.strerror}") from None
+        raise InvalidArgument(f"{where}: {err.strerror or err}") from None
     try:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -129,36 +158,41 @@ def open_journal(path: Path, header: Header) -> Journal:
             raise InvalidArgument(f"{where}: in use by another run (wait for it, or give another "
                                   "file)") from None
         file.seek(0)
-        raw = file.read()
-        if not raw:
-            file.write(msgspec.json.encode(header) + b"\n")
+        first = file.readline(HEADER_MAX)
+        ours = msgspec.json.encode(header) + b"\n"
+        if not first.endswith(b"\n") and ours.startswith(first):  # new, or a header cut short
+            file.truncate(0)
+            file.write(ours)
             file.flush()
             os.fsync(file.fileno())
             return Journal(path, file, header, {})
-        entries, torn = _read(where, raw, header)
+        _check_header(where, first, header)
+        rest = file.read()
+        entries, torn = _read_entries(where, rest)
         if torn:  # what is kept ends with a newline before anything is appended
-            file.truncate(len(raw) - torn)
+            file.truncate(len(first) + len(rest) - torn)
         return Journal(path, file, header, entries)
     except OSError as err:
         file.close()
-        raise InvalidArgument(f"{where}: {err.strerror}") from None
+        raise InvalidArgument(f"{where}: {err.strerror or err}") from None
     except BaseException:
         file.close()
         raise
 
 
-def _read(where: str, raw: bytes, header: Header) -> tuple[dict[tuple[int, str, str], TaskResult], int]:
-    """The entries of a journal's bytes, and how many bytes at its end a kill left torn."""
-    lines = raw.split(b"\n")
-    torn = lines.pop()  # after the last newline: empty, or a line a kill cut short
+def _check_header(where: str, first: bytes, header: Header) -> None:
     try:
-        found = msgspec.json.decode(lines[0], type=Header) if lines else None
+        stamp = msgspec.json.decode(first, type=Stamp)
     except msgspec.DecodeError:
-        found = None
-    if found is None or found.kind != KIND:
+        stamp = Stamp()
+    if stamp.kind != KIND or not first.endswith(b"\n"):
         raise InvalidArgument(f"{where}: not a suite journal (give a new file to start one)")
-    if found.version != VERSION:
-        raise InvalidArgument(f"{where}: journal version {found.version}; this agentdeck reads {VERSION}")
+    if stamp.version != VERSION:
+        raise InvalidArgument(f"{where}: journal version {stamp.version}; this agentdeck reads {VERSION}")
+    try:
+        found = msgspec.json.decode(first, type=Header)
+    except msgspec.DecodeError:
+        raise InvalidArgument(f"{where}: its header (line 1) is damaged; give a new file") from None
     model = f"another model file ({found.model})"
     for what, theirs, ours in (("other code", found.source, header.source),
                                (model, found.model_sha256, header.model_sha256),
@@ -167,8 +201,14 @@ def _read(where: str, raw: bytes, header: Header) -> tuple[dict[tuple[int, str, 
             raise InvalidArgument(f"{where}: its runs were made with {what} (sha256 {theirs[:12]}, here "
                                   f"{ours[:12]}); runs made otherwise are not comparable: resume with what "
                                   "made them, or give a new file")
+
+
+def _read_entries(where: str, rest: bytes) -> tuple[dict[tuple[int, str, str], TaskResult], int]:
+    """The entries after the header, and how many bytes at the end a kill left torn."""
+    lines = rest.split(b"\n")
+    torn = lines.pop()  # after the last newline: empty, or a line a kill cut short
     entries: dict[tuple[int, str, str], TaskResult] = {}
-    for number, text in enumerate(lines[1:], start=2):
+    for number, text in enumerate(lines, start=2):
         try:
             entry = msgspec.json.decode(text, type=Entry)
         except msgspec.DecodeError:

@@ -104,14 +104,14 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                     journal: Path | None = None) -> list[SuiteFigures]:
     """The suite (or the tasks matching `pattern`) with the default harness (and each
     variant named in `ablate`, from harness.ABLATIONS), `rounds` times, interleaved in
-    an order rotated each round; one SuiteFigures per harness. `keep`: a new directory
-    (made by the caller) that keeps every task's home and workspace instead of a
-    temporary one. `where_acted`: the default runs first in each round, and a variant
-    reruns only the tasks in which a lever it turns off acted in that round's default
-    run; the others carry the default's result over (a lever that never acted changed
-    nothing the model was shown or offered, nor what became of its output). `journal`:
-    a file keeping each task run as it finishes; the runs it already holds are reused
-    (app/bench/journal.py)."""
+    an order rotated each round; one SuiteFigures per harness. `keep`: a directory (made
+    by the caller; with a journal, it may hold an earlier run's) that keeps every task's
+    home and workspace instead of a temporary one. `where_acted`: the default runs first
+    in each round, and a variant reruns only the tasks in which a lever it turns off
+    acted in that round's default run; the others carry the default's result over (a
+    lever that never acted changed nothing the model was shown or offered, nor what
+    became of its output). `journal`: a file keeping each task run as it finishes; the
+    runs it already holds are reused (app/bench/journal.py)."""
     try:
         tasks = select(pattern)
     except re.error as err:
@@ -119,16 +119,16 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
     if not tasks:
         raise InvalidArgument(f"--tasks {pattern!r} matches no suite task (agent/name)")
     model = resolve_model_path(model_arg, base.inference.model)
-    book: Journal | None = None
-    if journal is not None:
-        book = open_journal(journal, await asyncio.to_thread(header_for, model, base.inference))
-        runs = f"{book.reused} earlier task run{'' if book.reused == 1 else 's'}"
-        err.print(f"[dim]journal: {runs} reused ({escape(str(journal))})[/]")
     variants = {"default": DEFAULT, **{name: ABLATIONS[name] for name in ablate}}
     results: dict[str, list[list[TaskResult]]] = {name: [] for name in variants}
-    homes = (contextlib.nullcontext(str(keep)) if keep
-             else tempfile.TemporaryDirectory(prefix="agentdeck-suite-"))
-    with book or contextlib.nullcontext(), homes as tmp:
+    with contextlib.ExitStack() as stack:
+        book: Journal | None = None
+        if journal is not None:
+            header = await asyncio.to_thread(header_for, model, base.inference)
+            book = stack.enter_context(await asyncio.to_thread(open_journal, journal, header))
+            runs = f"{book.reused} earlier task run{'' if book.reused == 1 else 's'}"
+            err.print(f"[dim]journal: {runs} reused ({escape(str(journal))})[/]")
+        tmp = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentdeck-suite-")))
         for round_ in range(rounds):
             ablations = list(variants.items())[1:]
             turns = ([("default", DEFAULT), *order(ablations, round_)] if where_acted
@@ -149,8 +149,8 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                         continue
                     with LoadProgress(err, f"{key}: {task.prompt}") as progress:
                         engine = build_backend(base.inference, model=model, progress=progress)
-                    result = await run_task(task, Path(tmp) / f"{round_}-{name}-{i}", engine, harness,
-                                            base.inference)
+                    result = await run_task(task, _fresh(tmp / f"{round_}-{name}-{i}"), engine,
+                                            harness, base.inference)
                     if book:
                         await asyncio.to_thread(book.add, round_, name, key, result)
                     err.print(f"[dim]  {_mark(result)} {key} ({result.wall_s:.0f} s): "
@@ -158,6 +158,15 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                     found.append(result)
                 results[name].append(found)
     return [figures(model.name, name, per_round) for name, per_round in results.items()]
+
+
+def _fresh(where: Path) -> Path:
+    """`where`, or where.1, .2, ... if a run stopped before its journal line left it."""
+    tried, n = where, 0
+    while tried.exists():
+        n += 1
+        tried = where.with_name(f"{where.name}.{n}")
+    return tried
 
 
 def figures(model: str, harness: str, per_round: list[list[TaskResult]]) -> SuiteFigures:
