@@ -137,12 +137,13 @@ class HashingWriter:
         self.path.unlink(missing_ok=True)
 
 
-def sha256_of(path: Path, progress: PullProgress) -> str:
+def sha256_of(path: Path, progress: PullProgress | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
-            progress.advance(len(chunk))
+            if progress is not None:
+                progress.advance(len(chunk))
     return digest.hexdigest()
 
 

@@ -29,6 +29,7 @@ import agents
 import app
 from agents.config import InferenceConfig
 from agents.errors import InvalidArgument
+from agents.models.install import sha256_of
 from app.bench.suite_result import TaskResult
 
 KIND = "agentdeck suite journal"
@@ -83,19 +84,11 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def header_for(model: Path, inference: InferenceConfig) -> Header:
     """What the runs about to be made depend on (reads the whole model file: about 2 s for 1 GiB)."""
     settings = msgspec.json.encode(msgspec.structs.replace(inference, model=""))
     return Header(kind=KIND, version=VERSION, source=source_digest(), model=model.name,
-                  model_sha256=file_sha256(model), inference=hashlib.sha256(settings).hexdigest())
+                  model_sha256=sha256_of(model), inference=hashlib.sha256(settings).hexdigest())
 
 
 class Journal:
