@@ -223,25 +223,29 @@ async def test_a_resumed_suite_makes_only_the_runs_its_journal_lacks(
 
 @pytest.mark.timeout(420)
 def test_a_suite_stopped_by_sigterm_resumes_from_its_journal_with_the_real_model(tmp_path: Path) -> None:
-    home, path = tmp_path / "home", tmp_path / "suite.jsonl"
+    home, path, scratch = tmp_path / "home", tmp_path / "suite.jsonl", tmp_path / "tmp"
+    scratch.mkdir()  # the suite's temporary homes go here: none may be left behind
     args = ["bench", "crew", "--suite", "--json", "--tasks", "ops/(disk-percent|cpu-count)", "--journal", str(path)]
-    first = subprocess.Popen(agentdeck_cmd(*args), env=subprocess_env(home), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(agentdeck_cmd(*args), env=subprocess_env(home, TMPDIR=str(scratch)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + (time_left() or 300) / 2
         while not (path.exists() and len(path.read_bytes().splitlines()) >= 2):  # the first run is kept
             assert first.poll() is None, first.communicate()[1]
             assert time.monotonic() < deadline, "no task run was journaled in time"
             time.sleep(0.05)
+        assert list(scratch.glob("agentdeck-suite-*"))  # the next task's home is there
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=10) != 0
+        assert first.wait(timeout=10) == -signal.SIGTERM  # ended as SIGTERM ends a process
     finally:
         first.kill()
+    assert not list(scratch.glob("agentdeck-suite-*"))  # but its temporary homes removed first
     kept = [json.loads(x) for x in path.read_bytes().splitlines()[1:]]
     assert [(x["round"], x["harness"], x["task"]) for x in kept] == [(0, "default", "ops/disk-percent")]
 
-    second = run(home, *args)
+    second = run(home, *args, TMPDIR=str(scratch))
     assert second.returncode == 0, second.stderr
+    assert not list(scratch.glob("agentdeck-suite-*"))
     assert "journal: 1 earlier task run reused" in second.stderr
     assert "ops/cpu-count (" in second.stderr  # a line per new run: cpu-count's
     assert "ops/disk-percent (" not in second.stderr  # and none for disk-percent: not run again

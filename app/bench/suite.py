@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import shutil
+import signal
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -128,7 +131,11 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
             book = stack.enter_context(await asyncio.to_thread(open_journal, journal, header))
             runs = f"{book.reused} earlier task run{'' if book.reused == 1 else 's'}"
             err.print(f"[dim]journal: {runs} reused ({escape(str(journal))})[/]")
-        tmp = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentdeck-suite-")))
+        if keep is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentdeck-suite-")))
+            stack.enter_context(removed_on_sigterm(tmp))
+        else:
+            tmp = keep
         for round_ in range(rounds):
             ablations = list(variants.items())[1:]
             turns = ([("default", DEFAULT), *order(ablations, round_)] if where_acted
@@ -158,6 +165,30 @@ async def run_suite(base: Config, model_arg: str | None, err: Console, *, ablate
                     found.append(result)
                 results[name].append(found)
     return [figures(model.name, name, per_round) for name, per_round in results.items()]
+
+
+@contextlib.contextmanager
+def removed_on_sigterm(path: Path) -> Iterator[None]:
+    """While inside: a SIGTERM first removes `path` (the suite's temporary homes, a few MB
+    per task run), then ends the process as SIGTERM's default does, at once. Not a
+    cancellation: a model call in its thread cannot be interrupted, and a stop must not
+    wait for it. The journal loses nothing (each line is synced; a torn one is dropped).
+    Off the main thread signals are not ours to set, and nothing changes."""
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fresh(where: Path) -> Path:
