@@ -110,6 +110,7 @@ CASES: dict[str, tuple[Answer, Answer]] = {
     "remove-line": (_write("app.env", "NAME=demo\nPORT=5000\n"), _write("app.env", "NAME=demo\n")),
     "fix-typo": (_write("guide.txt", st.GUIDE.replace("teh", "the")),
                  _write("guide.txt", "Install the package, then run the tests.\n")),
+    "typo-to-review": (_write("guide.txt", st.GUIDE.replace("teh", "the")), _say("Fixed the typo.")),
     "count-files": (_say(f"There are {len(st.BASE_FILES)} files."),
                     _say(f"There are {len(st.BASE_FILES) + 1} files.")),
     "sum-numbers": (_say("17 + 25 + 8 = 50"), _say("17 + 25 + 8 = 49")),

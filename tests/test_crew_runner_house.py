@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from scripted_backend import ScriptedBackend, queued
+from scripted_backend import PIECE_CHARS, ScriptedBackend, queued
 
 from agents.config import parse_config
 from agents.crew import rules
 from agents.crew.harness import DEFAULT, Harness
-from agents.crew.schemas import ToolStep, Triage
+from agents.crew.runner import PHASE_TOKENS
+from agents.crew.schemas import CUT_MARK, ToolStep, Triage, closed_final
 from agents.protocol import OWNER, AgentStepped, AgentTriaged, Task
 from agents.runtime import Host
 from agents.store import queries
@@ -291,3 +293,87 @@ def test_a_task_naming_a_workspace_file_starts_by_reading_it(tmp_path: Path) -> 
     assert rules.first_step(task("Create notes.txt containing hello"), read, tmp_path) is None  # not there yet
     assert rules.first_step(task("read ../etc.passwd"), read, tmp_path) is None  # outside: not named here
     assert rules.first_step(task("Review change.diff"), ["write_file"], tmp_path) is None  # cannot read
+
+
+# --- a reply cut by its token cap ---
+
+ASK = "Which programs are running right now?"  # no rule triages it: every decision is the model's
+# What SmolLM2 did once in CI: a final answer that repeats itself until the cap cuts it.
+LOOPING = '{"final": "' + "2017-06-24 15:39:58 Tue, " * 200 + '"}'
+# A tool call cut inside its arguments: nothing to run, nothing to guess.
+LONG_CALL = '{"tool": "run_shell", "arguments": {"command": "echo ' + "a" * 5000 + '"}}'
+STEP_CAP = min(parse_config("").agents["ops"].inference.max_tokens, PHASE_TOKENS["step"])
+CUT_NOTE = (f"Your last reply ran past its {STEP_CAP}-token limit and was cut before it ended. "
+            "Reply again, far shorter.")
+
+
+async def cut_run(db_path: Path, tmp_path: Path, harness: Harness, *outputs: str) -> tuple[Task, list]:
+    script = {"ops": ['{"action": "act", "reason": "a machine question"}',
+                      '{"tool": "list_processes", "arguments": {}}', *outputs,
+                      '{"outcome": "success", "lesson": "", "importance": 1, "tags": []}']}
+    async with host_for(db_path, tmp_path, script, harness) as host:
+        t = await host.store.write(r.create_task, OWNER, ASK, owner="ops")
+        await wait_for(lambda: ended(host, t.id))
+        done = await host.store.read(queries.task, t.id)
+        steps = [q for q in host.backend.requests if q.schema and "anyOf" in q.schema]  # type: ignore[attr-defined]
+    assert done is not None
+    return done, steps
+
+
+async def ended(host: Host, task_id: int) -> bool:
+    now = await host.store.read(queries.task, task_id)
+    return now is not None and now.status in ("done", "failed")
+
+
+@pytest.mark.timeout(60)
+async def test_a_final_answer_cut_by_its_cap_is_kept_as_far_as_it_went(db_path: Path, tmp_path: Path) -> None:
+    done, steps = await cut_run(db_path, tmp_path, DEFAULT, LOOPING)
+    kept = LOOPING[len('{"final": "'):][:STEP_CAP * PIECE_CHARS - len('{"final": "')]  # the scripted cap
+    assert (done.status, done.result) == ("done", kept.rstrip() + CUT_MARK)
+    assert len(steps) == 2  # the look, then the cut answer: no retry
+
+
+@pytest.mark.timeout(60)
+async def test_a_tool_call_cut_by_its_cap_is_retried_with_the_model_told_so(db_path: Path,
+                                                                          tmp_path: Path) -> None:
+    done, steps = await cut_run(db_path, tmp_path, DEFAULT, LONG_CALL, '{"final": "python and sqlite run"}')
+    assert (done.status, done.result) == ("done", "python and sqlite run")
+    cut, retried = steps[-2], steps[-1]
+    assert CUT_NOTE not in cut.messages[-1].content
+    assert retried.messages[:-1] == cut.messages[:-1]  # only the last turn says it
+    assert retried.messages[-1].content == f"{cut.messages[-1].content}\n\n{CUT_NOTE}"
+
+
+@pytest.mark.timeout(60)
+async def test_without_the_lever_a_cut_answer_is_retried_blind_and_a_second_cut_fails_naming_the_cap(
+        db_path: Path, tmp_path: Path) -> None:
+    done, steps = await cut_run(db_path, tmp_path, Harness(cut_replies=False), LOOPING, LOOPING)
+    assert done.status == "failed"
+    assert done.result == (f"step 2: the model's output did not parse twice (cut at its {STEP_CAP}-token "
+                           "limit: not JSON: Input data was truncated)")
+    assert steps[-1].messages == steps[-2].messages
+
+
+@pytest.mark.parametrize(("text", "closed"), [
+    ('{"final": "the disk is 4', {"final": "the disk is 4" + CUT_MARK}),
+    ('  {"final":"tab\\there \\u00e9 and a cut \\u00', {"final": "tab\there \u00e9 and a cut" + CUT_MARK}),
+    ('{"final": "ends on a lone backslash \\', {"final": "ends on a lone backslash" + CUT_MARK}),
+    ('{"final": "said", "extra": "x', None),  # closed and went on: not cut inside the answer
+    ('{"tool": "run_shell", "arguments": {"command": "ls', None),  # a cut call is not guessed at
+    ('{"action": "act", "reason": "becau', None),
+])
+def test_closing_a_cut_final_answer(text: str, closed: dict | None) -> None:
+    made = closed_final(text)
+    assert (json.loads(made) if made else None) == closed
+
+
+def test_the_cut_note_ends_the_last_user_turn_or_is_one() -> None:
+    from agents.crew.prompts import told_it_was_cut
+    from agents.inference.types import ChatMessage
+
+    user = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="do it")]
+    told = told_it_was_cut(user, 96)
+    assert [m.role for m in told] == ["system", "user"] and told[1].content.startswith("do it\n\n")
+    after_assistant = [*user, ChatMessage(role="assistant", content="{}")]
+    told = told_it_was_cut(after_assistant, 96)
+    assert [m.role for m in told] == ["system", "user", "assistant", "user"] and "96-token" in told[-1].content

@@ -21,7 +21,7 @@ from agents.crew import grounding
 from agents.crew.harness import DEFAULT, Harness
 from agents.protocol import OWNER, AgentStepped, AgentTriaged, Task
 from agents.runtime import Host
-from agents.store import queries
+from agents.store import Store, queries
 from agents.store import reducers as r
 
 
@@ -806,3 +806,77 @@ async def test_a_file_to_create_is_the_only_path_and_a_figure_for_it_is_looked_u
     look, save = step_requests(backend, "dev")[:2]
     assert offers(look) != {"write_file"} and "list_dir" in offers(look)  # not narrowed before a look
     assert offers(save) == {"write_file"}
+
+
+# --- a change asked of an agent that cannot make it ---
+
+TYPO = "Fix the typo 'teh' in guide.txt."
+
+
+async def triaged(host: Host, task_id: int) -> AgentTriaged:
+    events = await host.store.read(queries.events_after, 0, 10_000)
+    [found] = [e.payload for e in events if isinstance(e.payload, AgentTriaged) and e.payload.task_id == task_id]
+    return found
+
+
+@pytest.mark.timeout(60)
+async def test_a_change_asked_of_review_goes_to_dev_by_rule_and_is_made(tmp_path: Path) -> None:
+    """Review has no tool that writes: the person's typo fix is handed to dev by rule (no
+    model call decides it), dev makes and reads back the change, review states the result."""
+    outputs = {"dev": [call("edit_file", path="guide.txt", old="run teh tests", new="run the tests"),
+                       final("Fixed 'teh'."), REFLECT],
+               "review": [final("dev fixed it"), REFLECT]}
+    host, backend, ws = crew(tmp_path, outputs)
+    (ws / "guide.txt").write_text("run teh tests\n")
+    async with host:
+        ended = await run_to_end(host, TYPO, "review")
+        routed = await triaged(host, ended.id)
+        [child] = [t for t in await host.store.read(queries.tasks) if t.parent_id == ended.id]
+        child_steps = await steps_of(host, child.id)
+    assert (routed.by, routed.action, routed.delegate_to) == ("rule", "delegate", "dev")
+    assert "my tools cannot make" in routed.reason
+    assert (child.owner, child.status) == ("dev", "done"), child.result
+    assert child_steps == [("read_file", "ok"), ("edit_file", "ok"), (None, "final")]
+    assert (ended.status, ended.result) == ("done", "dev fixed it")  # review's combine of dev's result
+    assert (ws / "guide.txt").read_text() == "run the tests\n"
+    assert [offers(q) for q in step_requests(backend, "review")] == [{"final"}]  # only the combine
+
+
+@pytest.mark.timeout(60)
+async def test_changes_staying_put_fail_at_once_instead_of_a_claimed_fix(tmp_path: Path) -> None:
+    """With route_changes off, review keeps the typo fix (its tools can read the file) but
+    cannot make it: the task fails at once naming who can, with no answer to claim it."""
+    host, backend, ws = crew(tmp_path, {"review": [final("Fixed."), REFLECT]}, Harness(route_changes=False))
+    (ws / "guide.txt").write_text("run teh tests\n")
+    async with host:
+        ended = await run_to_end(host, TYPO, "review")
+        routed = await triaged(host, ended.id)
+    assert routed.action == "act"
+    assert (ended.status, ended.result) == ("failed", "it asks for a change to a file, and review has no tool "
+                                                      "that makes one; dev can")
+    assert not step_requests(backend, "review")
+    assert (ws / "guide.txt").read_text() == "run teh tests\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("extra", "to"), [
+    ("", "dev"),  # dev gave it and is the only agent that writes: back to dev
+    ('[agents.scribe]\ntools = ["read_file", "edit_file"]\n', "scribe"),  # another writer: not back
+])
+async def test_a_change_handed_to_review_goes_back_to_the_giver_only_when_no_one_else_can(
+        tmp_path: Path, extra: str, to: str) -> None:
+    """dev gave review a change it cannot make: it goes to another agent that writes, and
+    back to dev only when no other can (the work returning to where it can be done)."""
+    host, _, ws = crew(tmp_path, {}, extra=extra)
+    (ws / "guide.txt").write_text("run teh tests\n")
+    with Store.open(tmp_path / "home" / "agentdeck.db", host.config.enabled_agents()) as store:
+        parent = store.write(r.create_task, OWNER, "docs", owner="dev")
+        store.write(r.set_task_status, "dev", parent.id, "blocked", "waiting for its subtask")
+        child = store.write(r.create_task, "dev", TYPO, owner="review", parent_id=parent.id)
+    async with host:
+        deadline = time.monotonic() + 30
+        while not (routed := [t for t in await host.store.read(queries.tasks) if t.parent_id == child.id]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert (await triaged(host, child.id)).delegate_to == to
+    assert routed[0].owner == to

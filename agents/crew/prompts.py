@@ -128,6 +128,19 @@ def step_turns(steps: list[tuple[str, str]], result_chars: int = RESULT_CHARS) -
     return turns
 
 
+def told_it_was_cut(messages: list[ChatMessage], tokens: int) -> list[ChatMessage]:
+    """`messages` with the model told that its reply ran past `tokens` and was cut, for the
+    retry (measured: SmolLM2 looped inside a final answer until its cap cut it, then did
+    again on the same prompt). Said at the end of the last user turn: a template may
+    refuse two user turns in a row."""
+    note = (f"Your last reply ran past its {tokens}-token limit and was cut before it ended. "
+            "Reply again, far shorter.")
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "user":
+        return [*messages[:-1], ChatMessage(role="user", content=f"{last.content}\n\n{note}")]
+    return [*messages, ChatMessage(role="user", content=note)]
+
+
 def reflect_messages(name: str, agent: AgentConfig, task_text_: str, summary: str) -> list[ChatMessage]:
     return [system_message(name, agent), ChatMessage(role="user", content=(
         f"{task_text_}\n\nWhat happened: {summary}\n\nReflect on it. Answer {{\"outcome\": "

@@ -46,6 +46,7 @@ from agents.crew.schemas import (
     Reflection,
     ToolStep,
     Triage,
+    closed_final,
     decode,
     parse_step,
     reflection_schema,
@@ -242,7 +243,8 @@ class TaskRunner:
         rule = await self._triage_rule(task)
         if rule is not None:
             await self.store.write(r.record_phase, AgentTriaged(task_id=task.id, action=rule.action,
-                                                                 reason=rule.reason, by="rule"))
+                                                                 reason=rule.reason, by="rule",
+                                                                 delegate_to=rule.delegate_to))
             return rule
         messages = prompts.triage_messages(self.name, self.agent, context, self.agents)
         triage = await self._structured("triage", messages, triage_schema(self.agents), task.id,
@@ -268,7 +270,7 @@ class TaskRunner:
             # psutil measures the CPU over 0.2 s, sleeping: in a thread, or the loop stalls.
             normal, figures = await asyncio.to_thread(rules.health_is_normal)
             return rules.health_triage(normal, figures)
-        rule = rules.triage_rule(task, self.agent.tools)
+        rule = await self._change_route(task) or rules.triage_rule(task, self.agent.tools)
         if rule is None and self.harness.keep_own and task.created_by == OWNER and task.parent_id is None \
                 and grounding.evidence_tools(task, self._tools(task)):
             # Measured: triage sent most of the person's tasks away from the agent they chose.
@@ -277,6 +279,31 @@ class TaskRunner:
         if rule is not None:
             self.acted.add("rules_first")
         return rule
+
+    def _writers(self, task: Task) -> list[str]:
+        """When the task asks for a change to a file that this agent's tools cannot make (and
+        it cannot delegate: lead's own check makes it), the other agents whose tools can,
+        in the config's order; else none."""
+        tools = self.agent.tools
+        if "change" not in grounding.uncovered(task, tools) or "delegate" in tools:
+            return []
+        return [a for a in self.agents if a != self.name
+                and set(grounding.WRITE_TOOLS) & set(self.config.agents[a].tools)]
+
+    async def _change_route(self, task: Task) -> Triage | None:
+        """A change this agent cannot make, handed to an agent that can (harness.route_changes).
+        Measured (Qwen-1.5B, keep_own off): dev handed fix-typo to review, which has no tool
+        that writes; review answered "fixed" and the task ended done, nothing verified. Not
+        back to the agent that gave it unless only it can: that is the work returning to
+        where it can be done, not a hand-back."""
+        writers = self._writers(task) if self.harness.route_changes else []
+        if not writers:
+            return None
+        self.acted.add("route_changes")
+        giver = await self._giver(task)
+        to = next((a for a in writers if a != giver), writers[0])
+        return Triage(action="delegate", delegate_to=to,
+                      reason=f"it asks for a change to a file, which my tools cannot make and {to}'s can")
 
     # --- act ---
 
@@ -320,6 +347,12 @@ class TaskRunner:
             raise PhaseFailed(f"the task's worktree could not be made: {err}") from None
         steps: list[tuple[str, str]] = []
         tools = self._tools(task)
+        if self.harness.verify_changes and "change" in grounding.uncovered(task, tools) \
+                and "delegate" not in tools:
+            # Any answer would claim a change that no tool here could make or read back.
+            self.acted.add("verify_changes")
+            raise PhaseFailed(f"it asks for a change to a file, and {self.name} has no tool that makes one"
+                              + (f"; {' or '.join(self._writers(task))} can" if self._writers(task) else ""))
         # What the task is about includes what it is part of. Measured: lead handed ops
         # "check system info" for a CPU-core count; ops answered "5 cores" without a look.
         task = await self._in_scope(task)
@@ -770,19 +803,30 @@ class TaskRunner:
     async def _structured(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
                           task_id: int, parse: Any) -> Any:
         """A schema-constrained call; output that does not parse is retried (the live view
-        says so, for the panes), up to ATTEMPTS calls."""
+        says so, for the panes), up to ATTEMPTS calls. Output its token cap cut
+        (harness.cut_replies): a final answer is kept as far as it went, else the retry
+        tells the model it was cut."""
         problem = ""
         for attempt in range(1, ATTEMPTS + 1):
             retry = f"retrying: the output did not parse (attempt {attempt} of {ATTEMPTS})"
-            text = await self._model(phase, messages, schema, task_id, retry if attempt > 1 else "")
+            text, cut_at = await self._model(phase, messages, schema, task_id, retry if attempt > 1 else "")
             try:
                 return parse(text)
             except ValueError as err:
-                problem = str(err)
+                problem = str(err) if cut_at is None else f"cut at its {cut_at}-token limit: {err}"
+            if cut_at is None or not self.harness.cut_replies:
+                continue
+            self.acted.add("cut_replies")
+            closed = closed_final(text)
+            if closed is not None:
+                with contextlib.suppress(ValueError):  # a final answer this step does not allow
+                    return parse(closed)
+            messages = prompts.told_it_was_cut(messages, cut_at)
         raise PhaseFailed(f"{phase}: the model's output did not parse twice ({problem})")
 
     async def _model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
-                     task_id: int, note: str = "") -> str:
+                      task_id: int, note: str = "") -> tuple[str, int | None]:
+        """The model's text, and its token cap when the cap cut it (else None)."""
         messages = await self.counter.fit(messages, [], self._prompt_budget())  # a long task text is cut
         self.live.begin_call(phase)
         self.live.note = note
@@ -792,7 +836,7 @@ class TaskRunner:
             self.live.model_s += time.monotonic() - self.live.call_started
 
     async def _call_model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
-                          task_id: int) -> str:
+                          task_id: int) -> tuple[str, int | None]:
         sampling = self.agent.inference
         cap = min(sampling.max_tokens, PHASE_TOKENS.get(phase.split()[0], sampling.max_tokens))
         speed = agent_snapshot(self.backend, self.name).speed  # of the backend this agent thinks with
@@ -827,7 +871,7 @@ class TaskRunner:
         if result.finish_reason not in ("stop", "length"):
             raise PhaseFailed(f"{phase}: the model call ended with {result.finish_reason}"
                               + (f" ({result.error})" if result.error else ""))
-        return result.text
+        return result.text, (limit.max_tokens if result.finish_reason == "length" else None)
 
     async def _state(self, state: str, task_id: int | None, detail: str = "") -> None:
         self.live.state = state

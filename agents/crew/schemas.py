@@ -9,6 +9,8 @@ tool it does not have.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -142,6 +144,30 @@ def parse_step(text: str, tools: list[str], only_final: str = "", no_final: str 
             raise ValueError(f"{only_final}; the model asked for {step.tool}")
         raise ValueError(f"{step.tool!r} is not one of this agent's tools")
     return step
+
+
+CUT_MARK = " [… cut off: the reply reached its token limit]"  # no figure: grounded numbers check answers
+_FINAL_OPENS = re.compile(r'\s*\{\s*"final"\s*:\s*"')
+_LONGEST_ESCAPE = 6  # \uXXXX: a cut may leave up to 5 of its characters
+
+
+def closed_final(text: str) -> str | None:
+    """A final answer that its token cap cut inside its text, closed as a step: the words
+    it had, then CUT_MARK. None when `text` is anything else (a cut tool call is not
+    guessed at). Measured: SmolLM2 looped inside a final answer until the cap, twice, and
+    the task failed on output that "did not parse"; a larger model's long answer (a list
+    of processes) is cut the same way and is worth keeping."""
+    opened = _FINAL_OPENS.match(text)
+    if opened is None:
+        return None
+    body = text[opened.end():]
+    for trim in range(_LONGEST_ESCAPE):  # a cut escape (a lone backslash, half a \uXXXX) is dropped
+        try:
+            words = json.loads(f'"{body[:len(body) - trim]}"')
+        except ValueError:
+            continue
+        return msgspec.json.encode({"final": words.rstrip() + CUT_MARK}).decode()
+    return None  # the text closed and went on: not cut inside it
 
 
 def decode(text: str, kind: type[msgspec.Struct]) -> Any:

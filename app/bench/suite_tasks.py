@@ -526,6 +526,10 @@ SUITE: list[SuiteTask] = [
     SuiteTask(name="fix-typo", agent="dev", prompt="Fix the typo 'teh' in guide.txt.",
               setup=files({"guide.txt": GUIDE}), check=_file_is("guide.txt", GUIDE.replace("teh", "the")),
               question=False),
+    # a change asked of review, which has no tool that writes: made by the agent that can
+    SuiteTask(name="typo-to-review", agent="review", prompt="Fix the typo 'teh' in guide.txt.",
+              setup=files({"guide.txt": GUIDE}), check=_file_is("guide.txt", GUIDE.replace("teh", "the")),
+              question=False),
     # dev: questions about the workspace (nothing may be written)
     SuiteTask(name="count-files", agent="dev", prompt="How many files are in the workspace?",
               setup=files(), check=_file_count),
