@@ -29,6 +29,12 @@ SCENARIOS: dict[str, tuple[str, str, dict[str, str], dict[str, list[str]]]] = {
     "a change": (CHANGE, "dev", SETTINGS, {"dev": [
         call("edit_file", path="settings.ini", old="port = 8080", new="port = 9090"),
         final("The port is now 9090."), REFLECT]}),
+    "a change asked of review": ("Fix the typo 'teh' in guide.txt.", "review", {"guide.txt": "run teh tests\n"}, {
+        "dev": [call("edit_file", path="guide.txt", old="run teh tests", new="run the tests"),
+                final("Fixed."), REFLECT],
+        "review": [final("dev fixed it"), REFLECT]}),
+    "an answer cut by its cap": ("write a haiku about tea", "dev", {}, {"dev": [
+        '{"action": "act", "reason": "mine"}', '{"final": "' + "green tea, " * 800 + '"}', REFLECT]}),
     "delegated, combined": ("Find out which port settings.ini sets and tell me", "lead", SETTINGS, {
         "lead": [call("delegate", to="dev", title="Which port is set in settings.ini?"),
                  final("dev has it: the port is set."), final("The port is 9999."), REFLECT],
@@ -85,6 +91,15 @@ async def test_a_change_and_a_delegation_record_the_levers_that_shaped_them(tmp_
     delegated = await run(tmp_path / "run", "delegated, combined", DEFAULT)
     assert delegated[:2] == ("done", "dev: The port is 8080.")
     assert "combine_verified" in delegated.acted
+
+
+@pytest.mark.timeout(60)
+async def test_a_routed_change_and_a_kept_cut_answer_record_their_levers(tmp_path: Path) -> None:
+    routed = await run(tmp_path / "run", "a change asked of review", DEFAULT)
+    assert routed[:2] == ("done", "dev fixed it") and "route_changes" in routed.acted
+    cut = await run(tmp_path / "run", "an answer cut by its cap", DEFAULT)
+    assert cut.status == "done" and "cut_replies" in cut.acted
+    assert "route_changes" not in cut.acted and "cut_replies" not in routed.acted
 
 
 def test_levers_off_names_what_each_ablation_turns_off() -> None:
