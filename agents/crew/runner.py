@@ -341,18 +341,19 @@ class TaskRunner:
 
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
-        try:  # an isolated agent's task works in a worktree of its own: made before any step
-            await self.gate.prepare(self.name, task.id)
-        except GitError as err:
-            raise PhaseFailed(f"the task's worktree could not be made: {err}") from None
-        steps: list[tuple[str, str]] = []
         tools = self._tools(task)
         if self.harness.verify_changes and "change" in grounding.uncovered(task, tools) \
                 and "delegate" not in tools:
             # Any answer would claim a change that no tool here could make or read back.
             self.acted.add("verify_changes")
+            writers = self._writers(task)
             raise PhaseFailed(f"it asks for a change to a file, and {self.name} has no tool that makes one"
-                              + (f"; {' or '.join(self._writers(task))} can" if self._writers(task) else ""))
+                              + (f"; {' or '.join(writers)} can" if writers else ""))
+        try:  # an isolated agent's task works in a worktree of its own: made before any step
+            await self.gate.prepare(self.name, task.id)
+        except GitError as err:
+            raise PhaseFailed(f"the task's worktree could not be made: {err}") from None
+        steps: list[tuple[str, str]] = []
         # What the task is about includes what it is part of. Measured: lead handed ops
         # "check system info" for a CPU-core count; ops answered "5 cores" without a look.
         task = await self._in_scope(task)
