@@ -128,6 +128,12 @@ def uncovered(task: Task, tools: Collection[str]) -> dict[str, set[str]]:
             if not needed & set(tools) - ({"read_file"} if aspect == "the workspace" else set())}
 
 
+def change_out_of_reach(task: Task, tools: Collection[str]) -> bool:
+    """The task asks for a change to a file that none of `tools` makes, and they cannot
+    delegate it either (lead's own check hands such a part on)."""
+    return "change" in uncovered(task, tools) and "delegate" not in tools
+
+
 def first_look(task: Task, tools: Collection[str]) -> set[str]:
     """What step 1 may call when the task needs evidence: the evidence tools, or only the
     delegate tool when part of the task is beyond the agent's own tools. Measured: lead,

@@ -284,8 +284,7 @@ class TaskRunner:
         """When the task asks for a change to a file that this agent's tools cannot make (and
         it cannot delegate: lead's own check makes it), the other agents whose tools can,
         in the config's order; else none."""
-        tools = self.agent.tools
-        if "change" not in grounding.uncovered(task, tools) or "delegate" in tools:
+        if not grounding.change_out_of_reach(task, self.agent.tools):
             return []
         return [a for a in self.agents if a != self.name
                 and set(grounding.WRITE_TOOLS) & set(self.config.agents[a].tools)]
@@ -342,8 +341,7 @@ class TaskRunner:
     async def _act(self, task: Task, context: str) -> tuple[str, list[tuple[str, str]]]:
         await self._state("acting", task.id)
         tools = self._tools(task)
-        if self.harness.verify_changes and "change" in grounding.uncovered(task, tools) \
-                and "delegate" not in tools:
+        if self.harness.verify_changes and grounding.change_out_of_reach(task, tools):
             # Any answer would claim a change that no tool here could make or read back.
             self.acted.add("verify_changes")
             writers = self._writers(task)
@@ -826,7 +824,7 @@ class TaskRunner:
         raise PhaseFailed(f"{phase}: the model's output did not parse twice ({problem})")
 
     async def _model(self, phase: str, messages: list[ChatMessage], schema: dict[str, Any],
-                      task_id: int, note: str = "") -> tuple[str, int | None]:
+                     task_id: int, note: str = "") -> tuple[str, int | None]:
         """The model's text, and its token cap when the cap cut it (else None)."""
         messages = await self.counter.fit(messages, [], self._prompt_budget())  # a long task text is cut
         self.live.begin_call(phase)
